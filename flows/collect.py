@@ -1,0 +1,80 @@
+"""The collect stage: every configured source -> Parquet record shards + quarantine, gated by GX.
+
+Reads only its sources (params), writes only ``data/raw`` (through a staging directory renamed into place
+after validation passes) and ``metrics/collect.json``. ``python -m flows.collect`` runs it alone; that is the
+dvc.yaml cmd.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from prefect import flow
+
+from pipelines import artifacts, tracking
+from pipelines.config import CollectParams, DefaultSource, FilesSource, HFSource, Params, WarcSource
+from tasks.hub import iter_hf_dataset
+from tasks.records import COLUMNS, SourcePlan, write_records
+from tasks.sources import iter_files
+from tasks.stdlib_corpus import iter_stdlib_corpus
+from tasks.validation import validate_records
+from tasks.web import iter_warc
+
+STAGE = "collect"
+
+
+def source_plans(params: CollectParams, root: Path) -> list[SourcePlan]:
+    """Map each configured source to its reader (the tasks never see the params objects)."""
+    plans = []
+    for src in params.sources:
+        if isinstance(src, DefaultSource):
+            read = partial(iter_stdlib_corpus, include_topics=src.include_topics,
+                           include_docstrings=src.include_docstrings)
+        elif isinstance(src, FilesSource):
+            read = partial(iter_files, paths=src.paths, base_dir=root, fmt=src.format, text_field=src.text_field,
+                           text_unit=src.text_unit, max_doc_bytes=params.max_doc_bytes)
+        elif isinstance(src, HFSource):
+            read = partial(iter_hf_dataset, path=src.path, name=src.config, split=src.split,
+                           text_field=src.text_field, streaming=src.streaming, data_files=src.data_files,
+                           revision=src.revision, base_dir=root)
+        elif isinstance(src, WarcSource):
+            read = partial(iter_warc, paths=src.paths, base_dir=root, min_text_chars=src.min_text_chars,
+                           max_doc_bytes=params.max_doc_bytes)
+        else:  # pragma: no cover - the schema admits no other kind
+            raise TypeError(f"unknown source kind {src!r}")
+        plans.append(SourcePlan(name=src.name, read=read, weight=src.weight, max_docs=src.max_docs))
+    return plans
+
+
+@flow(name=STAGE, validate_parameters=False)
+def collect(params: Params, root: Path) -> dict[str, int]:
+    """Collect every source into ``data/raw``; returns the stage counters.
+
+    Args:
+        params: the whole validated params.yaml (this stage reads its ``collect`` section).
+        root: the repository.
+    """
+    cfg = params.collect
+    out_dir = root / artifacts.RAW_DIR
+    docs = artifacts.report_dir(root, STAGE, "gx")
+    with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
+        with artifacts.staged_output(out_dir) as staging:
+            stats = write_records(source_plans(cfg, root), staging, seed=cfg.seed,
+                                  shard_max_records=cfg.shard_max_records, shard_max_bytes=cfg.shard_max_bytes,
+                                  max_doc_bytes=cfg.max_doc_bytes)
+            report = validate_records(staging, suite=STAGE, columns=COLUMNS, min_rows=cfg.validation.min_rows,
+                                      max_rows=cfg.validation.max_rows, report_dir=docs)
+            run.log_stats(stats)
+            run.log_artifact(docs, "data_docs")
+            report.raise_for_failure()
+        stats.update(report.stats())
+        run.log_stats(report.stats())
+        run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
+    return stats
+
+
+if __name__ == "__main__":
+    from pipelines.runner import stage_main
+
+    raise SystemExit(stage_main(STAGE, collect))

@@ -1,0 +1,106 @@
+"""Where stage outputs live, and how they get there: atomically, or not at all.
+
+A stage writes into a hidden staging directory beside its output and renames it into place only when
+everything (including validation) succeeded. A stage killed at any point, even with SIGKILL, leaves the
+previous output or none, never a half; the next run sweeps the abandoned staging directory away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RAW_DIR = Path("data/raw")
+METRICS_DIR = Path("metrics")
+REPORTS_DIR = Path("reports")
+
+_STAGING = ".{name}.staging-"
+_RETIRED = ".{name}.retired-"
+
+
+def _sweep(final: Path) -> None:
+    """Remove staging/retired siblings left behind by killed runs."""
+    if not final.parent.is_dir():
+        return
+    for prefix in (_STAGING.format(name=final.name), _RETIRED.format(name=final.name)):
+        for stale in final.parent.glob(prefix + "*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_output(final: Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``final`` in two renames.
+
+    On an exception the staging directory is deleted and ``final`` is untouched. Between the two renames
+    (microseconds) ``final`` is briefly absent: "the previous output or none".
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(final)
+    staging = final.parent / f"{_STAGING.format(name=final.name)}{os.getpid()}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_tree(staging)
+    retired = final.parent / f"{_RETIRED.format(name=final.name)}{os.getpid()}"
+    if final.exists():
+        os.replace(final, retired)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    # Data must be on disk before the rename publishes it, or a power cut could publish empty files.
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small file through a temporary sibling and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def metrics_path(root: Path, stage: str) -> Path:
+    """``metrics/STAGE.json`` of the checkout at ``root``."""
+    return root / METRICS_DIR / f"{stage}.json"
+
+
+def write_metrics(root: Path, stage: str, stats: Mapping[str, Any]) -> Path:
+    """Write the stage's counters as DVC metrics (sorted keys, so the file is byte-stable)."""
+    path = metrics_path(root, stage)
+    atomic_write_text(path, json.dumps(dict(stats), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def report_dir(root: Path, stage: str, kind: str) -> Path:
+    """``reports/KIND/STAGE``: human-readable reports (GX Data Docs, plots); outside DVC."""
+    return root / REPORTS_DIR / kind / stage

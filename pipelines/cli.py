@@ -1,0 +1,141 @@
+"""``lmforge``: one command line for the whole pipeline.
+
+    lmforge run [STAGE ...] [--force] [--from STAGE]   run stale stages (all by default)
+    lmforge status [STAGE ...]                         which stages are stale, and why
+    lmforge ui [--port N]                              MLflow UI for the embedded store on 127.0.0.1
+
+The no-op path (nothing stale) asks DVC and exits before Prefect, MLflow or any heavy library is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.config import STAGES, apply_orchestration, load_params
+from pipelines.runner import EXIT_OK, guarded, prepare, quiet_user_errors
+from pipelines.versioning import (
+    StageGraphError,
+    Versioning,
+    downstream_closure,
+    read_stages,
+    topological_order,
+    upstream,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmforge", description="Reproducible pipeline from raw text to evaluated LMs.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run stale stages (all, or the ones named) as one Prefect flow",
+                         description="Run the pipeline: every stage DVC reports stale, in DAG order. Named stages "
+                         "run with whatever stale upstream stages they need.")
+    run.add_argument("stages", nargs="*", metavar="STAGE", help=f"stages to run (default: all of {', '.join(STAGES)})")
+    run.add_argument("--force", action="store_true", help="run the selected stages even if they are up to date")
+    run.add_argument("--from", dest="from_stage", metavar="STAGE",
+                     help="force STAGE and every stage downstream of it")
+    st = sub.add_parser("status", help="which stages are stale and why (from DVC)",
+                        description="Show, per stage, whether it is up to date and what changed (deps, params, outs).")
+    st.add_argument("stages", nargs="*", metavar="STAGE", help="stages to check (default: all)")
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for this repo's store",
+                        description="Serve the MLflow UI for the tracking store in params.yaml and print its URL.")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    return p
+
+
+def _check_names(names: list[str], known: list[str]) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise StageGraphError(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(known)}")
+
+
+def plan_run(root: Path, stages: list[str], force: bool, from_stage: str | None) -> tuple[list[str], list[str]]:
+    """Which stages to consider and which to force, in DAG order."""
+    graph = read_stages(root)
+    order = topological_order(graph)
+    _check_names(stages + ([from_stage] if from_stage else []), order)
+    if from_stage:
+        forced = downstream_closure(graph, {from_stage})
+        selected = forced | set(stages)
+    else:
+        selected = set(stages or order)
+        forced = set(selected) if force else set()
+    # a named stage needs its upstream stages up to date: consider them too (they run only if stale)
+    ups = upstream(graph)
+    closure = set(selected)
+    for name in reversed(order):
+        if name in closure:
+            closure |= ups[name]
+    plan = [n for n in order if n in closure]
+    return plan, [n for n in plan if n in forced]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    root = prepare()
+    params = load_params(root)  # params errors before any work
+    plan, forced = plan_run(root, args.stages, args.force, args.from_stage)
+    versioning = Versioning(root)
+    try:
+        stale = {s: r for s in plan if s not in forced and (r := versioning.stale_reasons(s))}
+    finally:
+        versioning.close()
+    if not forced and not stale:
+        print(f"lmforge: nothing to do: {', '.join(plan)} up to date")
+        return EXIT_OK
+    apply_orchestration(params.orchestration)
+    from pipelines.pipeline import pipeline
+
+    quiet_user_errors()
+    outcome = pipeline(params=params, root=root, plan=plan, forced=forced)
+    for stage, what in outcome.items():
+        print(f"{stage}: {what}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    root = prepare()
+    load_params(root)
+    order = topological_order(read_stages(root))
+    _check_names(args.stages, order)
+    versioning = Versioning(root)
+    try:
+        for stage in [s for s in order if not args.stages or s in args.stages]:
+            reasons = versioning.stale_reasons(stage)
+            print(f"{stage}: {'stale' if reasons else 'up to date'}")
+            for r in reasons:
+                print(f"    {r}")
+    finally:
+        versioning.close()
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    root = prepare()
+    params = load_params(root)
+    from pipelines.tracking import resolve_uri
+
+    uri = resolve_uri(params.tracking.uri, root)
+    artifacts = params.tracking.artifact_root
+    artifacts = artifacts if "://" in artifacts else (root / artifacts).resolve().as_uri()
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {uri}\n  {url}\n(Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts,
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "status": cmd_status, "ui": cmd_ui}[args.command]
+    return guarded(lambda: handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""Typed, validated params: the schema of ``params.yaml``, the single source of configuration.
+
+Every section is a pydantic model with a description per field; unknown keys are rejected. A bad file is
+one :class:`ParamsError` whose message names every offending key path (``collect.sources[0].max_docs``),
+raised before any stage does work. This module also knows where the repository is and sets the process
+environment every lmforge process shares (telemetry off, Prefect home and API under the repo).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+STAGES: tuple[str, ...] = ("collect",)
+"""Stage names in pipeline order; one name everywhere (params key, dvc.yaml stage, flow module, MLflow run)."""
+
+# Environment shared by every lmforge process (CLI, stage subprocesses, dvc repro, tests). Telemetry of every
+# tool is off so nothing reaches for the network; the same switches also live in each tool's own config file
+# (prefect.toml, .dvc/config) for the tools' own command lines.
+TELEMETRY_OFF: dict[str, str] = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DISABLE_MLFLOW_INTEGRATION": "TRUE",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class ParamsError(Exception):
+    """params.yaml is missing, unreadable or does not match the schema. Exit code 2."""
+
+    exit_code = 2
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------------- collect
+class _SourceBase(_Section):
+    name: str = Field(
+        description="Unique name of the source; recorded in every record's `source` column and in the metrics.",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
+    max_docs: int | None = Field(None, ge=1, description="Keep at most this many documents from the source.")
+    weight: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of the source's documents kept, sampled deterministically from each record's id "
+        "and the stage seed (1.0 keeps all).",
+    )
+
+
+class DefaultSource(_SourceBase):
+    """The offline corpus: standard-library documentation topics and module docstrings of this Python."""
+
+    kind: Literal["default"] = Field(description="Source kind.")
+    include_topics: bool = Field(True, description="Include the pydoc documentation topics.")
+    include_docstrings: bool = Field(True, description="Include one document per standard-library module.")
+
+
+class FilesSource(_SourceBase):
+    """Local files: jsonl/json/parquet/txt/md, plain or .gz/.zst compressed."""
+
+    kind: Literal["files"] = Field(description="Source kind.")
+    paths: list[str] = Field(min_length=1, description="Glob patterns (** allowed), relative to the repository.")
+    format: Literal["auto", "jsonl", "json", "parquet", "txt", "md"] = Field(
+        "auto", description="File format; `auto` picks it from the suffix (after a compression suffix)."
+    )
+    text_field: str = Field("text", min_length=1, description="Field holding the text in jsonl/json/parquet.")
+    text_unit: Literal["file", "line"] = Field("file", description="txt/md: one document per file or per line.")
+
+
+class HFSource(_SourceBase):
+    """A Hugging Face dataset: hub id (streamed), local dataset directory, or a builder with data files."""
+
+    kind: Literal["hf"] = Field(description="Source kind.")
+    path: str = Field(min_length=1, description="Hub id, local directory, or builder name (json, parquet, text).")
+    config: str | None = Field(None, description="Dataset configuration name.")
+    split: str = Field("train", description="Split to read.")
+    text_field: str = Field("text", min_length=1, description="Column holding the text.")
+    streaming: bool = Field(True, description="Stream instead of downloading/preparing the whole dataset.")
+    data_files: list[str] | None = Field(None, description="Data files for a builder name or a local directory.")
+    revision: str | None = Field(None, description="Hub revision (commit, tag or branch) to pin.")
+
+
+class WarcSource(_SourceBase):
+    """Common Crawl style WARC (HTML responses, main text extracted) or WET files, plain or gzipped."""
+
+    kind: Literal["warc"] = Field(description="Source kind.")
+    paths: list[str] = Field(min_length=1, description="Glob patterns of .warc/.warc.gz/.wet/.wet.gz files.")
+    min_text_chars: int = Field(1, ge=1, description="Pages whose extracted text is shorter are quarantined.")
+
+
+Source = Annotated[DefaultSource | FilesSource | HFSource | WarcSource, Field(discriminator="kind")]
+SOURCE_KINDS = ("default", "files", "hf", "warc")
+
+
+class ValidationParams(_Section):
+    """Great Expectations gate on a stage's output."""
+
+    min_rows: int = Field(1, ge=0, description="Fewest rows the output may have.")
+    max_rows: int | None = Field(None, ge=1, description="Most rows the output may have (null: no limit).")
+
+    @model_validator(mode="after")
+    def _range(self) -> ValidationParams:
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows ({self.max_rows}) is below min_rows ({self.min_rows})")
+        return self
+
+
+class CollectParams(_Section):
+    """The collect stage: read every source, write Parquet shards of records and a quarantine file."""
+
+    seed: int = Field(1234, ge=0, description="Seed of the deterministic per-source sampling (`weight`).")
+    sources: list[Source] = Field(min_length=1, description="Sources, read in this order.")
+    shard_max_records: int = Field(10_000, ge=1, description="A shard is closed after this many records.")
+    shard_max_bytes: int = Field(
+        64_000_000, ge=1_000, description="A shard is closed once its text reaches this many UTF-8 bytes."
+    )
+    max_doc_bytes: int = Field(
+        10_000_000, ge=1, description="Documents larger than this are quarantined as `too_long`."
+    )
+    validation: ValidationParams = Field(default_factory=ValidationParams, description="Output gate.")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Any]) -> list[Any]:
+        names = [s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return sources
+
+
+# ---------------------------------------------------------------------------------------------- cross-cutting
+class TrackingParams(_Section):
+    """Where MLflow records runs and models."""
+
+    uri: str = Field(
+        "sqlite:///mlruns.db",
+        description="MLflow tracking URI. A relative sqlite path is under the repository; "
+        "use http://host:5000 for a tracking server.",
+    )
+    artifact_root: str = Field(
+        "mlartifacts", description="Artifact location of a new experiment (relative paths are under the repo)."
+    )
+    experiment: str = Field("lmforge", min_length=1, description="MLflow experiment name.")
+
+
+class OrchestrationParams(_Section):
+    """Where Prefect runs flows."""
+
+    prefect_api_url: str | None = Field(
+        None, description="Prefect API URL (http://host:4200/api); null starts an ephemeral API in-process."
+    )
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
+    orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
+    collect: CollectParams = Field(description="collect stage.")
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+def find_root(start: Path | None = None) -> Path:
+    """The lmforge checkout containing ``start`` (default: the working directory).
+
+    Raises:
+        ParamsError: no directory on the way up holds both params.yaml and dvc.yaml.
+    """
+    here = (start or Path.cwd()).resolve()
+    for cand in (here, *here.parents):
+        if (cand / PARAMS_FILE).is_file() and (cand / "dvc.yaml").is_file():
+            return cand
+    raise ParamsError(f"no lmforge checkout here: no params.yaml and dvc.yaml in {here} or above; cd into the repo")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i > 0 and isinstance(loc[i - 1], int) and part in SOURCE_KINDS:
+            continue  # pydantic puts the union tag into the path; the user never wrote it
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, filename: str = PARAMS_FILE) -> str:
+    """One line per problem, each naming the key path, e.g. ``collect.sources[0].max_docs: ...``."""
+    lines = [f"{filename}: {err.error_count()} problem(s):"]
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not in the schema; check the spelling)"
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            given = e["input"].get("kind") if isinstance(e.get("input"), dict) else e.get("input")
+            msg = f"unknown source kind {given!r}; expected one of {', '.join(SOURCE_KINDS)}"
+        lines.append(f"  {_key_path(e['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, filename: str = PARAMS_FILE) -> Params:
+    """Validate an already-loaded mapping.
+
+    Raises:
+        ParamsError: the mapping does not match the schema.
+    """
+    if not isinstance(data, dict):
+        raise ParamsError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, filename)) from None
+
+
+def load_params(root: Path | None = None) -> Params:
+    """Read and validate ``params.yaml`` of the checkout at ``root``.
+
+    Raises:
+        ParamsError: the file is missing, is not YAML, or does not match the schema.
+    """
+    root = root or find_root()
+    path = root / PARAMS_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{PARAMS_FILE} is not valid YAML: {err}") from None
+    return parse_params(data, PARAMS_FILE)
+
+
+def apply_environment(root: Path) -> None:
+    """Set the environment every lmforge process shares; values the user already set win."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def apply_orchestration(params: OrchestrationParams) -> None:
+    """Point Prefect at a server when params name one (before prefect is imported)."""
+    if params.prefect_api_url:
+        os.environ["PREFECT_API_URL"] = params.prefect_api_url

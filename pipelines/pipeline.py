@@ -1,0 +1,54 @@
+"""The end-to-end pipeline: one Prefect flow running each stage flow as a subflow in DAG order.
+
+The only module that imports flows. A stage runs when it is forced or DVC reports it stale (checked just
+before it would run, after its upstream stages ran); after it succeeds, its deps, params and outputs are
+recorded in dvc.lock, so a second run and ``dvc status`` find nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.collect import collect
+from pipelines import tracking
+from pipelines.config import STAGES, Params
+from pipelines.versioning import Versioning
+
+log = logging.getLogger("lmforge.pipeline")
+
+STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect}
+assert tuple(STAGE_FLOWS) == STAGES, "every stage needs a flow"
+
+
+@flow(name="lmforge", validate_parameters=False)
+def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> dict[str, str]:
+    """Run the stages of ``plan`` (in order) that are forced or stale; returns what happened to each.
+
+    Args:
+        params: validated params.yaml.
+        root: the repository.
+        plan: stages to consider, in DAG order.
+        forced: stages to run even when DVC finds them up to date.
+    """
+    outcome: dict[str, str] = {}
+    versioning = Versioning(root)
+    try:
+        with tracking.pipeline_run(params.tracking, root, plan):
+            for stage in plan:
+                reasons = ["forced"] if stage in forced else versioning.stale_reasons(stage)
+                if not reasons:
+                    log.info("%s: up to date, skipped", stage)
+                    outcome[stage] = "up to date"
+                    continue
+                log.info("%s: running (%s)", stage, "; ".join(reasons[:3]))
+                STAGE_FLOWS[stage](params=params, root=root)
+                versioning.record(stage)
+                outcome[stage] = "ran"
+    finally:
+        versioning.close()
+    return outcome

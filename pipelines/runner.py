@@ -1,0 +1,86 @@
+"""Running lmforge code as a command: environment, user-facing errors and exit codes.
+
+An error meant for the user (bad params, a missing source, a failed data gate) carries an integer
+``exit_code`` class attribute. Such errors are printed as one short message, never with a traceback, also
+when Prefect logs them on the way out of a flow; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import apply_environment, apply_orchestration, find_root, load_params
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of the project's user-facing errors (it declares an exit code)."""
+    return isinstance(getattr(type(err), "exit_code", None), int)
+
+
+class _NoUserTracebacks(logging.Filter):
+    """Strip the traceback from log records about user-facing errors (Prefect logs every flow exception)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_user_error(record.exc_info[1]):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = f"{record.getMessage().split(chr(10))[0]}"
+            record.args = ()
+        return True
+
+
+def quiet_user_errors() -> None:
+    """Install the traceback filter on the loggers Prefect reports flow and task failures with."""
+    filt = _NoUserTracebacks()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoUserTracebacks) for f in logger.filters):
+            logger.addFilter(filt)
+
+
+def prepare(start: Path | None = None) -> Path:
+    """Find the checkout, chdir into it and set the shared environment; returns the root."""
+    root = find_root(start)
+    os.chdir(root)
+    apply_environment(root)
+    return root
+
+
+def report_error(err: BaseException) -> int:
+    """Print a user-facing error as a short message; returns its exit code."""
+    print(f"lmforge: error: {err}", file=sys.stderr)
+    return int(type(err).exit_code)
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """Run ``body``; user-facing errors become a message and an exit code, Ctrl-C becomes 130."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if is_user_error(err):
+            return report_error(err)
+        raise
+
+
+def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
+    """Entry point of ``python -m flows.STAGE`` (the dvc.yaml cmd): validate params, run the stage flow."""
+
+    def body() -> int:
+        root = prepare()
+        params = load_params(root)
+        apply_orchestration(params.orchestration)
+        quiet_user_errors()
+        flow_fn(params=params, root=root)
+        return EXIT_OK
+
+    return guarded(body)

@@ -1,0 +1,186 @@
+"""MLflow: the only code that starts runs.
+
+One parent run per pipeline run and one nested run per stage. A stage run carries its params, counters,
+artifacts, the stage's data inputs and outputs as MLflow datasets whose digests are DVC's content hashes
+(the same md5 that dvc.lock records), and tags for the git commit, the DVC stage hash and the Prefect
+flow-run id, so lineage can be followed from a model back to data, code and orchestration in the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.config import TrackingParams
+from pipelines.versioning import digest, read_stages, stage_hash
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+PARENT_RUN_ENV = "LMFORGE_PARENT_RUN_ID"
+"""Set by the pipeline so that a stage running in another process nests its run under the pipeline's."""
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    """Make a relative sqlite or file store path absolute under the repository."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+    if "://" not in uri:
+        return (root / uri).resolve().as_uri()
+    return uri
+
+
+def configure(params: TrackingParams, root: Path) -> str:
+    """Point MLflow at the store in params and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    uri = resolve_uri(params.uri, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    exp = mlflow.get_experiment_by_name(params.experiment)
+    if exp is not None:
+        mlflow.set_experiment(experiment_id=exp.experiment_id)
+        return str(exp.experiment_id)
+    artifacts = params.artifact_root if "://" in params.artifact_root else (root / params.artifact_root).resolve()
+    exp_id = mlflow.create_experiment(params.experiment, artifact_location=str(artifacts if isinstance(
+        artifacts, str) else artifacts.as_uri()))
+    mlflow.set_experiment(experiment_id=exp_id)
+    return str(exp_id)
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """Commit of the checkout and whether the work tree differs from it (empty outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "lmforge.git_dirty": str(bool(dirty)).lower()}
+
+
+def _prefect_flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id) if flow_run.id else None
+    except ImportError:
+        return None
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": [1]}}`` -> ``{"a.b.0": 1}``: MLflow params are flat."""
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = enumerate(obj)
+    else:
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _metric_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+
+
+class StageRun:
+    """Handle on an open stage run: counters, artifacts, datasets."""
+
+    def __init__(self, run_id: str, root: Path) -> None:
+        self.run_id = run_id
+        self.root = root
+
+    def log_stats(self, stats: Mapping[str, Any]) -> None:
+        """Send the numeric counters of a task to MLflow as metrics."""
+        import mlflow
+
+        metrics = {_metric_key(k): float(v) for k, v in flatten(stats).items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        if metrics:
+            mlflow.log_metrics(metrics)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Attach a file or a directory to the run."""
+        import mlflow
+
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path or path.name)
+        elif path.exists():
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dataset(self, path: Path, context: str) -> str:
+        """Record ``path`` as an input or output dataset whose digest is its DVC hash; returns the digest."""
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        value = digest(path)
+        rel = path.resolve().relative_to(self.root.resolve()).as_posix()
+        ds = MetaDataset(source=resolve_dataset_source(str(path.resolve())), name=rel, digest=value)
+        mlflow.log_input(ds, context=context, tags={"dvc.md5": value})
+        return value
+
+
+@contextmanager
+def pipeline_run(params: TrackingParams, root: Path, stages: list[str]) -> Iterator[str]:
+    """The parent run of one pipeline run; yields its id."""
+    import mlflow
+
+    configure(params, root)
+    tags = {**git_state(root), "lmforge.kind": "pipeline", "lmforge.stages": ",".join(stages)}
+    if fid := _prefect_flow_run_id():
+        tags["lmforge.prefect_flow_run_id"] = fid
+    with mlflow.start_run(run_name="pipeline", tags=tags) as run:
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        try:
+            yield run.info.run_id
+        finally:
+            os.environ.pop(PARENT_RUN_ENV, None)
+
+
+@contextmanager
+def stage_run(stage: str, params: BaseModel, *, root: Path, tracking: TrackingParams) -> Iterator[StageRun]:
+    """A stage's run, nested under the pipeline's parent run when there is one.
+
+    Logs params, the stage's data deps as input datasets on entry, and its outs as output datasets when the
+    body finishes without an exception. A failing body marks the run FAILED with the error as a tag.
+    """
+    import mlflow
+
+    spec = read_stages(root)[stage]
+    section = params.model_dump(mode="json")
+    if mlflow.active_run() is None:
+        configure(tracking, root)
+    parent = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get(PARENT_RUN_ENV)
+    tags = {**git_state(root), "lmforge.kind": "stage", "lmforge.stage": stage,
+            "lmforge.dvc_stage_hash": stage_hash(spec, root, {stage: section})}
+    if fid := _prefect_flow_run_id():
+        tags["lmforge.prefect_flow_run_id"] = fid
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    # nested=True only matters when a parent is active in this process; the tag covers a parent elsewhere.
+    with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None, tags=tags) as run:
+        handle = StageRun(run.info.run_id, root)
+        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(section).items()})
+        mlflow.log_text(json.dumps(section, indent=2, sort_keys=True), "params.json")
+        for dep in spec.data_deps:
+            if (root / dep).exists():
+                handle.log_dataset(root / dep, "input")
+        try:
+            yield handle
+        except BaseException as err:
+            mlflow.set_tag("lmforge.error", f"{type(err).__name__}: {err}"[:5000])
+            raise
+        for out in spec.outs:
+            if (root / out).exists():
+                handle.log_dataset(root / out, "output")

@@ -1,0 +1,172 @@
+"""DVC: the stage graph, what is stale and why, recording a finished stage, content digests.
+
+``dvc.yaml`` is read as plain YAML for the graph (cheap); staleness and recording go through DVC's Python
+API, imported only when needed, so the no-op path of ``lmforge run`` costs about a ``dvc status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DVC_FILE = "dvc.yaml"
+
+
+class StageGraphError(Exception):
+    """dvc.yaml does not describe a valid stage graph, or names an unknown stage. Exit code 2."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One dvc.yaml stage, as declared."""
+
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    params: tuple[str, ...]
+
+    @property
+    def data_deps(self) -> tuple[str, ...]:
+        """Deps that are data, not the stage's own code."""
+        return tuple(d for d in self.deps if not d.endswith(".py"))
+
+
+def _names(entries: list[Any] | None) -> tuple[str, ...]:
+    # dvc.yaml lists entries as plain strings or as one-key mappings ({path: {cache: false}}).
+    out: list[str] = []
+    for e in entries or []:
+        out.extend(e.keys() if isinstance(e, dict) else [str(e)])
+    return tuple(out)
+
+
+def read_stages(root: Path) -> dict[str, StageSpec]:
+    """All stages of ``dvc.yaml`` in file order."""
+    try:
+        doc = yaml.safe_load((root / DVC_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise StageGraphError(f"cannot read {DVC_FILE}: {err}") from None
+    stages = {}
+    for name, body in (doc.get("stages") or {}).items():
+        stages[name] = StageSpec(
+            name=name,
+            cmd=str(body.get("cmd", "")),
+            deps=_names(body.get("deps")),
+            outs=_names(body.get("outs")) + _names(body.get("metrics")) + _names(body.get("plots")),
+            params=_names(body.get("params")),
+        )
+    return stages
+
+
+def _under(path: str, parent: str) -> bool:
+    p, q = Path(path).parts, Path(parent).parts
+    return p[: len(q)] == q
+
+
+def upstream(stages: dict[str, StageSpec]) -> dict[str, set[str]]:
+    """For each stage, the stages whose outputs it depends on."""
+    return {
+        s.name: {o.name for o in stages.values() if o.name != s.name and any(_under(d, out) for d in s.deps
+                                                                             for out in o.outs)}
+        for s in stages.values()
+    }
+
+
+def topological_order(stages: dict[str, StageSpec]) -> list[str]:
+    """Stage names so that every stage follows the stages it depends on (file order breaks ties)."""
+    ups = upstream(stages)
+    order: list[str] = []
+    pending = list(stages)
+    while pending:
+        ready = [n for n in pending if ups[n] <= set(order)]
+        if not ready:
+            raise StageGraphError(f"{DVC_FILE} has a dependency cycle among: {', '.join(pending)}")
+        order.append(ready[0])
+        pending.remove(ready[0])
+    return order
+
+
+def downstream_closure(stages: dict[str, StageSpec], start: set[str]) -> set[str]:
+    """``start`` and every stage that (transitively) depends on it."""
+    ups = upstream(stages)
+    out = set(start)
+    changed = True
+    while changed:
+        changed = False
+        for name, deps in ups.items():
+            if name not in out and deps & out:
+                out.add(name)
+                changed = True
+    return out
+
+
+def _describe(entry: Any) -> list[str]:
+    """Turn one element of ``Repo.status()`` output into readable reasons."""
+    if isinstance(entry, str):
+        return [entry]
+    reasons = []
+    for kind, changes in entry.items():
+        if isinstance(changes, dict):
+            for path, what in changes.items():
+                if isinstance(what, dict):  # params: {file: {key: status}}
+                    reasons += [f"{kind}: {path}: {k} {v}" for k, v in what.items()]
+                else:
+                    reasons.append(f"{kind}: {path} {what}")
+        else:
+            reasons.append(f"{kind}: {changes}")
+    return reasons
+
+
+class Versioning:
+    """A DVC repository opened once per command."""
+
+    def __init__(self, root: Path) -> None:
+        from dvc.repo import Repo
+
+        self.root = root
+        self.repo = Repo(str(root))
+
+    def stale_reasons(self, stage: str) -> list[str]:
+        """Why ``stage`` must run, from ``dvc status``; empty when it is up to date."""
+        status = self.repo.status(targets=[stage])
+        reasons: list[str] = []
+        for entry in status.get(stage, []):
+            reasons += _describe(entry)
+        return reasons
+
+    def record(self, stage: str) -> None:
+        """Record the stage's deps, params and outs in dvc.lock and the DVC cache (like ``dvc commit -f``)."""
+        self.repo.commit(stage, force=True)
+
+    def close(self) -> None:
+        """Release DVC's state database."""
+        self.repo.close()
+
+
+def digest(path: Path) -> str:
+    """DVC's content hash of a file or directory: the md5 that dvc.lock records (``....dir`` for directories)."""
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_objects.fs.memory import MemoryFileSystem
+
+    odb = HashFileDB(MemoryFileSystem(), "/lmforge-digest")
+    _, _, obj = build(odb, str(path), LocalFileSystem(), "md5", dry_run=True)
+    return str(obj.hash_info.value)
+
+
+def stage_hash(spec: StageSpec, root: Path, params: dict[str, Any]) -> str:
+    """A hash of everything that defines a stage run: its command, dep digests and own params sections.
+
+    Two runs with the same stage hash had the same inputs (the same thing DVC compares for staleness).
+    """
+    deps = {d: digest(root / d) if (root / d).exists() else None for d in spec.deps}
+    doc = {"cmd": spec.cmd, "deps": deps, "params": {p: params.get(p) for p in spec.params}}
+    return hashlib.md5(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

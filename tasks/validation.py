@@ -1,0 +1,164 @@
+"""Great Expectations gates on stage outputs.
+
+A stage validates its output *before* publishing it: :func:`validate_records` loads the record shards
+(every column but the text, which is replaced by its stripped length, so memory stays small), runs a
+suite of expectations in an ephemeral GX context, renders Data Docs HTML under ``reports/``, and returns
+a :class:`ValidationReport`; ``report.raise_for_failure()`` turns a failed gate into a
+:class:`DataValidationError` with a short readable summary. Later data stages reuse :func:`run_suite` with
+suites of their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEXT_CHARS = "text_chars"
+"""Column standing in for ``text`` in the validation frame: length of the whitespace-stripped text."""
+
+
+class DataValidationError(Exception):
+    """A stage's output failed its Great Expectations suite; the output was not published. Exit code 1."""
+
+    exit_code = 1
+
+
+@dataclass
+class ValidationReport:
+    """What a suite found."""
+
+    suite: str
+    success: bool
+    rows: int
+    evaluated: int
+    failures: list[str] = field(default_factory=list)
+    docs_index: Path | None = None
+
+    def summary(self) -> str:
+        """A few lines for the console."""
+        head = (f"data validation '{self.suite}' failed: {len(self.failures)} of {self.evaluated} "
+                f"expectations ({self.rows} rows)")
+        lines = [head, *[f"  - {f}" for f in self.failures]]
+        if self.docs_index is not None:
+            lines.append(f"  Data Docs: {self.docs_index}")
+        return "\n".join(lines)
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`DataValidationError` with the summary if the suite failed."""
+        if not self.success:
+            raise DataValidationError(self.summary())
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the stage metrics."""
+        return {"gx_expectations": self.evaluated, "gx_failed": len(self.failures)}
+
+
+def records_frame(shard_dir: Path, text_column: str = "text") -> Any:
+    """A pandas frame of every shard's columns, with ``text`` replaced by ``text_chars``."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = []
+    for shard in sorted(shard_dir.glob("part-*.parquet")):
+        pf = pq.ParquetFile(shard)
+        for batch in pf.iter_batches(batch_size=8192):
+            cols = {}
+            for name in batch.schema.names:
+                col = batch.column(name)
+                if name == text_column:
+                    cols[TEXT_CHARS] = pc.utf8_length(pc.utf8_trim_whitespace(col))
+                else:
+                    cols[name] = col
+            tables.append(pa.table(cols))
+    if not tables:
+        return pd.DataFrame()
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def record_expectations(columns: Sequence[str], *, min_rows: int, max_rows: int | None) -> list[Any]:
+    """The records suite: exact schema, non-empty text, unique non-null ids, row count within range."""
+    import great_expectations.expectations as gxe
+
+    expected = [TEXT_CHARS if c == "text" else c for c in columns]
+    return [
+        gxe.ExpectTableColumnsToMatchSet(column_set=expected, exact_match=True),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=max_rows),
+        gxe.ExpectColumnValuesToNotBeNull(column="id"),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToNotBeNull(column=TEXT_CHARS),
+        gxe.ExpectColumnValuesToBeBetween(column=TEXT_CHARS, min_value=1),
+        gxe.ExpectColumnValuesToNotBeNull(column="source"),
+    ]
+
+
+def _describe(result: Any) -> str:
+    cfg = result.expectation_config
+    kw = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "result_format")}
+    where = f"[{kw.pop('column')}]" if "column" in kw else ""
+    res = result.result or {}
+    seen = []
+    if "observed_value" in res:
+        seen.append(f"observed {res['observed_value']!r}")
+    if res.get("unexpected_count"):
+        sample = res.get("partial_unexpected_list") or []
+        seen.append(f"{res['unexpected_count']} unexpected, e.g. {sample[:3]!r}")
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        seen.append(f"error: {result.exception_info.get('exception_message')}")
+    args = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+    return f"{cfg.type}{where}({args}): {'; '.join(seen) or 'failed'}"
+
+
+def run_suite(frame: Any, suite: str, expectations: list[Any], report_dir: Path) -> ValidationReport:
+    """Validate ``frame`` against ``expectations`` and write Data Docs HTML to ``report_dir``.
+
+    Args:
+        frame: a pandas DataFrame.
+        suite: suite name (the stage name, or ``stage.part``).
+        expectations: GX expectation objects.
+        report_dir: replaced by this run's Data Docs site; ``index.html`` is its entry page.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
+                               store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+    ctx = gx.get_context(mode="ephemeral", project_config=config)
+    shutil.rmtree(report_dir, ignore_errors=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    ctx.add_data_docs_site(site_name="lmforge", site_config={
+        "class_name": "SiteBuilder",
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(report_dir)},
+    })
+    batch_def = ctx.data_sources.add_pandas("lmforge").add_dataframe_asset(suite).add_batch_definition_whole_dataframe(
+        "all")
+    gx_suite = ctx.suites.add(gx.ExpectationSuite(name=suite))
+    for exp in expectations:
+        gx_suite.add_expectation(exp)
+    vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite, data=batch_def, suite=gx_suite))
+    checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+        name=suite, validation_definitions=[vdef], result_format="SUMMARY",
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["lmforge"])],
+    ))
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    results = [r for run in result.run_results.values() for r in run.results]
+    failures = [_describe(r) for r in results if not r.success]
+    index = report_dir / "index.html"
+    return ValidationReport(suite=suite, success=bool(result.success), rows=len(frame), evaluated=len(results),
+                            failures=failures, docs_index=index if index.exists() else None)
+
+
+def validate_records(shard_dir: Path, *, suite: str, columns: Sequence[str], min_rows: int, max_rows: int | None,
+                     report_dir: Path) -> ValidationReport:
+    """Run the records suite on the shards in ``shard_dir``."""
+    frame = records_frame(shard_dir)
+    return run_suite(frame, suite, record_expectations(columns, min_rows=min_rows, max_rows=max_rows), report_dir)

@@ -1,0 +1,150 @@
+"""The pipeline as a user runs it: lmforge run / status, dvc status / repro / push / pull, MLflow lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, run_cli, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+
+def _lock_md5(repo: Path, out: str = "data/raw") -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(o["md5"] for o in lock["stages"]["collect"]["outs"] if o["path"] == out)
+
+
+def _dvc(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=subprocess_env(**env), capture_output=True,
+                          text=True, timeout=600)
+
+
+def _set_params(repo: Path, **collect: object) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["collect"].update(collect)
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
+    repo = repo_copy
+    env = {"PREFECT_API_URL": ""}  # the README path: ephemeral Prefect API, sqlite MLflow under the repo
+    res = run_cli(repo, "run", **env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "collect: ran" in res.stdout
+    metrics = json.loads((repo / "metrics/collect.json").read_text())
+    assert metrics["kept"] > 500 and metrics["kept"] == metrics["source.stdlib.kept"]
+    assert metrics["gx_failed"] == 0 and metrics["shards"] >= 1
+    assert (repo / "reports/gx/collect/index.html").is_file()
+    first = _lock_md5(repo)
+
+    # DVC agrees nothing is stale, and a second run does nothing, quickly and without starting Prefect
+    st = _dvc(repo, "status")
+    assert st.returncode == 0 and "Data and pipelines are up to date" in st.stdout, st.stdout + st.stderr
+    t0 = time.monotonic()
+    again = run_cli(repo, "run", **env)
+    elapsed = time.monotonic() - t0
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+    assert elapsed < 15, f"no-op run took {elapsed:.1f}s"
+
+    # lineage in MLflow: a parent pipeline run, a nested collect run, datasets with DVC digests, tags
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("lmforge")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.info.run_name == "pipeline")
+    child = next(r for r in runs if r.info.run_name == "collect")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.tags["mlflow.source.git.commit"] == head == parent.data.tags["mlflow.source.git.commit"]
+    assert len(child.data.tags["lmforge.dvc_stage_hash"]) == 32
+    assert child.data.tags["lmforge.prefect_flow_run_id"] != parent.data.tags["lmforge.prefect_flow_run_id"]
+    assert child.data.metrics["kept"] == metrics["kept"]
+    assert child.data.params["sources.0.kind"] == "default"
+    outputs = {d.dataset.name: d.dataset.digest for d in child.inputs.dataset_inputs
+               if any(t.key == "mlflow.data.context" and t.value == "output" for t in d.tags)}
+    assert outputs["data/raw"] == first
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"data_docs", "params.json", "collect.json"} <= artifacts
+    del mlflow
+
+    # same inputs, same bytes: a forced re-run reproduces the output hash exactly
+    forced = run_cli(repo, "run", "--force", **env)
+    assert forced.returncode == 0, forced.stderr
+    assert _lock_md5(repo) == first
+
+    # a param change: status explains it, and dvc repro (no lmforge) runs the stage's flow alone
+    _set_params(repo, shard_max_records=300)
+    st = run_cli(repo, "status")
+    assert st.returncode == 0 and "collect: stale" in st.stdout and "collect.shard_max_records" in st.stdout, st.stdout
+    rep = _dvc(repo, "repro", **env)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert len(list((repo / "data/raw").glob("part-*.parquet"))) >= 2
+    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
+
+    # the local DVC remote is configured: push, lose the data, pull it back
+    assert _dvc(repo, "push").returncode == 0
+    digest_before = _lock_md5(repo)
+    subprocess.run(["rm", "-rf", str(repo / "data/raw"), str(repo / ".dvc/cache")], check=True)
+    pulled = _dvc(repo, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
+    assert _lock_md5(repo) == digest_before
+
+
+def test_validation_failure_stops_pipeline_and_keeps_previous_output(repo_copy: Path, prefect_api: str) -> None:
+    repo = repo_copy
+    _set_params(repo, sources=[{"name": "stdlib", "kind": "default", "max_docs": 120}])
+    assert run_cli(repo, "run").returncode == 0
+    lock_before = (repo / "dvc.lock").read_text()
+    raw_before = {p.name: p.read_bytes() for p in (repo / "data/raw").iterdir()}
+
+    _set_params(repo, sources=[{"name": "stdlib", "kind": "default", "max_docs": 150}],
+                validation={"min_rows": 1000, "max_rows": None})
+    res = run_cli(repo, "run")
+    assert res.returncode == 1
+    assert "data validation 'collect' failed" in res.stderr
+    assert "expect_table_row_count_to_be_between" in res.stderr and "observed 150" in res.stderr
+    docs = repo / "reports/gx/collect/index.html"
+    assert f"Data Docs: {docs}" in res.stderr and docs.is_file()
+    assert "Traceback" not in res.stderr + res.stdout
+    # the failed stage published nothing and recorded nothing
+    assert (repo / "dvc.lock").read_text() == lock_before
+    assert {p.name: p.read_bytes() for p in (repo / "data/raw").iterdir()} == raw_before
+    assert "collect: stale" in run_cli(repo, "status").stdout
+
+
+def test_sigkill_during_collect_leaves_no_partial_output(repo_copy: Path, prefect_api: str) -> None:
+    repo = repo_copy
+    corpus = repo / "corpus" / "big.jsonl"
+    corpus.parent.mkdir()
+    with corpus.open("w") as fh:
+        for i in range(150_000):
+            fh.write(json.dumps({"text": f"document {i} " + "lorem ipsum dolor sit amet " * 20}) + "\n")
+    _set_params(repo, sources=[{"name": "big", "kind": "files", "paths": ["corpus/*.jsonl"]}],
+                shard_max_records=2000)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.collect"], cwd=repo, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    staged: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        staged = list((repo / "data").glob(".raw.staging-*/part-*.parquet")) if (repo / "data").exists() else []
+        if len(staged) >= 3:
+            break
+        time.sleep(0.05)
+    assert len(staged) >= 3, "collect never got mid-write"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (repo / "data/raw").exists()
+    assert not (repo / "dvc.lock").exists()
+    assert not (repo / "metrics/collect.json").exists()

@@ -1,0 +1,96 @@
+"""params.yaml schema: every error names its key path; the CLI exits 2 without a traceback."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import ParamsError, find_root, load_params, parse_params
+from tests.conftest import REPO, run_cli
+
+
+@pytest.fixture
+def params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        parse_params(data)
+    return str(info.value)
+
+
+def test_repo_params_are_valid() -> None:
+    p = load_params(REPO)
+    assert p.collect.sources[0].kind == "default"
+    assert p.collect.validation.min_rows >= 1
+
+
+def test_unknown_key_names_its_path(params: dict) -> None:
+    params["collect"]["shard_max_recrods"] = 5
+    assert "collect.shard_max_recrods: unknown key" in _error(params)
+
+
+def test_unknown_key_inside_a_source_names_the_index(params: dict) -> None:
+    params["collect"]["sources"][0]["max_doc"] = 3
+    msg = _error(params)
+    assert "collect.sources[0].max_doc: unknown key" in msg
+    assert "default" not in msg.split("collect.sources[0]")[1].split(":")[0]  # no union tag in the path
+
+
+def test_wrong_type(params: dict) -> None:
+    params["collect"]["shard_max_records"] = "many"
+    assert "collect.shard_max_records:" in _error(params)
+
+
+def test_out_of_range(params: dict) -> None:
+    params["collect"]["sources"][0]["weight"] = 1.5
+    params["collect"]["shard_max_records"] = 0
+    msg = _error(params)
+    assert "2 problem(s)" in msg
+    assert "collect.sources[0].weight: Input should be less than or equal to 1" in msg
+    assert "collect.shard_max_records: Input should be greater than or equal to 1" in msg
+
+
+def test_unknown_source_kind_and_duplicate_names(params: dict) -> None:
+    bad = copy.deepcopy(params)
+    bad["collect"]["sources"] = [{"name": "x", "kind": "ftp"}]
+    assert "unknown source kind 'ftp'" in _error(bad)
+    bad["collect"]["sources"] = [{"name": "x", "kind": "default"}, {"name": "x", "kind": "default"}]
+    assert "source names must be unique; repeated: x" in _error(bad)
+
+
+def test_min_max_rows_cross_check(params: dict) -> None:
+    params["collect"]["validation"] = {"min_rows": 10, "max_rows": 5}
+    assert "collect.validation: max_rows (5) is below min_rows (10)" in _error(params)
+
+
+def test_files_source_needs_paths(params: dict) -> None:
+    params["collect"]["sources"] = [{"name": "f", "kind": "files", "paths": []}]
+    assert "collect.sources[0].paths:" in _error(params)
+
+
+def test_not_yaml_and_no_checkout(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("collect: [unclosed\n")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path)
+    with pytest.raises(ParamsError, match="no lmforge checkout"):
+        find_root(tmp_path.parent)
+
+
+@pytest.mark.parametrize("command", [["run"], ["status"]])
+def test_cli_reports_params_errors_with_exit_2(repo_copy: Path, command: list[str]) -> None:
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"]["bogus"] = 1
+    data["collect"]["sources"][0]["max_docs"] = -3
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data))
+    res = run_cli(repo_copy, *command)
+    assert res.returncode == 2, res.stderr
+    assert "collect.bogus: unknown key" in res.stderr
+    assert "collect.sources[0].max_docs: Input should be greater than or equal to 1" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not (repo_copy / "data").exists()

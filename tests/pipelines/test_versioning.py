@@ -1,0 +1,70 @@
+"""The stage graph from dvc.yaml, and DVC digests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import STAGES
+from pipelines.versioning import (
+    StageGraphError,
+    digest,
+    downstream_closure,
+    read_stages,
+    topological_order,
+)
+from tests.conftest import BIN, REPO
+
+GRAPH = """
+stages:
+  c: {cmd: c, deps: [data/b, c.py], outs: [data/c]}
+  a: {cmd: a, deps: [a.py], outs: [data/a], metrics: [{m/a.json: {cache: false}}]}
+  b: {cmd: b, deps: [data/a/part-1, b.py], params: [b], outs: [data/b]}
+  d: {cmd: d, deps: [data/a], outs: [data/d]}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "dvc.yaml").write_text(text)
+    return tmp_path
+
+
+def test_order_follows_data_not_file_order(tmp_path: Path) -> None:
+    stages = read_stages(_write(tmp_path, GRAPH))
+    assert stages["a"].outs == ("data/a", "m/a.json")
+    assert stages["b"].data_deps == ("data/a/part-1",)
+    assert topological_order(stages) == ["a", "b", "c", "d"]
+    assert downstream_closure(stages, {"b"}) == {"b", "c"}
+    assert downstream_closure(stages, {"a"}) == {"a", "b", "c", "d"}
+
+
+def test_cycle_is_an_error(tmp_path: Path) -> None:
+    text = "stages:\n  x: {cmd: x, deps: [y], outs: [x]}\n  y: {cmd: y, deps: [x], outs: [y]}\n"
+    with pytest.raises(StageGraphError, match="cycle"):
+        topological_order(read_stages(_write(tmp_path, text)))
+
+
+def test_repo_graph_matches_the_stage_list() -> None:
+    stages = read_stages(REPO)
+    assert tuple(topological_order(stages)) == STAGES
+    for name, spec in stages.items():
+        assert spec.cmd == f"python -m flows.{name}"
+        assert spec.params == (name,), "a stage depends on its own params section only"
+        assert f"flows/{name}.py" in spec.deps
+
+
+def test_digest_is_what_dvc_records(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.txt").write_text("alpha\n")
+    (tmp_path / "d" / "sub" / "b.bin").write_bytes(bytes(range(256)))
+    (tmp_path / "f.txt").write_text("file\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([str(BIN / "dvc"), "add", "-q", "d", "f.txt"], cwd=tmp_path, check=True)
+    for name in ("d", "f.txt"):
+        recorded = yaml.safe_load((tmp_path / f"{name}.dvc").read_text())["outs"][0]["md5"]
+        assert digest(tmp_path / name) == recorded
+    assert digest(tmp_path / "d").endswith(".dir")
