@@ -246,6 +246,20 @@ def load_params(root: Path | None = None) -> Params:
     return parse_params(data, PARAMS_FILE)
 
 
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": [1]}}`` -> ``{"a.b.0": 1}``: flat key paths, as MLflow params and change reports use."""
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = enumerate(obj)
+    else:
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def apply_environment(root: Path) -> None:
     """Set the environment every lmforge process shares; values the user already set win."""
     for key, value in TELEMETRY_OFF.items():

@@ -19,7 +19,7 @@ from pipelines import tracking
 from pipelines.config import STAGES, Params
 from pipelines.versioning import Versioning
 
-log = logging.getLogger("lmforge.pipeline")
+log = logging.getLogger("pipelines.pipeline")
 
 STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect}
 assert tuple(STAGE_FLOWS) == STAGES, "every stage needs a flow"

@@ -50,6 +50,8 @@ def prepare(start: Path | None = None) -> Path:
     root = find_root(start)
     os.chdir(root)
     apply_environment(root)
+    for name in ("tasks", "flows", "pipelines", "lmforge"):
+        logging.getLogger(name).setLevel(logging.INFO)
     return root
 
 

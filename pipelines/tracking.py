@@ -12,12 +12,13 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import TrackingParams
+from pipelines.config import TrackingParams, flatten
 from pipelines.versioning import digest, read_stages, stage_hash
 
 if TYPE_CHECKING:
@@ -75,20 +76,6 @@ def _prefect_flow_run_id() -> str | None:
         return None
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": [1]}}`` -> ``{"a.b.0": 1}``: MLflow params are flat."""
-    if isinstance(obj, Mapping):
-        items = obj.items()
-    elif isinstance(obj, list | tuple):
-        items = enumerate(obj)
-    else:
-        return {prefix: obj}
-    out: dict[str, Any] = {}
-    for k, v in items:
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _metric_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
 
@@ -126,7 +113,10 @@ class StageRun:
 
         value = digest(path)
         rel = path.resolve().relative_to(self.root.resolve()).as_posix()
-        ds = MetaDataset(source=resolve_dataset_source(str(path.resolve())), name=rel, digest=value)
+        with warnings.catch_warnings():  # a local path matches two registered source classes; either is right
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path.resolve()))
+        ds = MetaDataset(source=source, name=rel, digest=value)
         mlflow.log_input(ds, context=context, tags={"dvc.md5": value})
         return value
 

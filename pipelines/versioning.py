@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.config import flatten
+
 DVC_FILE = "dvc.yaml"
 
 
@@ -134,12 +136,30 @@ class Versioning:
         self.repo = Repo(str(root))
 
     def stale_reasons(self, stage: str) -> list[str]:
-        """Why ``stage`` must run, from ``dvc status``; empty when it is up to date."""
+        """Why ``stage`` must run, from ``dvc status``; empty when it is up to date.
+
+        DVC reports a params section only as "modified"; the changed keys are spelled out from dvc.lock.
+        """
         status = self.repo.status(targets=[stage])
         reasons: list[str] = []
         for entry in status.get(stage, []):
-            reasons += _describe(entry)
+            for reason in _describe(entry):
+                if reason.startswith("changed deps: params.yaml:"):
+                    reasons += self._param_changes(stage) or [reason]
+                else:
+                    reasons.append(reason)
         return reasons
+
+    def _param_changes(self, stage: str) -> list[str]:
+        try:
+            lock = yaml.safe_load((self.root / "dvc.lock").read_text(encoding="utf-8")) or {}
+            current = yaml.safe_load((self.root / "params.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return []
+        recorded = ((lock.get("stages") or {}).get(stage) or {}).get("params", {}).get("params.yaml", {})
+        old, new = flatten(recorded), flatten({k: current.get(k) for k in recorded})
+        return [f"param changed: {k}: {old.get(k, '(unset)')!s} -> {new.get(k, '(unset)')!s}"
+                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
     def record(self, stage: str) -> None:
         """Record the stage's deps, params and outs in dvc.lock and the DVC cache (like ``dvc commit -f``)."""

@@ -28,7 +28,7 @@ def iter_stdlib_corpus(*, include_topics: bool = True, include_docstrings: bool 
     Args:
         include_topics: Yield each `pydoc_data.topics` entry (location `pydoc:topics/<name>`), sorted by name.
         include_docstrings: Then yield one document per standard-library module (location
-            `pydoc:module/<dotted.name>`, sorted by file path): its docstring, then each public top-level class and
+            `pydoc:module/<dotted.name>`, sorted by that name): its docstring, then each public top-level class and
             function with a docstring, and each class's methods, rendered like `help()` text. Test suites,
             site-packages, unparseable files and modules with under 200 characters of docstrings are left out.
 
@@ -43,7 +43,12 @@ def iter_stdlib_corpus(*, include_topics: bool = True, include_docstrings: bool 
                              {"format": "pydoc", "kind": "topic"})
     if include_docstrings:
         root = Path(sysconfig.get_paths()["stdlib"])
-        for path, module in _stdlib_modules(root):
+        seen: set[str] = set()
+        modules = sorted(_stdlib_modules(root), key=lambda pm: (pm[1], pm[0].name != "__init__.py"))
+        for path, module in modules:
+            if module in seen:  # `x.py` beside `x/__init__.py`: Python imports the package, so do we
+                continue
+            seen.add(module)
             text = _module_text(path)
             if text is not None:
                 yield check_text(text, f"pydoc:module/{module}", "docstrings", _MAX_DOC_BYTES, lambda t=text: t,
@@ -51,7 +56,7 @@ def iter_stdlib_corpus(*, include_topics: bool = True, include_docstrings: bool 
 
 
 def _stdlib_modules(root: Path) -> Iterator[tuple[Path, str]]:
-    """Yields (file, dotted module name) for every importable-looking `.py` file under `root`, sorted."""
+    """Yields (file, dotted module name) for every importable-looking `.py` file under `root`."""
     for directory, dirs, files in os.walk(root):
         rel = Path(directory).relative_to(root).parts
         # only package-like directories: skips e.g. config-3.11-x86_64-linux-gnu, whose files are no modules

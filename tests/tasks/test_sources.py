@@ -259,3 +259,20 @@ def test_order_is_sorted_by_path_and_repeatable(tmp_path: Path) -> None:
     assert first == second
     assert [Path(i.location.partition("#")[0]).name for i in first] == ["a.jsonl"] * 2 + ["b.jsonl"] * 2 + [
         "c.jsonl"] * 2
+
+
+def test_memory_stays_bounded_by_a_record_not_the_file(tmp_path: Path) -> None:
+    import tracemalloc
+
+    record = json.dumps({"text": "m" * 4000}).encode() + b"\n"
+    (tmp_path / "big.jsonl.gz").write_bytes(gzip.compress(record * 3000, compresslevel=1))  # 12 MB of JSON lines
+    (tmp_path / "big.txt").write_bytes(b"t" * 12_000_000)
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_files(paths=["big.jsonl.gz"], base_dir=tmp_path))
+        [too_long] = list(iter_files(paths=["big.txt"], base_dir=tmp_path, max_doc_bytes=1_000_000))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 3000 and isinstance(too_long, Rejection) and too_long.reason == "too_long"
+    assert peak < 4_000_000
