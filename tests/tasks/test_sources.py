@@ -261,18 +261,39 @@ def test_order_is_sorted_by_path_and_repeatable(tmp_path: Path) -> None:
         "c.jsonl"] * 2
 
 
-def test_memory_stays_bounded_by_a_record_not_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_memory_stays_bounded_by_a_record_not_the_file(tmp_path: Path, suffix: str) -> None:
     import tracemalloc
 
     record = json.dumps({"text": "m" * 4000}).encode() + b"\n"
-    (tmp_path / "big.jsonl.gz").write_bytes(gzip.compress(record * 3000, compresslevel=1))  # 12 MB of JSON lines
+    data = record * 3000  # 12 MB of JSON lines that compress about a thousandfold: one read must not inflate it all
+    packed = gzip.compress(data, compresslevel=1) if suffix == ".gz" else zstandard.ZstdCompressor().compress(data)
+    (tmp_path / f"big.jsonl{suffix}").write_bytes(packed)
     (tmp_path / "big.txt").write_bytes(b"t" * 12_000_000)
     tracemalloc.start()
     try:
-        count = sum(1 for _ in iter_files(paths=["big.jsonl.gz"], base_dir=tmp_path))
+        count = sum(1 for _ in iter_files(paths=[f"big.jsonl{suffix}"], base_dir=tmp_path))
         [too_long] = list(iter_files(paths=["big.txt"], base_dir=tmp_path, max_doc_bytes=1_000_000))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert count == 3000 and isinstance(too_long, Rejection) and too_long.reason == "too_long"
     assert peak < 4_000_000
+
+
+def test_zstd_framing_variants_whole_and_cut(tmp_path: Path) -> None:
+    """Skippable frames, checksums, unknown content sizes, many blocks: whole files read fully, cut ones flagged."""
+    import struct
+
+    streamed = zstandard.ZstdCompressor(write_content_size=False, write_checksum=True).compressobj()
+    frames = [struct.pack("<II", 0x184D2A5A, 5) + b"skip!",
+              zstandard.ZstdCompressor(write_checksum=True).compress(lines(3)),
+              b"".join(streamed.compress(x + b"\n") + streamed.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                       for x in lines(4, start=3).splitlines()) + streamed.flush()]
+    whole = b"".join(frames)
+    (tmp_path / "a.jsonl.zst").write_bytes(whole)
+    assert [i.location.rpartition("#")[2] for i in read(tmp_path, "a.jsonl.zst")] == [f"L{n}" for n in range(1, 8)]
+    for cut in (3, len(frames[0]) + 7, len(whole) - 2):  # in the skippable frame, a frame header, the checksum
+        (tmp_path / "a.jsonl.zst").write_bytes(whole[:cut])
+        last = read(tmp_path, "a.jsonl.zst")[-1]
+        assert isinstance(last, Rejection) and last.reason == "truncated", cut

@@ -1,0 +1,64 @@
+"""The GX records gate: passes good shards, names each failed expectation, renders Data Docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.records import COLUMNS
+from tasks.validation import DataValidationError, validate_records
+
+
+def _shard(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    table = pa.table({c: [r.get(c) for r in rows] for c in columns}, schema=pa.schema([(c, pa.string())
+                                                                                      for c in columns]))
+    pq.write_table(table, path / f"part-{len(list(path.glob('part-*'))):05d}.parquet")
+
+
+def _row(i: int, text: str = "some text") -> dict:
+    return {"id": f"{i:032x}", "text": text, "source": "s", "path": f"f#L{i}", "metadata": "{}"}
+
+
+def test_good_records_pass(tmp_path: Path) -> None:
+    _shard(tmp_path / "raw", [_row(i) for i in range(5)])
+    _shard(tmp_path / "raw", [_row(i) for i in range(5, 8)])
+    rep = validate_records(tmp_path / "raw", suite="collect", columns=COLUMNS, min_rows=8, max_rows=8,
+                           report_dir=tmp_path / "docs")
+    assert rep.success and rep.rows == 8 and rep.evaluated == 7 and rep.failures == []
+    assert (tmp_path / "docs" / "index.html").is_file()
+    rep.raise_for_failure()
+
+
+def test_each_kind_of_bad_output_is_named(tmp_path: Path) -> None:
+    rows = [_row(1), _row(1), _row(2, "   "), _row(3)]  # duplicate id, blank text
+    _shard(tmp_path / "raw", rows)
+    rep = validate_records(tmp_path / "raw", suite="collect", columns=COLUMNS, min_rows=10, max_rows=None,
+                           report_dir=tmp_path / "docs")
+    assert not rep.success
+    joined = "\n".join(rep.failures)
+    assert "expect_column_values_to_be_unique[id]" in joined
+    assert "expect_column_values_to_be_between[text_chars]" in joined
+    assert "expect_table_row_count_to_be_between" in joined and "observed 4" in joined
+    assert len(rep.failures) == 3
+    with pytest.raises(DataValidationError) as info:
+        rep.raise_for_failure()
+    assert "data validation 'collect' failed: 3 of 7 expectations (4 rows)" in str(info.value)
+    assert str(tmp_path / "docs" / "index.html") in str(info.value)
+
+
+def test_schema_drift_fails(tmp_path: Path) -> None:
+    _shard(tmp_path / "raw", [_row(1)], columns=("id", "text", "source"))
+    rep = validate_records(tmp_path / "raw", suite="collect", columns=COLUMNS, min_rows=1, max_rows=None,
+                           report_dir=tmp_path / "docs")
+    assert not rep.success and any(f.startswith("expect_table_columns_to_match_set") for f in rep.failures)
+
+
+def test_no_shards_fails_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    rep = validate_records(tmp_path / "raw", suite="collect", columns=COLUMNS, min_rows=1, max_rows=None,
+                           report_dir=tmp_path / "docs")
+    assert not rep.success and rep.rows == 0

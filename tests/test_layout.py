@@ -1,0 +1,58 @@
+"""The code's shape: layering, lint, our packages on the path, light CLI, telemetry off in config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import tasks
+from tests.conftest import BIN, REPO
+
+
+def test_our_packages_are_imported_from_this_repo() -> None:
+    # flows/tasks/pipelines are top-level names: an installed package of the same name must never win
+    import flows
+    import pipelines
+
+    for pkg in (tasks, flows, pipelines):
+        assert REPO in Path(pkg.__file__).resolve().parents
+
+
+def test_import_layering_contracts_hold() -> None:
+    res = subprocess.run([str(BIN / "lint-imports")], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Contracts: 3 kept, 0 broken" in res.stdout
+
+
+def test_ruff_is_clean() -> None:
+    res = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_cli_imports_no_heavy_library() -> None:
+    code = ("import sys, pipelines.cli; heavy = [m for m in ('torch', 'deepspeed', 'mlflow', 'prefect', "
+            "'great_expectations', 'transformers', 'datasets', 'pandas') if m in sys.modules]; print(heavy)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+
+
+def test_cli_help_on_every_command() -> None:
+    for args in ([], ["run"], ["status"], ["ui"]):
+        res = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--help"], cwd=REPO,
+                             capture_output=True, text=True)
+        assert res.returncode == 0 and "usage: lmforge" in res.stdout
+
+
+def test_telemetry_is_off_in_the_projects_own_config() -> None:
+    prefect = tomllib.loads((REPO / "prefect.toml").read_text())
+    assert prefect["server"]["analytics_enabled"] is False
+    dvc_config = (REPO / ".dvc" / "config").read_text()
+    assert "analytics = false" in dvc_config
+    from pipelines.config import TELEMETRY_OFF
+
+    assert TELEMETRY_OFF["MLFLOW_DISABLE_TELEMETRY"] == "true" and TELEMETRY_OFF["GX_ANALYTICS_ENABLED"] == "false"
+    assert TELEMETRY_OFF["HF_HUB_DISABLE_TELEMETRY"] == "1" and TELEMETRY_OFF["DO_NOT_TRACK"] == "1"
+    res = subprocess.run([str(BIN / "dvc"), "config", "core.analytics"], cwd=REPO, capture_output=True, text=True)
+    assert res.stdout.strip() == "false"
