@@ -38,11 +38,24 @@ def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train",
         An iterator of `Document` (location `hf:<path>/<split>#R<row>`) and `Rejection` items.
 
     Raises:
-        SourceNotFoundError: A local-looking path or a data-file glob names nothing.
-        SourceConfigError: The split does not exist in a saved dataset.
+        SourceNotFoundError: A local-looking path or a data-file glob names nothing; a hub id cannot be found or
+            reached.
+        SourceConfigError: The split or configuration does not exist.
     """
-    dataset = _open(path, name, split, streaming, data_files, revision, Path(base_dir))
-    return _iter_rows(dataset, f"hf:{path}/{split}", split, text_field, max_doc_bytes)
+    from datasets.exceptions import DatasetBuildError
+
+    prefix = f"hf:{path}/{split}"
+    try:
+        dataset = _open(path, name, split, streaming, data_files, revision, Path(base_dir))
+    except (FileNotFoundError, ConnectionError) as exc:
+        raise SourceNotFoundError(f"cannot load dataset {path!r}: {exc}; check the path or hub id and the network "
+                                  "(or download it beforehand and point `path` at the copy)") from exc
+    except ValueError as exc:  # what datasets raises for an unknown split or configuration
+        raise SourceConfigError(f"cannot load dataset {path!r} (config {name!r}, split {split!r}): {exc}") from exc
+    except DatasetBuildError as exc:  # without streaming, one bad record fails the whole Arrow build
+        cause = exc.__cause__ or exc
+        return iter([Rejection(prefix, "unreadable", f"{type(cause).__name__}: {str(cause)[:300]}", "")])
+    return _iter_rows(dataset, prefix, split, text_field, max_doc_bytes)
 
 
 def _local_dir(path: str, base_dir: Path) -> Path | None:
@@ -88,6 +101,8 @@ def _iter_rows(dataset: Any, prefix: str, split: str, field: str, limit: int) ->
     if columns is not None and field not in columns:  # one rejection for the dataset, not one per row
         yield Rejection(prefix, "missing_text", f"no column {field!r}; columns: {columns}", "")
         return
+    if columns is not None:  # other columns may be large (images, token ids): leave them on disk
+        dataset = dataset.select_columns([field])
     metadata = {"format": "hf", "split": split}
     row = 0
     try:

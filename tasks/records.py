@@ -169,6 +169,8 @@ def write_records(
         ``bytes_kept``, ``shards``, and per source ``source.<name>.{docs_in,kept,quarantined,bytes_kept}``.
     """
     stats: Counter[str] = Counter()
+    # open every source first: a missing or misconfigured one fails before anything is written
+    opened = [(plan, plan.read()) for plan in plans]
     shards = _ShardWriter(out_dir, shard_max_records, shard_max_bytes)
     with open(out_dir / QUARANTINE_FILE, "w", encoding="utf-8") as quarantine:
 
@@ -180,11 +182,11 @@ def write_records(
             stats[f"quarantined_{item.reason}"] += 1
             stats[f"source.{source}.quarantined"] += 1
 
-        for plan in plans:
+        for plan, items in opened:
             progress = _Progress(plan.name)
             kept = 0
             stats[f"source.{plan.name}.kept"] += 0
-            for item in plan.read():
+            for item in items:
                 stats["docs_in"] += 1
                 stats[f"source.{plan.name}.docs_in"] += 1
                 if isinstance(item, Rejection):

@@ -8,34 +8,39 @@ matches, wrong configuration) raises, and it does so before the first item.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
-import zlib
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from tasks.compression import CHUNK as _CHUNK
+from tasks.compression import COMPRESSIONS, open_binary
 
 REASONS: tuple[str, ...] = ("invalid_json", "not_an_object", "undecodable", "missing_text", "non_string_text",
                             "empty_text", "too_long", "truncated", "unreadable", "no_text_extracted")
 FORMATS: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                            ".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md"}
-COMPRESSIONS: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-_CHUNK = 1 << 16  # compressed bytes fed per step: bounds what one step can inflate to
 _RAW_CHARS = 1000
 
 
 class SourceError(Exception):
-    """Base of the errors that stop a whole source."""
+    """Base of the errors that stop a whole source. Exit code 1."""
+
+    exit_code = 1
 
 
 class SourceNotFoundError(SourceError):
-    """A path, glob or directory names nothing that exists."""
+    """A path, glob or directory names nothing that exists. Exit code 2: the params point at nothing."""
+
+    exit_code = 2
 
 
 class SourceConfigError(SourceError):
-    """The source's settings cannot work (unknown format, compressed parquet, ...)."""
+    """The source's settings cannot work (unknown format, compressed parquet, ...). Exit code 2."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,141 +129,6 @@ def expand_paths(patterns: Sequence[str], base_dir: Path) -> list[Path]:
                                   "fix the paths in the source's params or create the files" +
                                   "".join(f"; {h}" for h in hints))
     return sorted(found)
-
-
-class _Stream(io.RawIOBase):
-    """A forward-only raw stream over decompressed chunks, for `io.BufferedReader` and fastwarc to read from."""
-
-    def __init__(self, fh: BinaryIO, chunks: Iterator[bytes]) -> None:
-        self._fh, self._chunks = fh, chunks
-        self._pending, self._pos, self._offset = memoryview(b""), 0, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        # fastwarc asks where it is (a no-op seek) before it reads; moving is not supported
-        if (whence, offset) in ((io.SEEK_CUR, 0), (io.SEEK_SET, self._offset)):
-            return self._offset
-        raise io.UnsupportedOperation("a compressed stream can only be read forward")
-
-    def tell(self) -> int:
-        return self._offset
-
-    def readinto(self, buf: Any) -> int:
-        if self._pos >= len(self._pending):
-            self._pending, self._pos = memoryview(next(self._chunks, b"")), 0
-        out = memoryview(buf).cast("B")
-        n = min(len(out), len(self._pending) - self._pos)
-        out[:n] = self._pending[self._pos : self._pos + n]
-        self._pos += n
-        self._offset += n
-        return n
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
-
-
-def _gzip_chunks(fh: BinaryIO) -> Iterator[bytes]:
-    """Inflates gzip members one after another, at most `_CHUNK` bytes at a time (whatever the ratio)."""
-    dec, fed = zlib.decompressobj(wbits=31), False
-    while data := fh.read(_CHUNK):
-        while True:
-            if dec.eof:  # the next member starts where the previous one's unused data begins
-                dec, fed = zlib.decompressobj(wbits=31), False
-            try:
-                out = dec.decompress(data, _CHUNK)
-            except zlib.error as exc:  # callers handle one kind of error for any unreadable file
-                raise OSError(f"corrupt gzip data: {exc}") from exc
-            fed = fed or bool(data)
-            if out:
-                yield out
-            data = dec.unused_data if dec.eof else dec.unconsumed_tail
-            if not data and (dec.eof or len(out) < _CHUNK):  # a full chunk may leave output inside zlib
-                break
-    if fed and not dec.eof:
-        raise EOFError("gzip stream ends before its end-of-stream marker")
-
-
-def _zstd_walk() -> Generator[tuple[int, bool], bytes | None, None]:
-    """Follows zstd framing (RFC 8878) without decoding: yields (n, between_frames); n > 0 asks for the next n
-    bytes, n < 0 skips -n bytes. Input may end only where between_frames is True."""
-    while True:
-        magic = int.from_bytes((yield 4, True) or b"", "little")
-        if 0x184D2A50 <= magic <= 0x184D2A5F:  # skippable frame: a size, then that many bytes
-            yield -int.from_bytes((yield 4, False) or b"", "little"), False
-            continue
-        desc = ((yield 1, False) or b"\0")[0]  # window, dictionary id and content size fields follow
-        single = desc >> 5 & 1
-        yield -((1 - single) + (0, 1, 2, 4)[desc & 3] + (single, 2, 4, 8)[desc >> 6]), False
-        last = 0
-        while not last:
-            header = int.from_bytes((yield 3, False) or b"", "little")
-            last = header & 1
-            yield -(1 if header >> 1 & 3 == 1 else header >> 3), False  # an RLE block holds one byte
-        if desc & 4:
-            yield -4, False  # content checksum
-
-
-class _ZstdTee:
-    """Hands compressed bytes to zstandard's bounded reader while `_zstd_walk` tracks where frames end.
-
-    zstandard's stream_reader returns short data on a truncated file without a word, and its decompressobj has no
-    output bound; the walk is what tells a cut file from a whole one.
-    """
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh, self._walk, self._head = fh, _zstd_walk(), b""
-        self._want, self._between = next(self._walk)
-
-    @property
-    def complete(self) -> bool:
-        return self._between and not self._head
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        view = memoryview(data)
-        while view:
-            if self._want < 0:
-                n = min(-self._want, len(view))
-                self._want += n
-            else:
-                n = self._want - len(self._head)
-                self._head += view[:n]
-            view = view[n:]
-            while self._want == 0 or 0 < self._want == len(self._head):
-                sent, self._head = (self._head if self._want else None), b""
-                self._want, self._between = self._walk.send(sent)
-        return data
-
-
-def _zstd_chunks(fh: BinaryIO) -> Iterator[bytes]:
-    import zstandard
-
-    tee = _ZstdTee(fh)
-    reader = zstandard.ZstdDecompressor().stream_reader(tee, read_across_frames=True, closefd=False)
-    try:
-        while out := reader.read(_CHUNK):
-            yield out
-    except zstandard.ZstdError as exc:  # callers handle one kind of error for any unreadable file
-        raise OSError(f"corrupt zstd data: {exc}") from exc
-    if not tee.complete:
-        raise EOFError("zstd stream ends inside a frame")
-
-
-def open_binary(path: Path) -> BinaryIO:
-    """Opens `path` for buffered binary reading, decompressing `.gz`/`.zst`/`.zstd` by suffix.
-
-    A compressed file cut short raises EOFError once everything before the cut has been read; corrupt compressed
-    data raises OSError.
-    """
-    compression = COMPRESSIONS.get(path.suffix.lower())
-    fh = open(path, "rb")  # the caller closes it (through the wrapper)
-    if compression is None:
-        return fh
-    chunks = _gzip_chunks(fh) if compression == "gzip" else _zstd_chunks(fh)
-    return io.BufferedReader(_Stream(fh, chunks), buffer_size=_CHUNK)  # type: ignore[return-value]
 
 
 def _format_of(path: Path, fmt: str) -> str:
@@ -361,9 +231,13 @@ def _iter_json(path: Path, field: str, limit: int) -> Iterator[SourceItem]:
     import ijson
 
     with open_binary(path) as fh:
-        while (head := fh.peek(1)[:_CHUNK]) and not head.lstrip(b" \t\r\n\xef\xbb\xbf"):
-            fh.read(len(head))
-        first = head.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+        while True:  # step over leading white space and a byte-order mark, which ijson would choke on
+            head = fh.peek(1)[:_CHUNK]
+            rest = head.lstrip(b" \t\r\n\xef\xbb\xbf")
+            fh.read(len(head) - len(rest))
+            if rest or not head:
+                break
+        first = rest[:1]
         if first == b"[":
             index = 0
             try:

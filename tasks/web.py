@@ -6,7 +6,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.sources import Document, Rejection, SourceItem, expand_paths, open_binary, raw_excerpt
+from tasks.compression import open_binary
+from tasks.sources import Document, Rejection, SourceItem, expand_paths, raw_excerpt
 
 HTML_TYPES: frozenset[str] = frozenset({"text/html", "application/xhtml+xml"})
 

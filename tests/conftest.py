@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ BIN = Path(sys.executable).parent
 
 for _k, _v in TELEMETRY_OFF.items():
     os.environ.setdefault(_k, _v)
+# Hugging Face datasets writes caches and lock files even for local files: keep them out of the user's home
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="lmforge-tests-hf-"))
 
 
 def _free_port() -> int:

@@ -74,3 +74,16 @@ def test_missing_local_sources_raise_before_reading(tmp_path: Path) -> None:
         iter_hf_dataset(path="/no/such/dir", base_dir=tmp_path)
     with pytest.raises(SourceNotFoundError, match="'data/\\*.jsonl'"):
         iter_hf_dataset(path="json", data_files=["data/*.jsonl"], base_dir=tmp_path)
+
+
+def test_unknown_split_and_unbuildable_data(tmp_path: Path) -> None:
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"text": ["a"]}), tmp_path / "pq" / "train.parquet")
+    with pytest.raises(SourceConfigError, match="split 'validation'"):
+        iter_hf_dataset(path="pq", split="validation", base_dir=tmp_path)
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
+    [item] = list(iter_hf_dataset(path="json", data_files=["bad.jsonl"], streaming=False, base_dir=tmp_path))
+    assert isinstance(item, Rejection) and (item.location, item.reason) == ("hf:json/train", "unreadable")
+    streamed = list(iter_hf_dataset(path="json", data_files=["bad.jsonl"], base_dir=tmp_path))
+    # the json builder parses a block at a time, so the bad block's good rows go with it
+    assert summary(streamed) == [("R0", "unreadable")] and "ArrowInvalid" in streamed[0].detail  # type: ignore[union-attr]

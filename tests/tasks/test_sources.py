@@ -142,7 +142,7 @@ def test_corrupt_compressed_file_is_unreadable(tmp_path: Path) -> None:
 def test_json_array_streams_items_and_reports_where_it_breaks(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps([{"text": "one"}, "two", {"text": ""}, {"text": 2.5},
                                                  {"text": "five"}]))
-    (tmp_path / "b.json").write_text('[{"text": "ok"}, {"text": "cut')
+    (tmp_path / "b.json").write_bytes(b'\xef\xbb\xbf \n[{"text": "ok"}, {"text": "cut')  # BOM, blanks, then a cut
     items = read(tmp_path, "*.json")
     assert summary(items) == [("I0", "one"), ("I1", "not_an_object"), ("I2", "empty_text"), ("I3", "non_string_text"),
                               ("I4", "five"), ("I0", "ok"), ("I1", "invalid_json")]

@@ -1,0 +1,95 @@
+"""The collect flow on a mix of every source kind, with every kind of bad record, in a repo copy."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines.config import load_params
+from tests.tasks.test_web import PAGE, SCRIPT_ONLY, conversion, response
+
+
+def _write_corpus(root: Path) -> None:
+    c = root / "corpus"
+    (c / "hf").mkdir(parents=True)
+    good = [json.dumps({"text": f"jsonl document number {i}"}) for i in range(3)]
+    bad = ['{"text": "unterminated', json.dumps({"body": "no text field"}), json.dumps({"text": "   "}),
+           json.dumps({"text": 42}), json.dumps(["not", "an", "object"])]
+    (c / "a.jsonl").write_bytes(("\n".join(good + bad) + "\n").encode() + b'{"text": "caf\xe9 latin-1"}\n')
+    whole = gzip.compress(("\n".join(json.dumps({"text": f"gz line {i} " + "x" * 200}) for i in range(200))).encode())
+    (c / "b.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # truncated download
+    (c / "c.json").write_text(json.dumps([{"text": "array item one"}, {"text": "array item two"}]))
+    pq.write_table(pa.table({"text": ["parquet row a", "parquet row b", None]}), c / "d.parquet")
+    (c / "e.txt").write_text("A whole text file is one document.\n")
+    (c / "hf" / "train.jsonl").write_text("\n".join(json.dumps({"content": t}) for t in ["hf one", "hf two", ""]))
+    (c / "crawl.warc.gz").write_bytes(b"".join(gzip.compress(r) for r in [
+        response("http://a.example/", PAGE), response("http://b.example/", SCRIPT_ONLY),
+        conversion("http://c.example/", b"plain WET text of a page")]))
+
+
+@pytest.fixture
+def mixed_repo(repo_copy: Path) -> Path:
+    _write_corpus(repo_copy)
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"].update(
+        sources=[
+            {"name": "stdlib", "kind": "default", "max_docs": 5},
+            {"name": "local", "kind": "files", "paths": ["corpus/*.jsonl", "corpus/*.jsonl.gz", "corpus/*.json",
+                                                        "corpus/*.parquet", "corpus/*.txt"]},
+            {"name": "hub", "kind": "hf", "path": "json", "data_files": ["corpus/hf/*.jsonl"], "text_field": "content"},
+            {"name": "cc", "kind": "warc", "paths": ["corpus/*.warc.gz"]},
+        ],
+        shard_max_records=7,
+        validation={"min_rows": 10, "max_rows": 300},
+    )
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return repo_copy
+
+
+def test_collect_every_source_kind_with_quarantine(mixed_repo: Path, prefect_api: str) -> None:
+    from flows.collect import collect
+
+    stats = collect(params=load_params(mixed_repo), root=mixed_repo)
+    raw = mixed_repo / "data" / "raw"
+    rows = [r for p in sorted(raw.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    by_source = Counter(r["source"] for r in rows)
+    gz_kept = stats["source.local.kept"] - 3 - 2 - 2 - 1  # jsonl, json array, parquet, txt
+    assert by_source == {"stdlib": 5, "local": 8 + gz_kept, "hub": 2, "cc": 2}
+    assert 0 < gz_kept < 200  # the truncated gzip gave what it had before the cut
+    assert len(list(raw.glob("part-*.parquet"))) == -(-len(rows) // 7)
+    assert len({r["id"] for r in rows}) == len(rows)
+    web = {r["url"] for r in rows if r["source"] == "cc"}
+    assert web == {"http://a.example/", "http://c.example/"}
+    assert any(r["path"].endswith("corpus/a.jsonl#L1") for r in rows if r["source"] == "local")
+
+    quarantine = [json.loads(line) for line in (raw / "quarantine.jsonl").read_text().splitlines()]
+    reasons = Counter((q["source"], q["reason"]) for q in quarantine)
+    assert reasons == {("local", "invalid_json"): 1, ("local", "missing_text"): 2, ("local", "empty_text"): 1,
+                       ("local", "non_string_text"): 1, ("local", "not_an_object"): 1, ("local", "undecodable"): 1,
+                       ("local", "truncated"): 1, ("hub", "empty_text"): 1, ("cc", "no_text_extracted"): 1}
+    assert stats["quarantined"] == sum(reasons.values()) == 10
+    assert stats["quarantined_missing_text"] == 2 and stats["quarantined_truncated"] == 1
+    assert stats["kept"] == len(rows)
+
+    metrics = json.loads((mixed_repo / "metrics" / "collect.json").read_text())
+    assert metrics == stats and stats["gx_expectations"] == 7 and stats["gx_failed"] == 0
+
+
+def test_missing_source_is_a_clear_error_before_any_output(mixed_repo: Path, prefect_api: str) -> None:
+    from flows.collect import collect
+    from tasks.sources import SourceNotFoundError
+
+    data = yaml.safe_load((mixed_repo / "params.yaml").read_text())
+    data["collect"]["sources"].append({"name": "gone", "kind": "files", "paths": ["nowhere/*.jsonl"]})
+    (mixed_repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SourceNotFoundError, match="nowhere/\\*.jsonl"):
+        collect(params=load_params(mixed_repo), root=mixed_repo)
+    assert not (mixed_repo / "data").exists() or not any((mixed_repo / "data").iterdir())
+    assert SourceNotFoundError.exit_code == 2
