@@ -141,6 +141,8 @@ class Versioning:
         DVC reports a params section only as "modified"; the changed keys are spelled out from dvc.lock.
         """
         status = self.repo.status(targets=[stage])
+        if status.get(stage) and not self._locked(stage):
+            return ["never run (no entry in dvc.lock)"]
         reasons: list[str] = []
         for entry in status.get(stage, []):
             for reason in _describe(entry):
@@ -149,6 +151,13 @@ class Versioning:
                 else:
                     reasons.append(reason)
         return reasons
+
+    def _locked(self, stage: str) -> bool:
+        try:
+            lock = yaml.safe_load((self.root / "dvc.lock").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return False
+        return stage in (lock.get("stages") or {})
 
     def _param_changes(self, stage: str) -> list[str]:
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.sources import Document, Rejection, SourceItem
+from tasks.sources import Document, Rejection, SourceError, SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,13 @@ def _row(source: str, doc: Document) -> tuple[dict[str, Any], int]:
     return row, len(doc.text.encode("utf-8", "surrogatepass"))
 
 
+def _open(plan: SourcePlan) -> Iterator[SourceItem]:
+    try:
+        return plan.read()
+    except SourceError as err:
+        raise type(err)(f"source '{plan.name}': {err}") from None
+
+
 def write_records(
     plans: Iterable[SourcePlan],
     out_dir: Path,
@@ -170,7 +177,7 @@ def write_records(
     """
     stats: Counter[str] = Counter()
     # open every source first: a missing or misconfigured one fails before anything is written
-    opened = [(plan, plan.read()) for plan in plans]
+    opened = [(plan, _open(plan)) for plan in plans]
     shards = _ShardWriter(out_dir, shard_max_records, shard_max_bytes)
     with open(out_dir / QUARANTINE_FILE, "w", encoding="utf-8") as quarantine:
 

@@ -89,7 +89,7 @@ def test_missing_source_is_a_clear_error_before_any_output(mixed_repo: Path, pre
     data = yaml.safe_load((mixed_repo / "params.yaml").read_text())
     data["collect"]["sources"].append({"name": "gone", "kind": "files", "paths": ["nowhere/*.jsonl"]})
     (mixed_repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(SourceNotFoundError, match="nowhere/\\*.jsonl"):
+    with pytest.raises(SourceNotFoundError, match="source 'gone': no files match 'nowhere/\\*.jsonl'"):
         collect(params=load_params(mixed_repo), root=mixed_repo)
     assert not (mixed_repo / "data").exists() or not any((mixed_repo / "data").iterdir())
     assert SourceNotFoundError.exit_code == 2

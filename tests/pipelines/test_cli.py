@@ -1,0 +1,93 @@
+"""The lmforge command line: stage selection, errors, the MLflow UI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.cli import plan_run
+from pipelines.versioning import StageGraphError
+from tests.conftest import _free_port, run_cli, subprocess_env
+
+GRAPH = """
+stages:
+  a: {cmd: a, deps: [a.py], outs: [data/a]}
+  b: {cmd: b, deps: [data/a], outs: [data/b]}
+  c: {cmd: c, deps: [data/b], outs: [data/c]}
+  x: {cmd: x, deps: [x.py], outs: [data/x]}
+"""
+
+
+@pytest.fixture
+def graph_root(tmp_path: Path) -> Path:
+    (tmp_path / "dvc.yaml").write_text(GRAPH)
+    return tmp_path
+
+
+def test_plan_all_named_forced_and_from(graph_root: Path) -> None:
+    assert plan_run(graph_root, [], False, None) == (["a", "b", "c", "x"], [])
+    assert plan_run(graph_root, [], True, None) == (["a", "b", "c", "x"], ["a", "b", "c", "x"])
+    # a named stage brings its upstream stages along (they run only if stale)
+    assert plan_run(graph_root, ["c"], False, None) == (["a", "b", "c"], [])
+    assert plan_run(graph_root, ["c"], True, None) == (["a", "b", "c"], ["c"])
+    # --from forces the stage and everything downstream of it
+    assert plan_run(graph_root, [], False, "b") == (["a", "b", "c"], ["b", "c"])
+
+
+def test_unknown_stage_is_an_error(graph_root: Path) -> None:
+    with pytest.raises(StageGraphError, match="unknown stage\\(s\\): nope; stages are: a, b, c, x"):
+        plan_run(graph_root, ["nope"], False, None)
+
+
+def test_cli_unknown_stage_exits_2(repo_copy: Path) -> None:
+    res = run_cli(repo_copy, "run", "nope")
+    assert res.returncode == 2 and "unknown stage(s): nope" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_status_before_any_run(repo_copy: Path) -> None:
+    res = run_cli(repo_copy, "status")
+    assert res.returncode == 0 and res.stdout == "collect: stale\n    never run (no entry in dvc.lock)\n"
+
+
+@pytest.mark.slow
+def test_missing_source_is_one_clear_error(repo_copy: Path, prefect_api: str) -> None:
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"]["sources"].insert(0, {"name": "mine", "kind": "files", "paths": ["corpus/*.jsonl"]})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data))
+    res = run_cli(repo_copy, "run")
+    assert res.returncode == 2, res.stderr
+    assert "lmforge: error: source 'mine': no files match 'corpus/*.jsonl'" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not (repo_copy / "dvc.lock").exists() and not (repo_copy / "data" / "raw").exists()
+
+
+@pytest.mark.slow
+def test_ui_serves_the_embedded_store_on_loopback(repo_copy: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)], cwd=repo_copy,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert "MLflow UI for sqlite:///" in proc.stdout.readline()
+        assert proc.stdout.readline().strip() == f"http://127.0.0.1:{port}"
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    status = r.status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+        assert (repo_copy / "mlruns.db").is_file()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
