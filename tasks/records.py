@@ -35,11 +35,12 @@ def record_id(source: str, location: str, text: str) -> str:
 
     The location makes ids unique even for identical texts (exact duplicates are the dedup stage's job).
     """
-    h = hashlib.blake2b(digest_size=16)
-    for part in (source, location, text):
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()
+    return _record_id(source, location, text.encode("utf-8", "surrogatepass"))
+
+
+def _record_id(source: str, location: str, text: bytes) -> str:
+    head = f"{source}\x00{location}\x00".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(head + text + b"\x00", digest_size=16).hexdigest()
 
 
 def keep_sample(rid: str, weight: float, seed: int) -> bool:
@@ -132,17 +133,17 @@ class _Progress:
 
 
 def _row(source: str, doc: Document) -> tuple[dict[str, Any], int]:
-    rid = record_id(source, doc.location, doc.text)
+    encoded = doc.text.encode("utf-8", "surrogatepass")
     is_url = doc.location.startswith(("http://", "https://"))
     row = {
-        "id": rid,
+        "id": _record_id(source, doc.location, encoded),
         "text": doc.text,
         "source": source,
         "url": doc.location if is_url else None,
         "path": None if is_url else doc.location,
         "metadata": json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str),
     }
-    return row, len(doc.text.encode("utf-8", "surrogatepass"))
+    return row, len(encoded)
 
 
 def _open(plan: SourcePlan) -> Iterator[SourceItem]:
