@@ -23,31 +23,39 @@ _STAGING = ".{name}.staging-"
 _RETIRED = ".{name}.retired-"
 
 
-def _sweep(final: Path) -> None:
-    """Remove staging/retired siblings left behind by killed runs."""
+def _sweep(final: Path, keep: Path | None = None) -> None:
+    """Remove staging/retired siblings left behind by killed runs (except ``keep``)."""
     if not final.parent.is_dir():
         return
     for prefix in (_STAGING.format(name=final.name), _RETIRED.format(name=final.name)):
         for stale in final.parent.glob(prefix + "*"):
+            if stale == keep:
+                continue
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 @contextmanager
-def staged_output(final: Path) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it replaces ``final`` in two renames.
+def staged_output(final: Path, resume_key: str | None = None) -> Iterator[Path]:
+    """Yield a staging directory; on success it replaces ``final`` in two renames.
 
-    On an exception the staging directory is deleted and ``final`` is untouched. Between the two renames
-    (microseconds) ``final`` is briefly absent: "the previous output or none".
+    Without ``resume_key`` the staging directory is new and empty, and deleted on an exception. With one
+    (a hash of everything that defines the output, e.g. the DVC stage hash) the staging directory is named
+    after it and kept when the body fails or the process dies, so a re-run with the same key finds the
+    work already done in it (resumable stages skip finished shards); staging directories of other keys are
+    swept. Either way ``final`` is untouched until success. Between the two renames (microseconds)
+    ``final`` is briefly absent: "the previous output or none".
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(final)
-    staging = final.parent / f"{_STAGING.format(name=final.name)}{os.getpid()}"
-    staging.mkdir()
+    suffix = f"k{resume_key}" if resume_key else str(os.getpid())
+    staging = final.parent / f"{_STAGING.format(name=final.name)}{suffix}"
+    _sweep(final, keep=staging if resume_key else None)
+    staging.mkdir(exist_ok=bool(resume_key))
     try:
         yield staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not resume_key:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_tree(staging)
     retired = final.parent / f"{_RETIRED.format(name=final.name)}{os.getpid()}"

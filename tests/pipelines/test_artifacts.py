@@ -88,3 +88,22 @@ def test_metrics_are_sorted_and_atomic(tmp_path: Path) -> None:
     atomic_write_text(path, json.dumps({"c": 3}))
     assert json.loads(path.read_text()) == {"c": 3}
     assert [p.name for p in path.parent.iterdir()] == ["collect.json"]
+
+
+def test_resumable_staging_survives_failure_and_is_reused(tmp_path: Path) -> None:
+    final = tmp_path / "clean"
+    with pytest.raises(RuntimeError), staged_output(final, resume_key="abc") as out:
+        (out / "part-00000.parquet").write_text("done shard")
+        raise RuntimeError("killed half way")
+    assert not final.exists()
+    with staged_output(final, resume_key="abc") as out:
+        assert (out / "part-00000.parquet").read_text() == "done shard"  # finished work is found again
+        (out / "part-00001.parquet").write_text("second")
+    assert sorted(p.name for p in final.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    # another key (params or inputs changed) starts from scratch and sweeps the old staging directory
+    with pytest.raises(RuntimeError), staged_output(final, resume_key="old") as out:
+        (out / "x").write_text("x")
+        raise RuntimeError
+    with staged_output(final, resume_key="new") as out:
+        assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean"]
