@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 RAW_DIR = Path("data/raw")
+CLEAN_DIR = Path("data/clean")
+DEDUP_DIR = Path("data/dedup")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
-STAGES: tuple[str, ...] = ("collect",)
+STAGES: tuple[str, ...] = ("collect", "clean", "dedup")
 """Stage names in pipeline order; one name everywhere (params key, dvc.yaml stage, flow module, MLflow run)."""
 
 # Environment shared by every lmforge process (CLI, stage subprocesses, dvc repro, tests). Telemetry of every
@@ -144,6 +144,157 @@ class CollectParams(_Section):
         return sources
 
 
+# ------------------------------------------------------------------------------------------------------ clean
+class ParallelParams(_Section):
+    """Shard-parallel execution through Prefect's Dask task runner."""
+
+    workers: int = Field(2, ge=1, le=512, description="Worker processes of the Dask LocalCluster.")
+    scheduler_address: str | None = Field(
+        None, description="tcp://host:8786 of an existing Dask scheduler; null starts a LocalCluster."
+    )
+
+
+class LanguageParams(_Section):
+    """Language identification with py3langid (model shipped in the package, no download)."""
+
+    enabled: bool = Field(True, description="Drop documents not in `languages` (reason `language`).")
+    languages: list[str] = Field(["en"], min_length=1, description="ISO 639-1 codes to keep.")
+    min_score: float = Field(0.5, ge=0.0, le=1.0, description="Lowest normalised probability of the language.")
+    max_chars: int = Field(2000, ge=50, description="Characters of each document the identifier looks at.")
+
+
+class C4Params(_Section):
+    """C4 quality rules (Raffel et al. 2020); null switches a rule off. Published defaults."""
+
+    enabled: bool = Field(True, description="Run this rule family.")
+    remove_citations: bool = Field(True, description="Remove [1], [citation needed], [edit] markers.")
+    filter_no_terminal_punct: bool = Field(True, description="Drop lines not ending in terminal punctuation.")
+    min_words_per_line: int | None = Field(3, ge=1, description="Drop lines with fewer words.")
+    max_word_length: int | None = Field(1000, ge=1, description="Drop lines with a longer word.")
+    filter_javascript: bool = Field(True, description="Drop lines mentioning javascript.")
+    filter_policy: bool = Field(True, description="Drop terms-of-use / privacy / cookie policy lines.")
+    filter_lorem_ipsum: bool = Field(True, description="Drop documents containing lorem ipsum.")
+    filter_curly_bracket: bool = Field(True, description="Drop documents containing '{'.")
+    min_num_sentences: int | None = Field(5, ge=1, description="Drop documents with fewer sentences left.")
+
+
+class GopherQualityParams(_Section):
+    """Gopher quality rules (Rae et al. 2021, appendix A); null switches a rule off. Published defaults."""
+
+    enabled: bool = Field(True, description="Run this rule family.")
+    min_doc_words: int | None = Field(50, ge=0, description="Fewest words.")
+    max_doc_words: int | None = Field(100_000, ge=1, description="Most words.")
+    min_avg_word_length: float | None = Field(3, ge=0, description="Shortest mean word length.")
+    max_avg_word_length: float | None = Field(10, ge=0, description="Longest mean word length.")
+    max_symbol_word_ratio: float | None = Field(0.1, ge=0, description="Most '#' and ellipsis per word.")
+    max_bullet_lines_ratio: float | None = Field(0.9, ge=0, le=1, description="Most lines starting with a bullet.")
+    max_ellipsis_lines_ratio: float | None = Field(0.3, ge=0, le=1, description="Most lines ending in an ellipsis.")
+    min_alpha_words_ratio: float | None = Field(0.8, ge=0, le=1, description="Fewest words with a letter.")
+    min_stop_words: int | None = Field(2, ge=0, description="Fewest English stop words (the, be, to, of, ...).")
+
+
+class GopherRepetitionParams(_Section):
+    """Gopher repetition rules (Rae et al. 2021, table A1); null switches a rule off. Published defaults."""
+
+    enabled: bool = Field(True, description="Run this rule family.")
+    dup_line_frac: float | None = Field(0.30, ge=0, le=1, description="Most duplicated lines (fraction of lines).")
+    dup_para_frac: float | None = Field(0.30, ge=0, le=1, description="Most duplicated paragraphs.")
+    dup_line_char_frac: float | None = Field(0.20, ge=0, le=1, description="Most characters in duplicated lines.")
+    dup_para_char_frac: float | None = Field(0.20, ge=0, le=1, description="Most characters in duplicated paras.")
+    top_n_grams: dict[int, float] = Field({2: 0.20, 3: 0.18, 4: 0.16},
+                                          description="n -> most characters in the most frequent n-gram.")
+    dup_n_grams: dict[int, float] = Field({5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+                                          description="n -> most characters in duplicated n-grams.")
+
+
+class PIIParams(_Section):
+    """Masking of personal data: e-mail -> <EMAIL>, IP -> <IP_ADDRESS>, phone -> <PHONE>."""
+
+    enabled: bool = Field(False, description="Mask PII in kept documents (counted per kind).")
+    emails: bool = Field(True, description="Mask e-mail addresses.")
+    ips: bool = Field(True, description="Mask IPv4 and IPv6 addresses.")
+    phones: bool = Field(True, description="Mask phone numbers.")
+
+
+class CleanValidationParams(ValidationParams):
+    """Great Expectations gate on the clean output."""
+
+    min_chars: int = Field(1, ge=1, description="Shortest document (characters) allowed in the output.")
+    max_chars: int | None = Field(None, ge=1, description="Longest document allowed (null: no limit).")
+    min_language_share: float = Field(0.95, ge=0, le=1, description="Least share of rows in a kept language.")
+
+
+FilterFamily = Literal["gopher_repetition", "gopher_quality", "c4"]
+
+
+class CleanParams(_Section):
+    """The clean stage: Unicode repair, language id, C4 and Gopher rules, PII masking; rejects kept with reason."""
+
+    fix_unicode: bool = Field(True, description="Repair mojibake and NFC-normalise with ftfy.")
+    language: LanguageParams = Field(default_factory=LanguageParams, description="Language identification.")
+    order: list[FilterFamily] = Field(["gopher_repetition", "gopher_quality", "c4"], min_length=0,
+                                      description="Order of the rule families (FineWeb's by default).")
+    c4: C4Params = Field(default_factory=C4Params, description="C4 quality rules.")
+    gopher_quality: GopherQualityParams = Field(default_factory=GopherQualityParams, description="Gopher quality.")
+    gopher_repetition: GopherRepetitionParams = Field(default_factory=GopherRepetitionParams,
+                                                      description="Gopher repetition.")
+    pii: PIIParams = Field(default_factory=PIIParams, description="PII masking.")
+    parallel: ParallelParams = Field(default_factory=ParallelParams, description="Shard parallelism.")
+    validation: CleanValidationParams = Field(default_factory=CleanValidationParams, description="Output gate.")
+
+    @field_validator("order")
+    @classmethod
+    def _unique_order(cls, order: list[str]) -> list[str]:
+        if len(set(order)) != len(order):
+            raise ValueError(f"each rule family may appear once; got {order}")
+        return order
+
+
+# ------------------------------------------------------------------------------------------------------ dedup
+class MinHashParams(_Section):
+    """Near-duplicate detection by MinHash LSH (rensa), clusters by union-find."""
+
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    shingle_size: int = Field(5, ge=1, le=32, description="Words per shingle.")
+    threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity from which documents are duplicates.")
+    bands: int | None = Field(None, ge=1, description="LSH bands (with rows); null: chosen from threshold.")
+    rows: int | None = Field(None, ge=1, description="Signature values per band (with bands).")
+    verify: bool = Field(True, description="Check candidate pairs' estimated Jaccard against the threshold.")
+    seed: int = Field(0, ge=0, description="Seed of shingle hashes and permutations.")
+
+    @model_validator(mode="after")
+    def _bands_rows(self) -> MinHashParams:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither (then threshold chooses them)")
+        if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows ({self.bands * self.rows}) exceeds num_perm ({self.num_perm})")
+        return self
+
+
+class SplitParams(_Section):
+    """Deterministic train/val/test split by id hash."""
+
+    val: float = Field(0.05, ge=0, lt=0.5, description="Fraction of documents in val.")
+    test: float = Field(0.05, ge=0, lt=0.5, description="Fraction of documents in test.")
+    seed: int = Field(0, ge=0, description="Seed of the id hash.")
+
+
+class DedupValidationParams(ValidationParams):
+    """Great Expectations gate on the dedup output."""
+
+    split_tolerance: float = Field(0.05, ge=0, le=1, description="Largest gap between a split's share and its "
+                                   "fraction (absolute), on corpora of 1000+ documents.")
+
+
+class DedupParams(_Section):
+    """The dedup stage: exact and MinHash near-duplicate removal, then the train/val/test split."""
+
+    minhash: MinHashParams = Field(default_factory=MinHashParams, description="Near-duplicate detection.")
+    splits: SplitParams = Field(default_factory=SplitParams, description="Split fractions.")
+    parallel: ParallelParams = Field(default_factory=ParallelParams, description="Shard parallelism.")
+    validation: DedupValidationParams = Field(default_factory=DedupValidationParams, description="Output gate.")
+
+
 # ---------------------------------------------------------------------------------------------- cross-cutting
 class TrackingParams(_Section):
     """Where MLflow records runs and models."""
@@ -173,6 +324,8 @@ class Params(_Section):
     tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
     collect: CollectParams = Field(description="collect stage.")
+    clean: CleanParams = Field(default_factory=CleanParams, description="clean stage.")
+    dedup: DedupParams = Field(default_factory=DedupParams, description="dedup stage.")
 
 
 # ----------------------------------------------------------------------------------------------------- loading

@@ -14,14 +14,16 @@ from typing import Any
 
 from prefect import flow
 
+from flows.clean import clean
 from flows.collect import collect
+from flows.dedup import dedup
 from pipelines import tracking
 from pipelines.config import STAGES, Params
 from pipelines.versioning import Versioning
 
 log = logging.getLogger("pipelines.pipeline")
 
-STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect}
+STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect, "clean": clean, "dedup": dedup}
 assert tuple(STAGE_FLOWS) == STAGES, "every stage needs a flow"
 
 

@@ -83,9 +83,11 @@ def _metric_key(key: str) -> str:
 class StageRun:
     """Handle on an open stage run: counters, artifacts, datasets."""
 
-    def __init__(self, run_id: str, root: Path) -> None:
+    def __init__(self, run_id: str, root: Path, stage_hash: str) -> None:
         self.run_id = run_id
         self.root = root
+        self.stage_hash = stage_hash
+        """md5 of the stage's cmd, dep digests and params: also the key of resumable staging directories."""
 
     def log_stats(self, stats: Mapping[str, Any]) -> None:
         """Send the numeric counters of a task to MLflow as metrics."""
@@ -152,15 +154,15 @@ def stage_run(stage: str, params: BaseModel, *, root: Path, tracking: TrackingPa
     if mlflow.active_run() is None:
         configure(tracking, root)
     parent = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get(PARENT_RUN_ENV)
-    tags = {**git_state(root), "lmforge.kind": "stage", "lmforge.stage": stage,
-            "lmforge.dvc_stage_hash": stage_hash(spec, root, {stage: section})}
+    shash = stage_hash(spec, root, {stage: section})
+    tags = {**git_state(root), "lmforge.kind": "stage", "lmforge.stage": stage, "lmforge.dvc_stage_hash": shash}
     if fid := _prefect_flow_run_id():
         tags["lmforge.prefect_flow_run_id"] = fid
     if parent:
         tags["mlflow.parentRunId"] = parent
     # nested=True only matters when a parent is active in this process; the tag covers a parent elsewhere.
     with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None, tags=tags) as run:
-        handle = StageRun(run.info.run_id, root)
+        handle = StageRun(run.info.run_id, root, shash)
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(section).items()})
         mlflow.log_text(json.dumps(section, indent=2, sort_keys=True), "params.json")
         for dep in spec.data_deps:

@@ -56,15 +56,20 @@ class ValidationReport:
         return {"gx_expectations": self.evaluated, "gx_failed": len(self.failures)}
 
 
-def records_frame(shard_dir: Path, text_column: str = "text") -> Any:
-    """A pandas frame of every shard's columns, with ``text`` replaced by ``text_chars``."""
+def records_frame(shard_dir: Path | Sequence[Path], text_column: str = "text", hash_text: bool = False) -> Any:
+    """A pandas frame of every shard's columns, with ``text`` replaced by ``text_chars``.
+
+    With ``hash_text`` it also has ``text_hash``: the dedup stage's exact hash of the normalised text (as a
+    string), so a suite can check that no exact duplicates are left.
+    """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    dirs = [shard_dir] if isinstance(shard_dir, Path) else list(shard_dir)
     tables = []
-    for shard in sorted(shard_dir.glob("part-*.parquet")):
+    for shard in [p for d in dirs for p in sorted(d.glob("part-*.parquet"))]:
         pf = pq.ParquetFile(shard)
         for batch in pf.iter_batches(batch_size=8192):
             cols = {}
@@ -72,6 +77,11 @@ def records_frame(shard_dir: Path, text_column: str = "text") -> Any:
                 col = batch.column(name)
                 if name == text_column:
                     cols[TEXT_CHARS] = pc.utf8_length(pc.utf8_trim_whitespace(col))
+                    if hash_text:
+                        from tasks.minhash import exact_hash, normalize_text
+
+                        cols["text_hash"] = pa.array([str(exact_hash(normalize_text(t or "")))
+                                                      for t in col.to_pylist()])
                 else:
                     cols[name] = col
             tables.append(pa.table(cols))
@@ -80,20 +90,32 @@ def records_frame(shard_dir: Path, text_column: str = "text") -> Any:
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
-def record_expectations(columns: Sequence[str], *, min_rows: int, max_rows: int | None) -> list[Any]:
-    """The records suite: exact schema, non-empty text, unique non-null ids, row count within range."""
+def record_expectations(columns: Sequence[str], *, min_rows: int, max_rows: int | None, min_chars: int = 1,
+                        max_chars: int | None = None, languages: Sequence[str] | None = None,
+                        min_language_share: float = 1.0, unique_text: bool = False) -> list[Any]:
+    """The records suite: exact schema, text length bounds, unique non-null ids, row count within range.
+
+    Options for later stages: the share of rows whose ``lang`` is in ``languages`` (clean), and no two rows
+    with the same normalised text (dedup, through the frame's ``text_hash`` column).
+    """
     import great_expectations.expectations as gxe
 
-    expected = [TEXT_CHARS if c == "text" else c for c in columns]
-    return [
+    expected = [TEXT_CHARS if c == "text" else c for c in columns] + (["text_hash"] if unique_text else [])
+    suite = [
         gxe.ExpectTableColumnsToMatchSet(column_set=expected, exact_match=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=max_rows),
         gxe.ExpectColumnValuesToNotBeNull(column="id"),
         gxe.ExpectColumnValuesToBeUnique(column="id"),
         gxe.ExpectColumnValuesToNotBeNull(column=TEXT_CHARS),
-        gxe.ExpectColumnValuesToBeBetween(column=TEXT_CHARS, min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column=TEXT_CHARS, min_value=min_chars, max_value=max_chars),
         gxe.ExpectColumnValuesToNotBeNull(column="source"),
     ]
+    if languages:
+        suite.append(gxe.ExpectColumnValuesToBeInSet(column="lang", value_set=list(languages),
+                                                     mostly=min_language_share))
+    if unique_text:
+        suite.append(gxe.ExpectColumnValuesToBeUnique(column="text_hash"))
+    return suite
 
 
 def _describe(result: Any) -> str:
@@ -157,8 +179,32 @@ def run_suite(frame: Any, suite: str, expectations: list[Any], report_dir: Path)
                             failures=failures, docs_index=index if index.exists() else None)
 
 
-def validate_records(shard_dir: Path, *, suite: str, columns: Sequence[str], min_rows: int, max_rows: int | None,
-                     report_dir: Path) -> ValidationReport:
-    """Run the records suite on the shards in ``shard_dir``."""
-    frame = records_frame(shard_dir)
-    return run_suite(frame, suite, record_expectations(columns, min_rows=min_rows, max_rows=max_rows), report_dir)
+def validate_records(shard_dir: Path | Sequence[Path], *, suite: str, columns: Sequence[str], min_rows: int,
+                     max_rows: int | None, report_dir: Path, **options: Any) -> ValidationReport:
+    """Run the records suite (:func:`record_expectations` with ``options``) on the shards in ``shard_dir``."""
+    frame = records_frame(shard_dir, hash_text=bool(options.get("unique_text")))
+    expectations = record_expectations(columns, min_rows=min_rows, max_rows=max_rows, **options)
+    return run_suite(frame, suite, expectations, report_dir)
+
+
+def validate_splits(counts: dict[str, int], fractions: dict[str, float], *, tolerance: float, suite: str,
+                    report_dir: Path) -> ValidationReport:
+    """Each split's share of the documents is within ``tolerance`` of its fraction.
+
+    On small corpora a hash split cannot be that exact: the allowed gap is at least three binomial standard
+    deviations, ``3 * sqrt(f * (1 - f) / n)``.
+    """
+    import math
+
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    total = max(sum(counts.values()), 1)
+    rows = []
+    for split, fraction in fractions.items():
+        allowed = max(tolerance, 3 * math.sqrt(fraction * (1 - fraction) / total))
+        rows.append({"split": split, "docs": counts.get(split, 0), "share": counts.get(split, 0) / total,
+                     "fraction": fraction, "excess_gap": abs(counts.get(split, 0) / total - fraction) - allowed})
+    expectations = [gxe.ExpectColumnValuesToBeBetween(column="excess_gap", max_value=0.0),
+                    gxe.ExpectColumnValuesToBeBetween(column="docs", min_value=1)]
+    return run_suite(pd.DataFrame(rows), suite, expectations, report_dir)

@@ -18,9 +18,14 @@ from tests.conftest import BIN, run_cli, subprocess_env
 pytestmark = pytest.mark.slow
 
 
-def _lock_md5(repo: Path, out: str = "data/raw") -> str:
+def _lock_md5(repo: Path, out: str = "data/raw", stage: str = "collect") -> str:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return next(o["md5"] for o in lock["stages"]["collect"]["outs"] if o["path"] == out)
+    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
+
+
+def _all_outs(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st["outs"]}
 
 
 def _dvc(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -39,12 +44,17 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     env = {"PREFECT_API_URL": ""}  # the README path: ephemeral Prefect API, sqlite MLflow under the repo
     res = run_cli(repo, "run", **env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "collect: ran" in res.stdout
+    assert "collect: ran" in res.stdout and "clean: ran" in res.stdout and "dedup: ran" in res.stdout
+    assert {"data/raw", "data/clean", "data/dedup"} <= set(_all_outs(repo))
+    for split in ("train", "val", "test"):
+        assert list((repo / "data/dedup" / split).glob("part-*.parquet"))
+    assert (repo / "reports/plots/clean/funnel.png").is_file()
     metrics = json.loads((repo / "metrics/collect.json").read_text())
     assert metrics["kept"] > 500 and metrics["kept"] == metrics["source.stdlib.kept"]
     assert metrics["gx_failed"] == 0 and metrics["shards"] >= 1
     assert (repo / "reports/gx/collect/index.html").is_file()
     first = _lock_md5(repo)
+    outs_first = _all_outs(repo)
 
     # DVC agrees nothing is stale, and a second run does nothing, quickly and without starting Prefect
     st = _dvc(repo, "status")
@@ -81,7 +91,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     # same inputs, same bytes: a forced re-run reproduces the output hash exactly
     forced = run_cli(repo, "run", "--force", **env)
     assert forced.returncode == 0, forced.stderr
-    assert _lock_md5(repo) == first
+    assert _all_outs(repo) == outs_first  # every stage reproduces its output byte for byte
 
     # a param change: status explains it, and dvc repro (no lmforge) runs the stage's flow alone
     _set_params(repo, shard_max_records=300)
@@ -105,13 +115,13 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
 def test_validation_failure_stops_pipeline_and_keeps_previous_output(repo_copy: Path, prefect_api: str) -> None:
     repo = repo_copy
     _set_params(repo, sources=[{"name": "stdlib", "kind": "default", "max_docs": 120}])
-    assert run_cli(repo, "run").returncode == 0
+    assert run_cli(repo, "run", "collect").returncode == 0
     lock_before = (repo / "dvc.lock").read_text()
     raw_before = {p.name: p.read_bytes() for p in (repo / "data/raw").iterdir()}
 
     _set_params(repo, sources=[{"name": "stdlib", "kind": "default", "max_docs": 150}],
                 validation={"min_rows": 1000, "max_rows": None})
-    res = run_cli(repo, "run")
+    res = run_cli(repo, "run", "collect")
     assert res.returncode == 1
     assert "data validation 'collect' failed" in res.stderr
     assert "expect_table_row_count_to_be_between" in res.stderr and "observed 150" in res.stderr
@@ -121,7 +131,7 @@ def test_validation_failure_stops_pipeline_and_keeps_previous_output(repo_copy: 
     # the failed stage published nothing and recorded nothing
     assert (repo / "dvc.lock").read_text() == lock_before
     assert {p.name: p.read_bytes() for p in (repo / "data/raw").iterdir()} == raw_before
-    assert "collect: stale" in run_cli(repo, "status").stdout
+    assert "collect: stale" in run_cli(repo, "status", "collect").stdout
 
 
 def test_sigkill_during_collect_leaves_no_partial_output(repo_copy: Path, prefect_api: str) -> None:

@@ -54,7 +54,8 @@ def test_cli_unknown_stage_exits_2(repo_copy: Path) -> None:
 
 def test_status_before_any_run(repo_copy: Path) -> None:
     res = run_cli(repo_copy, "status")
-    assert res.returncode == 0 and res.stdout == "collect: stale\n    never run (no entry in dvc.lock)\n"
+    never = "    never run (no entry in dvc.lock)\n"
+    assert res.returncode == 0 and res.stdout == f"collect: stale\n{never}clean: stale\n{never}dedup: stale\n{never}"
 
 
 @pytest.mark.slow

@@ -1,0 +1,39 @@
+"""Pictures for stage metrics: the clean funnel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def funnel_plot(steps: Sequence[tuple[str, int, int]], path: Path, title: str) -> Path:
+    """Bar chart of documents and characters remaining after each step.
+
+    Args:
+        steps: ``(step, docs, chars)`` in order, the first being the input.
+        path: PNG file to write.
+        title: chart title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; also keeps the plot byte-stable across machines with one
+    import matplotlib.pyplot as plt
+
+    names = [s[0] for s in steps]
+    docs0, chars0 = max(steps[0][1], 1), max(steps[0][2], 1)
+    fig, ax = plt.subplots(figsize=(max(6, len(steps) * 1.3), 4), dpi=100)
+    x = range(len(steps))
+    ax.bar([i - 0.2 for i in x], [100 * s[1] / docs0 for s in steps], width=0.4, label="documents")
+    ax.bar([i + 0.2 for i in x], [100 * s[2] / chars0 for s in steps], width=0.4, label="characters")
+    for i, s in enumerate(steps):
+        ax.text(i - 0.2, 100 * s[1] / docs0 + 1, f"{s[1]:,}", ha="center", fontsize=7)
+    ax.set_xticks(list(x), names, rotation=20, ha="right")
+    ax.set_ylabel("% of input remaining")
+    ax.set_ylim(0, 110)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
