@@ -61,6 +61,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
+        # deliver what this process still has queued for the API before the server goes away
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
