@@ -133,3 +133,20 @@ def test_dedup_finds_known_duplicates_and_splits(repo_copy: Path, prefect_api: s
     assert stats["split.train"] + stats["split.val"] + stats["split.test"] == stats["kept"]
     assert not (out / "_work").exists() and (out / "duplicates.parquet").is_file()
     assert json.loads((repo_copy / "metrics/dedup.json").read_text())["gx_failed"] == 0
+
+
+def test_clean_gate_failure_publishes_nothing_and_runs_on_an_existing_dask_cluster(repo_copy: Path,
+                                                                                      prefect_api: str) -> None:
+    from distributed import LocalCluster
+
+    from flows.clean import clean
+    from tasks.validation import DataValidationError
+
+    write_raw(repo_copy, _mixed_texts(20), shard_size=10)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        _set(repo_copy, "clean", validation={"min_rows": 1000, "min_language_share": 0.95},
+             parallel={"workers": 1, "scheduler_address": cluster.scheduler_address})
+        with pytest.raises(DataValidationError, match="expect_table_row_count_to_be_between"):
+            clean(params=load_params(repo_copy), root=repo_copy)
+    assert not (repo_copy / "data/clean").exists() and not (repo_copy / "metrics/clean.json").exists()
+    assert (repo_copy / "reports/gx/clean/index.html").is_file()
