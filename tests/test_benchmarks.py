@@ -20,3 +20,23 @@ def test_collect_benchmark_runs_both_sides_on_the_same_documents(tmp_path: Path)
     assert result["good_docs"] == 2970  # every 100th line is broken JSON
     assert result["results"]["ours"]["kept"] == result["results"]["baseline_hf_datasets"]["kept"] == 2970
     assert result["ratio_docs_per_cpu_s"] > 0 and "ratio ours/baseline" in res.stdout
+
+
+def test_curation_benchmark_ours_only_runs_both_stages_and_scores_them(tmp_path: Path) -> None:
+    out = tmp_path / "curation.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.curation", "--docs", "300", "--ours-only", "--json",
+                          str(out)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.read_text())
+    assert result["docs"] == 300 and sum(result["kinds"].values()) == 300
+    for stage in ("filter", "dedup"):
+        run = result["stages"][stage]["lmforge"]
+        assert run["cpu_s"] > 0 and run["peak_rss_mb"] > 0 and run["docs_per_cpu_s"] > 0
+        assert "datatrove" not in result["stages"][stage]
+        assert len(result["memory_lmforge"][stage]["peak_rss_mb"]) == 2
+    quality = result["quality"]["lmforge"]
+    assert 0 < quality["filter"]["kept"] < 300 and quality["filter"]["junk_dropped"] > 0.9
+    assert 0 < quality["dedup"]["removed"] <= quality["dedup"]["should_remove"] + 5
+    assert 0 <= quality["dedup"]["precision"] <= 1 and 0 <= quality["dedup"]["recall"] <= 1
+    assert result["clean_dedup_docs_per_cpu_s"]["lmforge"] > 0 and "filter_agreement" not in result
+    assert "dedup vs truth" in res.stdout
