@@ -53,7 +53,7 @@ def dedup(params: Params, root: Path) -> dict[str, int]:
                        name="dedup-signature", workers=cfg.parallel.workers,
                        scheduler_address=cfg.parallel.scheduler_address)
             duplicates, found = find_clusters(signatures, bands=bands, rows=rows,
-                                              threshold=mh.threshold if mh.verify else None)
+                                              threshold=mh.threshold - mh.verify_margin if mh.verify else None)
             shutil.rmtree(kept, ignore_errors=True)
             kept.mkdir()
             stats = apply_dedup(src, duplicates, kept)

@@ -18,6 +18,8 @@ from typing import Any
 RAW_DIR = Path("data/raw")
 CLEAN_DIR = Path("data/clean")
 DEDUP_DIR = Path("data/dedup")
+TOKENS_DIR = Path("data/tokens")
+TOKENIZER_DIR = Path("models/tokenizer")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
-STAGES: tuple[str, ...] = ("collect", "clean", "dedup")
+STAGES: tuple[str, ...] = ("collect", "clean", "dedup", "tokenizer")
 """Stage names in pipeline order; one name everywhere (params key, dvc.yaml stage, flow module, MLflow run)."""
 
 # Environment shared by every lmforge process (CLI, stage subprocesses, dvc repro, tests). Telemetry of every
@@ -31,7 +31,6 @@ TELEMETRY_OFF: dict[str, str] = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "DISABLE_MLFLOW_INTEGRATION": "TRUE",
-    "TOKENIZERS_PARALLELISM": "false",
 }
 
 
@@ -260,6 +259,10 @@ class MinHashParams(_Section):
     bands: int | None = Field(None, ge=1, description="LSH bands (with rows); null: chosen from threshold.")
     rows: int | None = Field(None, ge=1, description="Signature values per band (with bands).")
     verify: bool = Field(True, description="Check candidate pairs' estimated Jaccard against the threshold.")
+    verify_margin: float = Field(
+        0.05, ge=0, lt=1, description="Verification accepts pairs estimated down to threshold - margin: a 128-"
+        "permutation estimate has a standard error of ~0.035 at 0.8, so true pairs just above the threshold "
+        "would otherwise be lost half the time.")
     seed: int = Field(0, ge=0, description="Seed of shingle hashes and permutations.")
 
     @model_validator(mode="after")
@@ -295,6 +298,27 @@ class DedupParams(_Section):
     validation: DedupValidationParams = Field(default_factory=DedupValidationParams, description="Output gate.")
 
 
+# -------------------------------------------------------------------------------------------------- tokenizer
+class TokenizerParams(_Section):
+    """The tokenizer stage: byte-level BPE trained on the train split, then every split packed into token files."""
+
+    vocab_size: int = Field(4096, ge=260, le=1_000_000, description="Vocabulary size, special tokens included.")
+    min_frequency: int = Field(2, ge=1, description="Fewest occurrences of a pair for a merge.")
+    normalization: Literal["none", "nfc", "nfkc"] = Field("none", description="Unicode normalisation before BPE.")
+    add_prefix_space: bool = Field(False, description="Treat a document's first word like one after a space.")
+    bos_token: str = Field("<|bos|>", min_length=1, description="Beginning-of-sequence token (id 0).")
+    eos_token: str = Field("<|eos|>", min_length=1, description="End-of-sequence token (id 1), joins documents.")
+    pad_token: str = Field("<|pad|>", min_length=1, description="Padding token (id 2).")
+    batch_size: int = Field(1000, ge=1, description="Documents per tokenization batch.")
+    workers: int = Field(1, ge=1, le=256, description="Tokenizing processes (1: the library's own threads).")
+
+    @model_validator(mode="after")
+    def _distinct_specials(self) -> TokenizerParams:
+        if len({self.bos_token, self.eos_token, self.pad_token}) != 3:
+            raise ValueError("bos_token, eos_token and pad_token must differ")
+        return self
+
+
 # ---------------------------------------------------------------------------------------------- cross-cutting
 class TrackingParams(_Section):
     """Where MLflow records runs and models."""
@@ -326,6 +350,7 @@ class Params(_Section):
     collect: CollectParams = Field(description="collect stage.")
     clean: CleanParams = Field(default_factory=CleanParams, description="clean stage.")
     dedup: DedupParams = Field(default_factory=DedupParams, description="dedup stage.")
+    tokenizer: TokenizerParams = Field(default_factory=TokenizerParams, description="tokenizer stage.")
 
 
 # ----------------------------------------------------------------------------------------------------- loading

@@ -17,13 +17,15 @@ from prefect import flow
 from flows.clean import clean
 from flows.collect import collect
 from flows.dedup import dedup
+from flows.tokenizer import tokenizer
 from pipelines import tracking
 from pipelines.config import STAGES, Params
 from pipelines.versioning import Versioning
 
 log = logging.getLogger("pipelines.pipeline")
 
-STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect, "clean": clean, "dedup": dedup}
+STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect, "clean": clean, "dedup": dedup,
+                                              "tokenizer": tokenizer}
 assert tuple(STAGE_FLOWS) == STAGES, "every stage needs a flow"
 
 

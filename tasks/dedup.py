@@ -249,7 +249,7 @@ def choose_bands_rows(threshold: float, num_perm: int, *, bands: int | None = No
 
 def minhash_dedup(in_dir: Path, out_dir: Path, *, work_dir: Path, num_perm: int = 128, shingle_size: int = 5,
                   threshold: float = 0.8, bands: int | None = None, rows: int | None = None, verify: bool = True,
-                  seed: int = 0) -> dict[str, int]:
+                  verify_margin: float = 0.05, seed: int = 0) -> dict[str, int]:
     """Exact + MinHash-LSH dedup of the record shards in ``in_dir`` into ``out_dir`` (kept) and ``out_dir/removed``.
 
     Args:
@@ -263,7 +263,9 @@ def minhash_dedup(in_dir: Path, out_dir: Path, *, work_dir: Path, num_perm: int 
             0.5/0.5, datasketch's default, when not) unless both are given, and is the verification bar.
         bands: LSH bands (with ``rows``), overriding the choice from ``threshold``.
         rows: signature values per band.
-        verify: drop candidate pairs whose estimated Jaccard is below ``threshold`` (fewer false positives).
+        verify: drop candidate pairs whose estimated Jaccard is below ``threshold - verify_margin`` (fewer false
+            positives).
+        verify_margin: how far below the threshold an estimate may be and still count (estimation noise).
         seed: seed of the shingle hashes and permutations.
 
     Returns:
@@ -276,7 +278,8 @@ def minhash_dedup(in_dir: Path, out_dir: Path, *, work_dir: Path, num_perm: int 
     bytes_in = 0
     for shard in sorted(Path(in_dir).glob("part-*.parquet")):
         bytes_in += signature_shard(shard, work_dir, num_perm=num_perm, shingle_size=shingle_size, seed=seed)["bytes"]
-    dup_path, found = find_clusters(work_dir, bands=bands, rows=rows, threshold=threshold if verify else None)
+    dup_path, found = find_clusters(work_dir, bands=bands, rows=rows,
+                                    threshold=threshold - verify_margin if verify else None)
     stats = apply_dedup(in_dir, dup_path, out_dir)
     stats.update({"bands": bands, "rows": rows, "bytes_in": bytes_in, "candidate_pairs": found["candidate_pairs"],
                   "rejected_pairs": found["rejected_pairs"], "exact_pairs": found["exact_pairs"]})

@@ -14,7 +14,8 @@ from functools import cached_property
 # for the thresholds below, checked against datatrove on a mixed corpus. A word runs from a letter or digit to a
 # letter or digit and may hold inner punctuation ("a.b", "f(x", "snake_case", "3.5", "1,000", "covid-19"); it splits
 # at hyphens, commas and "=:<>" between letters, at "..", and before clitics ("'s", "n't"). Most punctuation marks
-# are words of their own, but "-/@\\^|~•" stick to a word's either end and "$%+=§€£" to its end, as in spaCy, and
+# are words of their own, but "-/@\\^|~•" stick to a word's either end and "$%+=§€£" to its end after a letter
+# (after a digit spaCy splits them: "56%" is "56" + "%"), and
 # "e.g.", "U.S.", "Mr." and single initials keep their final dot.
 _CLITICS = r"(?:s|S|m|re|ve|ll|d|t)\b"  # "n't" splits as "n" + "'t": same count and letters as spaCy's "n't"
 _STICKY = r"[\-/@\\^|~•]"
@@ -23,7 +24,7 @@ _INNER = rf"""[^\s\w,.\-'’…:<>=]|_|(?<!\d)-(?=\d)|,(?![a-zA-Z])|(?<![a-zA-Z]
 _FINAL_DOT = r"""\.(?:(?<=\.[A-Za-z]\.)|(?<=[\s(\["'“‘][A-Za-z]\.)|(?<=^[A-Za-z]\.)|(?<=\b(?:Mr|Dr|Ms|St|Jr|Sr|Co|vs)\.)
     |(?<=\b(?:Mrs|Inc|Ltd|Gen|Gov|Rev|Sen|Rep|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\.)|(?<=\b(?:Corp|Prof)\.))"""
 # The (?=\S\S) guard makes the usual word end (a space, or one mark then a space) fail at once: a third faster.
-_CORE = rf"[^\W_]+(?:(?=\S\S)(?:{_INNER})+[^\W_]+)*(?:{_FINAL_DOT}(?!\w))?(?:(?:{_STICKY}|[$%+=§€£])+(?!\S))?"
+_CORE = rf"[^\W_]+(?:(?=\S\S)(?:{_INNER})+[^\W_]+)*(?:{_FINAL_DOT}(?!\w))?(?:(?:{_STICKY}|(?<!\d)[$%+=§€£])+(?!\S))?"
 WORD_RE = re.compile(rf"{_CORE}|['’]{_CLITICS}|(?<![^\W_]){_STICKY}+(?:{_CORE})?|\.{{2,}}|\S", re.X)
 # Punctuation and symbols; a word made only of these is a "symbol" and does not count as a word for Gopher.
 _SYMBOL_RE = re.compile(

@@ -44,8 +44,21 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     env = {"PREFECT_API_URL": ""}  # the README path: ephemeral Prefect API, sqlite MLflow under the repo
     res = run_cli(repo, "run", **env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "collect: ran" in res.stdout and "clean: ran" in res.stdout and "dedup: ran" in res.stdout
-    assert {"data/raw", "data/clean", "data/dedup"} <= set(_all_outs(repo))
+    for stage in ("collect", "clean", "dedup", "tokenizer"):
+        assert f"{stage}: ran" in res.stdout
+    assert {"data/raw", "data/clean", "data/dedup", "models/tokenizer", "data/tokens"} <= set(_all_outs(repo))
+    from transformers import AutoTokenizer
+
+    from tasks.packing import load_tokens, read_manifest
+
+    tok = AutoTokenizer.from_pretrained(repo / "models/tokenizer")
+    manifest = read_manifest(repo / "data/tokens")
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (manifest["bos_id"], manifest["eos_id"],
+                                                                       manifest["pad_id"])
+    assert tok.decode(tok("def f(x):\n    return x").input_ids) == "def f(x):\n    return x"
+    train_tokens = load_tokens(repo / "data/tokens", "train")
+    assert len(train_tokens) == manifest["splits"]["train"]["tokens"] > 100_000
+    assert int((train_tokens == manifest["eos_id"]).sum()) == manifest["splits"]["train"]["docs"]
     for split in ("train", "val", "test"):
         assert list((repo / "data/dedup" / split).glob("part-*.parquet"))
     assert (repo / "reports/plots/clean/funnel.png").is_file()
