@@ -34,9 +34,11 @@ class TokenizerError(Exception):
     exit_code = 1
 
 
-def split_shards(split_dir: Path) -> list[Path]:
-    """The record shards ``part-*.parquet`` of one split, in name order; an error if there are none."""
-    shards = sorted(Path(split_dir).glob("part-*.parquet"))
+def _shards(split_dir: Path) -> list[Path]:
+    """The record shards of one split, in name order; an error if there are none."""
+    from tasks.records import iter_shards
+
+    shards = iter_shards(Path(split_dir))
     if not shards:
         raise TokenizerError(f"no part-*.parquet shards in {split_dir}: run the dedup stage first")
     return shards
@@ -46,7 +48,7 @@ def count_docs(split_dir: Path) -> int:
     """Documents in a split, from the Parquet footers (reads no text)."""
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(s).metadata.num_rows for s in split_shards(split_dir))
+    return sum(pq.ParquetFile(s).metadata.num_rows for s in _shards(split_dir))
 
 
 def iter_text_batches(split_dir: Path, batch_size: int) -> Iterator[tuple[list[str], int]]:
@@ -59,7 +61,7 @@ def iter_text_batches(split_dir: Path, batch_size: int) -> Iterator[tuple[list[s
 
     if batch_size < 1:
         raise TokenizerError(f"batch_size must be at least 1, got {batch_size}")
-    for shard in split_shards(split_dir):
+    for shard in _shards(split_dir):
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_size, columns=["text"]):
             column = batch.column(0)
             if column.null_count:
