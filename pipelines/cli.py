@@ -2,6 +2,7 @@
 
     lmforge run [STAGE ...] [--force] [--from STAGE]   run stale stages (all by default)
     lmforge status [STAGE ...]                         which stages are stale, and why
+    lmforge schedule --cron "0 3 * * *"               serve the pipeline on a schedule (Prefect server)
     lmforge ui [--port N]                              MLflow UI for the embedded store on 127.0.0.1
 
 The no-op path (nothing stale) asks DVC and exits before Prefect, MLflow or any heavy library is imported.
@@ -40,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="which stages are stale and why (from DVC)",
                         description="Show, per stage, whether it is up to date and what changed (deps, params, outs).")
     st.add_argument("stages", nargs="*", metavar="STAGE", help="stages to check (default: all)")
+    sc = sub.add_parser("schedule", help="serve the pipeline as a Prefect deployment on a cron schedule",
+                        description="Create (or update) the Prefect deployment 'lmforge-scheduled/NAME' with a cron "
+                        "schedule and serve it from this process until Ctrl-C; each scheduled run executes the "
+                        "stale stages of this checkout. Needs a Prefect server (orchestration.prefect_api_url); "
+                        "the ephemeral API lives only as long as one command.")
+    sc.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * *" (daily at 03:00)')
+    sc.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    sc.add_argument("--force", action="store_true", help="each scheduled run forces every stage")
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for this repo's store",
                         description="Serve the MLflow UI for the tracking store in params.yaml and print its URL.")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
@@ -112,6 +121,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class ScheduleError(Exception):
+    """A schedule cannot be served as asked. Exit code 2."""
+
+    exit_code = 2
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    root = prepare()
+    params = load_params(root)
+    apply_orchestration(params.orchestration)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ScheduleError("a schedule needs a Prefect server: set orchestration.prefect_api_url in params.yaml "
+                            "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=args.cron)
+    except ValueError:
+        raise ScheduleError(f"not a valid cron expression: {args.cron!r}") from None
+    from pipelines.pipeline import scheduled
+
+    quiet_user_errors()
+    print(f"serving deployment lmforge-scheduled/{args.name} on cron {args.cron!r} (Ctrl-C stops)", flush=True)
+    scheduled.serve(name=args.name, cron=args.cron, parameters={"root": str(root), "force": args.force})
+    return EXIT_OK
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     root = prepare()
     params = load_params(root)
@@ -133,7 +169,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "status": cmd_status, "ui": cmd_ui}[args.command]
+    handler = {"run": cmd_run, "status": cmd_status, "schedule": cmd_schedule, "ui": cmd_ui}[args.command]
     return guarded(lambda: handler(args))
 
 

@@ -56,3 +56,20 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
     finally:
         versioning.close()
     return outcome
+
+
+@flow(name="lmforge-scheduled", validate_parameters=False)
+def scheduled(root: str, force: bool = False) -> dict[str, str]:
+    """Entry point of the scheduled deployment: plan from params.yaml and DVC at run time, then run the pipeline.
+
+    Args:
+        root: the repository the worker runs in.
+        force: run every stage even when up to date.
+    """
+    from pipelines.cli import plan_run
+    from pipelines.config import load_params
+
+    repo = Path(root)
+    params = load_params(repo)
+    plan, forced = plan_run(repo, [], force, None)
+    return pipeline(params=params, root=repo, plan=plan, forced=forced)

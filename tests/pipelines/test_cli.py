@@ -94,3 +94,32 @@ def test_ui_serves_the_embedded_store_on_loopback(repo_copy: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_schedule_needs_a_server_and_a_valid_cron(repo_copy: Path) -> None:
+    res = run_cli(repo_copy, "schedule", "--cron", "0 3 * * *", PREFECT_API_URL="")
+    assert res.returncode == 2 and "a schedule needs a Prefect server" in res.stderr
+
+
+@pytest.mark.slow
+def test_schedule_serves_a_cron_deployment(repo_copy: Path, prefect_api: str) -> None:
+    bad = run_cli(repo_copy, "schedule", "--cron", "every day")
+    assert bad.returncode == 2 and "not a valid cron expression" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "schedule", "--cron", "0 3 * * *", "--name",
+                             "nightly-test"], cwd=repo_copy, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        from prefect.client.orchestration import get_client
+
+        deadline, deployment = time.monotonic() + 120, None
+        while time.monotonic() < deadline and deployment is None:
+            with get_client(sync_client=True) as client:
+                found = [d for d in client.read_deployments() if d.name == "nightly-test"]
+            deployment = found[0] if found else None
+            time.sleep(1)
+        assert deployment is not None, "the deployment never appeared"
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
+        assert deployment.parameters == {"root": str(repo_copy), "force": False}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
