@@ -34,36 +34,6 @@ def finished_counters(out_dir: Path, shard: Path) -> dict[str, int] | None:
     return None
 
 
-class _Writer:
-    """Parquet writer to a temporary name, renamed on close (so a half shard never looks finished)."""
-
-    def __init__(self, path: Path, schema: Any) -> None:
-        import pyarrow.parquet as pq
-
-        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.schema = schema
-        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
-        self.rows: dict[str, list[Any]] = {name: [] for name in schema.names}
-
-    def add(self, row: Mapping[str, Any]) -> None:
-        for name, values in self.rows.items():
-            values.append(row.get(name))
-        if len(self.rows[self.schema.names[0]]) >= 1024:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if self.rows[self.schema.names[0]]:
-            self.writer.write_table(pa.table(self.rows, schema=self.schema))
-            self.rows = {name: [] for name in self.schema.names}
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
-        os.replace(self.tmp, self.path)
-
-
 def clean_shard(
     *,
     shard: str,
@@ -102,6 +72,7 @@ def clean_shard(
     from tasks.filters import build_filter_chain
     from tasks.normalize import LanguageDetector, fix_text
     from tasks.pii import mask_pii
+    from tasks.records import ParquetRows
 
     src, out = Path(shard), Path(out_dir)
     done = finished_counters(out, src)
@@ -114,8 +85,8 @@ def clean_shard(
     base = pf.schema_arrow
     kept_schema = pa.schema([*base, pa.field("lang", pa.string()), pa.field("lang_score", pa.float64())])
     rejected_schema = pa.schema([*kept_schema, pa.field("reason", pa.string())])
-    kept = _Writer(out / src.name, kept_schema)
-    rejected = _Writer(out / REJECTED_DIR / src.name, rejected_schema)
+    kept = ParquetRows(out / src.name, kept_schema)
+    rejected = ParquetRows(out / REJECTED_DIR / src.name, rejected_schema)
     detector = LanguageDetector(max_chars=language_max_chars) if languages else None
     wanted = set(languages or ())
     chain = build_filter_chain(order, c4=c4, gopher_quality=gopher_quality, gopher_repetition=gopher_repetition)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,48 +62,64 @@ class SourcePlan:
     max_docs: int | None = None
 
 
+class ParquetRows:
+    """Buffered writer of one Parquet file: rows in, row groups of 1024 out, under a temporary name that is
+    renamed into place on ``close`` (so a half-written file never carries its final name)."""
+
+    def __init__(self, path: Path, schema: Any, **writer_options: Any) -> None:
+        import pyarrow.parquet as pq
+
+        self.path, self.tmp, self.schema = path, path.with_name(f".{path.name}.tmp-{os.getpid()}"), schema
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", **writer_options)
+        self.rows: dict[str, list[Any]] = {name: [] for name in schema.names}
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        for name, values in self.rows.items():
+            values.append(row.get(name))
+        if len(self.rows[self.schema.names[0]]) >= _ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.rows[self.schema.names[0]]:
+            self.writer.write_table(pa.table(self.rows, schema=self.schema))
+            self.rows = {name: [] for name in self.schema.names}
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
 class _ShardWriter:
-    """Writes rows into size-bounded Parquet shards, one row group at a time."""
+    """Writes rows into size-bounded shards ``part-NNNNN.parquet``."""
 
     def __init__(self, out_dir: Path, max_records: int, max_bytes: int) -> None:
         import pyarrow as pa
 
         self.out_dir, self.max_records, self.max_bytes = out_dir, max_records, max_bytes
         self.schema = pa.schema([(c, pa.string()) for c in COLUMNS])
-        self.rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        self.writer: Any = None
+        self.current: ParquetRows | None = None
         self.shards = 0
         self.shard_records = 0
         self.shard_bytes = 0
 
     def add(self, row: dict[str, Any], nbytes: int) -> None:
-        if self.writer is None:
-            import pyarrow.parquet as pq
-
+        if self.current is None:
             path = self.out_dir / SHARD_PATTERN.format(self.shards)
-            self.writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=["source"])
+            self.current = ParquetRows(path, self.schema, use_dictionary=["source"])
             self.shards += 1
-        for c in COLUMNS:
-            self.rows[c].append(row[c])
+        self.current.add(row)
         self.shard_records += 1
         self.shard_bytes += nbytes
-        if len(self.rows["id"]) >= _ROW_GROUP_ROWS:
-            self._flush()
         if self.shard_records >= self.max_records or self.shard_bytes >= self.max_bytes:
             self.close()
 
-    def _flush(self) -> None:
-        import pyarrow as pa
-
-        if self.rows["id"]:
-            self.writer.write_table(pa.table(self.rows, schema=self.schema))
-            self.rows = {c: [] for c in COLUMNS}
-
     def close(self) -> None:
-        if self.writer is not None:
-            self._flush()
-            self.writer.close()
-            self.writer = None
+        if self.current is not None:
+            self.current.close()
+            self.current = None
             self.shard_records = self.shard_bytes = 0
 
 
