@@ -133,6 +133,13 @@ def test_dedup_finds_known_duplicates_and_splits(repo_copy: Path, prefect_api: s
     assert stats["split.train"] + stats["split.val"] + stats["split.test"] == stats["kept"]
     assert not (out / "_work").exists() and (out / "duplicates.parquet").is_file()
     assert json.loads((repo_copy / "metrics/dedup.json").read_text())["gx_failed"] == 0
+    # the same bytes with 2 workers signing shards in parallel
+    first = _bytes(out)
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["dedup"]["parallel"] = {"workers": 2 if data["dedup"]["parallel"]["workers"] == 1 else 1}
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    again = dedup(params=load_params(repo_copy), root=repo_copy)
+    assert _bytes(out) == first and again["kept"] == stats["kept"]
 
 
 def test_clean_gate_failure_publishes_nothing_and_runs_on_an_existing_dask_cluster(repo_copy: Path,
