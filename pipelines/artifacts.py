@@ -20,6 +20,8 @@ CLEAN_DIR = Path("data/clean")
 DEDUP_DIR = Path("data/dedup")
 TOKENS_DIR = Path("data/tokens")
 TOKENIZER_DIR = Path("models/tokenizer")
+BASE_MODEL_DIR = Path("models/base")
+CHECKPOINTS_DIR = Path("checkpoints")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 

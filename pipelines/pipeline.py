@@ -17,6 +17,7 @@ from prefect import flow
 from flows.clean import clean
 from flows.collect import collect
 from flows.dedup import dedup
+from flows.pretrain import pretrain
 from flows.tokenizer import tokenizer
 from pipelines import tracking
 from pipelines.config import STAGES, Params
@@ -25,7 +26,7 @@ from pipelines.versioning import Versioning
 log = logging.getLogger("pipelines.pipeline")
 
 STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect, "clean": clean, "dedup": dedup,
-                                              "tokenizer": tokenizer}
+                                              "tokenizer": tokenizer, "pretrain": pretrain}
 assert tuple(STAGE_FLOWS) == STAGES, "every stage needs a flow"
 
 

@@ -107,3 +107,18 @@ def val_windows(tokens: np.ndarray, context: int, batch_size: int, num_batches: 
     for b in range(num_batches):
         global_batch = starts[b * batch_size * world_size:(b + 1) * batch_size * world_size]
         yield _windows(tokens, global_batch[rank * batch_size:(rank + 1) * batch_size], context)
+
+
+def unigram_perplexity(train: Any, val: Any, vocab_size: int) -> float:
+    """Perplexity on ``val`` of a unigram model fitted on ``train`` (add-one smoothing): the floor an LM must beat.
+
+    Args:
+        train: token ids (a memmap is read in one vectorised pass).
+        val: token ids.
+        vocab_size: number of ids.
+    """
+    import numpy as np
+
+    counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(np.exp(-log_p[np.asarray(val, dtype=np.int64)].mean()))

@@ -94,3 +94,23 @@ def test_cli_reports_params_errors_with_exit_2(repo_copy: Path, command: list[st
     assert "collect.sources[0].max_docs: Input should be greater than or equal to 1" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
     assert not (repo_copy / "data").exists()
+
+
+def test_pretrain_shape_errors_name_the_key(params: dict) -> None:
+    params["pretrain"] = {"model": {"hidden_size": 256, "num_heads": 5}}
+    assert "pretrain.model: num_heads (5) must divide hidden_size (256)" in _error(params)
+    params["pretrain"] = {"warmup_steps": 500, "steps": 100, "launch": {"launcher": "mpirun"}}
+    msg = _error(params)
+    assert "pretrain.launch.launcher: Input should be 'python', 'torchrun' or 'deepspeed'" in msg
+    params["pretrain"] = {"warmup_steps": 500, "steps": 100}
+    assert "pretrain: warmup_steps (500) must be below steps (100)" in _error(params)
+
+
+def test_pretrain_params_are_the_entry_points_run_config() -> None:
+    # the flow writes the entry point's config from params: the two schemas must not drift apart
+    from pipelines.config import ModelShapeParams, PretrainParams
+    from tasks.training.pretrain import ModelShape, PretrainConfig
+
+    run_only = {"tokens_dir", "tokenizer_dir", "out_dir", "checkpoint_dir", "mlflow"}
+    assert set(PretrainParams.model_fields) - {"launch"} == set(PretrainConfig.model_fields) - run_only
+    assert set(ModelShapeParams.model_fields) == set(ModelShape.model_fields)
