@@ -40,3 +40,14 @@ def test_curation_benchmark_ours_only_runs_both_stages_and_scores_them(tmp_path:
     assert 0 <= quality["dedup"]["precision"] <= 1 and 0 <= quality["dedup"]["recall"] <= 1
     assert result["clean_dedup_docs_per_cpu_s"]["lmforge"] > 0 and "filter_agreement" not in result
     assert "dedup vs truth" in res.stdout
+
+
+def test_pretrain_benchmark_runs_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "pretrain.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.pretrain", "--steps", "8", "--precision", "fp32",
+                          "--json", str(out)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fp32 = json.loads(out.read_text())["results"]["fp32"]
+    assert fp32["plain_adamw"]["tokens_per_s"] > 0 and fp32["ours_zero2"]["tokens_per_s"] > 0
+    assert fp32["ratio"] > 0 and fp32["ours_zero2"]["peak_rss_mb"] > 100
