@@ -218,6 +218,24 @@ def _setup_single_process_env() -> None:
                       MASTER_PORT=str(port))
 
 
+# Dense bf16 peak FLOP/s by device name (vendor datasheets); MFU is reported only for devices listed here.
+_PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+
+
+def mfu(tokens_per_second: float, *, params: int, layers: int, hidden: int, context: int, peak_flops: float) -> float:
+    """Model FLOPs utilisation: (6 N + 12 L H T) FLOPs per token (PaLM appendix B) x tokens/s over the peak."""
+    return (6 * params + 12 * layers * hidden * context) * tokens_per_second / peak_flops
+
+
+def _peak_flops() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in _PEAK_BF16_FLOPS.items() if k in name), None)
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -342,6 +360,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     n_params = count_params(model)
+    peak_flops = _peak_flops()
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
     say(f"pretrain: {n_params / 1e6:.2f}M params, world_size {world_size}, ZeRO-{cfg.zero_stage}, {cfg.precision}, "
@@ -409,8 +428,14 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
             norm = float(norm) if norm is not None else own_norm
             metrics = {"train_loss": float(mean) / world_size, "lr": lr, "grad_norm": norm,
                        "tokens_per_second": tokens_per_step * window_steps / window_seconds, "rss_mb": _rss_mb()}
+            if peak_flops:  # on a GPU: utilisation and device memory too
+                metrics["mfu"] = mfu(metrics["tokens_per_second"], params=n_params,  # tokens/s is global
+                                     layers=model_kwargs["num_layers"], hidden=model_kwargs["hidden_size"],
+                                     context=cfg.context, peak_flops=peak_flops * world_size)
+                metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
             say(f"step {step:>6} | loss {metrics['train_loss']:.4f} | lr {lr:.2e} | grad_norm {norm:.3f} | "
-                f"tok/s {metrics['tokens_per_second']:.0f} | rss {metrics['rss_mb']:.0f} MB")
+                f"tok/s {metrics['tokens_per_second']:.0f} | rss {metrics['rss_mb']:.0f} MB"
+                + (f" | mfu {metrics['mfu']:.1%}" if "mfu" in metrics else ""))
             sink.log(metrics, step)
             window_loss, window_steps, window_seconds = 0.0, 0, 0.0
         if step % cfg.eval_every == 0 or step == cfg.steps:

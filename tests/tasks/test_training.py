@@ -269,3 +269,13 @@ def test_model_shape_checks() -> None:
     with pytest.raises(ModelConfigError, match="odd"):
         check_model_shape(**{**shape, "hidden_size": 12, "num_heads": 4, "num_kv_heads": 4})
     assert ModelConfigError.exit_code == 2 and issubclass(ModelConfigError, ValueError)
+
+
+def test_mfu_formula_matches_a_hand_computation() -> None:
+    from tasks.training.pretrain import mfu
+
+    # GPT-2 small on one H100: 124M params, 12 layers, hidden 768, context 1024, 100k tokens/s
+    flops_per_token = 6 * 124e6 + 12 * 12 * 768 * 1024
+    assert mfu(100_000, params=int(124e6), layers=12, hidden=768, context=1024, peak_flops=989e12) == \
+        pytest.approx(flops_per_token * 100_000 / 989e12)
+    assert 0.08 < mfu(100_000, params=int(124e6), layers=12, hidden=768, context=1024, peak_flops=989e12) < 0.09
