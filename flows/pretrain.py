@@ -20,7 +20,7 @@ from prefect import flow
 
 from pipelines import artifacts, tracking
 from pipelines.config import Params
-from pipelines.launch import training_command
+from pipelines.launch import read_hostfile, training_command
 from tasks.lm_data import unigram_perplexity
 from tasks.packing import load_tokens, read_manifest
 
@@ -78,6 +78,8 @@ def pretrain(params: Params, root: Path) -> dict[str, float]:
 
     cfg = params.pretrain
     tokens_dir, out_dir = root / artifacts.TOKENS_DIR, root / artifacts.BASE_MODEL_DIR
+    if cfg.launch.hostfile:  # a bad hostfile is a clear error before anything runs
+        read_hostfile(root / cfg.launch.hostfile)
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]
         checkpoints.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,7 @@ def pretrain(params: Params, root: Path) -> dict[str, float]:
         artifacts.atomic_write_text(config_path, json.dumps(run_config, indent=2, sort_keys=True) + "\n")
         cmd = training_command("tasks.training.pretrain", config_path, cfg.launch, root)
         log.info("launching: %s", shlex.join(cmd))
+        mlflow.set_tag("lmforge.launch_command", shlex.join(cmd))  # how the processes were started, for lineage
         # Dask nannies set OMP/MKL_NUM_THREADS=1 in this process for their workers (clean/dedup ran before): a
         # single training process would inherit one thread. torchrun sets its own per-process default.
         env = {k: v for k, v in os.environ.items() if k not in _THREAD_VARS or k in _USER_THREAD_VARS}
@@ -100,13 +103,16 @@ def pretrain(params: Params, root: Path) -> dict[str, float]:
             error = TrainingConfigError if code == 2 else TrainingError
             raise error(f"training exited with code {code}: {last}")
         summary = json.loads((out_dir / "train_summary.json").read_text(encoding="utf-8"))
+        timings = json.loads((checkpoints / "run_stats.json").read_text(encoding="utf-8"))
         manifest = read_manifest(tokens_dir)
         baseline = unigram_perplexity(load_tokens(tokens_dir, "train"), load_tokens(tokens_dir, "val"),
                                       int(manifest["vocab_size"]))
         stats = {"final_val_loss": summary["final_val_loss"], "final_val_perplexity": summary["final_val_perplexity"],
                  "unigram_val_perplexity": round(baseline, 3), "steps": summary["steps"], "params": summary["params"],
                  "tokens": summary["tokens"]}
-        run.log_stats({**stats, "tokens_per_second": summary["tokens_per_second"]})
+        if timings["tokens_per_second"] is not None:  # None: resumed at the last step, nothing trained
+            run.log_stats({"tokens_per_second": timings["tokens_per_second"]})
+        run.log_stats(stats)
         run.log_artifact(out_dir / "samples.json", "samples")
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
     return stats

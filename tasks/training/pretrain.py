@@ -17,7 +17,8 @@ The loop, in the order a reader meets it in :func:`train`:
    rank 0 when the config names a run); every ``eval_every`` val loss and perplexity; every ``checkpoint_every`` a
    DeepSpeed checkpoint, keeping the latest ``keep_checkpoints``;
 5. export the final weights in Hugging Face format (safetensors) with the tokenizer, ``train_summary.json`` and
-   sample generations, into a temporary sibling of ``out_dir`` renamed into place.
+   sample generations, into a temporary sibling of ``out_dir`` renamed into place; the run's timings go to
+   ``checkpoint_dir/run_stats.json``, so the export is the same bytes for the same config and data.
 
 Exit codes: 0 done, 2 bad config (one message, no traceback), 1 any other failure.
 """
@@ -42,7 +43,9 @@ from tasks.lm_data import DataTooSmallError, check_tokens
 from tasks.model import ModelConfigError, check_model_shape
 from tasks.packing import TokenFileError, load_tokens, read_manifest
 
-SUMMARY_FILE = "train_summary.json"
+SUMMARY_FILE = "train_summary.json"  # in out_dir: steps, tokens, val history (no timings: the export is reproducible)
+RUN_STATS_FILE = "run_stats.json"  # in checkpoint_dir: this run's speed and where it resumed
+RUN_IDENTITY_FILE = "run_identity.json"  # in checkpoint_dir: the settings a resumed run must share
 SAMPLES_FILE = "samples.json"
 _TAG_PREFIX = "step"
 
@@ -170,7 +173,51 @@ def preflight(cfg: PretrainConfig) -> dict[str, Any]:
         raise ConfigError(f"no tokenizer.json in tokenizer_dir {cfg.tokenizer_dir}: run the tokenizer stage first")
     if cfg.deepspeed_config is not None and not Path(cfg.deepspeed_config).is_file():
         raise ConfigError(f"deepspeed_config {cfg.deepspeed_config} does not exist")
+    check_resume(cfg)
     return kwargs
+
+
+# what a checkpoint's weights, optimizer state and data order depend on: resuming under other values would silently
+# train a different run (or fail deep inside DeepSpeed); logging, evaluation and paths may change freely
+_RUN_IDENTITY = ("model", "context", "seed", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
+                 "weight_decay", "betas", "grad_clip", "zero_stage", "precision", "offload_optimizer", "offload_params")
+
+
+def _identity(cfg: PretrainConfig) -> dict[str, Any]:
+    return {**cfg.model_dump(mode="json", include=set(_RUN_IDENTITY)), "steps": cfg.steps,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+
+
+def check_resume(cfg: PretrainConfig) -> None:
+    """Refuse to resume a checkpoint written under other training settings; warn when only ``steps`` changed.
+
+    The settings of the run that started ``checkpoint_dir`` are kept there (RUN_IDENTITY_FILE).
+
+    Raises:
+        ConfigError: a setting that shapes the weights, the optimizer or the data order differs.
+    """
+    path = Path(cfg.checkpoint_dir) / RUN_IDENTITY_FILE
+    if not (Path(cfg.checkpoint_dir) / "latest").is_file() or not path.is_file():
+        return
+    before, now = json.loads(path.read_text(encoding="utf-8")), _identity(cfg)
+    changed = sorted(k for k in now if k != "steps" and before.get(k) != now[k])
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"checkpoint_dir {cfg.checkpoint_dir} holds a run with other settings ({detail}); "
+                          "resuming it would not continue that run: restore them, or use another checkpoint_dir "
+                          "(or delete this one) to start over")
+    if before.get("steps") != now["steps"]:
+        print(f"pretrain: warning: steps changed from {before.get('steps')} to {now['steps']} since this run started; "
+              "the learning-rate schedule follows the new value from here on", file=sys.stderr, flush=True)
+
+
+def record_identity(cfg: PretrainConfig) -> None:
+    """Keep the settings of a run starting in ``checkpoint_dir`` (rank 0), for :func:`check_resume`."""
+    path = Path(cfg.checkpoint_dir) / RUN_IDENTITY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_identity(cfg), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------------- components
@@ -377,6 +424,8 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         step, history, resumed_from = int(client["step"]), list(client["history"]), int(client["step"])
         _set_rng_state(client["rng"])
         say(f"pretrain: resumed from {path} at step {step}")
+    if is_main:
+        record_identity(cfg)  # the settings this checkpoint_dir's run goes on with
     train_tokens, val_tokens = load_tokens(cfg.tokens_dir, "train"), load_tokens(cfg.tokens_dir, "val")
     windows = RandomWindows(train_tokens, cfg.context, cfg.batch_size, cfg.seed, rank, world_size,
                             step=step * cfg.grad_accum)
@@ -447,18 +496,23 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         evaluate()  # resumed at the very end: measure the final model again
     trained = step - start_step
     final = history[-1]["val_loss"]
-    summary = {"steps": step, "resumed_from_step": resumed_from, "tokens": step * tokens_per_step,
-               "tokens_this_run": trained * tokens_per_step,
-               "tokens_per_second": round(trained * tokens_per_step / train_seconds, 1) if train_seconds else None,
-               "train_seconds": round(train_seconds, 3), "params": n_params, "final_val_loss": final,
+    # what the model is: a function of config and data, exported with it (same inputs, same bytes)
+    summary = {"steps": step, "tokens": step * tokens_per_step, "params": n_params, "final_val_loss": final,
                "final_val_perplexity": math.exp(min(final, 50)), "val_history": history, "world_size": world_size,
                "precision": cfg.precision, "zero_stage": cfg.zero_stage, "context": cfg.context,
                "global_batch": cfg.batch_size * cfg.grad_accum * world_size}
+    # how this run went: timings and resumption, kept beside the checkpoints, outside the versioned model
+    run_stats = {"resumed_from_step": resumed_from, "tokens_this_run": trained * tokens_per_step,
+                 "tokens_per_second": round(trained * tokens_per_step / train_seconds, 1) if train_seconds else None,
+                 "train_seconds": round(train_seconds, 3)}
     export(engine, cfg, model_kwargs, summary, is_main=is_main)
     if is_main:
+        tmp = ckpt_dir / f".{RUN_STATS_FILE}.tmp"
+        tmp.write_text(json.dumps(run_stats, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(ckpt_dir / RUN_STATS_FILE)
         sink.log({"final_val_loss": final, "final_val_perplexity": summary["final_val_perplexity"]}, step)
     torch.distributed.barrier()
-    return summary
+    return {**summary, **run_stats}
 
 
 # ------------------------------------------------------------------------------------------------------ export

@@ -1,7 +1,9 @@
-"""The pretrain stage flow: launched as a separate process group (torchrun, 2 processes), resumable, lineage."""
+"""The pretrain stage flow: launched as a separate process group (the deepspeed launcher reading a hostfile, 2
+processes), lineage, clear errors for bad launch settings and data too small."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,10 +36,14 @@ def test_pretrain_two_processes_beats_unigram_and_logs_to_the_stage_run(repo_cop
     from flows.pretrain import pretrain
     from flows.tokenizer import tokenizer
 
-    _prepare(repo_copy, launch={"launcher": "torchrun", "nproc": 2})
+    # the multi-node path with one local node: DeepSpeed's launcher starts the hostfile's 2 slots here
+    (repo_copy / "infra/deepspeed/local").write_text("localhost slots=2\n")
+    _prepare(repo_copy, launch={"launcher": "deepspeed", "hostfile": "infra/deepspeed/local"})
     tokenizer(params=load_params(repo_copy), root=repo_copy)
     stats = pretrain(params=load_params(repo_copy), root=repo_copy)
     assert stats["steps"] == 30
+    summary = json.loads((repo_copy / "models/base/train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["zero_stage"] == 2
     assert stats["final_val_perplexity"] < 0.8 * stats["unigram_val_perplexity"]  # 30 tiny steps already beat it
     model = AutoModelForCausalLM.from_pretrained(repo_copy / "models/base")
     tok = AutoTokenizer.from_pretrained(repo_copy / "models/base")
@@ -49,6 +55,8 @@ def test_pretrain_two_processes_beats_unigram_and_logs_to_the_stage_run(repo_cop
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]  # rank 0 only: one value per logged step
     assert run.data.metrics["unigram_val_perplexity"] == stats["unigram_val_perplexity"]
+    launched = run.data.tags["lmforge.launch_command"]  # also in the flow's log, before it runs
+    assert "/deepspeed --master_port" in launched and "--hostfile " in launched and "--no_ssh_check" in launched
     assert list((repo_copy / "checkpoints/pretrain").glob("*/latest"))
 
 
@@ -61,3 +69,13 @@ def test_pretrain_rejects_a_context_the_data_cannot_fill(repo_copy: Path, prefec
     with pytest.raises(TrainingConfigError, match="code 2: pretrain: error: the train split has .* fewer than"):
         pretrain(params=load_params(repo_copy), root=repo_copy)
     assert not (repo_copy / "models/base").exists()
+
+
+def test_pretrain_rejects_a_missing_hostfile_before_anything_runs(repo_copy: Path, prefect_api: str) -> None:
+    from flows.pretrain import pretrain
+    from pipelines.launch import LaunchConfigError
+
+    _prepare(repo_copy, launch={"launcher": "deepspeed", "hostfile": "infra/deepspeed/nodes"})
+    with pytest.raises(LaunchConfigError, match="infra/deepspeed/nodes does not exist"):
+        pretrain(params=load_params(repo_copy), root=repo_copy)
+    assert not (repo_copy / "checkpoints").exists() and not (repo_copy / "models/base").exists()

@@ -1,28 +1,85 @@
-"""Training command lines: one process, torchrun, the deepspeed launcher with a hostfile."""
+"""Training command lines: one process, torchrun, the deepspeed launcher with and without a hostfile."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
-from pipelines.config import LaunchParams
-from pipelines.launch import training_command
+import pytest
+
+from pipelines.config import LaunchParams, ParamsError, parse_params
+from pipelines.launch import LaunchConfigError, read_hostfile, training_command
+
+ENTRY = "tasks.training.pretrain"
 
 
-def test_python_torchrun_and_deepspeed_commands(tmp_path: Path) -> None:
+def test_python_and_torchrun_commands(tmp_path: Path) -> None:
     cfg = tmp_path / "run.json"
-    assert training_command("tasks.training.pretrain", cfg, LaunchParams(), tmp_path) == [
-        sys.executable, "-m", "tasks.training.pretrain", "--config", str(cfg)]
-    tr = training_command("tasks.training.pretrain", cfg, LaunchParams(launcher="torchrun", nproc=2,
-                                                                        master_port=29511), tmp_path)
+    assert training_command(ENTRY, cfg, LaunchParams(), tmp_path) == [sys.executable, "-m", ENTRY, "--config", str(cfg)]
+    tr = training_command(ENTRY, cfg, LaunchParams(launcher="torchrun", nproc=2, master_port=29511), tmp_path)
     assert tr == [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                  "--master_addr", "127.0.0.1", "--master_port", "29511", "-m", "tasks.training.pretrain",
-                  "--config", str(cfg)]
-    ds = training_command("tasks.training.pretrain", cfg, LaunchParams(launcher="deepspeed", nproc=8,
-                                                                         hostfile="infra/deepspeed/hostfile",
-                                                                         master_port=29512), tmp_path)
-    assert ds[0].endswith("/deepspeed") and ds[1:5] == ["--master_port", "29512", "--hostfile",
-                                                         str(tmp_path / "infra/deepspeed/hostfile")]
-    assert ds[-4:] == ["--module", "tasks.training.pretrain", "--config", str(cfg)]
+                  "--master_addr", "127.0.0.1", "--master_port", "29511", "-m", ENTRY, "--config", str(cfg)]
     port = training_command("m", cfg, LaunchParams(launcher="torchrun"), tmp_path)[10]
     assert 1024 <= int(port) <= 65535  # a free port was picked
+
+
+def _hostfile(tmp_path: Path, text: str) -> str:
+    (tmp_path / "infra").mkdir(exist_ok=True)
+    (tmp_path / "infra/hostfile").write_text(text)
+    return "infra/hostfile"
+
+
+def test_deepspeed_commands_local_remote_and_without_ssh(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.json"
+    tail = ["--module", ENTRY, "--config", str(cfg)]
+    local = training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", nproc=2, master_port=29500), tmp_path)
+    assert local[0].endswith("/deepspeed") and local[1:] == [
+        "--master_port", "29500", "--master_addr", "127.0.0.1", "--num_nodes", "1", "--num_gpus", "2", *tail]
+
+    # one local host: DeepSpeed starts its slots here; it must not try ssh
+    one = _hostfile(tmp_path, "# a comment\nlocalhost slots=2\n\n")
+    cmd = training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=one, master_port=29501), tmp_path)
+    assert cmd[1:] == ["--master_port", "29501", "--hostfile", str(tmp_path / one), "--no_ssh_check",
+                       "--master_addr", "127.0.0.1", *tail]
+
+    # several nodes: ssh from here, rank 0's address found by DeepSpeed unless given
+    many = _hostfile(tmp_path, "node-1 slots=8\nnode-2 slots=8  # second rack\n")
+    assert read_hostfile(tmp_path / many) == {"node-1": 8, "node-2": 8}
+    cmd = training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=many, master_port=29502), tmp_path)
+    assert cmd[1:] == ["--master_port", "29502", "--hostfile", str(tmp_path / many), *tail]
+    cmd = training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=many, master_port=29502,
+                                                    master_addr="10.0.0.1"), tmp_path)
+    assert cmd[5:7] == ["--master_addr", "10.0.0.1"]
+
+    # without ssh: every node runs the stage with its own rank
+    cmd = training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=many, master_port=29503,
+                                                    master_addr="10.0.0.1", node_rank=1), tmp_path)
+    assert cmd[5:10] == ["--no_ssh", "--node_rank", "1", "--master_addr", "10.0.0.1"]
+    this = _hostfile(tmp_path, f"{socket.gethostname()} slots=4\n")
+    assert "--no_ssh_check" in training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=this),
+                                                tmp_path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, "does not exist"),
+    ("node-1 slots=two\n", "infra/hostfile:1: 'node-1 slots=two' is not 'HOST slots=N'"),
+    ("node-1 slots=0\n", "is not 'HOST slots=N' with N >= 1"),
+    ("a slots=1\na slots=2\n", "infra/hostfile:2: host a is listed twice"),
+    ("# nothing\n\n", "lists no host"),
+])
+def test_bad_hostfiles_are_clear_errors(tmp_path: Path, text: str | None, message: str) -> None:
+    path = "infra/hostfile" if text is None else _hostfile(tmp_path, text)
+    with pytest.raises(LaunchConfigError, match=message) as err:
+        training_command(ENTRY, tmp_path / "run.json", LaunchParams(launcher="deepspeed", hostfile=path), tmp_path)
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("launch", "message"), [
+    ({"launcher": "torchrun", "hostfile": "infra/deepspeed/hostfile"}, "read by the deepspeed launcher only"),
+    ({"launcher": "deepspeed", "node_rank": 0}, "node_rank needs launcher: deepspeed and a hostfile"),
+    ({"launcher": "deepspeed", "hostfile": "h", "node_rank": 0}, "node_rank needs master_addr and master_port"),
+])
+def test_inconsistent_launch_params_are_rejected(launch: dict[str, object], message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        parse_params({"pretrain": {"launch": launch}})

@@ -105,6 +105,10 @@ def summary(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads((Path(cfg["out_dir"]) / "train_summary.json").read_text())
 
 
+def run_stats(cfg: dict[str, Any]) -> dict[str, Any]:
+    return json.loads((Path(cfg["checkpoint_dir"]) / "run_stats.json").read_text())
+
+
 def weights(model_dir: str) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -126,7 +130,9 @@ def test_training_lowers_val_loss(reference: dict[str, Any]) -> None:
     assert first["step"] == 0 and last["step"] == 40 and s["steps"] == 40
     # log(300) = 5.7 at the start; the repetitive grammar is learned to well under half of that in 40 steps
     assert first["val_loss"] > 5.0 and last["val_loss"] < first["val_loss"] - 2.5, s["val_history"]
-    assert s["tokens"] == 40 * 8 * 2 * 64 and s["tokens_per_second"] > 0 and 80_000 < s["params"] < 120_000
+    assert s["tokens"] == 40 * 8 * 2 * 64 and 80_000 < s["params"] < 120_000
+    stats = run_stats(reference["cfg"])
+    assert stats["tokens_per_second"] > 0 and stats["resumed_from_step"] is None and "tokens_per_second" not in s
     assert "step     40 | loss" in reference["stdout"] and "tok/s" in reference["stdout"]
     # only the latest checkpoints are kept
     assert sorted(p.name for p in Path(reference["cfg"]["checkpoint_dir"]).glob("step*")) == ["step30", "step40"]
@@ -170,7 +176,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(data: dict[str, Path]
     logged = [int(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("step") and "| loss" in line]
     assert logged[0] == killed_at + 5 and logged[-1] == 40
     s, ref = summary(cfg), summary(reference["cfg"])
-    assert s["steps"] == 40 and s["resumed_from_step"] == killed_at
+    assert s["steps"] == 40 and run_stats(cfg)["resumed_from_step"] == killed_at
+    assert run_stats(cfg)["tokens_this_run"] == (40 - killed_at) * 8 * 2 * 64
     assert s["final_val_loss"] == pytest.approx(ref["final_val_loss"], abs=1e-5)
     mine, theirs = weights(cfg["out_dir"]), weights(reference["cfg"]["out_dir"])
     assert mine.keys() == theirs.keys()
@@ -279,3 +286,32 @@ def test_mfu_formula_matches_a_hand_computation() -> None:
     assert mfu(100_000, params=int(124e6), layers=12, hidden=768, context=1024, peak_flops=989e12) == \
         pytest.approx(flops_per_token * 100_000 / 989e12)
     assert 0.08 < mfu(100_000, params=int(124e6), layers=12, hidden=768, context=1024, peak_flops=989e12) < 0.09
+
+
+def test_same_config_and_data_export_the_same_bytes(data: dict[str, Path]) -> None:
+    import hashlib
+
+    digests = []
+    for name in ("same-a", "same-b"):
+        cfg = config(data, name, steps=6, grad_accum=1, precision="bf16", log_every=3, eval_every=3,
+                     checkpoint_every=3)
+        res = pretrain(cfg)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        out = Path(cfg["out_dir"])
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())})
+    assert {"model.safetensors", "train_summary.json", "samples.json", "tokenizer.json"} <= digests[0].keys()
+    assert digests[0] == digests[1]  # timings live in checkpoint_dir/run_stats.json, not in the model
+
+
+def test_resuming_under_other_settings_is_refused_and_a_new_step_count_warns(
+        data: dict[str, Path], reference: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks.training.pretrain import PretrainConfig, check_resume
+
+    ckpt = reference["cfg"]["checkpoint_dir"]
+    cfg = config(data, "changed", checkpoint_dir=ckpt, lr=2e-3, seed=4)
+    res = pretrain(cfg, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"checkpoint_dir {ckpt} holds a run with other settings (lr: 0.003 -> 0.002, seed: 3 -> 4)" in res.stderr
+    assert not Path(cfg["out_dir"]).exists()
+    check_resume(PretrainConfig.model_validate({**reference["cfg"], "steps": 60, "log_every": 7}))
+    assert "steps changed from 40 to 60" in capsys.readouterr().err
