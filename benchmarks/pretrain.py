@@ -1,6 +1,6 @@
 """pretrain step throughput, side by side: our entry point (DeepSpeed ZeRO-2, 1 process) vs plain PyTorch AdamW.
 
-    .venv/bin/python -m benchmarks.pretrain [--steps 30] [--precision both] [--json benchmarks/results/pretrain.json]
+    .venv/bin/python -m benchmarks.pretrain [--steps 30] [--repeats 3] [--precision both] [--json FILE]
     .venv/bin/python -m benchmarks.pretrain --device cuda        # GPT-2-small-sized, context 1024, bf16, with MFU
 
 Both sides train the same Llama on the same seeded windows of the same token file, each in its own process; the
@@ -110,14 +110,13 @@ def plain_loop(root: Path, device: str, precision: str, steps: int) -> dict[str,
 def ours(root: Path, device: str, precision: str, steps: int) -> dict[str, float]:
     """Our entry point, ZeRO-2, one process; tokens/s after warm-up (and MFU), from its log lines."""
     preset = PRESETS[device]
-    run = root / f"zero2-{precision}"
+    run = Path(tempfile.mkdtemp(prefix=f"zero2-{precision}-", dir=root))  # one per repeat
     cfg = {"tokens_dir": str(root / "tokens"), "tokenizer_dir": str(root / "tokenizer"), "out_dir": str(run / "model"),
            "checkpoint_dir": str(run / "ckpt"), "model": {**preset["shape"], "max_position_embeddings":
                                                           preset["context"]},
            "context": preset["context"], "batch_size": preset["batch"], "steps": steps, "zero_stage": 2,
            "precision": precision, "threads": THREADS if device == "cpu" else None, "log_every": WARMUP,
            "eval_every": 10_000, "eval_batches": 1, "checkpoint_every": 10_000}
-    run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps(cfg))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     out = subprocess.run([sys.executable, "-m", "tasks.training.pretrain", "--config", str(run / "run.json")],
@@ -151,6 +150,14 @@ def _measure(side: str, root: Path, device: str, precision: str, steps: int) -> 
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Median of every measure over the repeats, and the tokens/s of each repeat."""
+    import statistics
+
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return {**out, "tokens_per_s_runs": [round(r["tokens_per_s"], 1) for r in runs]}
+
+
 def _device_name(device: str) -> str:
     if device == "cuda":
         import torch
@@ -164,6 +171,7 @@ def _device_name(device: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per side (first 5 untimed)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; medians are reported")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPT-2-small-sized preset")
     ap.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
                     help="default: both on CPU, bf16 on CUDA")
@@ -176,6 +184,8 @@ def main() -> int:
         return 0
     if args.steps <= WARMUP + 1:
         ap.error(f"--steps must be above {WARMUP + 1}")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     if args.device == "cuda":
         import torch
 
@@ -189,12 +199,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
         root = make_tokens(Path(tmp))
         for p in precisions:
-            results[p] = {"plain_adamw": _measure("plain", root, args.device, p, args.steps),
-                          "ours_zero2": _measure("ours", root, args.device, p, args.steps)}
+            runs: dict[str, list[dict]] = {"plain_adamw": [], "ours_zero2": []}
+            for _ in range(args.repeats):  # alternate the sides so a drifting machine load hits both alike
+                runs["plain_adamw"].append(_measure("plain", root, args.device, p, args.steps))
+                runs["ours_zero2"].append(_measure("ours", root, args.device, p, args.steps))
+            results[p] = {side: _median_run(r) for side, r in runs.items()}
             results[p]["ratio"] = results[p]["ours_zero2"]["tokens_per_s"] / results[p]["plain_adamw"]["tokens_per_s"]
     device = _device_name(args.device)
     print(f"pretrain benchmark on {device}: {preset['name']}, context {preset['context']}, batch {preset['batch']}, "
-          f"{args.steps} steps")
+          f"{args.steps} steps, median of {args.repeats} alternating runs per side")
     print(f"{'precision':<10}{'plain tok/s':>12}{'ZeRO-2 tok/s':>14}{'ratio':>8}{'plain MB':>10}{'ZeRO-2 MB':>11}"
           + (f"{'plain MFU':>11}{'ZeRO-2 MFU':>12}" if args.device == "cuda" else ""))
     for p, r in results.items():
@@ -207,7 +220,8 @@ def main() -> int:
               + mfus)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"device": device, "model": preset["name"], "context": preset["context"],
-                                    "batch": preset["batch"], "steps": args.steps, "results": results}, indent=2)
+                                    "batch": preset["batch"], "steps": args.steps, "repeats": args.repeats,
+                                    "results": results}, indent=2)
                         + "\n")
     print(f"wrote {out_json}")
     return 0

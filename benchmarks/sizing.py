@@ -83,7 +83,8 @@ def probe_rate(shape: dict[str, int], vocab: int, steps: int = 4) -> float:
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    model = build_llama(vocab_size=vocab, **shape, max_position_embeddings=CONTEXT).to(torch.bfloat16)
+    model = build_llama(vocab_size=vocab, **shape, num_kv_heads=shape["num_heads"],
+                        max_position_embeddings=CONTEXT).to(torch.bfloat16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, vocab, (BATCH, CONTEXT + 1))
     t0 = 0.0

@@ -2,7 +2,7 @@
 
 Launch with ``torchrun --nproc_per_node N -m tasks.training.pretrain --config run.json`` (or the ``deepspeed``
 launcher) for several processes; plain ``python`` runs one process and sets the rendezvous variables itself. On CPU
-the processes talk over gloo.
+the processes talk over gloo, on CUDA over NCCL (one GPU per process).
 
 The loop, in the order a reader meets it in :func:`train`:
 
@@ -339,11 +339,12 @@ def _evaluate(engine: Any, tokens: Any, cfg: PretrainConfig, rank: int, world_si
     from tasks.lm_data import val_windows
 
     engine.eval()
-    total = torch.zeros(2, dtype=torch.float64)
+    total = torch.zeros(2, dtype=torch.float64, device=engine.device)
     with torch.no_grad():
         for x, y in val_windows(tokens, cfg.context, cfg.batch_size, cfg.eval_batches, rank, world_size):
+            x, y = x.to(engine.device), y.to(engine.device)
             logits = engine(input_ids=x).logits
-            total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+            total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
             total[1] += y.numel()
     engine.train()
     dist.all_reduce(total)
@@ -356,7 +357,10 @@ def _rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -368,6 +372,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
@@ -392,7 +398,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)  # its INFO lines would drown ours
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
     is_main = rank == 0
 
@@ -449,7 +455,9 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
     if step == 0:
         evaluate()  # the starting point, so a run's improvement is on record
-    train_seconds, window_loss, window_steps, window_seconds = 0.0, 0.0, 0, 0.0
+    device = engine.device
+    # the loss is summed on the device and read at log steps only: reading it every step would sync a GPU
+    train_seconds, window_loss, window_steps, window_seconds = 0.0, torch.zeros((), device=device), 0, 0.0
     start_step, own_norm, plain_fp32 = step, float("nan"), cfg.zero_stage == 0 and cfg.precision == "fp32"
     while step < cfg.steps:
         t0 = time.perf_counter()
@@ -457,21 +465,23 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         for group in optimizer.param_groups:  # the torch optimizer inside the engine: its groups drive the update
             group["lr"] = lr
         for _ in range(cfg.grad_accum):
-            x, y = next(windows)
+            x, y = (t.to(device, non_blocking=True) for t in next(windows))
             logits = engine(input_ids=x).logits
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             engine.backward(loss)  # divides by grad_accum itself
             if plain_fp32 and engine.is_gradient_accumulation_boundary():
                 own_norm = _grad_norm(engine.module)  # DeepSpeed's plain fp32 path clips but keeps no norm
             engine.step()  # steps the optimizer only at the accumulation boundary
-            window_loss += loss.item() / cfg.grad_accum
+            window_loss += loss.detach().float() / cfg.grad_accum
         step += 1
+        if device.type == "cuda" and (step % cfg.log_every == 0 or step == cfg.steps):
+            torch.cuda.synchronize()  # the window's time must include its queued kernels
         elapsed = time.perf_counter() - t0
         train_seconds, window_seconds, window_steps = train_seconds + elapsed, window_seconds + elapsed, \
             window_steps + 1
 
         if step % cfg.log_every == 0 or step == cfg.steps:
-            mean = torch.tensor([window_loss / window_steps], dtype=torch.float64)
+            mean = (window_loss / window_steps).double().reshape(1)
             torch.distributed.all_reduce(mean)
             norm = engine.get_global_grad_norm()
             norm = float(norm) if norm is not None else own_norm
@@ -486,7 +496,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
                 f"tok/s {metrics['tokens_per_second']:.0f} | rss {metrics['rss_mb']:.0f} MB"
                 + (f" | mfu {metrics['mfu']:.1%}" if "mfu" in metrics else ""))
             sink.log(metrics, step)
-            window_loss, window_steps, window_seconds = 0.0, 0, 0.0
+            window_loss, window_steps, window_seconds = torch.zeros((), device=device), 0, 0.0
         if step % cfg.eval_every == 0 or step == cfg.steps:
             evaluate()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
