@@ -40,8 +40,8 @@ def make_tokens(root: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.packing import pack_split, token_dtype, token_file, write_manifest
-    from tasks.tokenizer import tokenizer_info, train_tokenizer
+    from tasks.packing import pack_splits
+    from tasks.tokenizer import train_tokenizer
 
     rng = random.Random(0)
     words = "the of and to in a is that for it as was with be by on not he this are or his from at".split()
@@ -52,11 +52,7 @@ def make_tokens(root: Path) -> Path:
                        root / "dedup" / split / "part-00000.parquet")
     tok, tokens = root / "tokenizer", root / "tokens"
     train_tokenizer(train_dir=root / "dedup" / "train", out_dir=tok, vocab_size=512)
-    info = tokenizer_info(tok)
-    stats = {s: pack_split(split_dir=root / "dedup" / s, tokenizer_dir=tok, out_path=token_file(tokens, s))
-             for s in ("train", "val")}
-    write_manifest(tokens, splits=stats, dtype=token_dtype(int(info["vocab_size"])), vocab_size=int(info["vocab_size"]),
-                   eos_id=info["eos_id"], bos_id=info["bos_id"], pad_id=info["pad_id"], tokenizer_dir=tok)
+    pack_splits(split_dirs={s: root / "dedup" / s for s in ("train", "val")}, tokenizer_dir=tok, out_dir=tokens)
     return root
 
 

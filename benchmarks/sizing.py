@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,23 +60,19 @@ def val_chars(split_dir: Path) -> int:
 
 def prepare_tokens(data: Path, work: Path, vocab: int) -> dict[str, Any]:
     """Train a tokenizer of ``vocab`` ids and pack train/val with it; returns dirs and counts."""
-    from tasks.packing import pack_split, token_dtype, token_file, write_manifest
-    from tasks.tokenizer import tokenizer_info, train_tokenizer
+    from tasks.packing import pack_splits, read_manifest
+    from tasks.tokenizer import train_tokenizer
 
     tok, tokens = work / f"tokenizer-{vocab}", work / f"tokens-{vocab}"
     train_tokenizer(train_dir=data / "train", out_dir=tok, vocab_size=vocab, min_frequency=2)
-    info = tokenizer_info(tok)
-    stats = {s: pack_split(split_dir=data / s, tokenizer_dir=tok, out_path=token_file(tokens, s))
-             for s in ("train", "val")}
-    real_vocab = int(info["vocab_size"])
-    write_manifest(tokens, splits=stats, dtype=token_dtype(real_vocab), vocab_size=real_vocab, eos_id=info["eos_id"],
-                   bos_id=info["bos_id"], pad_id=info["pad_id"], tokenizer_dir=tok)
+    stats = pack_splits(split_dirs={s: data / s for s in ("train", "val")}, tokenizer_dir=tok, out_dir=tokens)
+    real_vocab = int(read_manifest(tokens)["vocab_size"])
     return {"tokenizer": tok, "tokens": tokens, "vocab": real_vocab, "val_tokens": int(stats["val"]["tokens"]),
             "train_tokens": int(stats["train"]["tokens"])}
 
 
-def probe_rate(shape: dict[str, int], vocab: int, steps: int = 4) -> float:
-    """Training tokens/s of this model in pure bf16 with torch AdamW (plain PyTorch), after one warm-up step."""
+def probe_rate(shape: dict[str, int], vocab: int, steps: int = 6, warmup: int = 2) -> float:
+    """Training tokens/s of this model in pure bf16 with torch AdamW (plain PyTorch), after warm-up steps."""
     import torch
     import torch.nn.functional as F
 
@@ -88,8 +85,8 @@ def probe_rate(shape: dict[str, int], vocab: int, steps: int = 4) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, vocab, (BATCH, CONTEXT + 1))
     t0 = 0.0
-    for i in range(steps + 1):
-        if i == 1:
+    for i in range(steps + warmup):
+        if i == warmup:
             t0 = time.perf_counter()
         loss = F.cross_entropy(model(input_ids=x[:, :-1]).logits.float().flatten(0, 1), x[:, 1:].flatten())
         loss.backward()
@@ -98,13 +95,11 @@ def probe_rate(shape: dict[str, int], vocab: int, steps: int = 4) -> float:
     return steps * BATCH * CONTEXT / (time.perf_counter() - t0)
 
 
-def train_one(work: Path, tok: dict[str, Any], size: str, budget: float) -> dict[str, Any]:
-    """Train (vocab, size) for about ``budget`` seconds with the pretrain entry point; returns its measures."""
+def _train(work: Path, tok: dict[str, Any], size: str, steps: int, attempt: int) -> dict[str, Any]:
+    """One run of the pretrain entry point for ``steps``; its summary and timings."""
     shape = SIZES[size]
-    rate = probe_rate(shape, tok["vocab"])
-    steps = max(10, int(budget * rate / (BATCH * CONTEXT)))
     eval_batches = max(1, min(32, tok["val_tokens"] // (BATCH * CONTEXT)))  # cover the val split once or more
-    run = work / f"run-{tok['vocab']}-{size}"
+    run = work / f"run-{tok['vocab']}-{size}-{attempt}"
     cfg = {"tokens_dir": str(tok["tokens"]), "tokenizer_dir": str(tok["tokenizer"]), "out_dir": str(run / "model"),
            "checkpoint_dir": str(run / "ckpt"), "model": {**shape, "max_position_embeddings": CONTEXT},
            "context": CONTEXT, "batch_size": BATCH, "steps": steps, "lr": 1e-3, "min_lr": 1e-4,
@@ -120,9 +115,25 @@ def train_one(work: Path, tok: dict[str, Any], size: str, budget: float) -> dict
         raise RuntimeError(f"vocab {tok['vocab']} size {size}: " + out.stdout[-2000:] + out.stderr[-2000:])
     summary = json.loads((run / "model" / "train_summary.json").read_text())
     stats = json.loads((run / "ckpt" / "run_stats.json").read_text())
-    loss = float(summary["final_val_loss"])
-    return {"vocab": tok["vocab"], "size": size, "params": summary["params"], "steps": steps,
-            "train_seconds": stats["train_seconds"], "tokens_per_second": stats["tokens_per_second"],
+    shutil.rmtree(run / "ckpt" / f"step{steps}", ignore_errors=True)  # checkpoints are not needed here
+    return {**summary, **stats}
+
+
+def train_one(work: Path, tok: dict[str, Any], size: str, budget: float) -> dict[str, Any]:
+    """Train (vocab, size) for about ``budget`` seconds with the pretrain entry point; returns its measures.
+
+    The step count comes from a short probe of the rate; when the run's training time misses the budget by more
+    than 15% (a busy machine during the probe), it is run once more with the steps scaled by the miss.
+    """
+    steps = max(10, int(budget * probe_rate(SIZES[size], tok["vocab"]) / (BATCH * CONTEXT)))
+    result = _train(work, tok, size, steps, attempt=0)
+    corrected = max(10, round(steps * budget / result["train_seconds"]))
+    if abs(result["train_seconds"] / budget - 1) > 0.15 and corrected != steps:
+        steps = corrected
+        result = _train(work, tok, size, steps, attempt=1)
+    loss = float(result["final_val_loss"])
+    return {"vocab": tok["vocab"], "size": size, "params": result["params"], "steps": steps,
+            "train_seconds": result["train_seconds"], "tokens_per_second": result["tokens_per_second"],
             "val_loss_per_token": loss, "nats_per_char": loss * tok["val_tokens"] / tok["val_chars"],
             "tokens_per_char": tok["val_tokens"] / tok["val_chars"]}
 
@@ -178,11 +189,12 @@ def main() -> int:
     best = min(rows, key=lambda r: r["nats_per_char"])
     print(f"\nsizing: val loss per character after ~{args.budget:.0f} s of bf16 ZeRO-2 training each, "
           f"{THREADS} threads, context {CONTEXT}, batch {BATCH}; val split {chars:,} chars")
-    print(f"{'vocab':>6}{'size':>7}{'params':>10}{'steps':>7}{'tok/s':>8}{'tok/char':>10}{'loss/tok':>10}"
-          f"{'bits/char':>11}{'ratio':>7}")
+    print(f"{'vocab':>6}{'size':>7}{'params':>10}{'steps':>7}{'train s':>9}{'tok/s':>8}{'tok/char':>10}"
+          f"{'loss/tok':>10}{'bits/char':>11}{'ratio':>7}")
     for r in rows:
         mark = "  <- params.yaml" if r is base else ("  <- best" if r is best else "")
-        print(f"{r['vocab']:>6}{r['size']:>7}{r['params'] / 1e6:>9.2f}M{r['steps']:>7}{r['tokens_per_second']:>8.0f}"
+        print(f"{r['vocab']:>6}{r['size']:>7}{r['params'] / 1e6:>9.2f}M{r['steps']:>7}{r['train_seconds']:>9.1f}"
+              f"{r['tokens_per_second']:>8.0f}"
               f"{r['tokens_per_char']:>10.3f}{r['val_loss_per_token']:>10.3f}{r['bits_per_char']:>11.3f}"
               f"{r['ratio_to_params_yaml']:>7.3f}{mark}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from prefect import flow
 
 from pipelines import artifacts, tracking
 from pipelines.config import Params
-from tasks.packing import load_tokens, pack_split, token_dtype, token_file, write_manifest
+from tasks.packing import load_tokens, pack_splits
 from tasks.tokenizer import TokenizerError, tokenizer_metrics, train_tokenizer
 
 STAGE = "tokenizer"
@@ -38,13 +38,9 @@ def tokenizer(params: Params, root: Path) -> dict[str, float]:
                 min_frequency=cfg.min_frequency, special_tokens=(cfg.bos_token, cfg.eos_token, cfg.pad_token),
                 bos_token=cfg.bos_token, eos_token=cfg.eos_token, pad_token=cfg.pad_token,
                 normalization=cfg.normalization, add_prefix_space=cfg.add_prefix_space, batch_size=cfg.batch_size)
-            packed = {split: pack_split(split_dir=dedup_dir / split, tokenizer_dir=tok_dir,
-                                        out_path=token_file(tokens_dir, split), batch_size=cfg.batch_size,
-                                        workers=cfg.workers) for split in SPLITS}
-            dtype = token_dtype(trained["vocab_size"])
-            write_manifest(tokens_dir, splits=packed, dtype=dtype, vocab_size=trained["vocab_size"],
-                           eos_id=trained["eos_id"], bos_id=trained["bos_id"], pad_id=trained["pad_id"],
-                           tokenizer_dir=tok_dir, tokenizer_ref=artifacts.TOKENIZER_DIR.as_posix())
+            packed = pack_splits(split_dirs={split: dedup_dir / split for split in SPLITS}, tokenizer_dir=tok_dir,
+                                 out_dir=tokens_dir, batch_size=cfg.batch_size, workers=cfg.workers,
+                                 tokenizer_ref=artifacts.TOKENIZER_DIR.as_posix())
             quality = tokenizer_metrics(val_dir=dedup_dir / "val", tokenizer_dir=tok_dir,
                                         train_tokens=load_tokens(tokens_dir, "train"))
             if quality.get("roundtrip_errors") and cfg.normalization == "none":  # nfc/nfkc change text by design

@@ -84,6 +84,9 @@ def training_command(module: str, config: Path, launch: LaunchParams, root: Path
     hostfile = root / launch.hostfile
     hosts = read_hostfile(hostfile)
     cmd += ["--hostfile", str(hostfile)]
+    if launch.node_rank is not None and launch.node_rank >= len(hosts):
+        raise LaunchConfigError(f"pretrain.launch.node_rank {launch.node_rank} is not the index of a host in "
+                                f"{hostfile} ({len(hosts)} hosts: 0 to {len(hosts) - 1})")
     if launch.node_rank is not None:  # each node starts its own processes; nobody logs in anywhere
         cmd += ["--no_ssh", "--node_rank", str(launch.node_rank), "--master_addr", str(launch.master_addr)]
     elif is_local(hosts):  # one local host: DeepSpeed starts its slots here, but would still probe ssh first

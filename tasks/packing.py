@@ -207,6 +207,31 @@ def write_manifest(out_dir: Path, *, splits: dict[str, dict[str, Any]], dtype: s
     return path
 
 
+def pack_splits(*, split_dirs: dict[str, Path], tokenizer_dir: Path, out_dir: Path, batch_size: int = 1000,
+                workers: int = 1, tokenizer_ref: str | None = None) -> dict[str, dict[str, Any]]:
+    """Pack every split with :func:`pack_split` into ``out_dir/{split}.bin`` and write the manifest.
+
+    Args:
+        split_dirs: split name -> its record shards directory.
+        tokenizer_dir: the tokenizer saved by ``train_tokenizer`` (vocabulary and special ids come from it).
+        out_dir: the packed-tokens directory.
+        batch_size: documents per ``encode_batch`` call.
+        workers: see :func:`pack_split`.
+        tokenizer_ref: see :func:`write_manifest`.
+
+    Returns:
+        Per split, the counters of :func:`pack_split`.
+    """
+    info = tokenizer_info(tokenizer_dir)
+    vocab = int(info["vocab_size"] or 0)
+    packed = {split: pack_split(split_dir=d, tokenizer_dir=tokenizer_dir, out_path=token_file(out_dir, split),
+                                batch_size=batch_size, workers=workers) for split, d in split_dirs.items()}
+    write_manifest(out_dir, splits=packed, dtype=token_dtype(vocab), vocab_size=vocab, eos_id=info["eos_id"],
+                   bos_id=info["bos_id"], pad_id=info["pad_id"], tokenizer_dir=tokenizer_dir,
+                   tokenizer_ref=tokenizer_ref)
+    return packed
+
+
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     """The manifest of a packed-tokens directory."""
     path = Path(out_dir) / MANIFEST_FILE

@@ -45,8 +45,8 @@ def test_curation_benchmark_ours_only_runs_both_stages_and_scores_them(tmp_path:
 
 def test_pretrain_benchmark_runs_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "pretrain.json"
-    res = subprocess.run([sys.executable, "-m", "benchmarks.pretrain", "--steps", "8", "--repeats", "1", "--precision", "fp32",
-                          "--json", str(out)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "benchmarks.pretrain", "--steps", "8", "--repeats", "1", "--precision",
+                          "fp32", "--json", str(out)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     fp32 = json.loads(out.read_text())["results"]["fp32"]
@@ -55,21 +55,25 @@ def test_pretrain_benchmark_runs_both_sides(tmp_path: Path) -> None:
 
 
 def test_sizing_benchmark_compares_per_character_against_the_params_yaml_configuration(tmp_path: Path) -> None:
+    from pipelines.config import load_params
     from tests.tasks.test_training import documents, write_split
 
     for split, (n, seed) in {"train": (300, 0), "val": (60, 1)}.items():
         write_split(tmp_path / "dedup" / split, documents(n, seed))
     out = tmp_path / "sizing.json"
+    base = load_params(REPO).tokenizer.vocab_size  # the baseline is params.yaml's tokenizer and model
     res = subprocess.run([sys.executable, "-m", "benchmarks.sizing", "--budget", "2", "--vocabs", "259", "--sizes",
-                          "M", "--data", str(tmp_path / "dedup"), "--json", str(out)], cwd=REPO,
+                          "S", "--data", str(tmp_path / "dedup"), "--json", str(out)], cwd=REPO,
                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     result = json.loads(out.read_text())
-    rows = {r["vocab_asked"]: r for r in result["results"]}
-    assert set(rows) == {259, 4096} and result["baseline"] == {"vocab": rows[4096]["vocab"], "size": "M"}
-    assert rows[4096]["ratio_to_params_yaml"] == 1.0 and rows[259]["vocab"] == 259
+    rows = {(r["vocab_asked"], r["size"]): r for r in result["results"]}
+    assert result["baseline"]["vocab"] == rows[(base, result["baseline"]["size"])]["vocab"]
+    assert rows[(base, result["baseline"]["size"])]["ratio_to_params_yaml"] == 1.0
+    small = rows[(259, "S")]
     # bytes: one token per character (ASCII text; EOS counts as one); BPE merges make fewer tokens per character
-    assert rows[259]["tokens_per_char"] == 1.0 and rows[4096]["tokens_per_char"] < 0.5
+    assert small["vocab"] == 259 and small["tokens_per_char"] == 1.0
+    assert rows[(base, "S")]["tokens_per_char"] < 0.5
     for r in rows.values():  # each model beats a uniform guess over its vocabulary, per character
         assert r["steps"] >= 10 and r["train_seconds"] > 0
         assert 0 < r["bits_per_char"] < math.log2(r["vocab"]) * r["tokens_per_char"]

@@ -65,11 +65,11 @@ class ModelShape(_Strict):
     """The Llama's shape (see ``tasks.model.build_llama``)."""
 
     vocab_size: int | None = Field(None, description="Embedding rows; None takes the token manifest's vocab_size.")
-    hidden_size: int = Field(256, description="Model width.")
-    num_layers: int = Field(6, description="Decoder layers.")
+    hidden_size: int = Field(128, description="Model width.")
+    num_layers: int = Field(4, description="Decoder layers.")
     num_heads: int = Field(4, description="Query heads; must divide hidden_size.")
     num_kv_heads: int | None = Field(None, description="Key/value heads; must divide num_heads. None: num_heads.")
-    intermediate_size: int = Field(688, description="MLP width.")
+    intermediate_size: int = Field(344, description="MLP width.")
     max_position_embeddings: int | None = Field(None, description="Longest sequence; None: the run's context.")
     rope_theta: float = Field(10000.0, gt=0, description="Rotary embedding base.")
     tie_word_embeddings: bool = Field(True, description="Share input embedding and output projection.")

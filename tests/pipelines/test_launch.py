@@ -56,6 +56,9 @@ def test_deepspeed_commands_local_remote_and_without_ssh(tmp_path: Path) -> None
     cmd = training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=many, master_port=29503,
                                                     master_addr="10.0.0.1", node_rank=1), tmp_path)
     assert cmd[5:10] == ["--no_ssh", "--node_rank", "1", "--master_addr", "10.0.0.1"]
+    with pytest.raises(LaunchConfigError, match="node_rank 2 is not the index of a host in .* \\(2 hosts: 0 to 1\\)"):
+        training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=many, master_port=29503,
+                                                  master_addr="10.0.0.1", node_rank=2), tmp_path)
     this = _hostfile(tmp_path, f"{socket.gethostname()} slots=4\n")
     assert "--no_ssh_check" in training_command(ENTRY, cfg, LaunchParams(launcher="deepspeed", hostfile=this),
                                                 tmp_path)

@@ -45,21 +45,16 @@ def write_split(split_dir: Path, texts: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tokenizer trained by ``tasks.tokenizer`` and token files packed by ``tasks.packing``, as the stages do."""
-    from tasks.packing import pack_split, token_dtype, token_file, write_manifest
-    from tasks.tokenizer import tokenizer_info, train_tokenizer
+    from tasks.packing import pack_splits, token_file
+    from tasks.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("lm")
     splits = {"train": documents(400, 0), "val": documents(40, 1), "tiny": ["the cat sat."]}
     dirs = {name: write_split(root / "dedup" / name, texts) for name, texts in splits.items()}
     tok = root / "tokenizer"
     train_tokenizer(train_dir=dirs["train"], out_dir=tok, vocab_size=300, min_frequency=2)
-    info = tokenizer_info(tok)
     tokens = root / "tokens"
-    stats = {name: pack_split(split_dir=d, tokenizer_dir=tok, out_path=token_file(tokens, name))
-             for name, d in dirs.items()}
-    write_manifest(tokens, splits=stats, dtype=token_dtype(int(info["vocab_size"])),
-                   vocab_size=int(info["vocab_size"]), eos_id=info["eos_id"], bos_id=info["bos_id"],
-                   pad_id=info["pad_id"], tokenizer_dir=tok)
+    pack_splits(split_dirs=dirs, tokenizer_dir=tok, out_dir=tokens)
     # a copy whose val split is one 5-token document ("the cat sat." + EOS): too small for context 64
     small = root / "tokens-small"
     small.mkdir()
