@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, subprocess_env
+
+pytestmark = pytest.mark.slow  # each benchmark runs its sides in subprocesses
 
 
 def test_collect_benchmark_runs_both_sides_on_the_same_documents(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ def reference(data: dict[str, Path]) -> dict[str, Any]:
     return {"cfg": cfg, "stdout": res.stdout}
 
 
+@pytest.mark.slow  # real training runs in subprocesses
 def test_training_lowers_val_loss(reference: dict[str, Any]) -> None:
     s = summary(reference["cfg"])
     first, last = s["val_history"][0], s["val_history"][-1]
@@ -133,6 +134,7 @@ def test_training_lowers_val_loss(reference: dict[str, Any]) -> None:
     assert sorted(p.name for p in Path(reference["cfg"]["checkpoint_dir"]).glob("step*")) == ["step30", "step40"]
 
 
+@pytest.mark.slow  # real training runs in subprocesses
 def test_exported_model_and_tokenizer_load_and_generate(reference: dict[str, Any]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -151,6 +153,7 @@ def test_exported_model_and_tokenizer_load_and_generate(reference: dict[str, Any
     assert samples[0]["prompt"] == "the cat" and samples[0]["completion"]
 
 
+@pytest.mark.slow  # real training runs in subprocesses
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(data: dict[str, Path], reference: dict[str, Any]) -> None:
     cfg = config(data, "killed")
     ckpt = Path(cfg["checkpoint_dir"])
@@ -180,6 +183,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(data: dict[str, Path]
         assert (mine[key] - theirs[key]).abs().max().item() < 1e-5, key
 
 
+@pytest.mark.slow  # real training runs in subprocesses
 def test_two_process_zero2_bf16_run_completes_and_logs_to_mlflow_once(data: dict[str, Path]) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -283,6 +287,7 @@ def test_mfu_formula_matches_a_hand_computation() -> None:
     assert 0.08 < mfu(100_000, params=int(124e6), layers=12, hidden=768, context=1024, peak_flops=989e12) < 0.09
 
 
+@pytest.mark.slow  # real training runs in subprocesses
 def test_same_config_and_data_export_the_same_bytes(data: dict[str, Path]) -> None:
     import hashlib
 
@@ -298,6 +303,7 @@ def test_same_config_and_data_export_the_same_bytes(data: dict[str, Path]) -> No
     assert digests[0] == digests[1]  # timings live in checkpoint_dir/run_stats.json, not in the model
 
 
+@pytest.mark.slow  # real training runs in subprocesses
 def test_resuming_under_other_settings_is_refused_and_a_new_step_count_warns(
         data: dict[str, Path], reference: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     from tasks.training.pretrain import PretrainConfig, check_resume
