@@ -26,8 +26,6 @@ from tasks.packing import load_tokens, read_manifest
 
 STAGE = "pretrain"
 log = logging.getLogger("flows.pretrain")
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_USER_THREAD_VARS = {k for k in _THREAD_VARS if k in os.environ}  # set before anything ran: the user's choice
 
 
 class TrainingError(Exception):
@@ -94,10 +92,7 @@ def pretrain(params: Params, root: Path) -> dict[str, float]:
         cmd = training_command("tasks.training.pretrain", config_path, cfg.launch, root)
         log.info("launching: %s", shlex.join(cmd))
         mlflow.set_tag("lmforge.launch_command", shlex.join(cmd))  # how the processes were started, for lineage
-        # Dask nannies set OMP/MKL_NUM_THREADS=1 in this process for their workers (clean/dedup ran before): a
-        # single training process would inherit one thread. torchrun sets its own per-process default.
-        env = {k: v for k, v in os.environ.items() if k not in _THREAD_VARS or k in _USER_THREAD_VARS}
-        code, tail = run_streaming(cmd, root, {**env, "PYTHONUNBUFFERED": "1"})
+        code, tail = run_streaming(cmd, root, {**os.environ, "PYTHONUNBUFFERED": "1"})
         if code != 0:
             last = next((t for t in reversed(tail) if t.strip()), "")
             error = TrainingConfigError if code == 2 else TrainingError

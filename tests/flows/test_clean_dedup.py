@@ -55,7 +55,11 @@ def test_clean_same_output_with_1_and_2_workers_and_funnel(repo_copy: Path, pref
     write_raw(repo_copy, _mixed_texts(60), shard_size=12)
     _set(repo_copy, "clean", validation={"min_rows": 10, "min_language_share": 0.95},
          pii={"enabled": True}, parallel={"workers": 1})
+    dask_vars = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+    environ = {k: os.environ.get(k) for k in dask_vars}
     one = clean(params=load_params(repo_copy), root=repo_copy)
+    # the Dask nannies' variables for their workers do not stay in this process (a later training would inherit)
+    assert {k: os.environ.get(k) for k in dask_vars} == environ
     first = _bytes(repo_copy / "data/clean")
     _set(repo_copy, "clean", parallel={"workers": 2})
     two = clean(params=load_params(repo_copy), root=repo_copy)
