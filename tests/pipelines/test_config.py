@@ -114,3 +114,5 @@ def test_pretrain_params_are_the_entry_points_run_config() -> None:
     run_only = {"tokens_dir", "tokenizer_dir", "out_dir", "checkpoint_dir", "mlflow"}
     assert set(PretrainParams.model_fields) - {"launch"} == set(PretrainConfig.model_fields) - run_only
     assert set(ModelShapeParams.model_fields) == set(ModelShape.model_fields)
+    # the default model (chosen by benchmarks/sizing) is the same on both sides
+    assert ModelShapeParams().model_dump() == ModelShape().model_dump()
