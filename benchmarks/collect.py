@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.collect [--docs 100000] [--json benchmarks/results/collect.json]
 
 Generates a deterministic gzipped jsonl corpus (with 1% bad lines), then turns it into Parquet with
-(a) lmforge: `tasks.sources.iter_files` -> `tasks.records.write_records` (streaming, bounded shards,
+(a) lmforge: `tasks.collect.files.iter_files` -> `tasks.collect.shards.write_records` (streaming, bounded shards,
 quarantine), and (b) the baseline: `datasets.load_dataset("json", ...)` + `Dataset.to_parquet` (how one
 usually does it with the Hugging Face stack; it cannot skip bad lines, so it reads a copy without them).
 Each side runs in its own process; we report wall time, CPU seconds, docs and MB per CPU-second and peak RSS,
@@ -46,8 +46,8 @@ def make_corpus(path: Path, docs: int, seed: int = 0, bad_every: int = 100) -> t
 
 
 def run_ours(corpus: Path, out: Path) -> int:
-    from tasks.records import SourcePlan, write_records
-    from tasks.sources import iter_files
+    from tasks.collect.files import iter_files
+    from tasks.collect.shards import SourcePlan, write_records
 
     plan = SourcePlan("bench", lambda: iter_files(paths=[str(corpus)], base_dir=corpus.parent))
     stats = write_records([plan], out, seed=0, shard_max_records=50_000, shard_max_bytes=64_000_000,

@@ -7,7 +7,7 @@ near copies of some of them (5-gram shingle Jaccard 0.80-0.95 to the original), 
 (lorem ipsum, curly-brace code, very short, repeated lines, symbol-heavy, non-English). Then, each in its own
 process (CPU seconds and peak RSS from ``resource.getrusage``, the process's children included):
 
-- filter: lmforge's ``tasks.cleaning.clean_shard`` on the Parquet record shards (no Unicode repair, no language
+- filter: lmforge's ``tasks.clean.shard.clean_shard`` on the Parquet record shards (no Unicode repair, no language
   id, no PII; rule families gopher_repetition, gopher_quality, c4 with their published defaults) vs datatrove's
   ``JsonlReader -> GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter -> JsonlWriter`` (default
   arguments, an exclusion writer after each filter, uncompressed output), one task, one worker.
@@ -265,8 +265,8 @@ def write_inputs(corpus: dict, root: Path) -> list[str]:
     """The corpus as collect-stage record shards (``root/raw``) and as jsonl (``root/corpus.jsonl``); returns ids."""
     import pyarrow.parquet as pq
 
-    from tasks.records import SourcePlan, write_records
-    from tasks.sources import Document
+    from tasks.collect.items import Document
+    from tasks.collect.shards import SourcePlan, write_records
 
     raw = root / "raw"
     raw.mkdir(parents=True)
@@ -290,14 +290,14 @@ def run_ours(stage: str, root: Path) -> None:
     out = root / f"ours-{stage}"
     out.mkdir()
     if stage == "filter":
-        from tasks.cleaning import clean_shard
+        from tasks.clean.shard import clean_shard
 
         for shard in sorted((root / "raw").glob("part-*.parquet")):
             clean_shard(shard=str(shard), out_dir=str(out), fix_unicode=False, languages=None, min_language_score=0.0,
                         language_max_chars=1000, order=ORDER, c4=None, gopher_quality=None, gopher_repetition=None,
                         pii=None)
     else:
-        from tasks.dedup import minhash_dedup
+        from tasks.dedup.clusters import minhash_dedup
 
         (out / "kept").mkdir()
         (out / "work").mkdir()
@@ -465,7 +465,7 @@ def _rates(r: dict, docs: int, nbytes: int) -> dict:
 
 
 def run_benchmark(docs: int, tmp: Path, *, ours_only: bool, venv: Path) -> dict:
-    from tasks.dedup import choose_bands_rows
+    from tasks.dedup.clusters import choose_bands_rows
 
     bands, rows = choose_bands_rows(THRESHOLD, NUM_PERM)
     dt_python = None if ours_only else ensure_datatrove_venv(venv)

@@ -40,8 +40,8 @@ def make_tokens(root: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.packing import pack_splits
-    from tasks.tokenizer import train_tokenizer
+    from tasks.tokenizer.bpe import train_tokenizer
+    from tasks.tokenizer.packing import pack_splits
 
     rng = random.Random(0)
     words = "the of and to in a is that for it as was with be by on not he this are or his from at".split()
@@ -61,9 +61,9 @@ def plain_loop(root: Path, device: str, precision: str, steps: int) -> dict[str,
     import torch
     import torch.nn.functional as F
 
-    from tasks.lm_data import RandomWindows
-    from tasks.model import build_llama, count_params
-    from tasks.packing import load_tokens
+    from tasks.tokens import load_tokens
+    from tasks.training.data import RandomWindows
+    from tasks.training.model import build_llama, count_params
 
     preset = PRESETS[device]
     context, batch = preset["context"], preset["batch"]

@@ -60,8 +60,9 @@ def val_chars(split_dir: Path) -> int:
 
 def prepare_tokens(data: Path, work: Path, vocab: int) -> dict[str, Any]:
     """Train a tokenizer of ``vocab`` ids and pack train/val with it; returns dirs and counts."""
-    from tasks.packing import pack_splits, read_manifest
-    from tasks.tokenizer import train_tokenizer
+    from tasks.tokenizer.bpe import train_tokenizer
+    from tasks.tokenizer.packing import pack_splits
+    from tasks.tokens import read_manifest
 
     tok, tokens = work / f"tokenizer-{vocab}", work / f"tokens-{vocab}"
     train_tokenizer(train_dir=data / "train", out_dir=tok, vocab_size=vocab, min_frequency=2)
@@ -76,7 +77,7 @@ def probe_rate(shape: dict[str, int], vocab: int, steps: int = 6, warmup: int = 
     import torch
     import torch.nn.functional as F
 
-    from tasks.model import build_llama
+    from tasks.training.model import build_llama
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """The clean stage: data/raw -> data/clean (+ data/clean/rejected with the reason), shard-parallel, resumable.
 
-Each raw shard is cleaned by one Prefect task on a Dask worker (``tasks.cleaning.clean_shard``): Unicode
+Each raw shard is cleaned by one Prefect task on a Dask worker (``tasks.clean.shard.clean_shard``): Unicode
 repair, language identification, the C4 and Gopher rules, optional PII masking. Work happens in a staging
 directory named after the stage hash, so a run killed part way and started again redoes only the shards
 without a finished marker. The output is gated by Great Expectations, then renamed into place.
@@ -15,11 +15,12 @@ from pathlib import Path
 from prefect import flow
 
 from pipelines import artifacts, tracking
-from pipelines.config import CleanParams, Params
+from pipelines.config import Params
+from pipelines.config.clean import CleanParams
 from pipelines.sharding import map_shards
-from tasks.cleaning import DONE_DIR, EXTRA_COLUMNS, clean_shard
+from tasks.clean.shard import DONE_DIR, clean_shard
 from tasks.plots import funnel_plot
-from tasks.records import COLUMNS, iter_shards
+from tasks.records import COLUMNS, EXTRA_COLUMNS, iter_shards
 from tasks.validation import validate_records
 
 STAGE = "clean"

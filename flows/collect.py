@@ -13,13 +13,15 @@ from pathlib import Path
 from prefect import flow
 
 from pipelines import artifacts, tracking
-from pipelines.config import CollectParams, DefaultSource, FilesSource, HFSource, Params, WarcSource
-from tasks.hub import iter_hf_dataset
-from tasks.records import COLUMNS, SourcePlan, write_records
-from tasks.sources import iter_files
-from tasks.stdlib_corpus import iter_stdlib_corpus
+from pipelines.config import Params
+from pipelines.config.collect import CollectParams, DefaultSource, FilesSource, HFSource, WarcSource
+from tasks.collect.files import iter_files
+from tasks.collect.hub import iter_hf_dataset
+from tasks.collect.shards import SourcePlan, write_records
+from tasks.collect.stdlib_corpus import iter_stdlib_corpus
+from tasks.collect.warc import iter_warc
+from tasks.records import COLUMNS
 from tasks.validation import validate_records
-from tasks.web import iter_warc
 
 STAGE = "collect"
 

@@ -18,11 +18,10 @@ from prefect import flow
 from pipelines import artifacts, tracking
 from pipelines.config import Params
 from pipelines.sharding import map_shards
-from tasks.cleaning import EXTRA_COLUMNS
-from tasks.dedup import apply_dedup, choose_bands_rows, find_clusters
-from tasks.minhash import META_SUFFIX, signature_shard
-from tasks.records import COLUMNS, iter_shards
-from tasks.splits import split_shards
+from tasks.dedup.clusters import apply_dedup, choose_bands_rows, find_clusters
+from tasks.dedup.minhash import META_SUFFIX, signature_shard
+from tasks.dedup.splits import split_shards
+from tasks.records import COLUMNS, EXTRA_COLUMNS, iter_shards
 from tasks.validation import validate_records, validate_splits
 
 STAGE = "dedup"

@@ -21,8 +21,8 @@ from prefect import flow
 from pipelines import artifacts, tracking
 from pipelines.config import Params
 from pipelines.launch import read_hostfile, training_command
-from tasks.lm_data import unigram_perplexity
-from tasks.packing import load_tokens, read_manifest
+from tasks.tokens import load_tokens, read_manifest
+from tasks.training.data import unigram_perplexity
 
 STAGE = "pretrain"
 log = logging.getLogger("flows.pretrain")

@@ -13,8 +13,9 @@ from prefect import flow
 
 from pipelines import artifacts, tracking
 from pipelines.config import Params
-from tasks.packing import load_tokens, pack_splits
-from tasks.tokenizer import TokenizerError, tokenizer_metrics, train_tokenizer
+from tasks.tokenizer.bpe import TokenizerError, tokenizer_metrics, train_tokenizer
+from tasks.tokenizer.packing import pack_splits
+from tasks.tokens import load_tokens
 
 STAGE = "tokenizer"
 SPLITS = ("train", "val", "test")

@@ -15,6 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.atomic import atomic_write_text, replace_dir, sweep
+
+__all__ = ["atomic_write_text", "staged_output", "write_metrics", "metrics_path", "report_dir"]
+
 RAW_DIR = Path("data/raw")
 CLEAN_DIR = Path("data/clean")
 DEDUP_DIR = Path("data/dedup")
@@ -26,36 +30,24 @@ METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 
 _STAGING = ".{name}.staging-"
-_RETIRED = ".{name}.retired-"
-
-
-def _sweep(final: Path, keep: Path | None = None) -> None:
-    """Remove staging/retired siblings left behind by killed runs (except ``keep``)."""
-    if not final.parent.is_dir():
-        return
-    for prefix in (_STAGING.format(name=final.name), _RETIRED.format(name=final.name)):
-        for stale in final.parent.glob(prefix + "*"):
-            if stale == keep:
-                continue
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 @contextmanager
 def staged_output(final: Path, resume_key: str | None = None) -> Iterator[Path]:
-    """Yield a staging directory; on success it replaces ``final`` in two renames.
+    """Yield a staging directory; on success it replaces ``final`` (``tasks.atomic.replace_dir``).
 
     Without ``resume_key`` the staging directory is new and empty, and deleted on an exception. With one
     (a hash of everything that defines the output, e.g. the DVC stage hash) the staging directory is named
     after it and kept when the body fails or the process dies, so a re-run with the same key finds the
     work already done in it (resumable stages skip finished shards); staging directories of other keys are
-    swept. Either way ``final`` is untouched until success. Between the two renames (microseconds)
-    ``final`` is briefly absent: "the previous output or none".
+    swept. Either way ``final`` is untouched until success.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = f"k{resume_key}" if resume_key else str(os.getpid())
     staging = final.parent / f"{_STAGING.format(name=final.name)}{suffix}"
-    _sweep(final, keep=staging if resume_key else None)
+    sweep(final, (_STAGING,), keep=staging if resume_key else None)
+    sweep(final)  # what a killed publish left (tasks.atomic's temporary and old siblings)
     staging.mkdir(exist_ok=bool(resume_key))
     try:
         yield staging
@@ -63,44 +55,7 @@ def staged_output(final: Path, resume_key: str | None = None) -> Iterator[Path]:
         if not resume_key:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_tree(staging)
-    retired = final.parent / f"{_RETIRED.format(name=final.name)}{os.getpid()}"
-    if final.exists():
-        os.replace(final, retired)
-    os.replace(staging, final)
-    _fsync_dir(final.parent)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    # Data must be on disk before the rename publishes it, or a power cut could publish empty files.
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file through a temporary sibling and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_dir(staging, final)
 
 
 def metrics_path(root: Path, stage: str) -> Path:

@@ -14,18 +14,10 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from pipelines.config import STAGES, apply_orchestration, load_params
+from pipelines.config import apply_orchestration, load_params
 from pipelines.runner import EXIT_OK, guarded, prepare, quiet_user_errors
-from pipelines.versioning import (
-    StageGraphError,
-    Versioning,
-    downstream_closure,
-    read_stages,
-    topological_order,
-    upstream,
-)
+from pipelines.versioning import Versioning, check_stage_names, plan_run, read_stages, topological_order
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run stale stages (all, or the ones named) as one Prefect flow",
                          description="Run the pipeline: every stage DVC reports stale, in DAG order. Named stages "
                          "run with whatever stale upstream stages they need.")
-    run.add_argument("stages", nargs="*", metavar="STAGE", help=f"stages to run (default: all of {', '.join(STAGES)})")
+    run.add_argument("stages", nargs="*", metavar="STAGE",
+                     help="stages to run (default: all, in the order of dvc.yaml's graph)")
     run.add_argument("--force", action="store_true", help="run the selected stages even if they are up to date")
     run.add_argument("--from", dest="from_stage", metavar="STAGE",
                      help="force STAGE and every stage downstream of it")
@@ -53,33 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                         description="Serve the MLflow UI for the tracking store in params.yaml and print its URL.")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     return p
-
-
-def _check_names(names: list[str], known: list[str]) -> None:
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise StageGraphError(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(known)}")
-
-
-def plan_run(root: Path, stages: list[str], force: bool, from_stage: str | None) -> tuple[list[str], list[str]]:
-    """Which stages to consider and which to force, in DAG order."""
-    graph = read_stages(root)
-    order = topological_order(graph)
-    _check_names(stages + ([from_stage] if from_stage else []), order)
-    if from_stage:
-        forced = downstream_closure(graph, {from_stage})
-        selected = forced | set(stages)
-    else:
-        selected = set(stages or order)
-        forced = set(selected) if force else set()
-    # a named stage needs its upstream stages up to date: consider them too (they run only if stale)
-    ups = upstream(graph)
-    closure = set(selected)
-    for name in reversed(order):
-        if name in closure:
-            closure |= ups[name]
-    plan = [n for n in order if n in closure]
-    return plan, [n for n in plan if n in forced]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -108,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     root = prepare()
     load_params(root)
     order = topological_order(read_stages(root))
-    _check_names(args.stages, order)
+    check_stage_names(args.stages, order)
     versioning = Versioning(root)
     try:
         for stage in [s for s in order if not args.stages or s in args.stages]:

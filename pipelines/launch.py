@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-from pipelines.config import LaunchParams
+from pipelines.config.pretrain import LaunchParams
 
 _HOST_LINE = re.compile(r"^(\S+)\s+slots=(\d+)\s*$")  # DeepSpeed's hostfile grammar: "HOST slots=N"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}

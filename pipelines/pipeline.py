@@ -7,6 +7,7 @@ recorded in dvc.lock, so a second run and ``dvc status`` find nothing to do.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,20 +15,16 @@ from typing import Any
 
 from prefect import flow
 
-from flows.clean import clean
-from flows.collect import collect
-from flows.dedup import dedup
-from flows.pretrain import pretrain
-from flows.tokenizer import tokenizer
 from pipelines import tracking
-from pipelines.config import STAGES, Params
-from pipelines.versioning import Versioning
+from pipelines.config import Params
+from pipelines.versioning import Versioning, plan_run
 
 log = logging.getLogger("pipelines.pipeline")
 
-STAGE_FLOWS: dict[str, Callable[..., Any]] = {"collect": collect, "clean": clean, "dedup": dedup,
-                                              "tokenizer": tokenizer, "pretrain": pretrain}
-assert tuple(STAGE_FLOWS) == STAGES, "every stage needs a flow"
+
+def stage_flow(stage: str) -> Callable[..., Any]:
+    """The Prefect flow of a dvc.yaml stage: the function named like the stage in ``flows.STAGE``."""
+    return getattr(importlib.import_module(f"flows.{stage}"), stage)
 
 
 @flow(name="lmforge", validate_parameters=False)
@@ -51,7 +48,7 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
                     outcome[stage] = "up to date"
                     continue
                 log.info("%s: running (%s)", stage, "; ".join(reasons[:3]))
-                STAGE_FLOWS[stage](params=params, root=root)
+                stage_flow(stage)(params=params, root=root)
                 versioning.record(stage)
                 outcome[stage] = "ran"
     finally:
@@ -67,7 +64,6 @@ def scheduled(root: str, force: bool = False) -> dict[str, str]:
         root: the repository the worker runs in.
         force: run every stage even when up to date.
     """
-    from pipelines.cli import plan_run
     from pipelines.config import load_params
 
     repo = Path(root)

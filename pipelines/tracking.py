@@ -113,7 +113,7 @@ class StageRun:
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 
-        value = digest(path)
+        value = digest(path, self.root)
         rel = path.resolve().relative_to(self.root.resolve()).as_posix()
         with warnings.catch_warnings():  # a local path matches two registered source classes; either is right
             warnings.simplefilter("ignore", UserWarning)

@@ -17,6 +17,8 @@ import yaml
 from pipelines.config import flatten
 
 DVC_FILE = "dvc.yaml"
+CODE_PACKAGES = ("flows", "tasks", "pipelines")
+"""Top-level packages of the code; a dep inside one is code, any other dep is data."""
 
 
 class StageGraphError(Exception):
@@ -37,8 +39,8 @@ class StageSpec:
 
     @property
     def data_deps(self) -> tuple[str, ...]:
-        """Deps that are data, not the stage's own code."""
-        return tuple(d for d in self.deps if not d.endswith(".py"))
+        """Deps that are data, not code (anything outside the code packages)."""
+        return tuple(d for d in self.deps if Path(d).parts[0] not in CODE_PACKAGES)
 
 
 def _names(entries: list[Any] | None) -> tuple[str, ...]:
@@ -107,6 +109,35 @@ def downstream_closure(stages: dict[str, StageSpec], start: set[str]) -> set[str
                 out.add(name)
                 changed = True
     return out
+
+
+def check_stage_names(names: list[str], known: list[str]) -> None:
+    """Raise :class:`StageGraphError` naming every unknown stage."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise StageGraphError(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(known)}")
+
+
+def plan_run(root: Path, stages: list[str], force: bool, from_stage: str | None) -> tuple[list[str], list[str]]:
+    """Which stages to consider and which to force, in DAG order: the named ones (all by default), ``from_stage``
+    and everything downstream of it, and the upstream stages they need (those run only if stale)."""
+    graph = read_stages(root)
+    order = topological_order(graph)
+    check_stage_names(stages + ([from_stage] if from_stage else []), order)
+    if from_stage:
+        forced = downstream_closure(graph, {from_stage})
+        selected = forced | set(stages)
+    else:
+        selected = set(stages or order)
+        forced = set(selected) if force else set()
+    # a named stage needs its upstream stages up to date: consider them too (they run only if stale)
+    ups = upstream(graph)
+    closure = set(selected)
+    for name in reversed(order):
+        if name in closure:
+            closure |= ups[name]
+    plan = [n for n in order if n in closure]
+    return plan, [n for n in plan if n in forced]
 
 
 def _describe(entry: Any) -> list[str]:
@@ -179,15 +210,22 @@ class Versioning:
         self.repo.close()
 
 
-def digest(path: Path) -> str:
-    """DVC's content hash of a file or directory: the md5 that dvc.lock records (``....dir`` for directories)."""
+def digest(path: Path, root: Path | None = None) -> str:
+    """DVC's content hash of a file or directory: the md5 that dvc.lock records (``....dir`` for directories).
+
+    With ``root`` (the repository), what its ``.dvcignore`` excludes is left out as DVC leaves it out (Python's
+    ``__pycache__`` inside a code package dep, for one).
+    """
+    from dvc.fs import LocalFileSystem
+    from dvc.ignore import DvcIgnoreFilter
     from dvc_data.hashfile.build import build
     from dvc_data.hashfile.db import HashFileDB
-    from dvc_objects.fs.local import LocalFileSystem
     from dvc_objects.fs.memory import MemoryFileSystem
 
+    fs = LocalFileSystem()
     odb = HashFileDB(MemoryFileSystem(), "/lmforge-digest")
-    _, _, obj = build(odb, str(path), LocalFileSystem(), "md5", dry_run=True)
+    ignore = DvcIgnoreFilter(fs, str(root)) if root is not None else None
+    _, _, obj = build(odb, str(path), fs, "md5", dry_run=True, ignore=ignore)
     return str(obj.hash_info.value)
 
 
@@ -196,6 +234,6 @@ def stage_hash(spec: StageSpec, root: Path, params: dict[str, Any]) -> str:
 
     Two runs with the same stage hash had the same inputs (the same thing DVC compares for staleness).
     """
-    deps = {d: digest(root / d) if (root / d).exists() else None for d in spec.deps}
+    deps = {d: digest(root / d, root) if (root / d).exists() else None for d in spec.deps}
     doc = {"cmd": spec.cmd, "deps": deps, "params": {p: params.get(p) for p in spec.params}}
     return hashlib.md5(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -78,7 +78,7 @@ def records_frame(shard_dir: Path | Sequence[Path], text_column: str = "text", h
                 if name == text_column:
                     cols[TEXT_CHARS] = pc.utf8_length(pc.utf8_trim_whitespace(col))
                     if hash_text:
-                        from tasks.minhash import exact_hash, normalize_text
+                        from tasks.fingerprints import exact_hash, normalize_text
 
                         cols["text_hash"] = pa.array([str(exact_hash(normalize_text(t or "")))
                                                       for t in col.to_pylist()])

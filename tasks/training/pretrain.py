@@ -11,7 +11,7 @@ The loop, in the order a reader meets it in :func:`train`:
 2. build the model from a seed, hand it with a torch AdamW to ``deepspeed.initialize`` (ZeRO stage, offload, bf16,
    clipping from the config);
 3. resume from ``checkpoint_dir/latest`` if present: weights, optimizer, step and RNG states; the training data is a
-   function of (seed, step) (:class:`tasks.lm_data.RandomWindows`), so a resumed run sees the same batches;
+   function of (seed, step) (:class:`tasks.training.data.RandomWindows`), so a resumed run sees the same batches;
 4. per step: set the learning rate (linear warmup, cosine to ``min_lr``), ``grad_accum`` forward/backward passes,
    one optimizer step; every ``log_every`` a line of loss, lr, grad norm, tokens/s and memory (also to MLflow from
    rank 0 when the config names a run); every ``eval_every`` val loss and perplexity; every ``checkpoint_every`` a
@@ -39,9 +39,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.lm_data import DataTooSmallError, check_tokens
-from tasks.model import ModelConfigError, check_model_shape
-from tasks.packing import TokenFileError, load_tokens, read_manifest
+from tasks.tokens import TokenFileError, load_tokens, read_manifest
+from tasks.training.data import DataTooSmallError, check_tokens
+from tasks.training.model import ModelConfigError, check_model_shape
 
 SUMMARY_FILE = "train_summary.json"  # in out_dir: steps, tokens, val history (no timings: the export is reproducible)
 RUN_STATS_FILE = "run_stats.json"  # in checkpoint_dir: this run's speed and where it resumed
@@ -62,7 +62,7 @@ class _Strict(BaseModel):
 
 
 class ModelShape(_Strict):
-    """The Llama's shape (see ``tasks.model.build_llama``)."""
+    """The Llama's shape (see ``tasks.training.model.build_llama``)."""
 
     vocab_size: int | None = Field(None, description="Embedding rows; None takes the token manifest's vocab_size.")
     hidden_size: int = Field(128, description="Model width.")
@@ -85,7 +85,7 @@ class MlflowTarget(_Strict):
 class PretrainConfig(_Strict):
     """Every setting of one pretraining run; the flow writes it as JSON."""
 
-    tokens_dir: Path = Field(description="Packed tokens: {train,val}.bin and manifest.json (tasks.packing).")
+    tokens_dir: Path = Field(description="Packed tokens: {train,val}.bin and manifest.json (tasks.tokens).")
     tokenizer_dir: Path = Field(description="The Hugging Face tokenizer, copied into out_dir.")
     out_dir: Path = Field(description="Final model in Hugging Face format; replaced atomically at the end.")
     checkpoint_dir: Path = Field(description="DeepSpeed checkpoints; a run resumes from its `latest`.")
@@ -336,7 +336,7 @@ def _evaluate(engine: Any, tokens: Any, cfg: PretrainConfig, rank: int, world_si
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from tasks.lm_data import val_windows
+    from tasks.training.data import val_windows
 
     engine.eval()
     total = torch.zeros(2, dtype=torch.float64, device=engine.device)
@@ -392,8 +392,8 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from tasks.lm_data import RandomWindows
-    from tasks.model import build_llama, count_params
+    from tasks.training.data import RandomWindows
+    from tasks.training.model import build_llama, count_params
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)  # its INFO lines would drown ours
     if cfg.threads:
@@ -535,7 +535,7 @@ def export(engine: Any, cfg: PretrainConfig, model_kwargs: dict[str, Any], summa
     import deepspeed
     import torch
 
-    from tasks.model import build_llama
+    from tasks.training.model import build_llama
 
     module = engine.module
     params = list(module.parameters())

@@ -37,8 +37,8 @@ def edit(rng: random.Random, text: str, changes: int = 2) -> str:
 
 def write_raw(root: Path, texts: list[str], shard_size: int) -> Path:
     """Write ``texts`` as collect-stage record shards under ``root/data/raw``."""
-    from tasks.records import SourcePlan, write_records
-    from tasks.sources import Document
+    from tasks.collect.items import Document
+    from tasks.collect.shards import SourcePlan, write_records
 
     raw = root / "data" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

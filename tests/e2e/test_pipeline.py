@@ -57,7 +57,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     assert {"data/raw", "data/clean", "data/dedup", "models/tokenizer", "data/tokens"} <= set(_all_outs(repo))
     from transformers import AutoTokenizer
 
-    from tasks.packing import load_tokens, read_manifest
+    from tasks.tokens import load_tokens, read_manifest
 
     tok = AutoTokenizer.from_pretrained(repo / "models/tokenizer")
     manifest = read_manifest(repo / "data/tokens")

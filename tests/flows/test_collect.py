@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
-from tests.tasks.test_web import PAGE, SCRIPT_ONLY, conversion, response
+from tests.tasks.collect.test_warc import PAGE, SCRIPT_ONLY, conversion, response
 
 
 def _write_corpus(root: Path) -> None:
@@ -84,7 +84,7 @@ def test_collect_every_source_kind_with_quarantine(mixed_repo: Path, prefect_api
 
 def test_missing_source_is_a_clear_error_before_any_output(mixed_repo: Path, prefect_api: str) -> None:
     from flows.collect import collect
-    from tasks.sources import SourceNotFoundError
+    from tasks.collect.items import SourceNotFoundError
 
     data = yaml.safe_load((mixed_repo / "params.yaml").read_text())
     data["collect"]["sources"].append({"name": "gone", "kind": "files", "paths": ["nowhere/*.jsonl"]})

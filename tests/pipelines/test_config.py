@@ -108,7 +108,7 @@ def test_pretrain_shape_errors_name_the_key(params: dict) -> None:
 
 def test_pretrain_params_are_the_entry_points_run_config() -> None:
     # the flow writes the entry point's config from params: the two schemas must not drift apart
-    from pipelines.config import ModelShapeParams, PretrainParams
+    from pipelines.config.pretrain import ModelShapeParams, PretrainParams
     from tasks.training.pretrain import ModelShape, PretrainConfig
 
     run_only = {"tokens_dir", "tokenizer_dir", "out_dir", "checkpoint_dir", "mlflow"}

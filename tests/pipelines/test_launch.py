@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import LaunchParams, ParamsError, parse_params
+from pipelines.config import ParamsError, parse_params
+from pipelines.config.pretrain import LaunchParams
 from pipelines.launch import LaunchConfigError, read_hostfile, training_command
 
 ENTRY = "tasks.training.pretrain"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import STAGES
+from pipelines.config import stage_names
 from pipelines.versioning import (
     StageGraphError,
     digest,
@@ -22,7 +22,7 @@ GRAPH = """
 stages:
   c: {cmd: c, deps: [data/b, c.py], outs: [data/c]}
   a: {cmd: a, deps: [a.py], outs: [data/a], metrics: [{m/a.json: {cache: false}}]}
-  b: {cmd: b, deps: [data/a/part-1, b.py], params: [b], outs: [data/b]}
+  b: {cmd: b, deps: [data/a/part-1, flows/b.py, tasks/b], params: [b], outs: [data/b]}
   d: {cmd: d, deps: [data/a], outs: [data/d]}
 """
 
@@ -47,13 +47,15 @@ def test_cycle_is_an_error(tmp_path: Path) -> None:
         topological_order(read_stages(_write(tmp_path, text)))
 
 
-def test_repo_graph_matches_the_stage_list() -> None:
+def test_repo_graph_is_the_pipeline_in_order() -> None:
     stages = read_stages(REPO)
-    assert tuple(topological_order(stages)) == STAGES
+    assert stage_names() == ("collect", "clean", "dedup", "tokenizer", "pretrain")
+    assert tuple(topological_order(stages)) == tuple(stages), "dvc.yaml lists the stages in pipeline order"
     for name, spec in stages.items():
         assert spec.cmd == f"python -m flows.{name}"
         assert spec.params == (name,), "a stage depends on its own params section only"
         assert f"flows/{name}.py" in spec.deps
+        assert f"pipelines/config/{name}.py" in spec.deps, "the schema's defaults shape the output"
 
 
 def test_digest_is_what_dvc_records(tmp_path: Path) -> None:

@@ -1,0 +1,228 @@
+"""Typed, validated params: the schema of ``params.yaml``, the single source of configuration.
+
+Every section is a pydantic model with a description per field; unknown keys are rejected. A bad file is
+one :class:`ParamsError` whose message names every offending key path (``collect.sources[0].max_docs``),
+raised before any stage does work. Each stage's section lives in its own module, ``pipelines/config/STAGE.py``
+(its ``SCHEMA``), which is a DVC dep of that stage: the defaults it fills in shape the stage's output. The stages
+themselves are those of ``dvc.yaml``, the one list of them; :func:`params_model` assembles the whole schema from it.
+This module also knows where the repository is and sets the process environment every lmforge process shares
+(telemetry off, Prefect home and API under the repo).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, create_model
+
+from pipelines.config.base import Section
+
+PARAMS_FILE = "params.yaml"
+CODE_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout this code lives in (flows, tasks and pipelines run only from their repository)."""
+
+# Environment shared by every lmforge process (CLI, stage subprocesses, dvc repro, tests). Telemetry of every
+# tool is off so nothing reaches for the network; the same switches also live in each tool's own config file
+# (prefect.toml, .dvc/config) for the tools' own command lines.
+TELEMETRY_OFF: dict[str, str] = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DISABLE_MLFLOW_INTEGRATION": "TRUE",
+}
+
+
+class ParamsError(Exception):
+    """params.yaml is missing, unreadable or does not match the schema. Exit code 2."""
+
+    exit_code = 2
+
+
+class TrackingParams(Section):
+    """Where MLflow records runs and models."""
+
+    uri: str = Field(
+        "sqlite:///mlruns.db",
+        description="MLflow tracking URI. A relative sqlite path is under the repository; "
+        "use http://host:5000 for a tracking server.",
+    )
+    artifact_root: str = Field(
+        "mlartifacts", description="Artifact location of a new experiment (relative paths are under the repo)."
+    )
+    experiment: str = Field("lmforge", min_length=1, description="MLflow experiment name.")
+
+
+class OrchestrationParams(Section):
+    """Where Prefect runs flows."""
+
+    prefect_api_url: str | None = Field(
+        None, description="Prefect API URL (http://host:4200/api); null starts an ephemeral API in-process."
+    )
+
+
+class Params(Section):
+    """The whole of params.yaml: the cross-cutting sections here, one field per stage added by :func:`params_model`
+    (``params.collect``, ``params.clean``...)."""
+
+    tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
+    orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
+
+    def section(self, stage: str) -> Section:
+        """The validated section of ``stage``."""
+        return getattr(self, stage)
+
+
+def stage_schema(stage: str) -> type[Section]:
+    """The params model of ``stage``: ``SCHEMA`` of ``pipelines.config.STAGE``.
+
+    Raises:
+        ParamsError: no schema module for a stage named in dvc.yaml.
+    """
+    try:
+        module = importlib.import_module(f"pipelines.config.{stage}")
+    except ModuleNotFoundError:
+        raise ParamsError(f"dvc.yaml names stage {stage!r} but pipelines/config/{stage}.py does not exist") from None
+    return module.SCHEMA
+
+
+def stage_names(root: Path | None = None) -> tuple[str, ...]:
+    """The stages of ``dvc.yaml`` at ``root`` (default: this code's checkout), in DAG order."""
+    from pipelines.versioning import read_stages, topological_order
+
+    return tuple(topological_order(read_stages(root or CODE_ROOT)))
+
+
+@functools.cache
+def params_model(stages: tuple[str, ...]) -> type[Params]:
+    """The schema of the whole file for these stages: :class:`Params` plus one section per stage.
+
+    A section whose fields all have defaults may be left out of params.yaml; one with a required field may not.
+    """
+    fields: dict[str, Any] = {}
+    for stage in stages:
+        schema = stage_schema(stage)
+        required = any(f.is_required() for f in schema.model_fields.values())
+        fields[stage] = (schema, Field(description=f"{stage} stage.") if required else
+                         Field(default_factory=schema, description=f"{stage} stage."))
+    return create_model("Params", __base__=Params, **fields)
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+def find_root(start: Path | None = None) -> Path:
+    """The lmforge checkout containing ``start`` (default: the working directory).
+
+    Raises:
+        ParamsError: no directory on the way up holds both params.yaml and dvc.yaml.
+    """
+    here = (start or Path.cwd()).resolve()
+    for cand in (here, *here.parents):
+        if (cand / PARAMS_FILE).is_file() and (cand / "dvc.yaml").is_file():
+            return cand
+    raise ParamsError(f"no lmforge checkout here: no params.yaml and dvc.yaml in {here} or above; cd into the repo")
+
+
+def _key_path(loc: tuple[int | str, ...], data: Any) -> str:
+    out, node = "", data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue  # pydantic puts a tagged union's tag into the path; the user never wrote it as a key
+        else:
+            out += f".{part}" if out else str(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, data: Any = None, filename: str = PARAMS_FILE) -> str:
+    """One line per problem, each naming the key path, e.g. ``collect.sources[0].max_docs: ...``."""
+    lines = [f"{filename}: {err.error_count()} problem(s):"]
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not in the schema; check the spelling)"
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = e.get("ctx") or {}
+            given = e["input"].get("kind") if isinstance(e.get("input"), dict) else e.get("input")
+            expected = str(ctx.get("expected_tags", "")).replace("'", "")
+            msg = f"unknown source kind {given!r}; expected one of {expected}"
+        lines.append(f"  {_key_path(e['loc'], data)}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, filename: str = PARAMS_FILE, stages: Sequence[str] | None = None) -> Params:
+    """Validate an already-loaded mapping.
+
+    Args:
+        data: the loaded YAML.
+        filename: named in error messages.
+        stages: the stages it configures (default: those of this checkout's dvc.yaml).
+
+    Raises:
+        ParamsError: the mapping does not match the schema.
+    """
+    if not isinstance(data, dict):
+        raise ParamsError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    model = params_model(tuple(stages) if stages is not None else stage_names())
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, data, filename)) from None
+
+
+def load_params(root: Path | None = None) -> Params:
+    """Read and validate ``params.yaml`` of the checkout at ``root``.
+
+    Raises:
+        ParamsError: the file is missing, is not YAML, or does not match the schema.
+    """
+    root = root or find_root()
+    path = root / PARAMS_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{PARAMS_FILE} is not valid YAML: {err}") from None
+    return parse_params(data, PARAMS_FILE, stage_names(root))
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": [1]}}`` -> ``{"a.b.0": 1}``: flat key paths, as MLflow params and change reports use."""
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = enumerate(obj)
+    else:
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def apply_environment(root: Path) -> None:
+    """Set the environment every lmforge process shares; values the user already set win."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def apply_orchestration(params: OrchestrationParams) -> None:
+    """Point Prefect at a server when params name one (before prefect is imported)."""
+    if params.prefect_api_url:
+        os.environ["PREFECT_API_URL"] = params.prefect_api_url

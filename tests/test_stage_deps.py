@@ -1,0 +1,70 @@
+"""A stage's DVC deps cover every module its flow runs: a code change makes exactly the stages it touches stale.
+
+The import graph (grimp, the engine of import-linter) is followed from ``flows.STAGE``; every module it reaches in
+``tasks`` and every params schema module in ``pipelines.config`` must lie in a dep of that stage (a file, or a
+directory such as ``tasks/clean``). The package ``pipelines.config`` itself (loading, cross-cutting sections) and
+the other pipelines support modules (tracking, artifacts, launch...) run the stage but do not shape its output,
+so they are not deps: a change there would re-run every stage for nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import grimp
+import pytest
+
+from pipelines.versioning import StageSpec, read_stages
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph("flows", "tasks", "pipelines", cache_dir=None)
+
+
+def _file(module: str) -> Path:
+    path = REPO / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _shapes_output(module: str) -> bool:
+    return module.startswith("tasks.") or (module.startswith("pipelines.config.") and module != "pipelines.config")
+
+
+def uncovered(spec: StageSpec, graph: grimp.ImportGraph) -> list[str]:
+    """Modules the stage's flow reaches that no dep of the stage covers."""
+    flow = f"flows.{spec.name}"
+    reached = {m for m in graph.find_upstream_modules(flow) if _shapes_output(m)} | {flow}
+    deps = [(REPO / d).resolve() for d in spec.deps]
+    missing = []
+    for module in sorted(reached):
+        path = _file(module).resolve()
+        if not any(path == d or d in path.parents for d in deps):
+            missing.append(f"{module} ({path.relative_to(REPO)})")
+    return missing
+
+
+@pytest.mark.parametrize("stage", list(read_stages(REPO)))
+def test_every_module_a_stage_runs_is_a_dep(stage: str, graph: grimp.ImportGraph) -> None:
+    spec = read_stages(REPO)[stage]
+    assert uncovered(spec, graph) == [], f"add these to the {stage} deps in dvc.yaml"
+    # and no dep names something that does not exist (a stale entry after a move)
+    assert [d for d in spec.deps if d.split("/")[0] in ("flows", "tasks", "pipelines") and
+            not (REPO / d).exists()] == []
+
+
+def test_the_check_fails_when_a_shared_module_is_missing(graph: grimp.ImportGraph) -> None:
+    spec = read_stages(REPO)["clean"]
+    holed = dataclasses.replace(spec, deps=tuple(d for d in spec.deps if d != "tasks/records.py"))
+    assert uncovered(holed, graph) == ["tasks.records (tasks/records.py)"]
+    no_schema = dataclasses.replace(spec, deps=tuple(d for d in spec.deps if d != "pipelines/config/clean.py"))
+    assert uncovered(no_schema, graph) == ["pipelines.config.clean (pipelines/config/clean.py)"]
+
+
+def test_a_stage_package_is_one_directory_dep() -> None:
+    # a module added to a stage's package is covered without editing dvc.yaml
+    for name, spec in read_stages(REPO).items():
+        package = "training" if name == "pretrain" else name
+        assert f"tasks/{package}" in spec.deps, name
