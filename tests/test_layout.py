@@ -56,3 +56,28 @@ def test_telemetry_is_off_in_the_projects_own_config() -> None:
     assert TELEMETRY_OFF["HF_HUB_DISABLE_TELEMETRY"] == "1" and TELEMETRY_OFF["DO_NOT_TRACK"] == "1"
     res = subprocess.run([str(BIN / "dvc"), "config", "core.analytics"], cwd=REPO, capture_output=True, text=True)
     assert res.stdout.strip() == "false"
+
+
+def test_every_imported_third_party_package_is_declared() -> None:
+    import ast
+    import importlib.metadata as md
+    import re
+
+    imported: set[str] = set()
+    for top in ("flows", "tasks", "pipelines", "benchmarks", "tests"):
+        for path in (REPO / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    ours = {"flows", "tasks", "pipelines", "benchmarks", "tests"}
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ours}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [d for group in project["optional-dependencies"].values() for d in group]
+    declared = {re.split(r"[=<>\[ ;]", s, maxsplit=1)[0].lower().replace("_", "-") for s in specs}
+    declared.add("deepspeed")  # installed by infra/bootstrap.sh after torch (no build isolation), pinned in the lock
+    dists = md.packages_distributions()
+    missing = sorted(m for m in third_party
+                     if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared)
+    assert missing == [], f"imported but not declared in pyproject.toml: {missing}"
