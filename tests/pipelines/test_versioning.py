@@ -70,3 +70,19 @@ def test_digest_is_what_dvc_records(tmp_path: Path) -> None:
         recorded = yaml.safe_load((tmp_path / f"{name}.dvc").read_text())["outs"][0]["md5"]
         assert digest(tmp_path / name) == recorded
     assert digest(tmp_path / "d").endswith(".dir")
+
+
+def test_bytecode_caches_are_not_part_of_a_code_dep(tmp_path: Path) -> None:
+    # a package dir dep (tasks/clean) holds __pycache__ as soon as Python imports it with bytecode writing on; DVC
+    # and our stage hash must both leave it out, or every interpreter run would make the stage stale
+    import shutil
+
+    shutil.copy(REPO / ".dvcignore", tmp_path / ".dvcignore")
+    pkg = tmp_path / "tasks" / "clean"
+    pkg.mkdir(parents=True)
+    (pkg / "shard.py").write_text("X = 1\n")
+    before = digest(pkg, tmp_path)
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "shard.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert digest(pkg, tmp_path) == before
+    assert digest(pkg) != before  # without the repo's ignore rules the cache would count
