@@ -191,7 +191,7 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
         shard_dir: the record shards that were signed (``part-NNNNN.parquet``).
         duplicates_path: the file :func:`find_clusters` wrote for them.
         out_dir: an existing directory; kept shards keep their names and every column, removed rows get
-            ``removed/part-NNNNN.parquet`` (only where a shard lost rows) with id, duplicate_of, cluster_id, method.
+            ``removed/part-NNNNN.parquet`` (only where a shard lost rows; the directory always exists) with id, duplicate_of, cluster_id, method.
 
     Returns:
         Counters: ``docs_in``, ``kept``, ``dropped_exact``, ``dropped_minhash``, ``clusters`` (clusters of two or more
@@ -204,6 +204,8 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
     dups = pq.read_table(duplicates_path)
     out_dir = Path(out_dir)
     stats = {"docs_in": 0, "kept": 0, "dropped_exact": 0, "dropped_minhash": 0}
+    # always there, empty when nothing was removed: the stage publishes it as part of its output
+    (out_dir / REMOVED_DIR).mkdir(exist_ok=True)
     for shard in sorted(Path(shard_dir).glob("part-*.parquet")):
         stem = shard.name.removesuffix(".parquet")
         table = pq.read_table(shard)
@@ -216,7 +218,6 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
         keep[rows] = False
         pq.write_table(table.filter(keep), out_dir / shard.name, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         if rows.size:
-            (out_dir / REMOVED_DIR).mkdir(exist_ok=True)
             removed = mine.select(["id", "duplicate_of", "cluster_id", "method"])
             pq.write_table(removed, out_dir / REMOVED_DIR / shard.name, compression="zstd")
         methods = mine.column("method").to_pylist()
