@@ -12,7 +12,7 @@ process (CPU seconds and peak RSS from ``resource.getrusage``, the process's chi
   ``JsonlReader -> GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter -> JsonlWriter`` (default
   arguments, an exclusion writer after each filter, uncompressed output), one task, one worker.
 - dedup, on the *unfiltered* corpus so that both sides see the same input: ``tasks.dedup.minhash_dedup``
-  (128 permutations, 5-word shingles, threshold 0.8) vs datatrove's MinhashDedupSignature -> Buckets -> Cluster ->
+  (the params.yaml ``dedup.minhash`` defaults) vs datatrove's MinhashDedupSignature -> Buckets -> Cluster ->
   Filter with 5-grams and the same bands x rows (``choose_bands_rows(0.8, 128)``); one worker (the buckets stage
   runs one task per band, in sequence, as datatrove requires).
 
@@ -301,8 +301,12 @@ def run_ours(stage: str, root: Path) -> None:
 
         (out / "kept").mkdir()
         (out / "work").mkdir()
-        minhash_dedup(root / "raw", out / "kept", work_dir=out / "work", num_perm=NUM_PERM, shingle_size=SHINGLE,
-                      threshold=THRESHOLD)
+        from pipelines.config.dedup import MinHashParams
+
+        d = MinHashParams()  # the params.yaml defaults, as the issue measured them
+        minhash_dedup(root / "raw", out / "kept", work_dir=out / "work", num_perm=d.num_perm,
+                      shingle_size=d.shingle_size, threshold=d.threshold, bands=d.bands, rows=d.rows, verify=d.verify,
+                      verify_margin=d.verify_margin, seed=d.seed)
 
 
 # Run by the datatrove venv's python: argv = stage, root, bands, rows. Only datatrove's public pipeline API.

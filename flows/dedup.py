@@ -40,7 +40,8 @@ def dedup(params: Params, root: Path) -> dict[str, int]:
     mh = cfg.minhash
     src = root / artifacts.CLEAN_DIR
     shards = iter_shards(src)
-    bands, rows = choose_bands_rows(mh.threshold, mh.num_perm, bands=mh.bands, rows=mh.rows, verify=mh.verify)
+    bands, rows = choose_bands_rows(mh.threshold, mh.num_perm, bands=mh.bands, rows=mh.rows, verify=mh.verify,
+                                    verify_margin=mh.verify_margin)
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         with artifacts.staged_output(root / artifacts.DEDUP_DIR, resume_key=run.stage_hash) as staging:
             work = staging / "_work"

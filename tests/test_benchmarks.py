@@ -82,3 +82,17 @@ def test_sizing_benchmark_compares_per_character_against_the_params_yaml_configu
         assert r["steps"] >= 10 and r["train_seconds"] > 0
         assert 0 < r["bits_per_char"] < math.log2(r["vocab"]) * r["tokens_per_char"]
     assert "<- params.yaml" in res.stdout
+
+
+def test_dedup_recall_benchmark_reports_recall_per_jaccard_bucket(tmp_path: Path) -> None:
+    out = tmp_path / "dedup_recall.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.dedup_recall", "--pairs", "40", "--ours-only", "--json",
+                          str(out)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.read_text())
+    ours = result["results"]["lmforge.defaults"]
+    assert result["docs"] == 40 * 2 + 40 + 2 * 10 and "datatrove" not in result["results"]
+    assert sum(b["pairs"] for b in ours["buckets"]) == 40
+    assert ours["buckets"][-1]["recall"] == 1.0  # exact copies (up to case and spacing) are always found
+    assert 0 < ours["recall"] <= 1 and ours["precision"] == 1.0
+    assert "jaccard" in res.stdout and "lmforge.defaults" in res.stdout

@@ -90,7 +90,7 @@ def clean_shard(
     detector = LanguageDetector(max_chars=language_max_chars) if languages else None
     wanted = set(languages or ())
     chain = build_filter_chain(order, c4=c4, gopher_quality=gopher_quality, gopher_repetition=gopher_repetition)
-    stats: Counter[str] = Counter()
+    stats: Counter[str] = Counter({"kept": 0, "chars_kept": 0})  # present when a shard keeps nothing
 
     def count(step: str, text: str) -> None:
         stats[f"funnel.{step}.docs"] += 1

@@ -191,7 +191,8 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
         shard_dir: the record shards that were signed (``part-NNNNN.parquet``).
         duplicates_path: the file :func:`find_clusters` wrote for them.
         out_dir: an existing directory; kept shards keep their names and every column, removed rows get
-            ``removed/part-NNNNN.parquet`` (only where a shard lost rows) with id, duplicate_of, cluster_id, method.
+            ``removed/part-NNNNN.parquet`` (only where a shard lost rows; the directory always exists) with id,
+            duplicate_of, cluster_id, method.
 
     Returns:
         Counters: ``docs_in``, ``kept``, ``dropped_exact``, ``dropped_minhash``, ``clusters`` (clusters of two or more
@@ -204,6 +205,8 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
     dups = pq.read_table(duplicates_path)
     out_dir = Path(out_dir)
     stats = {"docs_in": 0, "kept": 0, "dropped_exact": 0, "dropped_minhash": 0}
+    # always there, empty when nothing was removed: the stage publishes it as part of its output
+    (out_dir / REMOVED_DIR).mkdir(exist_ok=True)
     for shard in sorted(Path(shard_dir).glob("part-*.parquet")):
         stem = shard.name.removesuffix(".parquet")
         table = pq.read_table(shard)
@@ -216,7 +219,6 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
         keep[rows] = False
         pq.write_table(table.filter(keep), out_dir / shard.name, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         if rows.size:
-            (out_dir / REMOVED_DIR).mkdir(exist_ok=True)
             removed = mine.select(["id", "duplicate_of", "cluster_id", "method"])
             pq.write_table(removed, out_dir / REMOVED_DIR / shard.name, compression="zstd")
         methods = mine.column("method").to_pylist()
@@ -232,12 +234,14 @@ def apply_dedup(shard_dir: Path, duplicates_path: Path, out_dir: Path) -> dict[s
 
 
 def choose_bands_rows(threshold: float, num_perm: int, *, bands: int | None = None, rows: int | None = None,
-                      verify: bool = True) -> tuple[int, int]:
-    """The LSH banding: ``bands`` x ``rows`` when both are given, else chosen from ``threshold``.
+                      verify: bool = True, verify_margin: float = 0.0) -> tuple[int, int]:
+    """The LSH banding: ``bands`` x ``rows`` when both are given, else chosen where pairs start to count.
 
-    Verification removes LSH false positives for the price of one signature comparison each, so with it the
-    choice weighs a missed pair 9x a false candidate (recall 0.85 -> 0.98 on the tests' corpus at 0.8);
-    without it, datasketch's equal weights.
+    With verification that is the verification bar, ``threshold - verify_margin``: every pair the check would accept
+    should first become a candidate, and the check removes the LSH false positives for the price of one signature
+    comparison each, so the choice weighs a missed pair 9x a false candidate (0.65 -> 25 x 5 at 128 permutations:
+    a pair at 0.65 is a candidate with probability 0.95, at 0.7 with 0.99). Without verification the banding is the
+    whole decision: chosen at ``threshold`` with datasketch's equal weights.
     """
     from tasks.dedup.minhash import optimal_bands_rows
 
@@ -245,11 +249,13 @@ def choose_bands_rows(threshold: float, num_perm: int, *, bands: int | None = No
         raise SignatureError("give both bands and rows, or neither (then threshold chooses them)")
     if bands is not None and rows is not None:
         return bands, rows
-    return optimal_bands_rows(threshold, num_perm, *((0.1, 0.9) if verify else (0.5, 0.5)))
+    if verify:
+        return optimal_bands_rows(threshold - verify_margin, num_perm, 0.1, 0.9)
+    return optimal_bands_rows(threshold, num_perm, 0.5, 0.5)
 
 
 def minhash_dedup(in_dir: Path, out_dir: Path, *, work_dir: Path, num_perm: int = 128, shingle_size: int = 5,
-                  threshold: float = 0.8, bands: int | None = None, rows: int | None = None, verify: bool = True,
+                  threshold: float = 0.7, bands: int | None = None, rows: int | None = None, verify: bool = True,
                   verify_margin: float = 0.05, seed: int = 0) -> dict[str, int]:
     """Exact + MinHash-LSH dedup of the record shards in ``in_dir`` into ``out_dir`` (kept) and ``out_dir/removed``.
 
@@ -259,9 +265,9 @@ def minhash_dedup(in_dir: Path, out_dir: Path, *, work_dir: Path, num_perm: int 
         work_dir: an existing directory for the signature files and ``duplicates.parquet`` (kept for inspection).
         num_perm: MinHash permutations.
         shingle_size: words per shingle.
-        threshold: Jaccard similarity from which documents count as near duplicates; chooses ``bands``/``rows``
-            (``tasks.dedup.minhash.optimal_bands_rows`` with false positive/negative weights 0.1/0.9 when verifying,
-            0.5/0.5, datasketch's default, when not) unless both are given, and is the verification bar.
+        threshold: Jaccard similarity of word-shingle sets from which documents are near duplicates (found with
+            probability ~0.95 at the threshold, ~1 above it); with ``verify_margin`` it places the banding
+            (:func:`choose_bands_rows`) unless both ``bands`` and ``rows`` are given, and the verification bar.
         bands: LSH bands (with ``rows``), overriding the choice from ``threshold``.
         rows: signature values per band.
         verify: drop candidate pairs whose estimated Jaccard is below ``threshold - verify_margin`` (fewer false
@@ -275,7 +281,8 @@ def minhash_dedup(in_dir: Path, out_dir: Path, *, work_dir: Path, num_perm: int 
     """
     from tasks.dedup.minhash import signature_shard
 
-    bands, rows = choose_bands_rows(threshold, num_perm, bands=bands, rows=rows, verify=verify)
+    bands, rows = choose_bands_rows(threshold, num_perm, bands=bands, rows=rows, verify=verify,
+                                    verify_margin=verify_margin)
     bytes_in = 0
     for shard in sorted(Path(in_dir).glob("part-*.parquet")):
         bytes_in += signature_shard(shard, work_dir, num_perm=num_perm, shingle_size=shingle_size, seed=seed)["bytes"]

@@ -92,7 +92,7 @@ def split_shards(in_dir: Path, out_dir: Path, *, val: float = 0.01, test: float 
     stats = {"docs_in": int(split.size), "moved": moved, **{name: 0 for name in SPLITS},
              **{f"shards.{name}": 0 for name in SPLITS}}
     for name in SPLITS:
-        (Path(out_dir) / name).mkdir(exist_ok=True)
+        (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
     start = 0
     for shard, n in zip(shards, sizes, strict=True):
         table, mine = pq.read_table(shard), split[start : start + n]

@@ -39,6 +39,9 @@ def _shards(split_dir: Path) -> list[Path]:
     from tasks.records import iter_shards
 
     shards = iter_shards(Path(split_dir))
+    if not shards and Path(split_dir).is_dir():  # dedup ran, but the corpus was too small to give this split one
+        raise TokenizerError(f"the split {split_dir} has no documents: add documents to the corpus, or lower the "
+                             "dedup.splits fraction that is too small for it")
     if not shards:
         raise TokenizerError(f"no part-*.parquet shards in {split_dir}: run the dedup stage first")
     return shards

@@ -161,3 +161,53 @@ def test_clean_gate_failure_publishes_nothing_and_runs_on_an_existing_dask_clust
             clean(params=load_params(repo_copy), root=repo_copy)
     assert not (repo_copy / "data/clean").exists() and not (repo_copy / "metrics/clean.json").exists()
     assert (repo_copy / "reports/gx/clean/index.html").is_file()
+
+
+def _clean_format(repo: Path, texts: list[str], shard_size: int) -> None:
+    """``texts`` as data/clean shards (raw records plus the clean stage's language columns)."""
+    import pyarrow as pa
+
+    raw = write_raw(repo, texts, shard_size=shard_size)
+    (repo / "data/clean").mkdir(parents=True)
+    for shard in sorted(raw.glob("part-*.parquet")):
+        table = pq.read_table(shard)
+        table = table.append_column("lang", pa.array(["en"] * len(table))).append_column(
+            "lang_score", pa.array([1.0] * len(table)))
+        pq.write_table(table, repo / "data/clean" / shard.name)
+
+
+def _hand_written(n: int) -> list[str]:
+    """``n`` distinct documents of random dictionary-free words (no generator of ours, no shared 5-gram)."""
+    rng = random.Random(11)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [" ".join("".join(rng.choices(letters, k=rng.randint(2, 9))) for _ in range(rng.randint(40, 90))) + "."
+            for _ in range(n)]
+
+
+def test_dedup_of_a_corpus_without_duplicates_publishes_an_empty_removed_dir(repo_copy: Path,
+                                                                             prefect_api: str) -> None:
+    """Issue 11 item 5: no duplicate at all used to crash on ``os.replace(kept/removed)``; one shard too."""
+    from flows.dedup import dedup
+
+    _clean_format(repo_copy, _hand_written(60), shard_size=1000)  # one shard
+    _set(repo_copy, "dedup", validation={"min_rows": 10, "split_tolerance": 0.05},
+         splits={"val": 0.1, "test": 0.1, "seed": 0})
+    stats = dedup(params=load_params(repo_copy), root=repo_copy)
+    out = repo_copy / "data/dedup"
+    assert stats["docs_in"] == stats["kept"] == 60 and stats["shards"] == 1
+    assert stats["dropped_exact"] == stats["dropped_minhash"] == 0
+    assert (out / "removed").is_dir() and pq.read_table(out / "removed").num_rows == 0
+    assert pq.read_table(out / "duplicates.parquet").num_rows == 0
+    assert sum(pq.read_table(out / s).num_rows for s in ("train", "val", "test")) == 60
+
+
+def test_dedup_of_one_document_fails_its_gate_with_a_message_not_a_traceback(repo_copy: Path,
+                                                                               prefect_api: str) -> None:
+    from flows.dedup import dedup
+    from tasks.validation import DataValidationError
+
+    _clean_format(repo_copy, _hand_written(1), shard_size=10)
+    with pytest.raises(DataValidationError, match="expect_table_row_count_to_be_between") as err:
+        dedup(params=load_params(repo_copy), root=repo_copy)  # the default gate wants 50 rows
+    assert getattr(err.value, "exit_code", 0) != 0
+    assert not (repo_copy / "data/dedup").exists()
