@@ -39,21 +39,27 @@ class SourceConfigError(SourceError):
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One text read from a source, exactly as read (decoded, never normalised)."""
+    """One text read from a source, exactly as read (decoded, never normalised).
+
+    `location` is unique within the source (file and line, row or record); `url` is the page a web record was
+    fetched from, when there is one.
+    """
 
     text: str
     location: str
     metadata: dict[str, Any]
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """One input record that could not become a `Document`, and why."""
+    """One input record that could not become a `Document`, and why (`url`: the page, for a web record)."""
 
     location: str
     reason: str
     detail: str
     raw: str
+    url: str | None = None
 
 
 SourceItem = Document | Rejection
