@@ -115,9 +115,12 @@ def expand_paths(patterns: Sequence[str], base_dir: Path) -> list[Path]:
             missing.append(pattern)
         found.update(files)
     if missing:
+        # say what a relative pattern was relative to; an absolute one speaks for itself
+        named = [repr(p) if os.path.isabs(os.path.expanduser(p)) else f"{p!r} (relative to {base_dir})"
+                 for p in missing]
         hints = [f"{p!r} is a directory: use a glob such as '{p.rstrip('/')}/**/*.jsonl'"
                  for p in missing if (Path(base_dir) / os.path.expanduser(p)).is_dir()]
-        raise SourceNotFoundError(f"no files match {', '.join(repr(p) for p in missing)} (relative to {base_dir}); "
+        raise SourceNotFoundError(f"no files match {', '.join(named)}; "
                                   "fix the paths in the source's params or create the files" +
                                   "".join(f"; {h}" for h in hints))
     return sorted(found)

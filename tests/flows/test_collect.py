@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
+from tests.conftest import run_cli, subprocess_env
 from tests.tasks.collect.test_warc import PAGE, SCRIPT_ONLY, conversion, response
 
 
@@ -93,3 +97,31 @@ def test_missing_source_is_a_clear_error_before_any_output(mixed_repo: Path, pre
         collect(params=load_params(mixed_repo), root=mixed_repo)
     assert not (mixed_repo / "data").exists() or not any((mixed_repo / "data").iterdir())
     assert SourceNotFoundError.exit_code == 2
+
+
+def _mlflow_runs(repo: Path) -> int:
+    """How many runs the repo's embedded MLflow store holds (0 when it was never created)."""
+    db = repo / "mlruns.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return int(con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+@pytest.mark.parametrize("entry", ["lmforge run", "python -m flows.collect"])
+def test_a_missing_source_writes_nothing_not_even_mlflow_runs(repo_copy: Path, prefect_api: str, tmp_path: Path,
+                                                              entry: str) -> None:
+    gone = tmp_path / "elsewhere" / "*.jsonl"  # an absolute path outside the repo
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"]["sources"].append({"name": "gone", "kind": "files", "paths": [str(gone)]})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    if entry == "lmforge run":
+        res = run_cli(repo_copy, "run", "collect")
+    else:
+        res = subprocess.run([sys.executable, "-m", "flows.collect"], cwd=repo_copy, env=subprocess_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert f"lmforge: error: source 'gone': no files match '{gone}'; fix the paths" in res.stderr
+    assert "relative to" not in res.stderr and "Traceback" not in res.stderr
+    assert _mlflow_runs(repo_copy) == 0
+    assert not (repo_copy / "data").exists() or not any((repo_copy / "data").rglob("*"))
