@@ -175,3 +175,23 @@ def test_changed_source_data_makes_collect_stale(repo_copy: Path, prefect_api: s
     dvc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "collect"], cwd=repo_copy,
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert "corpus" in dvc.stdout and "modified" in dvc.stdout, dvc.stdout + dvc.stderr
+
+
+def test_one_document_one_shard_nothing_quarantined(repo_copy: Path, prefect_api: str) -> None:
+    from flows.collect import collect
+    from tests.tasks.collect.test_warc import wget_record
+
+    (repo_copy / "crawl").mkdir()
+    (repo_copy / "crawl" / "one.warc.gz").write_bytes(gzip.compress(wget_record(PAGE)))
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"].update(sources=[{"name": "one", "kind": "warc", "paths": ["crawl/*.warc.gz"]}],
+                           validation={"min_rows": 1})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    stats = collect(params=load_params(repo_copy), root=repo_copy)
+    raw = repo_copy / "data" / "raw"
+    assert [p.name for p in sorted(raw.glob("part-*.parquet"))] == ["part-00000.parquet"]
+    rows = pq.read_table(raw / "part-00000.parquet").to_pylist()
+    assert [(r["url"], r["text"]) for r in rows] == [("http://127.0.0.1:18777/index.html",
+                                                      "The quick brown fox jumps over the lazy dog.")]
+    assert (raw / "quarantine.jsonl").read_text() == ""
+    assert stats["kept"] == 1 and stats["quarantined"] == 0 and stats["shards"] == 1 and stats["gx_failed"] == 0
