@@ -175,18 +175,26 @@ def sync_data_deps(root: Path) -> dict[str, list[str]]:
             changed[name] = deps
     if not changed:
         return changed
-    from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
+    import io
+
+    from ruamel.yaml import YAML  # DVC's own YAML library: a round trip keeps comments and layout
 
     from pipelines.artifacts import atomic_write_text
 
+    rt = YAML()
+    rt.indent(mapping=2, sequence=4, offset=2)  # dvc.yaml's layout (what `dvc stage add` writes)
+    rt.width = 4096
+    rt.preserve_quotes = True
     path = root / DVC_FILE
-    doc = parse_yaml_for_update(path.read_text(encoding="utf-8"), str(path))
+    doc = rt.load(path.read_text(encoding="utf-8"))
     for name, deps in changed.items():
         body = doc["stages"][name]
         code = [d for d in body.get("deps") or [] if Path(next(iter(d)) if isinstance(d, dict) else str(d)).parts[0]
                 in CODE_PACKAGES]
         body["deps"] = code + deps
-    atomic_write_text(path, dumps_yaml(doc))
+    out = io.StringIO()
+    rt.dump(doc, out)
+    atomic_write_text(path, out.getvalue())
     return changed
 
 

@@ -115,11 +115,10 @@ HF_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas", "s
 
 def _dep(path: Path, root: Path) -> str:
     """A path as a DVC dep: relative (posix) inside the repository, absolute outside it."""
-    full = Path(os.path.normpath(path if path.is_absolute() else root / path))
-    try:
-        return full.relative_to(Path(os.path.normpath(root))).as_posix() or "."
-    except ValueError:
-        return str(full)
+    base = os.path.abspath(root)
+    full = os.path.normpath(os.path.join(base, path))
+    rel = os.path.relpath(full, base)
+    return Path(rel).as_posix() if rel != ".." and not rel.startswith(".." + os.sep) else full
 
 
 def glob_deps(pattern: str, root: Path, base: Path | None = None) -> list[str]:

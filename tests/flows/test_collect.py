@@ -121,9 +121,9 @@ def test_a_missing_source_writes_nothing_not_even_mlflow_runs(repo_copy: Path, p
         res = subprocess.run([sys.executable, "-m", "flows.collect"], cwd=repo_copy, env=subprocess_env(),
                              capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr
+    assert _mlflow_runs(repo_copy) == 0
     assert f"lmforge: error: source 'gone': no files match '{gone}'; fix the paths" in res.stderr
     assert "relative to" not in res.stderr and "Traceback" not in res.stderr
-    assert _mlflow_runs(repo_copy) == 0
     assert not (repo_copy / "data").exists() or not any((repo_copy / "data").rglob("*"))
 
 
@@ -132,49 +132,50 @@ def _jsonl(path: Path, texts: list[str]) -> None:
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
 
 
+def _set_sources(repo: Path, sources: list[dict[str, object]]) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["collect"]["sources"] = sources
+    data["collect"]["validation"] = {"min_rows": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_hub_sources_say_how_they_are_pinned(repo_copy: Path) -> None:
+    _set_sources(repo_copy, [{"name": "wiki", "kind": "hf", "path": "someone/wiki", "revision": "abc123"},
+                             {"name": "news", "kind": "hf", "path": "someone/news"}])
+    status = run_cli(repo_copy, "status", "collect")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout == ("collect: stale\n    never run (no entry in dvc.lock)\n"
+                             "    source 'wiki': hub dataset someone/wiki: pinned at revision abc123\n"
+                             "    source 'news': hub dataset someone/news: unpinned: hub data can change without "
+                             "notice (set `revision` to pin it)\n")
+
+
 def test_changed_source_data_makes_collect_stale(repo_copy: Path, prefect_api: str, tmp_path: Path) -> None:
     inside, outside = repo_copy / "corpus" / "a.jsonl", tmp_path / "outside" / "b.jsonl"
     _jsonl(inside, [f"inside the repo, document {i}" for i in range(3)])
     _jsonl(outside, [f"outside the repo, document {i}" for i in range(3)])
-    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    data["collect"]["sources"] = [
-        {"name": "in", "kind": "files", "paths": ["corpus/*.jsonl"]},
-        {"name": "out", "kind": "files", "paths": [str(outside.parent / "*.jsonl")]},
-        {"name": "wiki", "kind": "hf", "path": "someone/wiki", "revision": "abc123", "max_docs": 1},
-        {"name": "news", "kind": "hf", "path": "someone/news", "max_docs": 1},
-    ]
-    data["collect"]["validation"] = {"min_rows": 1}
-    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    status = run_cli(repo_copy, "status", "collect")
-    assert status.returncode == 0, status.stderr
-    assert "    source 'wiki': hub dataset someone/wiki: pinned at revision abc123\n" in status.stdout
-    assert ("    source 'news': hub dataset someone/news: unpinned: hub data can change without notice"
-            in status.stdout)
-    deps = yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"]["collect"]["deps"]
-    assert deps[-2:] == [str(outside.parent), "corpus"]  # the sources are deps (dvc repro sees them too)
-    assert "flows/collect.py" in deps
-
-    # the hub sources cannot be reached here: keep the local ones to run the stage
-    data["collect"]["sources"] = data["collect"]["sources"][:2]
-    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    _set_sources(repo_copy, [{"name": "in", "kind": "files", "paths": ["corpus/*.jsonl"]},
+                             {"name": "out", "kind": "files", "paths": [str(outside.parent / "*.jsonl")]}])
     first = run_cli(repo_copy, "run", "collect")
     assert first.returncode == 0, first.stderr
     assert run_cli(repo_copy, "status", "collect").stdout == "collect: up to date\n"
-    with outside.open("a") as fh:  # new data outside the repository
+    with outside.open("a") as fh:  # a record appended to a source outside the repository
         fh.write(json.dumps({"text": "a record appended later"}) + "\n")
     stale = run_cli(repo_copy, "status", "collect").stdout
-    assert stale.startswith("collect: stale\n") and str(outside.parent) in stale
+    assert stale.startswith("collect: stale\n") and str(outside.parent) in stale, stale
     again = run_cli(repo_copy, "run", "collect")
     assert again.returncode == 0 and "collect: ran" in again.stdout, again.stderr
     raw = repo_copy / "data" / "raw"
     rows = [r for p in sorted(raw.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert "a record appended later" in {r["text"] for r in rows}
-    _jsonl(repo_copy / "corpus" / "new.jsonl", ["a new file in the source's directory"])  # new file inside
-    assert run_cli(repo_copy, "status", "collect").stdout.startswith("collect: stale\n")
-    # the resume key / stage hash covers the source data: `dvc status` alone agrees
+    # the sources are deps in dvc.yaml itself: `dvc status` alone sees a new file in the source's directory
+    deps = yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"]["collect"]["deps"]
+    assert deps[-2:] == [str(outside.parent), "corpus"] and "flows/collect.py" in deps
+    _jsonl(repo_copy / "corpus" / "new.jsonl", ["a new file in the source's directory"])
     dvc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "collect"], cwd=repo_copy,
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert "corpus" in dvc.stdout and "modified" in dvc.stdout, dvc.stdout + dvc.stderr
+    assert "modified:" in dvc.stdout and "corpus" in dvc.stdout, dvc.stdout + dvc.stderr
+    assert run_cli(repo_copy, "status", "collect").stdout.startswith("collect: stale\n")
 
 
 def test_one_document_one_shard_nothing_quarantined(repo_copy: Path, prefect_api: str) -> None:
