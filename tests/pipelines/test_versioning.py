@@ -70,3 +70,24 @@ def test_digest_is_what_dvc_records(tmp_path: Path) -> None:
         recorded = yaml.safe_load((tmp_path / f"{name}.dvc").read_text())["outs"][0]["md5"]
         assert digest(tmp_path / name) == recorded
     assert digest(tmp_path / "d").endswith(".dir")
+
+
+def test_collect_stage_hash_covers_its_source_data(repo_copy: Path, tmp_path: Path) -> None:
+    from pipelines.versioning import read_stages, stage_hash, sync_data_deps
+
+    source = tmp_path / "outside" / "a.jsonl"
+    source.parent.mkdir()
+    source.write_text('{"text": "one"}\n')
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"]["sources"] = [{"name": "out", "kind": "files", "paths": [str(source.parent / "*.jsonl")]}]
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert sync_data_deps(repo_copy) == {"collect": [str(source.parent)]}
+    assert sync_data_deps(repo_copy) == {}  # in step: dvc.yaml is left alone
+
+    def current() -> str:
+        return stage_hash(read_stages(repo_copy)["collect"], repo_copy, {"collect": data["collect"]})
+
+    before = current()
+    with source.open("a") as fh:
+        fh.write('{"text": "two"}\n')
+    assert current() != before  # the resume key changes with the source data
