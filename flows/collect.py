@@ -16,7 +16,8 @@ from pipelines import artifacts, tracking
 from pipelines.config import Params
 from pipelines.config.collect import CollectParams, DefaultSource, FilesSource, HFSource, WarcSource
 from tasks.collect.files import iter_files
-from tasks.collect.hub import iter_hf_dataset
+from tasks.collect.hub import check_hf_source, iter_hf_dataset
+from tasks.collect.items import SourceError
 from tasks.collect.shards import SourcePlan, write_records
 from tasks.collect.stdlib_corpus import iter_stdlib_corpus
 from tasks.collect.warc import iter_warc
@@ -49,6 +50,28 @@ def source_plans(params: CollectParams, root: Path) -> list[SourcePlan]:
     return plans
 
 
+def preflight(params: Params, root: Path) -> None:
+    """Check every source before anything is written (no MLflow run, no output): the pipeline calls it before
+    its parent run opens, the flow before its stage run.
+
+    Local sources are resolved (globs, files, formats); a hub dataset is only checked as far as it can be without
+    the network (its local data files), the rest fails when it is opened.
+
+    Raises:
+        SourceNotFoundError: a source names nothing that exists; the message names the source and the paths.
+        SourceConfigError: a source's settings cannot work.
+    """
+    cfg = params.collect
+    for src, plan in zip(cfg.sources, source_plans(cfg, root), strict=True):
+        try:
+            if isinstance(src, HFSource):
+                check_hf_source(path=src.path, data_files=src.data_files, base_dir=root)
+            elif isinstance(src, FilesSource | WarcSource):
+                plan.read()  # resolves globs and formats when called; reads nothing until iterated
+        except SourceError as err:
+            raise type(err)(f"source '{src.name}': {err}") from None
+
+
 @flow(name=STAGE, validate_parameters=False)
 def collect(params: Params, root: Path) -> dict[str, int]:
     """Collect every source into ``data/raw``; returns the stage counters.
@@ -57,6 +80,7 @@ def collect(params: Params, root: Path) -> dict[str, int]:
         params: the whole validated params.yaml (this stage reads its ``collect`` section).
         root: the repository.
     """
+    preflight(params, root)
     cfg = params.collect
     out_dir = root / artifacts.RAW_DIR
     docs = artifacts.report_dir(root, STAGE, "gx")

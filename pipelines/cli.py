@@ -17,7 +17,14 @@ import sys
 
 from pipelines.config import apply_orchestration, load_params
 from pipelines.runner import EXIT_OK, guarded, prepare, quiet_user_errors
-from pipelines.versioning import Versioning, check_stage_names, plan_run, read_stages, topological_order
+from pipelines.versioning import (
+    Versioning,
+    check_stage_names,
+    plan_run,
+    read_stages,
+    status_notes,
+    topological_order,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,11 +83,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     order = topological_order(read_stages(root))
     check_stage_names(args.stages, order)
     versioning = Versioning(root)
+    notes = status_notes(root)
     try:
         for stage in [s for s in order if not args.stages or s in args.stages]:
             reasons = versioning.stale_reasons(stage)
             print(f"{stage}: {'stale' if reasons else 'up to date'}")
-            for r in reasons:
+            for r in reasons + notes.get(stage, []):
                 print(f"    {r}")
     finally:
         versioning.close()

@@ -38,6 +38,11 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
         forced: stages to run even when DVC finds them up to date.
     """
     outcome: dict[str, str] = {}
+    # each planned stage's preflight (where its flow module has one) before any MLflow run opens: an error found
+    # before anything is written (a missing source) leaves nothing written, in the tracking store included
+    for stage in plan:
+        if (check := getattr(importlib.import_module(f"flows.{stage}"), "preflight", None)) is not None:
+            check(params=params, root=root)
     versioning = Versioning(root)
     try:
         with tracking.pipeline_run(params.tracking, root, plan):

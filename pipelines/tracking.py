@@ -114,7 +114,10 @@ class StageRun:
         from mlflow.data.meta_dataset import MetaDataset
 
         value = digest(path, self.root)
-        rel = path.resolve().relative_to(self.root.resolve()).as_posix()
+        try:
+            rel = path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:  # a source outside the repository is named by its absolute path
+            rel = str(path.resolve())
         with warnings.catch_warnings():  # a local path matches two registered source classes; either is right
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(str(path.resolve()))

@@ -157,13 +157,64 @@ def _describe(entry: Any) -> list[str]:
     return reasons
 
 
+def sync_data_deps(root: Path) -> dict[str, list[str]]:
+    """Keep the data deps of each stage whose params name its inputs (collect's sources) in step with params.yaml,
+    in dvc.yaml, as ``dvc stage add`` would write them; returns the stages changed and their new data deps.
+
+    DVC deps are static and take no globs, while sources are globs in params: without this, new data in a source
+    would not make the stage stale. dvc.yaml is rewritten (comments kept) only when the deps differ, so that
+    ``dvc repro`` and ``dvc status`` on their own see the same deps after any lmforge command.
+    """
+    from pipelines.config import load_params
+
+    params = load_params(root)
+    changed: dict[str, list[str]] = {}
+    for name, spec in read_stages(root).items():
+        wanted = getattr(getattr(params, name, None), "data_deps", None)
+        if wanted is not None and list(spec.data_deps) != (deps := list(wanted(root))):
+            changed[name] = deps
+    if not changed:
+        return changed
+    import io
+
+    from ruamel.yaml import YAML  # DVC's own YAML library: a round trip keeps comments and layout
+
+    from pipelines.artifacts import atomic_write_text
+
+    rt = YAML()
+    rt.indent(mapping=2, sequence=4, offset=2)  # dvc.yaml's layout (what `dvc stage add` writes)
+    rt.width = 4096
+    rt.preserve_quotes = True
+    path = root / DVC_FILE
+    doc = rt.load(path.read_text(encoding="utf-8"))
+    for name, deps in changed.items():
+        body = doc["stages"][name]
+        code = [d for d in body.get("deps") or [] if Path(next(iter(d)) if isinstance(d, dict) else str(d)).parts[0]
+                in CODE_PACKAGES]
+        body["deps"] = code + deps
+    out = io.StringIO()
+    rt.dump(doc, out)
+    atomic_write_text(path, out.getvalue())
+    return changed
+
+
+def status_notes(root: Path) -> dict[str, list[str]]:
+    """Per stage, lines about its inputs that staleness cannot show (how hub datasets are pinned)."""
+    from pipelines.config import load_params
+
+    params = load_params(root)
+    return {name: notes(root) for name in read_stages(root)
+            if (notes := getattr(getattr(params, name, None), "status_notes", None)) is not None}
+
+
 class Versioning:
-    """A DVC repository opened once per command."""
+    """A DVC repository opened once per command, after the stages' data deps are brought in step with params."""
 
     def __init__(self, root: Path) -> None:
         from dvc.repo import Repo
 
         self.root = root
+        self.synced = sync_data_deps(root)
         self.repo = Repo(str(root))
 
     def stale_reasons(self, stage: str) -> list[str]:

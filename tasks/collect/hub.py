@@ -58,6 +58,28 @@ def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train",
     return _iter_rows(dataset, prefix, split, text_field, max_doc_bytes)
 
 
+def check_hf_source(*, path: str, data_files: list[str] | None = None, base_dir: Path) -> None:
+    """Checks, without opening the dataset or the network, what can be checked locally about a source.
+
+    Raises:
+        SourceNotFoundError: A local-looking path or a data-file glob names nothing.
+        SourceConfigError: `path` is a file, not a directory.
+    """
+    local = _local_dir(path, Path(base_dir))
+    if local is not None and not local.is_dir():
+        raise SourceConfigError(f"dataset path {path!r} is a file; give its directory, or use builder 'json' / "
+                                "'parquet' with data_files")
+    if data_files is None:
+        return
+    if local is not None:
+        expand_paths(data_files, local)
+        return
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    if path in _PACKAGED_DATASETS_MODULES:  # a hub id's data_files lie inside the hub repository
+        expand_paths(data_files, Path(base_dir))
+
+
 def _local_dir(path: str, base_dir: Path) -> Path | None:
     """The local path meant by `path`, or None for a builder name / hub id; raises if it should exist but does not."""
     candidate = base_dir / os.path.expanduser(path)

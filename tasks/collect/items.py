@@ -39,21 +39,27 @@ class SourceConfigError(SourceError):
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One text read from a source, exactly as read (decoded, never normalised)."""
+    """One text read from a source, exactly as read (decoded, never normalised).
+
+    `location` is unique within the source (file and line, row or record); `url` is the page a web record was
+    fetched from, when there is one.
+    """
 
     text: str
     location: str
     metadata: dict[str, Any]
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """One input record that could not become a `Document`, and why."""
+    """One input record that could not become a `Document`, and why (`url`: the page, for a web record)."""
 
     location: str
     reason: str
     detail: str
     raw: str
+    url: str | None = None
 
 
 SourceItem = Document | Rejection
@@ -109,9 +115,12 @@ def expand_paths(patterns: Sequence[str], base_dir: Path) -> list[Path]:
             missing.append(pattern)
         found.update(files)
     if missing:
+        # say what a relative pattern was relative to; an absolute one speaks for itself
+        named = [repr(p) if os.path.isabs(os.path.expanduser(p)) else f"{p!r} (relative to {base_dir})"
+                 for p in missing]
         hints = [f"{p!r} is a directory: use a glob such as '{p.rstrip('/')}/**/*.jsonl'"
                  for p in missing if (Path(base_dir) / os.path.expanduser(p)).is_dir()]
-        raise SourceNotFoundError(f"no files match {', '.join(repr(p) for p in missing)} (relative to {base_dir}); "
+        raise SourceNotFoundError(f"no files match {', '.join(named)}; "
                                   "fix the paths in the source's params or create the files" +
                                   "".join(f"; {h}" for h in hints))
     return sorted(found)

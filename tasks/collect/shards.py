@@ -116,13 +116,13 @@ class _Progress:
 
 def _row(source: str, doc: Document) -> tuple[dict[str, Any], int]:
     encoded = doc.text.encode("utf-8", "surrogatepass")
-    is_url = doc.location.startswith(("http://", "https://"))
+    url = doc.url or (doc.location if doc.location.startswith(("http://", "https://")) else None)
     row = {
         "id": _record_id(source, doc.location, encoded),
         "text": doc.text,
         "source": source,
-        "url": doc.location if is_url else None,
-        "path": None if is_url else doc.location,
+        "url": url,
+        "path": None if url else doc.location,
         "metadata": json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str),
     }
     return row, len(encoded)
@@ -165,8 +165,8 @@ def write_records(
     with open(out_dir / QUARANTINE_FILE, "w", encoding="utf-8") as quarantine:
 
         def reject(source: str, item: Rejection) -> None:
-            rec = {"source": source, "location": item.location, "reason": item.reason, "detail": item.detail,
-                   "raw": item.raw}
+            rec = {"source": source, "location": item.location, "url": item.url, "reason": item.reason,
+                   "detail": item.detail, "raw": item.raw}
             quarantine.write(json.dumps(rec, ensure_ascii=False) + "\n")
             stats["quarantined"] += 1
             stats[f"quarantined_{item.reason}"] += 1

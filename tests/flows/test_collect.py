@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
+from tests.conftest import run_cli, subprocess_env
 from tests.tasks.collect.test_warc import PAGE, SCRIPT_ONLY, conversion, response
 
 
@@ -93,3 +97,102 @@ def test_missing_source_is_a_clear_error_before_any_output(mixed_repo: Path, pre
         collect(params=load_params(mixed_repo), root=mixed_repo)
     assert not (mixed_repo / "data").exists() or not any((mixed_repo / "data").iterdir())
     assert SourceNotFoundError.exit_code == 2
+
+
+def _mlflow_runs(repo: Path) -> int:
+    """How many runs the repo's embedded MLflow store holds (0 when it was never created)."""
+    db = repo / "mlruns.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return int(con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+@pytest.mark.parametrize("entry", ["lmforge run", "python -m flows.collect"])
+def test_a_missing_source_writes_nothing_not_even_mlflow_runs(repo_copy: Path, prefect_api: str, tmp_path: Path,
+                                                              entry: str) -> None:
+    gone = tmp_path / "elsewhere" / "*.jsonl"  # an absolute path outside the repo
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"]["sources"].append({"name": "gone", "kind": "files", "paths": [str(gone)]})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    if entry == "lmforge run":
+        res = run_cli(repo_copy, "run", "collect")
+    else:
+        res = subprocess.run([sys.executable, "-m", "flows.collect"], cwd=repo_copy, env=subprocess_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert _mlflow_runs(repo_copy) == 0
+    assert f"lmforge: error: source 'gone': no files match '{gone}'; fix the paths" in res.stderr
+    assert "relative to" not in res.stderr and "Traceback" not in res.stderr
+    assert not (repo_copy / "data").exists() or not any((repo_copy / "data").rglob("*"))
+
+
+def _jsonl(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+
+def _set_sources(repo: Path, sources: list[dict[str, object]]) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["collect"]["sources"] = sources
+    data["collect"]["validation"] = {"min_rows": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_hub_sources_say_how_they_are_pinned(repo_copy: Path) -> None:
+    _set_sources(repo_copy, [{"name": "wiki", "kind": "hf", "path": "someone/wiki", "revision": "abc123"},
+                             {"name": "news", "kind": "hf", "path": "someone/news"}])
+    status = run_cli(repo_copy, "status", "collect")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout == ("collect: stale\n    never run (no entry in dvc.lock)\n"
+                             "    source 'wiki': hub dataset someone/wiki: pinned at revision abc123\n"
+                             "    source 'news': hub dataset someone/news: unpinned: hub data can change without "
+                             "notice (set `revision` to pin it)\n")
+
+
+def test_changed_source_data_makes_collect_stale(repo_copy: Path, prefect_api: str, tmp_path: Path) -> None:
+    inside, outside = repo_copy / "corpus" / "a.jsonl", tmp_path / "outside" / "b.jsonl"
+    _jsonl(inside, [f"inside the repo, document {i}" for i in range(3)])
+    _jsonl(outside, [f"outside the repo, document {i}" for i in range(3)])
+    _set_sources(repo_copy, [{"name": "in", "kind": "files", "paths": ["corpus/*.jsonl"]},
+                             {"name": "out", "kind": "files", "paths": [str(outside.parent / "*.jsonl")]}])
+    first = run_cli(repo_copy, "run", "collect")
+    assert first.returncode == 0, first.stderr
+    assert run_cli(repo_copy, "status", "collect").stdout == "collect: up to date\n"
+    with outside.open("a") as fh:  # a record appended to a source outside the repository
+        fh.write(json.dumps({"text": "a record appended later"}) + "\n")
+    stale = run_cli(repo_copy, "status", "collect").stdout
+    assert stale.startswith("collect: stale\n") and str(outside.parent) in stale, stale
+    again = run_cli(repo_copy, "run", "collect")
+    assert again.returncode == 0 and "collect: ran" in again.stdout, again.stderr
+    raw = repo_copy / "data" / "raw"
+    rows = [r for p in sorted(raw.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert "a record appended later" in {r["text"] for r in rows}
+    # the sources are deps in dvc.yaml itself: `dvc status` alone sees a new file in the source's directory
+    deps = yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"]["collect"]["deps"]
+    assert deps[-2:] == [str(outside.parent), "corpus"] and "flows/collect.py" in deps
+    _jsonl(repo_copy / "corpus" / "new.jsonl", ["a new file in the source's directory"])
+    dvc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "collect"], cwd=repo_copy,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert "modified:" in dvc.stdout and "corpus" in dvc.stdout, dvc.stdout + dvc.stderr
+    assert run_cli(repo_copy, "status", "collect").stdout.startswith("collect: stale\n")
+
+
+def test_one_document_one_shard_nothing_quarantined(repo_copy: Path, prefect_api: str) -> None:
+    from flows.collect import collect
+    from tests.tasks.collect.test_warc import wget_record
+
+    (repo_copy / "crawl").mkdir()
+    (repo_copy / "crawl" / "one.warc.gz").write_bytes(gzip.compress(wget_record(PAGE)))
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"].update(sources=[{"name": "one", "kind": "warc", "paths": ["crawl/*.warc.gz"]}],
+                           validation={"min_rows": 1})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    stats = collect(params=load_params(repo_copy), root=repo_copy)
+    raw = repo_copy / "data" / "raw"
+    assert [p.name for p in sorted(raw.glob("part-*.parquet"))] == ["part-00000.parquet"]
+    rows = pq.read_table(raw / "part-00000.parquet").to_pylist()
+    assert [(r["url"], r["text"]) for r in rows] == [("http://127.0.0.1:18777/index.html",
+                                                      "The quick brown fox jumps over the lazy dog.")]
+    assert (raw / "quarantine.jsonl").read_text() == ""
+    assert stats["kept"] == 1 and stats["quarantined"] == 0 and stats["shards"] == 1 and stats["gx_failed"] == 0

@@ -86,3 +86,24 @@ def test_bytecode_caches_are_not_part_of_a_code_dep(tmp_path: Path) -> None:
     (pkg / "__pycache__" / "shard.cpython-311.pyc").write_bytes(b"\x00bytecode")
     assert digest(pkg, tmp_path) == before
     assert digest(pkg) != before  # without the repo's ignore rules the cache would count
+
+
+def test_collect_stage_hash_covers_its_source_data(repo_copy: Path, tmp_path: Path) -> None:
+    from pipelines.versioning import read_stages, stage_hash, sync_data_deps
+
+    source = tmp_path / "outside" / "a.jsonl"
+    source.parent.mkdir()
+    source.write_text('{"text": "one"}\n')
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["collect"]["sources"] = [{"name": "out", "kind": "files", "paths": [str(source.parent / "*.jsonl")]}]
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert sync_data_deps(repo_copy) == {"collect": [str(source.parent)]}
+    assert sync_data_deps(repo_copy) == {}  # in step: dvc.yaml is left alone
+
+    def current() -> str:
+        return stage_hash(read_stages(repo_copy)["collect"], repo_copy, {"collect": data["collect"]})
+
+    before = current()
+    with source.open("a") as fh:
+        fh.write('{"text": "two"}\n')
+    assert current() != before  # the resume key changes with the source data

@@ -49,7 +49,7 @@ def test_rows_schema_counts_and_quarantine(tmp_path: Path) -> None:
     assert stats["quarantined_too_long"] == 1  # the 50-byte page is over max_doc_bytes=40
     quarantined = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
     assert [q["reason"] for q in quarantined] == ["invalid_json", "too_long", "empty_text"]
-    assert quarantined[0] == {"source": "web", "location": "f.jsonl#L6", "reason": "invalid_json",
+    assert quarantined[0] == {"source": "web", "location": "f.jsonl#L6", "url": None, "reason": "invalid_json",
                               "detail": "Expecting value", "raw": "{oops"}
 
 

@@ -1,9 +1,18 @@
-"""WARC/WET reader on tiny crawl files written here with fastwarc's own record writer."""
+"""WARC/WET reader on tiny crawl files written with fastwarc's record writer, with warcio (another tool's writer,
+as crawlers use it: gzip-encoded and chunked payloads), as wget writes records, and by a real wget crawl."""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import io
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,7 +66,8 @@ def crawl() -> list[bytes]:
 
 
 def outcome(items: list[Document | Rejection]) -> list[tuple[str, str]]:
-    return [(i.location, "doc" if isinstance(i, Document) else i.reason) for i in items]
+    """(page URL, or the location of a file-level rejection; "doc" or the rejection reason) per item."""
+    return [(getattr(i, "url", None) or i.location, "doc" if isinstance(i, Document) else i.reason) for i in items]
 
 
 EXPECTED = [("http://a.example/", "doc"), ("http://b.example/", "no_text_extracted"),
@@ -112,7 +122,8 @@ def test_gzipped_warc_cut_short_then_next_file(tmp_path: Path, crawl: list[bytes
     (tmp_path / "a.warc.gz").write_bytes(b"".join(members)[: -len(members[-1]) // 2])
     (tmp_path / "b.warc.gz").write_bytes(b"".join(members[:2]))
     items = list(iter_warc(paths=["*.warc.gz"], base_dir=tmp_path))
-    assert outcome(items) == EXPECTED[:-1] + [(str(tmp_path / "a.warc.gz"), "truncated"), EXPECTED[0]]
+    # the cut is named by file and record: the 7th record (index 6) of a.warc.gz
+    assert outcome(items) == EXPECTED[:-1] + [(f"{tmp_path / 'a.warc.gz'}#W6", "truncated"), EXPECTED[0]]
 
 
 def test_garbage_file_is_unreadable_and_missing_glob_raises(tmp_path: Path, crawl: list[bytes]) -> None:
@@ -122,3 +133,138 @@ def test_garbage_file_is_unreadable_and_missing_glob_raises(tmp_path: Path, craw
     assert outcome(items) == [(str(tmp_path / "a.warc"), "unreadable"), EXPECTED[0]]
     with pytest.raises(SourceNotFoundError, match="crawl/\\*.warc.gz"):
         iter_warc(paths=["crawl/*.warc.gz"], base_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ crawls written by other tools (issue 11, item 8)
+BIG_PAGE = b"<html><body><article>" + b"".join(
+    b"<p>Paragraph %d of a long article, written to fill more than one chunk of the transfer.</p>" % i
+    for i in range(120)) + b"</article></body></html>"
+
+
+def chunked(body: bytes, size: int = 0x1C37) -> bytes:
+    """`Transfer-Encoding: chunked` as servers send it, chunk sizes zero-padded like "001c37"."""
+    parts = [b"%06x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def warcio_crawl(gzip_records: bool) -> bytes:
+    """Responses as a crawler writes them with warcio: the wire bytes, encoded as the server sent them."""
+    import zlib
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=gzip_records)
+    pages = [("http://gzip.example/", gzip.compress(PAGE), [("Content-Encoding", "gzip")]),
+             ("http://deflate.example/", zlib.compress(PAGE), [("Content-Encoding", "deflate")]),
+             ("http://chunked.example/", chunked(BIG_PAGE), [("Transfer-Encoding", "chunked")]),
+             ("http://both.example/", chunked(gzip.compress(BIG_PAGE), 100),
+              [("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")]),
+             ("http://corrupt.example/", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 20,
+              [("Content-Encoding", "gzip")])]
+    for uri, body, extra in pages:
+        headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"), *extra],
+                                   protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(uri, "response", payload=io.BytesIO(body),
+                                                      http_headers=headers))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("gzip_records", [False, True])
+def test_warcio_gzip_deflate_and_chunked_payloads_are_decoded(tmp_path: Path, gzip_records: bool) -> None:
+    name = "crawl.warc.gz" if gzip_records else "crawl.warc"
+    (tmp_path / name).write_bytes(warcio_crawl(gzip_records))
+    items = list(iter_warc(paths=[name], base_dir=tmp_path))
+    assert outcome(items) == [("http://gzip.example/", "doc"), ("http://deflate.example/", "doc"),
+                              ("http://chunked.example/", "doc"), ("http://both.example/", "doc"),
+                              ("http://corrupt.example/", "undecodable")]
+    texts = [i.text for i in items if isinstance(i, Document)]
+    assert texts[:2] == ["The quick brown fox jumps over the lazy dog."] * 2
+    for text in texts[2:]:  # no chunk-size lines left in the text
+        assert text.startswith("Paragraph 0 of a long article") and text.endswith("Paragraph 119 of a long article, "
+                                                                                   "written to fill more than one "
+                                                                                   "chunk of the transfer.")
+        assert "001c37" not in text and "\n0" not in text
+    assert "corrupt gzip payload" in items[4].detail  # type: ignore[union-attr]
+
+
+WGET_RESPONSE = (b"WARC/1.0\r\nWARC-Type: response\r\n"
+                 b"WARC-Record-ID: <urn:uuid:ea30b44c-575d-46f5-8b69-fcc16034b492>\r\n"
+                 b"WARC-Target-URI: <http://127.0.0.1:18777/index.html>\r\nWARC-Date: 2026-12-02T00:40:26Z\r\n"
+                 b"WARC-IP-Address: 127.0.0.1\r\nContent-Type: application/http;msgtype=response\r\n"
+                 b"Content-Length: %d\r\n\r\n%s\r\n\r\n")
+
+
+def wget_record(body: bytes) -> bytes:
+    """A response record byte for byte as wget 1.21 writes it (the URI in angle brackets)."""
+    http = b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\nContent-type: text/html\r\n\r\n" + body
+    return WGET_RESPONSE % (len(http), http)
+
+
+def test_wget_style_target_uri_in_angle_brackets(tmp_path: Path) -> None:
+    (tmp_path / "wget.warc").write_bytes(warcinfo() + wget_record(PAGE))
+    items = list(iter_warc(paths=["wget.warc"], base_dir=tmp_path))
+    assert outcome(items) == [("http://127.0.0.1:18777/index.html", "doc")]
+    assert items[0].text == "The quick brown fox jumps over the lazy dog."  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget is not installed")
+def test_a_real_wget_crawl_of_a_local_server(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_bytes(LAST_PAGE)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        subprocess.run(["wget", "-q", "--warc-file=crawl", "-O", os.devnull, url], cwd=tmp_path, check=True,
+                       timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    items = list(iter_warc(paths=["crawl.warc.gz"], base_dir=tmp_path))
+    assert outcome(items) == [(url, "doc")]
+    assert "Closing paragraph of the crawl." in items[0].text  # type: ignore[union-attr]
+
+
+def test_quarantine_names_file_and_record(tmp_path: Path) -> None:
+    from tasks.collect.shards import SourcePlan, write_records
+
+    # the same page fetched three times: three entries that must be told apart
+    (tmp_path / "a.warc").write_bytes(warcinfo() + response("http://b.example/", SCRIPT_ONLY) * 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    write_records([SourcePlan("cc", lambda: iter_warc(paths=["a.warc"], base_dir=tmp_path))], out, seed=0,
+                  shard_max_records=10, shard_max_bytes=10**6, max_doc_bytes=10**6)
+    entries = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
+    assert [(e["location"], e["url"], e["reason"]) for e in entries] == [
+        (f"{tmp_path / 'a.warc'}#W{i}", "http://b.example/", "no_text_extracted") for i in (1, 2, 3)]
+
+
+def _cuts(records: list[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Every way to cut the file inside its last record (short of its closing blank line)."""
+    head = b"".join(records[:-1])
+    for cut in range(1, len(records[-1]) - 4):
+        yield cut, head + records[-1][:cut]
+
+
+@pytest.mark.parametrize("writer", ["fastwarc", "warcio", "wget"])
+def test_a_file_cut_anywhere_in_a_record_is_truncated(tmp_path: Path, writer: str) -> None:
+    if writer == "warcio":
+        data = warcio_crawl(False)
+        records = [data[: data.index(b"WARC/1.", 10)], data[data.index(b"WARC/1.", 10):data.index(b"WARC/1.", 1000)]]
+    elif writer == "wget":
+        records = [wget_record(PAGE), wget_record(LAST_PAGE)]
+    else:
+        records = [response("http://a.example/", PAGE), response("http://f.example/", LAST_PAGE)]
+    wrong = []
+    for cut, data in _cuts(records):
+        (tmp_path / "cut.warc").write_bytes(data)
+        got = [(i.location, "doc" if isinstance(i, Document) else i.reason)
+               for i in iter_warc(paths=["cut.warc"], base_dir=tmp_path)]
+        if got != [(f"{tmp_path / 'cut.warc'}#W0", "doc"), (f"{tmp_path / 'cut.warc'}#W1", "truncated")]:
+            wrong.append((cut, got[1:]))
+    assert wrong == []
