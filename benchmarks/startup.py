@@ -9,14 +9,17 @@ takes well under a second, so what a stage costs is its fixed cost: Prefect subf
 ``--source`` (default: this checkout; pass an older checkout to measure it side by side):
 
 1. ``python -m pipelines.cli run collect clean dedup tokenizer`` (one process, one Prefect API): wall and CPU
-   seconds of the whole command (its children included, ``resource.getrusage``), and per stage the wall time it
-   adds to the run: from the end of the previous stage (the start of the pipeline flow for the first) to the end
-   of its own subflow, read from the run's Prefect database, so it covers the DVC staleness check, the subflow
-   and the DVC record. What is left, process start (imports, the ephemeral API) and exit, is reported apart.
+   seconds of the whole command (its children included, ``resource.getrusage``), and per stage the wall and CPU
+   time it adds to the run: from the end of the previous stage (the start of the pipeline flow for the first) to
+   the end of its own subflow, read from the run's Prefect database, so it covers the DVC staleness check, the
+   subflow and the DVC record; CPU seconds of the process tree are sampled every 0.2 s (psutil) and
+   interpolated at those instants. What is left, process start (imports, the ephemeral API) and exit, is
+   reported apart.
 2. each stage's dvc.yaml cmd alone, ``python -m flows.STAGE`` (a fresh process each, so it pays the ephemeral
    Prefect API and every import again): wall and CPU seconds.
 
-Medians over the repeats; the table goes to stdout, everything to the JSON file.
+On a shared, loaded machine wall times stretch with the load; CPU seconds much less. Medians over the repeats;
+the table goes to stdout, everything to the JSON file.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +69,8 @@ def source_copy(source: Path, dest: Path) -> Path:
 
 
 def tiny_corpus(repo: Path, docs: int, seed: int = 0) -> None:
-    """``docs`` prose documents (one in ten an exact copy) as a jsonl files source, and params that let such a small corpus pass the gates."""
+    """``docs`` prose documents (one in ten an exact copy) as a jsonl files source, and params that let such a
+    small corpus pass the gates."""
     from benchmarks.curation import prose
 
     rng = random.Random(seed)
@@ -105,6 +111,52 @@ def timed(cmd: list[str], cwd: Path) -> dict:
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "started": started, "ended": started + wall}
 
 
+def _tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc`` and its descendants so far (live ones, and the reaped ones through children_*)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def sampled(cmd: list[str], cwd: Path, every: float = 0.2) -> tuple[dict, list[tuple[float, float]]]:
+    """:func:`timed`, also sampling the process tree's cumulative CPU seconds: [(unix time, CPU s)]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0, started = time.perf_counter(), time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples: list[tuple[float, float]] = [(started, 0.0)]
+    ps = psutil.Process(proc.pid)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read() if proc.stdout else ""), daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        try:
+            samples.append((time.time(), _tree_cpu(ps)))
+        except psutil.Error:
+            pass
+        time.sleep(every)
+    reader.join()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{''.join(chunks)[-5000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    samples.append((started + wall, cpu))
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "started": started, "ended": started + wall}, samples
+
+
+def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
+    """Cumulative CPU seconds at ``when``, interpolated between samples."""
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+        if t0 <= when <= t1:
+            return c0 + (c1 - c0) * ((when - t0) / (t1 - t0) if t1 > t0 else 0.0)
+    return samples[-1][1]
+
+
 def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
@@ -120,16 +172,18 @@ def flow_runs(repo: Path) -> list[dict]:
 
 def pipeline_side(repo: Path, stages: tuple[str, ...]) -> dict:
     """One ``lmforge run`` of ``stages``: totals, and the wall time each stage adds to it."""
-    total = timed([sys.executable, "-m", "pipelines.cli", "run", *stages], repo)
+    total, samples = sampled([sys.executable, "-m", "pipelines.cli", "run", *stages], repo)
     runs = flow_runs(repo)
     top = next(r for r in runs if r["flow"] == "lmforge" and not r["nested"])
     ends = {r["flow"]: r["end"] for r in runs if r["flow"] in stages and r["nested"]}
-    per_stage, prev = {}, top["start"]
+    per_stage, per_stage_cpu, prev = {}, {}, top["start"]
     for stage in stages:
         per_stage[stage] = round(ends[stage] - prev, 2)
+        per_stage_cpu[stage] = round(_cpu_at(samples, ends[stage]) - _cpu_at(samples, prev), 2)
         prev = ends[stage]
-    return {**{k: total[k] for k in ("wall_s", "cpu_s")}, "stage_wall_s": per_stage,
-            "startup_s": round(top["start"] - total["started"], 2), "exit_s": round(total["ended"] - prev, 2)}
+    return {**{k: total[k] for k in ("wall_s", "cpu_s")}, "stage_wall_s": per_stage, "stage_cpu_s": per_stage_cpu,
+            "startup_s": round(top["start"] - total["started"], 2),
+            "startup_cpu_s": round(_cpu_at(samples, top["start"]), 2), "exit_s": round(total["ended"] - prev, 2)}
 
 
 def standalone_side(repo: Path, stages: tuple[str, ...]) -> dict:
@@ -152,9 +206,12 @@ def summarise(repeats: list[dict], stages: tuple[str, ...]) -> dict:
     return {
         "pipeline": {"wall_s": _median([p["wall_s"] for p in pipe]), "cpu_s": _median([p["cpu_s"] for p in pipe]),
                      "startup_s": _median([p["startup_s"] for p in pipe]),
+                     "startup_cpu_s": _median([p["startup_cpu_s"] for p in pipe]),
                      "exit_s": _median([p["exit_s"] for p in pipe]),
                      "stage_wall_s": {s: _median([p["stage_wall_s"][s] for p in pipe]) for s in stages},
-                     "mean_stage_wall_s": _median([statistics.mean(p["stage_wall_s"].values()) for p in pipe])},
+                     "stage_cpu_s": {s: _median([p["stage_cpu_s"][s] for p in pipe]) for s in stages},
+                     "mean_stage_wall_s": _median([statistics.mean(p["stage_wall_s"].values()) for p in pipe]),
+                     "mean_stage_cpu_s": _median([statistics.mean(p["stage_cpu_s"].values()) for p in pipe])},
         "standalone": {s: {k: _median([a[s][k] for a in alone]) for k in ("wall_s", "cpu_s")} for s in stages},
     }
 
@@ -163,14 +220,17 @@ def table(label: str, summary: dict, stages: tuple[str, ...]) -> str:
     """The medians as a text table."""
     pipe, alone = summary["pipeline"], summary["standalone"]
     lines = [f"{label}: fixed cost per stage, tiny corpus (medians)",
-             f"{'stage':<12}{'in lmforge run: wall s':>24}{'alone (python -m flows.X): wall s':>36}{'CPU s':>8}"]
+             f"{'stage':<12}{'in lmforge run: wall s':>24}{'CPU s':>8}{'alone (python -m flows.X): wall s':>36}"
+             f"{'CPU s':>8}"]
     for s in stages:
-        lines.append(f"{s:<12}{pipe['stage_wall_s'][s]:>24.2f}{alone[s]['wall_s']:>36.2f}{alone[s]['cpu_s']:>8.2f}")
-    lines.append(f"{'mean/stage':<12}{pipe['mean_stage_wall_s']:>24.2f}"
+        lines.append(f"{s:<12}{pipe['stage_wall_s'][s]:>24.2f}{pipe['stage_cpu_s'][s]:>8.2f}"
+                     f"{alone[s]['wall_s']:>36.2f}{alone[s]['cpu_s']:>8.2f}")
+    lines.append(f"{'mean/stage':<12}{pipe['mean_stage_wall_s']:>24.2f}{pipe['mean_stage_cpu_s']:>8.2f}"
                  f"{statistics.mean(alone[s]['wall_s'] for s in stages):>36.2f}"
                  f"{statistics.mean(alone[s]['cpu_s'] for s in stages):>8.2f}")
     lines.append(f"lmforge run {' '.join(stages)}: {pipe['wall_s']:.2f} s wall, {pipe['cpu_s']:.2f} CPU-s; of it "
-                 f"process start (imports, Prefect API) {pipe['startup_s']:.2f} s, exit {pipe['exit_s']:.2f} s")
+                 f"process start (imports, Prefect API) {pipe['startup_s']:.2f} s ({pipe['startup_cpu_s']:.2f} "
+                 f"CPU-s), exit {pipe['exit_s']:.2f} s")
     return "\n".join(lines)
 
 
