@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow
 
-from pipelines import tracking
+from pipelines import sharding, tracking
 from pipelines.config import Params
 from pipelines.versioning import Versioning, plan_run
 
@@ -45,7 +45,8 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
             check(params=params, root=root)
     versioning = Versioning(root)
     try:
-        with tracking.pipeline_run(params.tracking, root, plan):
+        # one Dask cluster for every shard map of the run (started only if a map needs one)
+        with tracking.pipeline_run(params.tracking, root, plan), sharding.cluster_scope():
             for stage in plan:
                 reasons = ["forced"] if stage in forced else versioning.stale_reasons(stage)
                 if not reasons:

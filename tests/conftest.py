@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,8 +13,10 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipelines.config import TELEMETRY_OFF
@@ -32,62 +36,118 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect server on 127.0.0.1, shared by the whole session (starting one costs ~10 s)."""
-    home = tmp_path_factory.mktemp("prefect-home")
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                members.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return members
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM the process group ``proc`` leads, SIGKILL whatever is left of it after ``timeout`` s; reap ``proc``.
+
+    Children that servers start (uvicorn workers, an ephemeral API) are in the group: stopping only the leader
+    leaves them running, orphaned, after the suite ends.
+    """
+    pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    _, alive = psutil.wait_procs(_group_members(pgid), timeout=max(1.0, timeout / 4))
+    if alive or proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        psutil.wait_procs(_group_members(pgid), timeout=5)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``prefect server start`` on a free port of 127.0.0.1 with its state under ``home``; yields (API URL, process)."""
+    home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "w")
+    # its own session and process group: teardown stops the whole group, never only the `prefect` process
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    old = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True)
     try:
-        yield url
+        url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, proc
     finally:
-        # deliver what this process still has queued for the API before the server goes away
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=10)
-        EventsWorker.drain_all(timeout=10)
-        if old is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = old
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process_group(proc)
         log.close()
 
 
-def _tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server on 127.0.0.1, shared by the whole session (starting one costs ~10 s)."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (url, _):
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            # deliver what this process still has queued for the API before the server goes away
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+
+
+RUN_STATE = ("dvc.lock", "metrics", "mlruns.db", "mlruns", "mlartifacts", ".prefect", "checkpoints", "reports",
+             ".dvc-storage", ".dvc/cache", ".dvc/tmp", "benchmarks/results")
+"""What running the pipeline leaves in a checkout besides the dvc.yaml outs: never part of a test's copy."""
+
+
+def _is_run_output(rel: str, outs: set[str]) -> bool:
+    parts = Path(rel).parts
+    return any(parts[: len(Path(o).parts)] == Path(o).parts for o in outs)
+
+
+def _source_files(root: Path) -> list[str]:
+    """The checkout's source: tracked and untracked-but-not-ignored files, minus everything a run writes.
+
+    Untracked files count (developers run the tests before committing a new module); run outputs do not, even
+    when committed (the README tells users to commit dvc.lock and metrics/): a test's copy must not depend on
+    what the user ran in the checkout.
+    """
+    from pipelines.versioning import read_stages
+
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
                          text=True, check=True).stdout.split("\n")
-    return [f for f in out if f and (REPO / f).is_file()]
+    outs = set(RUN_STATE) | {o for spec in read_stages(root).values() for o in spec.outs}
+    return sorted({f for f in out if f and not _is_run_output(f, outs) and (root / f).is_file()})
 
 
 def make_repo_copy(dest: Path) -> Path:
-    """Copy the repository's source (what git would track) into ``dest`` and commit it there."""
-    for rel in _tracked_files():
+    """Copy the repository's source (what git would track, never run outputs) into ``dest`` and commit it there."""
+    for rel in _source_files(REPO):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)

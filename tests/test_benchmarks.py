@@ -96,3 +96,19 @@ def test_dedup_recall_benchmark_reports_recall_per_jaccard_bucket(tmp_path: Path
     assert ours["buckets"][-1]["recall"] == 1.0  # exact copies (up to case and spacing) are always found
     assert 0 < ours["recall"] <= 1 and ours["precision"] == 1.0
     assert "jaccard" in res.stdout and "lmforge.defaults" in res.stdout
+
+
+def test_startup_benchmark_reports_the_fixed_cost_of_each_stage_in_a_run_and_alone(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--docs", "60", "--repeats", "1", "--stages",
+                          "collect", "clean", "--json", str(out)], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    assert result["stages"] == ["collect", "clean"] and len(result["repeats"]) == 1
+    pipe = result["pipeline"]
+    assert pipe["wall_s"] > pipe["startup_s"] > 0 and pipe["cpu_s"] > 0
+    assert all(pipe["stage_wall_s"][s] > 0 for s in ("collect", "clean"))
+    assert all(result["standalone"][s]["wall_s"] > 0 and result["standalone"][s]["cpu_s"] > 0
+               for s in ("collect", "clean"))
+    assert "fixed cost per stage" in res.stdout and "mean/stage" in res.stdout

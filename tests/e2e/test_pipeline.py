@@ -76,6 +76,9 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     assert (repo / "reports/gx/collect/index.html").is_file()
     first = _lock_md5(repo)
     outs_first = _all_outs(repo)
+    # git sees only what the user commits after a run (data and models live in DVC's cache and remote)
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert sorted(status.splitlines()) == ["?? dvc.lock", "?? metrics/"], status
 
     # DVC agrees nothing is stale, and a second run does nothing, quickly and without starting Prefect
     st = _dvc(repo, "status")
