@@ -96,7 +96,8 @@ def test_one_process_starts_without_compiling_deepspeed_ops_and_reports_time_to_
     assert "built successfully" not in reference["stdout"]
     assert not any(reference["extensions"].rglob("*deepspeed_shm_comm*")), list(reference["extensions"].rglob("*"))
     stats = run_stats(reference["cfg"])
-    assert 0 < stats["launch_to_first_step_seconds"] < 60, stats  # imports, engine and the first eval included
+    # imports, process group, engine and the first eval; seconds on an idle machine, far more on a busy one
+    assert 0 < stats["launch_to_first_step_seconds"] < 240, stats
     assert "launch_to_first_step_seconds" not in summary(reference["cfg"])  # timings stay out of the export
     assert "pretrain: first step" in reference["stdout"]
 
