@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 SHM_COMM_OP = "deepspeed_shm_comm"
-"""DeepSpeed's shared-memory all-reduce for CPU processes on one node; JIT-compiled (~50 s) on first use."""
+"""DeepSpeed's shared-memory all-reduce for CPU processes on one node (inference and AutoTP only); JIT-compiled
+(~50 s) on first use."""
 
 
 def resolve_precision(precision: str) -> str:
@@ -38,16 +39,18 @@ def setup_single_process_env() -> None:
                       MASTER_PORT=str(port))
 
 
-def skip_shm_build(*, local_world_size: int, on_cpu: bool) -> bool:
-    """Keep DeepSpeed from compiling its shared-memory all-reduce op when no other process shares this node.
+def skip_shm_build(*, on_cpu: bool, tensor_parallel: bool = False) -> bool:
+    """Keep DeepSpeed from compiling its shared-memory all-reduce op where nothing would use it.
 
     DeepSpeed's CPU backend JIT-builds ``deepspeed_shm_comm`` in ``init_distributed`` whenever the op is marked
     compatible (the install used DS_BUILD_OPS=0, so nothing is prebuilt): about 50 s of C++ compilation on a fresh
-    machine before step 0. The op only speeds up all-reduces between processes of one node; alone on a node there is
-    nobody to reduce with, so it is marked incompatible and gloo (a no-op for one rank) is used. On CUDA DeepSpeed
-    has no such op (and probing the ops' compatibility would cost seconds). Returns whether the build is skipped.
+    machine before step 0, and a rebuild whenever the cache was built from another checkout's path. Only
+    ``inference_all_reduce`` uses it (DeepSpeed inference and AutoTP tensor-parallel layers); training's gradient
+    all-reduce goes through torch.distributed (gloo), so unless the DeepSpeed config asks for tensor parallelism the
+    op is marked incompatible and never built. On CUDA DeepSpeed has no such op (and probing the ops' compatibility
+    would cost seconds). Returns whether the build is skipped.
     """
-    if local_world_size > 1 or not on_cpu:
+    if not on_cpu or tensor_parallel:
         return False
     import deepspeed.ops
 
@@ -56,14 +59,17 @@ def skip_shm_build(*, local_world_size: int, on_cpu: bool) -> bool:
     return True
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group (NCCL on CUDA, gloo on CPU); returns (rank, world_size)."""
+def init_distributed(*, tensor_parallel: bool = False) -> tuple[int, int]:
+    """Join the process group (NCCL on CUDA, gloo on CPU); returns (rank, world_size).
+
+    Args:
+        tensor_parallel: the DeepSpeed config enables AutoTP (``tensor_parallel``), whose layers use the shm op.
+    """
     import deepspeed
     import torch
 
     cuda = torch.cuda.is_available()
-    skip_shm_build(local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))),
-                   on_cpu=not cuda)
+    skip_shm_build(on_cpu=not cuda, tensor_parallel=tensor_parallel)
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 

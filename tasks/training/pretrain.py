@@ -104,7 +104,11 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)  # its INFO lines would drown ours
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rank, world_size = ds.init_distributed()
+    ds_config = ds.deepspeed_config(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip,
+                                    zero_stage=cfg.zero_stage, precision=cfg.precision,
+                                    offload_optimizer=cfg.offload_optimizer, offload_params=cfg.offload_params,
+                                    override=cfg.deepspeed_config)
+    rank, world_size = ds.init_distributed(tensor_parallel="tensor_parallel" in ds_config)
     is_main = rank == 0
 
     def say(msg: str) -> None:
@@ -118,10 +122,6 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     n_params, peak_flops = count_params(model), telemetry.peak_flops()
-    ds_config = ds.deepspeed_config(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip,
-                                    zero_stage=cfg.zero_stage, precision=cfg.precision,
-                                    offload_optimizer=cfg.offload_optimizer, offload_params=cfg.offload_params,
-                                    override=cfg.deepspeed_config)
     engine, optimizer = ds.build_engine(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                                         ds_config=ds_config)
     say(f"pretrain: {n_params / 1e6:.2f}M params, world_size {world_size}, ZeRO-{cfg.zero_stage}, {cfg.precision}, "
