@@ -7,7 +7,7 @@ Both sides train the same Llama on the same seeded windows of the same token fil
 first steps are warm-up and not timed. On CPU (the default): vocab 4096, hidden 256, 6 layers, 4 heads, MLP 688
 (5.8M parameters), context 256, batch 8, 2 torch threads. With ``--device cuda``: a GPT-2-small-sized Llama (vocab
 50304, hidden 768, 12 layers, 12 heads, SwiGLU MLP 2048: 124M parameters), context 1024, bf16, and model FLOPs
-utilisation for both sides on GPUs whose peak is known (tasks.training.pretrain). The plain side uses bf16 autocast
+utilisation for both sides on GPUs whose peak is known (tasks.training.telemetry). The plain side uses bf16 autocast
 (fused AdamW on GPU). Reported: tokens/s of both, the ratio ours/plain (target >= 0.9 on CPU), peak memory.
 """
 
@@ -93,10 +93,10 @@ def plain_loop(root: Path, device: str, precision: str, steps: int) -> dict[str,
     rate = (steps - WARMUP) * batch * context / (time.perf_counter() - t0)
     out = {"tokens_per_s": rate}
     if device == "cuda":
-        from tasks.training.pretrain import _peak_flops, mfu
+        from tasks.training.telemetry import mfu, peak_flops
 
         out["gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        if peak := _peak_flops():
+        if peak := peak_flops():
             shape = preset["shape"]
             out["mfu"] = mfu(rate, params=count_params(model), layers=shape["num_layers"],
                              hidden=shape["hidden_size"], context=context, peak_flops=peak)
@@ -110,7 +110,8 @@ def ours(root: Path, device: str, precision: str, steps: int) -> dict[str, float
     cfg = {"tokens_dir": str(root / "tokens"), "tokenizer_dir": str(root / "tokenizer"), "out_dir": str(run / "model"),
            "checkpoint_dir": str(run / "ckpt"), "model": {**preset["shape"], "max_position_embeddings":
                                                           preset["context"]},
-           "context": preset["context"], "batch_size": preset["batch"], "steps": steps, "zero_stage": 2,
+           "context": preset["context"], "batch_size": preset["batch"], "steps": steps, "warmup_steps": 0,
+           "zero_stage": 2, "sample_prompts": [],
            "precision": precision, "threads": THREADS if device == "cpu" else None, "log_every": WARMUP,
            "eval_every": 10_000, "eval_batches": 1, "checkpoint_every": 10_000}
     (run / "run.json").write_text(json.dumps(cfg))

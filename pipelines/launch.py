@@ -1,13 +1,27 @@
-"""Command lines for the training entry points: one process, torchrun, or the deepspeed launcher (hostfile)."""
+"""Launching the training entry points, for every training stage: the run config, the command line (one process,
+torchrun, or the deepspeed launcher with a hostfile), the output streamed into the flow's log, the exit code mapped
+to an error."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import shlex
 import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from pipelines.artifacts import atomic_write_text
 from pipelines.config.pretrain import LaunchParams
+
+LAUNCH_TIME_ENV = "LMFORGE_LAUNCH_TIME"
+"""The launch's wall-clock time, read by the entry point (``tasks.training.telemetry``, same name)."""
 
 _HOST_LINE = re.compile(r"^(\S+)\s+slots=(\d+)\s*$")  # DeepSpeed's hostfile grammar: "HOST slots=N"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -94,3 +108,77 @@ def training_command(module: str, config: Path, launch: LaunchParams, root: Path
     elif launch.master_addr:
         cmd += ["--master_addr", launch.master_addr]
     return [*cmd, "--module", module, "--config", str(config)]
+
+
+# ----------------------------------------------------------------------------------------------- running it
+class TrainingError(Exception):
+    """The training process failed; its output above says why. Exit code 1 (2 for a config it rejected)."""
+
+    exit_code = 1
+
+
+class TrainingConfigError(TrainingError):
+    """The training entry point rejected its config (model shape, data size...): fix the params it names. Exit
+    code 2."""
+
+    exit_code = 2
+
+
+def write_run_config(path: Path, config: dict[str, Any]) -> Path:
+    """Write a training run's JSON config atomically (sorted keys, so the same settings give the same file)."""
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str], log: logging.Logger) -> tuple[int, list[str]]:
+    """Run ``cmd``, logging each output line as it comes; returns the exit code and the last 20 lines."""
+    tail: list[str] = []
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            log.info("%s", line)
+            tail = (tail + [line])[-20:]
+        return proc.wait(), tail
+
+
+def check_exit(code: int, tail: list[str]) -> None:
+    """Map a training process's exit code to an error naming its last output line.
+
+    Raises:
+        TrainingConfigError: exit code 2, the entry point rejected its config before training.
+        TrainingError: any other non-zero exit code.
+    """
+    if code == 0:
+        return
+    last = next((t for t in reversed(tail) if t.strip()), "")
+    error = TrainingConfigError if code == 2 else TrainingError
+    raise error(f"training exited with code {code}: {last}")
+
+
+def launch_training(module: str, config_path: Path, launch: LaunchParams, root: Path, *, log: logging.Logger,
+                    on_command: Callable[[list[str]], None] | None = None) -> None:
+    """Start ``python -m MODULE --config CONFIG_PATH`` under the configured launcher and stream its output.
+
+    The launch time goes to the processes in ``LMFORGE_LAUNCH_TIME`` (their launch-to-first-step time counts from
+    it, launcher and imports included); ``PYTHONUNBUFFERED`` makes their lines arrive as they are printed.
+
+    Args:
+        module: the entry point, e.g. ``tasks.training.pretrain``.
+        config_path: its JSON run config (:func:`write_run_config`).
+        launch: launcher, processes, hostfile, rendezvous.
+        root: the repository, the processes' working directory.
+        log: where each output line goes.
+        on_command: called with the argv before it runs (e.g. to tag the MLflow run with it).
+
+    Raises:
+        LaunchConfigError: the hostfile is missing or malformed.
+        TrainingConfigError, TrainingError: the processes exited with code 2, or another non-zero code.
+    """
+    cmd = training_command(module, config_path, launch, root)
+    log.info("launching: %s", shlex.join(cmd))
+    if on_command is not None:
+        on_command(cmd)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCH_TIME_ENV: repr(time.time())}
+    check_exit(*run_streaming(cmd, root, env, log))

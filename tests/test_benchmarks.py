@@ -60,7 +60,7 @@ def test_pretrain_benchmark_runs_both_sides(tmp_path: Path) -> None:
 
 def test_sizing_benchmark_compares_per_character_against_the_params_yaml_configuration(tmp_path: Path) -> None:
     from pipelines.config import load_params
-    from tests.tasks.training.test_pretrain import documents, write_split
+    from tests.tasks.training.corpus import documents, write_split
 
     for split, (n, seed) in {"train": (300, 0), "val": (60, 1)}.items():
         write_split(tmp_path / "dedup" / split, documents(n, seed))

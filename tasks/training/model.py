@@ -121,3 +121,37 @@ def count_params(model: Any, *, trainable_only: bool = False) -> int:
         seen.add(id(param))
         total += int(getattr(param, "ds_numel", param.numel()))
     return total
+
+
+def resolve_shape(*, context: int, manifest: dict[str, Any], vocab_size: int | None, hidden_size: int,
+                  num_layers: int, num_heads: int, num_kv_heads: int | None, intermediate_size: int,
+                  max_position_embeddings: int | None, rope_theta: float,
+                  tie_word_embeddings: bool) -> dict[str, Any]:
+    """The :func:`build_llama` keyword arguments for a shape setting and the token manifest, checked.
+
+    Unset values take the data's: ``vocab_size`` the manifest's, ``max_position_embeddings`` the context,
+    ``num_kv_heads`` ``num_heads``; the special token ids come from the manifest.
+
+    Args:
+        context: tokens per training window.
+        manifest: the token files' manifest (``tasks.tokens.read_manifest``).
+        vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, max_position_embeddings,
+        rope_theta, tie_word_embeddings: the model shape settings (``tasks.training.config.ModelShape``).
+
+    Raises:
+        ModelConfigError: the shape is not buildable, too short for ``context`` or too small for the vocabulary.
+    """
+    max_pos = max_position_embeddings or context
+    if context > max_pos:
+        raise ModelConfigError(f"context {context} exceeds model.max_position_embeddings {max_pos}: "
+                               "lower context or raise max_position_embeddings")
+    kwargs = {"vocab_size": vocab_size or int(manifest["vocab_size"]), "hidden_size": hidden_size,
+              "num_layers": num_layers, "num_heads": num_heads, "num_kv_heads": num_kv_heads or num_heads,
+              "intermediate_size": intermediate_size, "max_position_embeddings": max_pos, "rope_theta": rope_theta,
+              "tie_word_embeddings": tie_word_embeddings, "bos_token_id": manifest.get("bos_id"),
+              "eos_token_id": manifest.get("eos_id"), "pad_token_id": manifest.get("pad_id")}
+    check_model_shape(**{k: v for k, v in kwargs.items() if k not in ("rope_theta", "tie_word_embeddings")})
+    if kwargs["vocab_size"] < int(manifest["vocab_size"]):
+        raise ModelConfigError(f"model.vocab_size {kwargs['vocab_size']} is below the tokens' vocabulary of "
+                               f"{manifest['vocab_size']}: leave it unset to take the manifest's")
+    return kwargs

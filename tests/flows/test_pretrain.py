@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
-from tests.tasks.training.test_pretrain import documents, write_split
+from tests.tasks.training.corpus import documents, write_split
 
 pytestmark = pytest.mark.slow
 

@@ -106,13 +106,27 @@ def test_pretrain_shape_errors_name_the_key(params: dict) -> None:
     assert "pretrain: warmup_steps (500) must be below steps (100)" in _error(params)
 
 
-def test_pretrain_params_are_the_entry_points_run_config() -> None:
-    # the flow writes the entry point's config from params: the two schemas must not drift apart
-    from pipelines.config.pretrain import ModelShapeParams, PretrainParams
-    from tasks.training.pretrain import ModelShape, PretrainConfig
+def test_pretrain_setting_errors_name_the_key_path(params: dict) -> None:
+    # the settings come from tasks.training.config; the key path is still params.yaml's
+    params["pretrain"] = {"model": {"num_heads": 0}, "launch": {"nproc": 0}}
+    msg = _error(params)
+    assert "pretrain.model.num_heads: Input should be greater than or equal to 1" in msg
+    assert "pretrain.launch.nproc: Input should be greater than or equal to 1" in msg
 
-    run_only = {"tokens_dir", "tokenizer_dir", "out_dir", "checkpoint_dir", "mlflow"}
-    assert set(PretrainParams.model_fields) - {"launch"} == set(PretrainConfig.model_fields) - run_only
-    assert set(ModelShapeParams.model_fields) == set(ModelShape.model_fields)
-    # the default model (chosen by benchmarks/sizing) is the same on both sides
-    assert ModelShapeParams().model_dump() == ModelShape().model_dump()
+
+def test_pretrain_defaults_are_unchanged() -> None:
+    # the defaults params.yaml relies on (the single definition took params' side of every former drift)
+    from pipelines.config.pretrain import PretrainParams
+
+    assert PretrainParams().model_dump() == {
+        "model": {"vocab_size": None, "hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": None,
+                  "intermediate_size": 344, "max_position_embeddings": None, "rope_theta": 10000.0,
+                  "tie_word_embeddings": True},
+        "context": 256, "seed": 0, "steps": 1000, "batch_size": 8, "grad_accum": 1, "lr": 1e-3, "min_lr": 1e-4,
+        "warmup_steps": 100, "weight_decay": 0.1, "betas": (0.9, 0.95), "grad_clip": 1.0, "zero_stage": 2,
+        "offload_optimizer": False, "offload_params": False, "precision": "auto", "activation_checkpointing": False,
+        "threads": None, "log_every": 10, "eval_every": 250, "eval_batches": 8, "checkpoint_every": 250,
+        "keep_checkpoints": 2, "sample_prompts": ["def ", "The "], "sample_max_new_tokens": 32,
+        "deepspeed_config": None,
+        "launch": {"launcher": "python", "nproc": 1, "hostfile": None, "master_addr": None, "master_port": None,
+                   "node_rank": None}}

@@ -1,4 +1,5 @@
-"""Training command lines: one process, torchrun, the deepspeed launcher with and without a hostfile."""
+"""Training launch: command lines (one process, torchrun, the deepspeed launcher with and without a hostfile), the
+run config, streamed output, launch time handed over, exit codes mapped to errors."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import pytest
 
 from pipelines.config import ParamsError, parse_params
 from pipelines.config.pretrain import LaunchParams
-from pipelines.launch import LaunchConfigError, read_hostfile, training_command
+from pipelines.launch import (
+    LAUNCH_TIME_ENV,
+    LaunchConfigError,
+    TrainingConfigError,
+    TrainingError,
+    check_exit,
+    launch_training,
+    read_hostfile,
+    training_command,
+    write_run_config,
+)
 
 ENTRY = "tasks.training.pretrain"
 
@@ -87,3 +98,47 @@ def test_bad_hostfiles_are_clear_errors(tmp_path: Path, text: str | None, messag
 def test_inconsistent_launch_params_are_rejected(launch: dict[str, object], message: str) -> None:
     with pytest.raises(ParamsError, match=message):
         parse_params({"pretrain": {"launch": launch}})
+
+
+def test_launch_time_variable_is_the_one_the_entry_point_reads() -> None:
+    from tasks.training.telemetry import LAUNCH_TIME_ENV as READ
+
+    assert LAUNCH_TIME_ENV == READ
+
+
+def test_launch_streams_output_hands_over_the_launch_time_and_maps_exit_codes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+    import time
+
+    # a stand-in entry point run as `python -m fake_entry --config CONFIG` from the root, like the recipes
+    (tmp_path / "fake_entry.py").write_text(
+        "import json, os, sys, time\n"
+        "cfg = json.load(open(sys.argv[2]))\n"
+        f"print('launched', round(time.time() - float(os.environ['{LAUNCH_TIME_ENV}']), 1) >= 0)\n"
+        "print('unbuffered', os.environ['PYTHONUNBUFFERED'])\n"
+        "sys.exit(cfg['code'])\n")
+    log = logging.getLogger("test.launch")
+    calls: list[list[str]] = []
+    before = time.time()
+    for code, error in ((0, None), (2, TrainingConfigError), (1, TrainingError)):
+        config = write_run_config(tmp_path / "run.json", {"code": code})
+        assert json.loads(config.read_text()) == {"code": code} and not list(tmp_path.glob(".run.json.*"))
+        with caplog.at_level(logging.INFO, logger="test.launch"):
+            if error is None:
+                launch_training("fake_entry", config, LaunchParams(), tmp_path, log=log, on_command=calls.append)
+            else:
+                with pytest.raises(error, match=f"training exited with code {code}: unbuffered 1") as err:
+                    launch_training("fake_entry", config, LaunchParams(), tmp_path, log=log)
+                assert err.value.exit_code == code
+    assert calls == [[sys.executable, "-m", "fake_entry", "--config", str(tmp_path / "run.json")]]
+    assert "launched True" in caplog.text and "launching: " in caplog.text and time.time() - before < 60
+
+
+def test_check_exit_names_the_last_output_line() -> None:
+    check_exit(0, [])
+    with pytest.raises(TrainingConfigError, match="code 2: pretrain: error: bad"):
+        check_exit(2, ["step 1", "pretrain: error: bad", "", "  "])
+    with pytest.raises(TrainingError, match="code -9: $"):
+        check_exit(-9, [])

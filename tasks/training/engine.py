@@ -1,0 +1,144 @@
+"""DeepSpeed: the process group, the engine config and the engine around a model and a torch AdamW.
+
+Every function takes keyword arguments (never a recipe's config), so pretraining, fine-tuning and distillation build
+their engines the same way. torch and deepspeed are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+SHM_COMM_OP = "deepspeed_shm_comm"
+"""DeepSpeed's shared-memory all-reduce for CPU processes on one node (inference and AutoTP only); JIT-compiled
+(~50 s) on first use."""
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: bf16 on CPU (measured faster here than fp32) and on GPUs with bf16, else fp32; others unchanged."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16"
+
+
+def setup_single_process_env() -> None:
+    """Plain ``python`` (no launcher): one rank, rendezvous on a free local port. A launcher's variables win."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+
+
+def skip_shm_build(*, on_cpu: bool, tensor_parallel: bool = False) -> bool:
+    """Keep DeepSpeed from compiling its shared-memory all-reduce op where nothing would use it.
+
+    DeepSpeed's CPU backend JIT-builds ``deepspeed_shm_comm`` in ``init_distributed`` whenever the op is marked
+    compatible (the install used DS_BUILD_OPS=0, so nothing is prebuilt): about 50 s of C++ compilation on a fresh
+    machine before step 0, and a rebuild whenever the cache was built from another checkout's path. Only
+    ``inference_all_reduce`` uses it (DeepSpeed inference and AutoTP tensor-parallel layers); training's gradient
+    all-reduce goes through torch.distributed (gloo), so unless the DeepSpeed config asks for tensor parallelism the
+    op is marked incompatible and never built. On CUDA DeepSpeed has no such op (and probing the ops' compatibility
+    would cost seconds). Returns whether the build is skipped.
+    """
+    if not on_cpu or tensor_parallel:
+        return False
+    import deepspeed.ops
+
+    # DeepSpeed caches this dict on first access and reads it before building an op (deepspeed/ops/__init__.py)
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+    return True
+
+
+def init_distributed(*, tensor_parallel: bool = False) -> tuple[int, int]:
+    """Join the process group (NCCL on CUDA, gloo on CPU); returns (rank, world_size).
+
+    Args:
+        tensor_parallel: the DeepSpeed config enables AutoTP (``tensor_parallel``), whose layers use the shm op.
+    """
+    import deepspeed
+    import torch
+
+    cuda = torch.cuda.is_available()
+    skip_shm_build(on_cpu=not cuda, tensor_parallel=tensor_parallel)
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged recursively into a copy of ``base`` (nested dicts merged, anything else replaced)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def deepspeed_config(*, batch_size: int, grad_accum: int, grad_clip: float, zero_stage: int, precision: str,
+                     offload_optimizer: bool = False, offload_params: bool = False,
+                     override: Path | None = None) -> dict[str, Any]:
+    """The DeepSpeed config of a run.
+
+    Args:
+        batch_size: windows per micro-batch per process.
+        grad_accum: micro-batches per optimizer step.
+        grad_clip: global gradient-norm clip (0: off).
+        zero_stage: ZeRO stage 0-3.
+        precision: ``bf16`` or ``fp32``.
+        offload_optimizer: optimizer states on the CPU.
+        offload_params: parameters on the CPU (ZeRO-3).
+        override: a DeepSpeed JSON merged over the generated config.
+    """
+    zero: dict[str, Any] = {"stage": zero_stage}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    ds = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": grad_accum,
+          "gradient_clipping": grad_clip, "zero_optimization": zero, "bf16": {"enabled": precision == "bf16"},
+          # we pass our own torch AdamW (no compiled ops needed on CPU); offload then must not swap it for CPUAdam
+          "zero_force_ds_cpu_optimizer": False,
+          "steps_per_print": 1 << 30, "wall_clock_breakdown": False}
+    if override is not None:
+        ds = merge(ds, json.loads(Path(override).read_text(encoding="utf-8")))
+    return ds
+
+
+def param_groups(model: Any, *, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only (nanoGPT): decaying norms' gains and biases only hurts."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(model: Any, *, lr: float, betas: tuple[float, float], weight_decay: float,
+                 ds_config: dict[str, Any]) -> tuple[Any, Any]:
+    """Wrap ``model`` and a torch AdamW in a DeepSpeed engine; returns (engine, optimizer).
+
+    The torch optimizer is returned too: its ``param_groups`` drive the update, so the recipe sets the learning rate
+    there (:func:`tasks.training.schedule.set_lr`).
+    """
+    import deepspeed
+    import torch
+
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay=weight_decay), lr=lr, betas=betas)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    return engine, optimizer
+
+
+def grad_norm(model: Any) -> float:
+    """Global 2-norm of the (already all-reduced) gradients; DeepSpeed's plain fp32 path keeps none itself."""
+    import torch
+
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else float("nan")
