@@ -75,8 +75,9 @@ class PretrainSettings(Settings):
     offload_optimizer: bool = Field(False, description="Keep optimizer states on the CPU (ZeRO stage >= 1).")
     offload_params: bool = Field(False, description="Keep parameters on the CPU (ZeRO stage 3).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="bf16: bf16 weights and activations, fp32 master weights (measured 1.5x fp32 on CPU); "
-        "fp32: exact resume; auto: bf16 on CPU and on GPUs that support it, else fp32.")
+        "auto", description="bf16: bf16 weights and activations, fp32 master weights (1.5x fp32 on an AVX-512 CPU, "
+        "tens of times slower on an AVX2-only one); fp32: exact resume; auto: bf16 on GPUs that support it and on "
+        "CPUs with oneDNN bf16 kernels (AVX-512/AMX), else fp32.")
     activation_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory.")
     threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
     log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")

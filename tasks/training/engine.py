@@ -18,14 +18,30 @@ SHM_COMM_OP = "deepspeed_shm_comm"
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto``: bf16 on CPU (measured faster here than fp32) and on GPUs with bf16, else fp32; others unchanged."""
+    """``auto``: bf16 where the hardware computes it fast (GPUs with bf16; CPUs whose oneDNN has bf16 kernels,
+    AVX-512 or AMX), else fp32; an explicit precision is returned unchanged.
+
+    On a CPU with AVX-512 bf16 trained 1.5x faster than fp32; on an AVX2-only CPU (AMD EPYC here) a bf16 matmul
+    ran at 0.7 GFLOP/s against 49 for fp32 and the default model trained at 560 instead of ~10k tokens/s.
+    """
     if precision != "auto":
         return precision
     import torch
 
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX-512 BW/VL/DQ or better); without them PyTorch
+    falls back to a reference path tens of times slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: go by the vector extension
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def setup_single_process_env() -> None:
