@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan, forced = plan_run(root, args.stages, args.force, args.from_stage)
     versioning = Versioning(root)
     try:
-        stale = {s: r for s in plan if s not in forced and (r := versioning.stale_reasons(s))}
+        stale = {s: r for s, r in versioning.stale_map([s for s in plan if s not in forced]).items() if r}
     finally:
         versioning.close()
     if not forced and not stale:
@@ -85,8 +85,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     versioning = Versioning(root)
     notes = status_notes(root)
     try:
-        for stage in [s for s in order if not args.stages or s in args.stages]:
-            reasons = versioning.stale_reasons(stage)
+        for stage, reasons in versioning.stale_map([s for s in order if not args.stages or s in args.stages]).items():
             print(f"{stage}: {'stale' if reasons else 'up to date'}")
             for r in reasons + notes.get(stage, []):
                 print(f"    {r}")
