@@ -77,10 +77,6 @@ class Params(Section):
     tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
 
-    def section(self, stage: str) -> Section:
-        """The validated section of ``stage``."""
-        return getattr(self, stage)
-
 
 def stage_schema(stage: str) -> type[Section]:
     """The params model of ``stage``: ``SCHEMA`` of ``pipelines.config.STAGE``.

@@ -71,7 +71,6 @@ class WarcSource(_SourceBase):
 
 
 Source = Annotated[DefaultSource | FilesSource | HFSource | WarcSource, Field(discriminator="kind")]
-SOURCE_KINDS = ("default", "files", "hf", "warc")
 
 
 class CollectParams(Section):
