@@ -27,6 +27,11 @@ def stage_flow(stage: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(f"flows.{stage}"), stage)
 
 
+def stage_preflight(stage: str) -> Callable[..., None] | None:
+    """The stage's ``preflight(params, root)`` (checks that need no output written), if its flow module has one."""
+    return getattr(importlib.import_module(f"flows.{stage}"), "preflight", None)
+
+
 @flow(name="lmforge", validate_parameters=False)
 def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> dict[str, str]:
     """Run the stages of ``plan`` (in order) that are forced or stale; returns what happened to each.
@@ -41,7 +46,7 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
     # each planned stage's preflight (where its flow module has one) before any MLflow run opens: an error found
     # before anything is written (a missing source) leaves nothing written, in the tracking store included
     for stage in plan:
-        if (check := getattr(importlib.import_module(f"flows.{stage}"), "preflight", None)) is not None:
+        if (check := stage_preflight(stage)) is not None:
             check(params=params, root=root)
     versioning = Versioning(root)
     try:
