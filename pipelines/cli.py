@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = prepare()
     params = load_params(root)  # params errors before any work
     plan, forced = plan_run(root, args.stages, args.force, args.from_stage)
-    versioning = Versioning(root)
+    versioning = Versioning(root, params)
     try:
         stale = {s: r for s, r in versioning.stale_map([s for s in plan if s not in forced]).items() if r}
     finally:
@@ -79,11 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     root = prepare()
-    load_params(root)
+    params = load_params(root)
     order = topological_order(read_stages(root))
     check_stage_names(args.stages, order)
-    versioning = Versioning(root)
-    notes = status_notes(root)
+    versioning = Versioning(root, params)
+    notes = status_notes(root, params)
     try:
         for stage, reasons in versioning.stale_map([s for s in order if not args.stages or s in args.stages]).items():
             print(f"{stage}: {'stale' if reasons else 'up to date'}")

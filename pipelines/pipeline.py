@@ -48,7 +48,7 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
     for stage in plan:
         if (check := stage_preflight(stage)) is not None:
             check(params=params, root=root)
-    versioning = Versioning(root)
+    versioning = Versioning(root, params)
     try:
         # one Dask cluster for every shard map of the run (started only if a map needs one)
         with tracking.pipeline_run(params.tracking, root, plan), sharding.cluster_scope():

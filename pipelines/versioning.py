@@ -157,7 +157,7 @@ def _describe(entry: Any) -> list[str]:
     return reasons
 
 
-def sync_data_deps(root: Path) -> dict[str, list[str]]:
+def sync_data_deps(root: Path, params: Any = None) -> dict[str, list[str]]:
     """Keep the data deps of each stage whose params name its inputs (collect's sources) in step with params.yaml,
     in dvc.yaml, as ``dvc stage add`` would write them; returns the stages changed and their new data deps.
 
@@ -167,7 +167,7 @@ def sync_data_deps(root: Path) -> dict[str, list[str]]:
     """
     from pipelines.config import load_params
 
-    params = load_params(root)
+    params = params if params is not None else load_params(root)  # callers that validated params pass them
     changed: dict[str, list[str]] = {}
     for name, spec in read_stages(root).items():
         wanted = getattr(getattr(params, name, None), "data_deps", None)
@@ -198,11 +198,11 @@ def sync_data_deps(root: Path) -> dict[str, list[str]]:
     return changed
 
 
-def status_notes(root: Path) -> dict[str, list[str]]:
+def status_notes(root: Path, params: Any = None) -> dict[str, list[str]]:
     """Per stage, lines about its inputs that staleness cannot show (how hub datasets are pinned)."""
     from pipelines.config import load_params
 
-    params = load_params(root)
+    params = params if params is not None else load_params(root)
     return {name: notes(root) for name in read_stages(root)
             if (notes := getattr(getattr(params, name, None), "status_notes", None)) is not None}
 
@@ -210,11 +210,11 @@ def status_notes(root: Path) -> dict[str, list[str]]:
 class Versioning:
     """A DVC repository opened once per command, after the stages' data deps are brought in step with params."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, params: Any = None) -> None:
         from dvc.repo import Repo
 
         self.root = root
-        self.synced = sync_data_deps(root)
+        self.synced = sync_data_deps(root, params)
         self.repo = Repo(str(root))
 
     def stale_reasons(self, stage: str) -> list[str]:
