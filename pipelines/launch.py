@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.artifacts import atomic_write_text
-from pipelines.config.pretrain import LaunchParams
+from pipelines.config.launch import LaunchParams
 
 LAUNCH_TIME_ENV = "LMFORGE_LAUNCH_TIME"
 """The launch's wall-clock time, read by the entry point (``tasks.training.telemetry``, same name)."""

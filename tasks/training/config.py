@@ -101,6 +101,94 @@ class PretrainSettings(Settings):
         return self
 
 
+class LoraSettings(Settings):
+    """Low-rank adapters (peft ``LoraConfig``) on the backbone's linear layers; the base weights stay frozen."""
+
+    rank: int = Field(8, ge=1, description="Rank r of each adapter's A (r x in) and B (out x r) matrices.")
+    alpha: float = Field(16.0, gt=0, description="Scale: the update is (alpha / rank) * B @ A.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1,
+                                      description="Names of the Linear modules that get adapters (Llama: q_proj, "
+                                      "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).")
+
+
+class EarlyStopping(Settings):
+    """Stop when the validation metric stops improving; the best evaluation's weights are exported, not the last."""
+
+    enabled: bool = Field(True, description="Stop early; off: train all steps (the best weights are still kept).")
+    patience: int = Field(3, ge=1, description="Evaluations without an improvement of more than min_delta before "
+                          "training stops.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change of the validation metric that counts as an "
+                             "improvement.")
+
+
+class FinetuneSettings(Settings):
+    """What one fine-tuning run does: strategy (full, frozen layers, gradual unfreezing, LoRA), optimisation with a
+    separate head learning rate, schedule, regularisation, early stopping, DeepSpeed, logging."""
+
+    strategy: Literal["full", "lora"] = Field("full", description="full: train the backbone's weights (minus what "
+                                              "freeze_* hold still); lora: train low-rank adapters only, export "
+                                              "both the adapter and the merged model.")
+    freeze_embeddings: bool = Field(False, description="Keep the token embeddings (and the tied LM head) fixed.")
+    freeze_layers: int = Field(0, ge=0, description="Keep the first N decoder layers fixed for the whole run.")
+    unfreeze_every: int | None = Field(None, ge=1, description="Gradual unfreezing (ULMFiT): start with the heads "
+                                       "and final norm only, then every this many steps unfreeze one more decoder "
+                                       "layer from the top down, the embeddings last; null: off.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (strategy: lora).")
+    seed: int = Field(0, ge=0, description="Seed of the new heads, dropout, the data order and augmentation.")
+    steps: int = Field(300, ge=1, description="Optimizer steps at most (early stopping may end sooner).")
+    batch_size: int = Field(16, ge=1, description="Examples per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_length: int = Field(256, ge=8, description="Tokens per example at most; longer examples are quarantined by "
+                            "the data step (reason too_long), never cut.")
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate of the pretrained weights (or the adapters).")
+    head_lr: float = Field(1e-3, gt=0, description="Peak learning rate of the new classification heads (usually "
+                           "higher than lr: they start from random).")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine/linear: the last step's rate as a fraction of "
+                                "the peak.")
+    schedule: Literal["cosine", "linear", "plateau"] = Field(
+        "cosine", description="After warmup: cosine or linear decay to min_lr_ratio, or reduce-on-plateau (multiply "
+        "by plateau_factor after plateau_patience evaluations without improvement).")
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup steps; fewer than steps.")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="schedule plateau: factor of each reduction.")
+    plateau_patience: int = Field(1, ge=1, description="schedule plateau: evaluations without improvement before "
+                                  "a reduction.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decay of matrices (norms, biases get none).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm; 0 turns it off.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on attention weights and on the pooled features "
+                           "before each classification head.")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight each class's loss by "
+                                                       "n / (classes x count) of the training split.")
+    sampling: Literal["natural", "balanced"] = Field("natural", description="balanced: draw training examples so "
+                                                     "every class is equally frequent.")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="Early stopping.")
+    eval_every: int = Field(25, ge=1, description="Steps between validation passes (and one at the end).")
+    eval_max_examples: int | None = Field(None, ge=1, description="Validation examples per task and pass at most "
+                                          "(the first ones; null: the whole split).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage (gradual unfreezing needs 0: "
+                                            "ZeRO's flat buffers fix the trainable set at the start).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in pretrain: bf16 where the hardware "
+                                                       "is fast at it, else fp32.")
+    threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
+    log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between DeepSpeed checkpoints (and one at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
+    sample_max_new_tokens: int = Field(48, ge=1, description="SFT: tokens generated per test prompt at the end.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneSettings:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        if self.unfreeze_every is not None and self.zero_stage != 0:
+            raise ValueError("unfreeze_every needs zero_stage 0: ZeRO 1-3 fix the trainable parameters at the start")
+        if self.unfreeze_every is not None and self.strategy == "lora":
+            raise ValueError("unfreeze_every and strategy lora exclude each other (LoRA keeps the backbone frozen)")
+        if self.strategy == "lora" and (self.freeze_layers or self.freeze_embeddings):
+            raise ValueError("freeze_layers/freeze_embeddings apply to strategy full; LoRA freezes the backbone")
+        return self
+
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import ParamsError, parse_params
-from pipelines.config.pretrain import LaunchParams
+from pipelines.config.launch import LaunchParams
 from pipelines.launch import (
     LAUNCH_TIME_ENV,
     LaunchConfigError,

@@ -1,0 +1,185 @@
+"""Params of the finetune stage: the tasks and their data, the training settings (defined once, in
+``tasks.training.config``), the hyperparameter search and the process launch."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.config.base import Section
+from pipelines.config.launch import LaunchParams
+
+# the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
+from tasks.training.config import FinetuneSettings
+
+
+class Fields(Section):
+    """Which field (column) of a record holds what."""
+
+    text: str = Field("text", min_length=1, description="classification: the input text.")
+    label: str = Field("label", min_length=1, description="classification: the label (string or integer).")
+    prompt: str = Field("prompt", min_length=1, description="sft: the request.")
+    response: str = Field("response", min_length=1, description="sft: the answer trained on.")
+    split: str | None = Field(None, description="A field naming each record's split (train/val/test, also "
+                              "validation/dev); null: splits are made (stratified by label for classification).")
+
+
+class DefaultData(Section):
+    """The offline default task, derived by code from the default corpus in data/dedup (labels from the data
+    itself): classification: which part of the documentation a passage comes from; sft: a function's signature as
+    the prompt, the first paragraph of its docstring as the response. Splits follow data/dedup's documents."""
+
+    kind: Literal["default"] = Field(description="Data kind.")
+
+
+class FilesData(Section):
+    """Local files: jsonl / json / csv / tsv / parquet (plain or .gz/.zst for the text formats)."""
+
+    kind: Literal["files"] = Field(description="Data kind.")
+    paths: list[str] = Field(min_length=1, description="Glob patterns (** allowed), relative to the repository.")
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = Field(
+        "auto", description="File format; auto: from the suffix.")
+    fields: Fields = Field(default_factory=Fields, description="Field names.")
+
+
+class FoldersData(Section):
+    """Classification only: one folder (or file) per class, the label taken from its name (scikit-learn's
+    ``load_files`` layout): ``path/LABEL/*.txt`` or ``path/LABEL.txt``."""
+
+    kind: Literal["folders"] = Field(description="Data kind.")
+    path: str = Field(min_length=1, description="The directory holding one folder or file per class.")
+    unit: Literal["file", "line"] = Field("file", description="One example per file or per non-empty line.")
+
+
+class HFData(Section):
+    """A Hugging Face dataset: hub id or local directory (saved with save_to_disk, or data files)."""
+
+    kind: Literal["hf"] = Field(description="Data kind.")
+    path: str = Field(min_length=1, description="Hub id, local dataset directory, or builder name (json, csv...).")
+    config: str | None = Field(None, description="Dataset configuration name.")
+    splits: list[str] = Field(["train"], min_length=1, description="Splits to read; their names become the "
+                              "examples' splits when they are train/val/test (validation, dev count as val).")
+    data_files: list[str] | None = Field(None, description="Data files for a builder name.")
+    revision: str | None = Field(None, description="Hub revision to pin.")
+    fields: Fields = Field(default_factory=Fields, description="Field names.")
+
+
+TaskData = Annotated[DefaultData | FilesData | FoldersData | HFData, Field(discriminator="kind")]
+
+
+class SplitParams(Section):
+    """Splits made when the data give none: deterministic for the seed, stratified by label for classification."""
+
+    val: float = Field(0.1, gt=0, lt=0.5, description="Share of examples for validation.")
+    test: float = Field(0.1, gt=0, lt=0.5, description="Share of examples for test.")
+    seed: int = Field(0, ge=0, description="Seed of the split.")
+
+
+class AugmentParams(Section):
+    """EDA-style augmentation of classification training examples (Wei & Zou 2019), seeded: random deletion, swap
+    and insertion of words taken from the same example."""
+
+    enabled: bool = Field(False, description="Add augmented copies to the training split.")
+    copies: int = Field(1, ge=1, le=16, description="Augmented copies per training example.")
+    p_delete: float = Field(0.1, ge=0, le=1, description="Probability of deleting each word.")
+    p_swap: float = Field(0.1, ge=0, le=1, description="Swaps per word (rounded) of two random words.")
+    p_insert: float = Field(0.1, ge=0, le=1, description="Insertions per word (rounded) of a word of the example at "
+                            "a random position.")
+    seed: int = Field(0, ge=0, description="Seed of the augmentation.")
+
+
+class TaskParams(Section):
+    """One fine-tuning task: its type, data, labels, share of the batches."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Task name: directory under "
+                      "data/finetune and models/finetuned, prefix of its metrics.")
+    type: Literal["classification", "sft"] = Field(description="classification (text -> label) or sft (prompt -> "
+                                                   "response, loss on the response only).")
+    data: list[TaskData] = Field(min_length=1, description="Where the examples come from, any mix.")
+    weight: float = Field(1.0, gt=0, description="Share of the training batches, relative to the other tasks.")
+    labels: list[str] | None = Field(None, description="classification: the label set (records with another label "
+                                     "are quarantined); null: the labels found in the data.")
+    min_per_class: int = Field(2, ge=1, description="classification: fewest training examples per class; fewer is "
+                               "an error naming the class.")
+    max_chars: int = Field(20_000, ge=1, description="Examples with more characters are quarantined (too_long) "
+                           "before tokenizing.")
+    splits: SplitParams = Field(default_factory=SplitParams, description="Split making.")
+    augment: AugmentParams = Field(default_factory=AugmentParams, description="Augmentation (classification).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskParams:
+        if self.type == "sft":
+            if any(d.kind == "folders" for d in self.data):
+                raise ValueError("data kind folders gives labels: it serves classification tasks only")
+            if self.labels is not None or self.augment.enabled:
+                raise ValueError("labels and augment apply to classification tasks only")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels repeat a label")
+        return self
+
+
+class Range(Section):
+    """A search range: low and high (log scale for learning rates and decay)."""
+
+    low: float = Field(description="Lowest value.")
+    high: float = Field(description="Highest value.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        return self
+
+
+class SearchParams(Section):
+    """Hyperparameter search with Optuna (TPE sampler, median pruning of poor trials); each trial is a nested MLflow
+    run; the best trial's model is exported."""
+
+    enabled: bool = Field(False, description="Search before exporting (off: one run with the settings above).")
+    trials: int = Field(8, ge=1, description="Trials in all.")
+    seed: int = Field(0, ge=0, description="Sampler seed.")
+    lr: Range | None = Field(None, description="Learning-rate range (log scale).")
+    weight_decay: Range | None = Field(None, description="Weight-decay range (log scale).")
+    lora_rank: list[int] | None = Field(None, description="LoRA ranks to choose from (strategy lora).")
+    freeze_layers: list[int] | None = Field(None, description="Frozen-layer counts to choose from.")
+
+    @model_validator(mode="after")
+    def _something(self) -> SearchParams:
+        if self.enabled and not any((self.lr, self.weight_decay, self.lora_rank, self.freeze_layers)):
+            raise ValueError("search is enabled but names no range: give lr, weight_decay, lora_rank or "
+                             "freeze_layers")
+        return self
+
+
+DEFAULT_TASKS: tuple[TaskParams, ...] = (
+    TaskParams(name="doc_section", type="classification", data=[DefaultData(kind="default")]),
+    TaskParams(name="docstring", type="sft", data=[DefaultData(kind="default")]),
+)
+"""The offline default tasks, derived from the default corpus (see :class:`DefaultData`)."""
+
+
+class FinetuneParams(FinetuneSettings, Section):
+    """The finetune stage: task data from data/dedup and local/hub files, then the base model fine-tuned for every
+    task at once. The training settings are :class:`tasks.training.config.FinetuneSettings`, the very class of the
+    entry point's run config (defined once); this section adds the tasks, the search and the process launch."""
+
+    tasks: list[TaskParams] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1, description="Tasks trained together (multi-task: one backbone, "
+                                    "a head per classification task, the LM head for sft tasks).")
+    search: SearchParams = Field(default_factory=SearchParams, description="Hyperparameter search.")
+    deepspeed_config: str | None = Field(None, description="A DeepSpeed JSON merged over the generated one; "
+                                         "relative to the repo.")
+    launch: LaunchParams = Field(default_factory=LaunchParams, description="Process launch.")
+
+    @model_validator(mode="after")
+    def _tasks(self) -> FinetuneParams:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names repeat: {names}")
+        if self.search.lora_rank and self.strategy != "lora":
+            raise ValueError("search.lora_rank needs strategy lora")
+        return self
+
+
+SCHEMA = FinetuneParams
+"""The ``finetune`` section of params.yaml."""
