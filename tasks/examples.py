@@ -30,6 +30,23 @@ TASK_TYPES: tuple[str, ...] = ("classification", "sft")
 FIELDS: dict[str, tuple[str, ...]] = {"classification": ("id", "text", "label"), "sft": ("id", "prompt", "response")}
 
 
+PROMPT_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
+"""How an sft example is laid out: the rendered prompt, then the response and EOS (the loss covers only those)."""
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}### Prompt:\n{{ message['content'] }}\n### Response:\n"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+"""The same layout as a Jinja chat template, stored in the exported tokenizer: ``apply_chat_template([{"role":
+"user", "content": p}], add_generation_prompt=True)`` renders exactly :func:`render_prompt` (p)."""
+
+
+def render_prompt(prompt: str) -> str:
+    """The text the model sees before the response of an sft example."""
+    return PROMPT_TEMPLATE.format(prompt=prompt)
+
+
 class ExamplesError(Exception):
     """Task data are missing or inconsistent; the message says which file and what to redo. Exit code 2."""
 
