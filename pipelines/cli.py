@@ -121,6 +121,25 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class PortInUseError(Exception):
+    """The port asked for is taken. Exit code 2."""
+
+    exit_code = 2
+
+
+def port_in_use(port: int) -> None:
+    """Raise :class:`PortInUseError` when ``port`` on 127.0.0.1 cannot be bound (checked before printing a URL
+    that would lead to another program, or to nothing)."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise PortInUseError(f"port {port} on 127.0.0.1 is in use (another `lmforge ui`?): pick another with "
+                                 "--port") from None
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     root = prepare()
     params = load_params(root)
@@ -129,6 +148,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = resolve_uri(params.tracking.uri, root)
     artifacts = params.tracking.artifact_root
     artifacts = artifacts if "://" in artifacts else (root / artifacts).resolve().as_uri()
+    port_in_use(args.port)
     url = f"http://127.0.0.1:{args.port}"
     print(f"MLflow UI for {uri}\n  {url}\n(Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts,

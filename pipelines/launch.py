@@ -130,17 +130,38 @@ def write_run_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str], log: logging.Logger) -> tuple[int, list[str]]:
-    """Run ``cmd``, logging each output line as it comes; returns the exit code and the last 20 lines."""
+def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str], log: logging.Logger,
+                  on_line: Callable[[str], bool] | None = None) -> tuple[int, list[str]]:
+    """Run ``cmd``, logging each output line as it comes; returns the exit code and the last 20 lines.
+
+    ``on_line`` sees every line; when it returns True the processes are stopped (SIGTERM to the launcher's process
+    group, SIGKILL after 30 s) and the exit code is the one they ended with.
+    """
     tail: list[str] = []
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
+                          bufsize=1, start_new_session=on_line is not None) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
             log.info("%s", line)
             tail = (tail + [line])[-20:]
+            if on_line is not None and on_line(line):
+                stop_group(proc)
+                break
         return proc.wait(), tail
+
+
+def stop_group(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM the process group ``proc`` leads (a launcher and its ranks), SIGKILL it after ``timeout`` s."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def check_exit(code: int, tail: list[str]) -> None:
@@ -158,7 +179,8 @@ def check_exit(code: int, tail: list[str]) -> None:
 
 
 def launch_training(module: str, config_path: Path, launch: LaunchParams, root: Path, *, log: logging.Logger,
-                    on_command: Callable[[list[str]], None] | None = None) -> None:
+                    on_command: Callable[[list[str]], None] | None = None,
+                    on_line: Callable[[str], bool] | None = None) -> int:
     """Start ``python -m MODULE --config CONFIG_PATH`` under the configured launcher and stream its output.
 
     The launch time goes to the processes in ``LMFORGE_LAUNCH_TIME`` (their launch-to-first-step time counts from
@@ -171,6 +193,8 @@ def launch_training(module: str, config_path: Path, launch: LaunchParams, root: 
         root: the repository, the processes' working directory.
         log: where each output line goes.
         on_command: called with the argv before it runs (e.g. to tag the MLflow run with it).
+        on_line: sees each output line; True stops the processes (a pruned search trial). Then no error is raised
+            for their exit code, which is returned.
 
     Raises:
         LaunchConfigError: the hostfile is missing or malformed.
@@ -181,4 +205,14 @@ def launch_training(module: str, config_path: Path, launch: LaunchParams, root: 
     if on_command is not None:
         on_command(cmd)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCH_TIME_ENV: repr(time.time())}
-    check_exit(*run_streaming(cmd, root, env, log))
+    stopped = False
+
+    def watch(line: str) -> bool:
+        nonlocal stopped
+        stopped = stopped or bool(on_line(line))  # type: ignore[misc]
+        return stopped
+
+    code, tail = run_streaming(cmd, root, env, log, watch if on_line is not None else None)
+    if not stopped:
+        check_exit(code, tail)
+    return code

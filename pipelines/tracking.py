@@ -179,3 +179,19 @@ def stage_run(stage: str, params: BaseModel, *, root: Path, tracking: TrackingPa
         for out in spec.outs:
             if (root / out).exists():
                 handle.log_dataset(root / out, "output")
+
+
+@contextmanager
+def trial_run(stage: str, number: int, values: Mapping[str, Any]) -> Iterator[str]:
+    """A search trial's run, nested under the stage's active run; yields its id (the training process logs its
+    metrics there). Logs the trial's values as params; a failing or pruned trial ends FAILED or KILLED."""
+    import mlflow
+
+    parent = mlflow.active_run()
+    tags = {"lmforge.kind": "trial", "lmforge.stage": stage, "lmforge.trial": str(number)}
+    if parent is not None:
+        tags.update({k: v for k, v in parent.data.tags.items() if k in ("mlflow.source.git.commit",
+                                                                           "lmforge.dvc_stage_hash")})
+    with mlflow.start_run(run_name=f"{stage}-trial-{number}", nested=parent is not None, tags=tags) as run:
+        mlflow.log_params({k: str(v) for k, v in flatten(dict(values)).items()})
+        yield run.info.run_id

@@ -37,3 +37,36 @@ def funnel_plot(steps: Sequence[tuple[str, int, int]], path: Path, title: str) -
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def search_plot(trials: Sequence[dict], path: Path, title: str = "hyperparameter search") -> Path:
+    """Each trial's validation score in trial order; pruned trials (score None) as grey lines.
+
+    Args:
+        trials: ``{"number": int, "val_score": float | None, ...}`` per trial.
+        path: PNG file to write.
+        title: chart title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    done = [t for t in trials if t.get("val_score") is not None]
+    ax.plot([t["number"] for t in done], [t["val_score"] for t in done], "o", label="complete")
+    for t in trials:
+        if t.get("val_score") is None:
+            ax.axvline(t["number"], color="grey", alpha=0.4)
+    if done:
+        best = max(done, key=lambda t: t["val_score"])
+        ax.plot([best["number"]], [best["val_score"]], "*", markersize=14, label=f"best (trial {best['number']})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best validation score")
+    ax.set_title(f"{title} (grey: pruned)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,7 +175,9 @@ def parse_params(data: Any, filename: str = PARAMS_FILE, stages: Sequence[str] |
         raise ParamsError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
     model = params_model(tuple(stages) if stages is not None else stage_names())
     try:
-        return model.model_validate(data)
+        # strict, as JSON: a quoted number ("1000") or a quoted boolean is an error naming its key, not a value
+        # coerced here that DVC (which compares the YAML text) would then report as a change on every status
+        return model.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, data, filename)) from None
 

@@ -91,6 +91,10 @@ def test_ui_serves_the_embedded_store_on_loopback(repo_copy: Path) -> None:
                 time.sleep(0.5)
         assert status == 200
         assert (repo_copy / "mlruns.db").is_file()
+        # a second UI on the same port: a clear error and exit 2, not a URL then "Address already in use" and 0
+        busy = run_cli(repo_copy, "ui", "--port", str(port))
+        assert busy.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in busy.stderr, busy.stderr
+        assert "http://" not in busy.stdout and "Traceback" not in busy.stderr
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -1,0 +1,198 @@
+"""The finetune stage: task data (data/finetune) and the base model fine-tuned for every task (models/finetuned).
+
+Two steps in one stage run. The data step (``tasks.finetune``) reads each task's data (the default tasks derive
+from data/dedup; local files, class folders and Hugging Face datasets as configured), quarantines bad records with
+a reason, splits and writes ``data/finetune`` through a staging directory, gated by Great Expectations. The training
+step launches the recipe ``tasks.training.finetune`` outside the Prefect process, as pretrain does, with the stage's
+MLflow run id; it writes ``models/finetuned`` atomically. With ``search.enabled`` an Optuna study (TPE sampler,
+median pruning on the validation score the recipe prints at each evaluation) runs the recipe once per trial, each
+trial a nested MLflow run, and the best trial's model is published. Checkpoints live in
+``checkpoints/finetune/<stage hash>`` (outside DVC), so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from pipelines import artifacts, tracking
+from pipelines.config import Params, flatten
+from pipelines.config.finetune import FinetuneParams
+from pipelines.launch import launch_training, read_hostfile, write_run_config
+from tasks.atomic import atomic_dir
+from tasks.finetune import check_tasks, prepare_tasks
+from tasks.plots import search_plot
+from tasks.training import finetune as recipe  # the entry point launched below (and a DVC dep through its imports)
+from tasks.training.finetune import SUMMARY_FILE
+from tasks.validation import validate_examples
+
+STAGE = "finetune"
+log = logging.getLogger("flows.finetune")
+EVAL_LINE = re.compile(r"step\s+(\d+)\b.*\bval_score\s+(-?[0-9.eE+-]+)")
+"""The recipe's evaluation line (``step N | ... | val_score X``): what a search prunes on."""
+
+
+class SearchError(Exception):
+    """The search ended without a complete trial. Exit code 1."""
+
+    exit_code = 1
+
+
+def preflight(params: Params, root: Path) -> None:
+    """Resolve every task's local data before anything is written (the pipeline calls it before its parent run).
+
+    Raises:
+        the data step's error naming the task and the missing path.
+    """
+    check_tasks(tasks=[t.model_dump(mode="json") for t in params.finetune.tasks], base_dir=root)
+    if params.finetune.launch.hostfile:
+        read_hostfile(root / params.finetune.launch.hostfile)
+
+
+def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir: Path, plots_dir: Path,
+               run_id: str, tracking_uri: str, **overrides: Any) -> dict[str, Any]:
+    """The recipe's JSON config: the training settings as validated (plus a trial's overrides) and the paths."""
+    settings = cfg.model_dump(mode="json", exclude={"tasks", "search", "launch", "deepspeed_config"})
+    for key, value in overrides.items():  # "lora.rank" -> settings["lora"]["rank"]
+        node = settings
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return {**settings, "examples_dir": str(root / artifacts.EXAMPLES_DIR),
+            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR), "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR),
+            "tokens_dir": str(root / artifacts.TOKENS_DIR), "out_dir": str(out_dir),
+            "checkpoint_dir": str(checkpoint_dir), "plots_dir": str(plots_dir),
+            "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
+            "deepspeed_config": str(root / cfg.deepspeed_config) if cfg.deepspeed_config else None}
+
+
+def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str) -> tuple[Path, list[dict]]:
+    """Run the Optuna study; returns the best trial's model directory and every trial's record."""
+    import mlflow
+    import optuna
+
+    space = cfg.search
+    trials: list[dict[str, Any]] = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=space.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        values: dict[str, Any] = {}
+        if space.lr:
+            values["lr"] = trial.suggest_float("lr", space.lr.low, space.lr.high, log=True)
+        if space.weight_decay:
+            values["weight_decay"] = trial.suggest_float("weight_decay", space.weight_decay.low,
+                                                         space.weight_decay.high, log=True)
+        if space.lora_rank:
+            values["lora.rank"] = trial.suggest_categorical("lora_rank", space.lora_rank)
+        if space.freeze_layers:
+            values["freeze_layers"] = trial.suggest_categorical("freeze_layers", space.freeze_layers)
+        where = checkpoints / "trials" / f"{trial.number:03d}"
+        pruned = False
+
+        def report(line: str) -> bool:  # prune on the validation score the recipe prints at each evaluation
+            nonlocal pruned
+            if (m := EVAL_LINE.search(line)) is not None:
+                trial.report(float(m.group(2)), int(m.group(1)))
+                pruned = trial.should_prune()
+            return pruned
+
+        with tracking.trial_run(STAGE, trial.number, values) as run_id:
+            config = run_config(cfg, root, out_dir=where / "model", checkpoint_dir=where / "checkpoints",
+                                plots_dir=where / "plots", run_id=run_id, tracking_uri=tracking_uri, **values)
+            launch_training(recipe.__name__, write_run_config(where / "run.json", config), cfg.launch, root,
+                            log=log, on_line=report)
+            if pruned:
+                mlflow.set_tag("lmforge.trial_state", "pruned")
+                trials.append({"number": trial.number, **values, "state": "pruned", "val_score": None})
+                raise optuna.TrialPruned()
+            summary = json.loads((where / "model" / SUMMARY_FILE).read_text(encoding="utf-8"))
+            score = float(summary["best_val_score"])
+            mlflow.log_metric("best_val_score", score)
+            mlflow.set_tag("lmforge.trial_state", "complete")
+        trials.append({"number": trial.number, **values, "state": "complete", "val_score": score})
+        return score
+
+    study.optimize(objective, n_trials=space.trials, catch=())
+    if not any(t["state"] == "complete" for t in trials):
+        raise SearchError(f"all {len(trials)} search trials were pruned: give search.trials more trials")
+    best = study.best_trial
+    log.info("search: best trial %d (val_score %.4f) of %d: %s", best.number, best.value, len(trials), best.params)
+    return checkpoints / "trials" / f"{best.number:03d}" / "model", trials
+
+
+@flow(name=STAGE, validate_parameters=False)
+def finetune(params: Params, root: Path) -> dict[str, Any]:
+    """Prepare the task data and fine-tune the base model; returns the stage counters.
+
+    Args:
+        params: the whole validated params.yaml (this stage reads its ``finetune`` section).
+        root: the repository.
+    """
+    import mlflow
+
+    cfg = params.finetune
+    preflight(params, root)
+    out_dir, plots_dir = root / artifacts.FINETUNED_DIR, artifacts.report_dir(root, STAGE, "plots")
+    with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
+        with artifacts.staged_output(root / artifacts.EXAMPLES_DIR) as staged:
+            data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
+                                       dedup_dir=root / artifacts.DEDUP_DIR, tokenizer_dir=root / artifacts.TOKENIZER_DIR,
+                                       max_length=cfg.max_length, base_dir=root, out_dir=staged)
+            gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
+            gate.raise_for_failure()
+        checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        tracking_uri = mlflow.get_tracking_uri()
+        stats: dict[str, Any] = {**data_stats, **gate.stats()}
+        if cfg.search.enabled:
+            best_dir, trials = search(cfg, root, checkpoints, tracking_uri)
+            with atomic_dir(out_dir) as tmp:  # the best trial's model, published whole
+                shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+            shutil.copytree(best_dir.parent / "plots", plots_dir, dirs_exist_ok=True)
+            search_plot(trials, plots_dir / "search.png", title="finetune search")
+            artifacts.atomic_write_text(plots_dir / "search.json", json.dumps(trials, indent=2) + "\n")
+            run.log_artifact(plots_dir / "search.json", "search")
+            stats["search.trials"] = len(trials)
+            stats["search.pruned"] = sum(t["state"] == "pruned" for t in trials)
+        else:
+            config = run_config(cfg, root, out_dir=out_dir, checkpoint_dir=checkpoints, plots_dir=plots_dir,
+                                run_id=run.run_id, tracking_uri=tracking_uri)
+            launch_training(recipe.__name__, write_run_config(checkpoints / "run.json", config), cfg.launch, root,
+                            log=log, on_command=lambda cmd: mlflow.set_tag("lmforge.launch_command", shlex.join(cmd)))
+        summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        stats.update(summary_metrics(summary))
+        run.log_stats(stats)
+        for png in sorted(plots_dir.glob("*.png")):
+            run.log_artifact(png, "plots")
+        run.log_artifact(out_dir / SUMMARY_FILE, "summary")
+        run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
+    return stats
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The flat, deterministic numbers of the recipe's summary that go into metrics/finetune.json."""
+    keep = {k: summary[k] for k in ("best_step", "steps_run", "stopped_early", "best_val_score", "params",
+                                     "trainable_params") if k in summary}
+    for task, result in summary.get("tasks", {}).items():
+        for part in ("val", "test", "shift"):
+            for key, value in flatten(result.get(part, {})).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    keep[f"{task}.{part}.{key}"] = round(value, 6) if isinstance(value, float) else value
+    keep["stopped_early"] = int(bool(keep.get("stopped_early", False)))
+    return keep
+
+
+if __name__ == "__main__":
+    from pipelines.runner import stage_main
+
+    raise SystemExit(stage_main(STAGE, finetune))
