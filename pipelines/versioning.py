@@ -228,7 +228,17 @@ class Versioning:
         """:meth:`stale_reasons` of several stages from one ``dvc status`` of the whole graph (measured: 0.4 s
         for all five stages against 0.2 s per stage asked one by one)."""
         status = self.repo.status()
-        return {stage: self._reasons(stage, status) for stage in stages}
+        graph = read_stages(self.root)
+        ups = upstream(graph)
+        reasons: dict[str, list[str]] = {}
+        for stage in topological_order(graph):  # upstream first, so staleness flows down the graph
+            reasons[stage] = self._reasons(stage, status)
+            if not reasons[stage]:
+                # DVC compares a stage with its inputs as they are now; a stale upstream stage is about to change
+                # them (issue 16: tokenizer.vocab_size changed, status said pretrain was up to date)
+                reasons[stage] = [f"upstream stage {u} is stale: runs after it when its outputs change"
+                                  for u in sorted(ups[stage]) if reasons.get(u)]
+        return {stage: reasons[stage] for stage in stages}
 
     def _reasons(self, stage: str, status: dict[str, Any]) -> list[str]:
         if status.get(stage) and not self._locked(stage):

@@ -107,3 +107,33 @@ def test_collect_stage_hash_covers_its_source_data(repo_copy: Path, tmp_path: Pa
     with source.open("a") as fh:
         fh.write('{"text": "two"}\n')
     assert current() != before  # the resume key changes with the source data
+
+
+def test_status_reports_downstream_of_a_stale_stage_as_stale(tmp_path: Path) -> None:
+    # issue 16 item 5: after tokenizer.vocab_size changed, status said "pretrain: up to date", then run ran it
+    from types import SimpleNamespace
+
+    from pipelines.versioning import Versioning
+
+    _write(tmp_path, """
+stages:
+  first: {cmd: "echo one > a.txt", params: [first], outs: [a.txt]}
+  second: {cmd: "cat a.txt > b.txt", deps: [a.txt], outs: [b.txt]}
+  third: {cmd: "cat b.txt > c.txt", deps: [b.txt], outs: [c.txt]}
+  apart: {cmd: "echo x > x.txt", outs: [x.txt]}
+""")
+    (tmp_path / "params.yaml").write_text("first: {size: 1}\n")
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path)}
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "repro", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    params = SimpleNamespace()  # no stage here names its inputs in params
+    (tmp_path / "params.yaml").write_text("first: {size: 2}\n")
+    versioning = Versioning(tmp_path, params)
+    try:
+        stale = versioning.stale_map(["first", "second", "third", "apart"])
+    finally:
+        versioning.close()
+    assert stale["first"] == ["param changed: first.size: 1 -> 2"]
+    assert stale["second"] == ["upstream stage first is stale: runs after it when its outputs change"]
+    assert stale["third"] == ["upstream stage second is stale: runs after it when its outputs change"]
+    assert stale["apart"] == []
