@@ -207,6 +207,11 @@ def status_notes(root: Path, params: Any = None) -> dict[str, list[str]]:
             if (notes := getattr(getattr(params, name, None), "status_notes", None)) is not None}
 
 
+def _by_stage(status: dict[str, Any]) -> dict[str, Any]:
+    """``dvc status`` keyed by stage name: outside the repo's directory DVC names a stage ``path/dvc.yaml:NAME``."""
+    return {key.split(f"{DVC_FILE}:", 1)[-1]: value for key, value in status.items()}
+
+
 class Versioning:
     """A DVC repository opened once per command, after the stages' data deps are brought in step with params."""
 
@@ -222,12 +227,12 @@ class Versioning:
 
         DVC reports a params section only as "modified"; the changed keys are spelled out from dvc.lock.
         """
-        return self._reasons(stage, self.repo.status(targets=[stage]))
+        return self._reasons(stage, _by_stage(self.repo.status(targets=[stage])))
 
     def stale_map(self, stages: list[str]) -> dict[str, list[str]]:
         """:meth:`stale_reasons` of several stages from one ``dvc status`` of the whole graph (measured: 0.4 s
         for all five stages against 0.2 s per stage asked one by one)."""
-        status = self.repo.status()
+        status = _by_stage(self.repo.status())
         graph = read_stages(self.root)
         ups = upstream(graph)
         reasons: dict[str, list[str]] = {}

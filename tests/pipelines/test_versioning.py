@@ -127,13 +127,13 @@ stages:
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "repro", "-q"]):
         subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
     params = SimpleNamespace()  # no stage here names its inputs in params
-    (tmp_path / "params.yaml").write_text("first: {size: 2}\n")
+    (tmp_path / "params.yaml").write_text("first: {size: 2, more: 3}\n")
     versioning = Versioning(tmp_path, params)
     try:
         stale = versioning.stale_map(["first", "second", "third", "apart"])
     finally:
         versioning.close()
-    assert stale["first"] == ["param changed: first.size: 1 -> 2"]
+    assert stale["first"] == ["param changed: first.more: (unset) -> 3", "param changed: first.size: 1 -> 2"]
     assert stale["second"] == ["upstream stage first is stale: runs after it when its outputs change"]
     assert stale["third"] == ["upstream stage second is stale: runs after it when its outputs change"]
     assert stale["apart"] == []
