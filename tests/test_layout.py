@@ -81,3 +81,14 @@ def test_every_imported_third_party_package_is_declared() -> None:
     missing = sorted(m for m in third_party
                      if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared)
     assert missing == [], f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_readme_points_only_inside_the_repo() -> None:
+    # issue 16 item 9: the README sent readers to ../shared/DESIGN.md, which a clone elsewhere does not have
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "../" not in text
+    links = re.findall(r"\]\(([^)#\s]+)\)", text)
+    assert "docs/DESIGN.md" in links
+    assert [link for link in links if "://" not in link and not (REPO / link).exists()] == []
