@@ -51,6 +51,18 @@ TOPIC, MODULE = "pydoc:topics/", "pydoc:module/"
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)[.!?](?=\s|$)")
 
 
+def check_dedup(dedup_dir: Path) -> None:
+    """Every split of ``dedup_dir`` has shards.
+
+    Raises:
+        DefaultCorpusError: a split has none.
+    """
+    for split in SPLITS:
+        if not any((Path(dedup_dir) / split).glob("part-*.parquet")):
+            raise DefaultCorpusError(f"no {dedup_dir}/{split}/part-*.parquet: the default tasks derive from the "
+                                     "dedup stage's output; run `lmforge run dedup` first")
+
+
 def iter_documents(dedup_dir: Path) -> Iterator[tuple[str, str, str]]:
     """(split, path, text) of every document, split by split, shard by shard, row by row.
 
@@ -59,12 +71,9 @@ def iter_documents(dedup_dir: Path) -> Iterator[tuple[str, str, str]]:
     """
     import pyarrow.parquet as pq
 
+    check_dedup(dedup_dir)
     for split in SPLITS:
-        shards = sorted((Path(dedup_dir) / split).glob("part-*.parquet"))
-        if not shards:
-            raise DefaultCorpusError(f"no {dedup_dir}/{split}/part-*.parquet: the default tasks derive from the "
-                                     "dedup stage's output; run `lmforge run dedup` first")
-        for shard in shards:
+        for shard in sorted((Path(dedup_dir) / split).glob("part-*.parquet")):
             table = pq.read_table(shard, columns=["path", "text"])
             for path, text in zip(table.column("path").to_pylist(), table.column("text").to_pylist(), strict=True):
                 if path and text:

@@ -16,9 +16,9 @@ from tasks.finetune.augment import augment
 from tasks.finetune.checks import check_record, drop_duplicates, drop_too_long, load_tokenizer
 from tasks.finetune.default_corpus import (
     cap_train,
+    check_dedup,
     iter_default_classification,
     iter_default_sft,
-    iter_documents,
     rebalance_eval,
 )
 from tasks.finetune.errors import NoExamplesError
@@ -55,7 +55,7 @@ def check_tasks(*, tasks: list[dict[str, Any]], base_dir: Path, dedup_dir: Path 
                 check_hf(path=data["path"], data_files=data["data_files"], base_dir=Path(base_dir),
                          what=f"{what}.path")
             elif data["kind"] == "default" and dedup_dir is not None:
-                next(iter_documents(Path(dedup_dir)), None)
+                check_dedup(Path(dedup_dir))
 
 
 def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir: Path, max_length: int,
@@ -83,7 +83,7 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
     Raises:
         TaskDataError: a subclass naming the task, the file or the class (see ``tasks.finetune.errors``).
     """
-    check_tasks(tasks=tasks, base_dir=base_dir)  # every path error before any work
+    check_tasks(tasks=tasks, base_dir=base_dir, dedup_dir=dedup_dir)  # every path error before any work
     tokenizer = load_tokenizer(tokenizer_dir)
     counters: dict[str, Any] = {}
     manifest: dict[str, dict[str, Any]] = {}
