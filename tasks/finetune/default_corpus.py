@@ -19,7 +19,9 @@ not survive: passages are packed from lines.
   passages in val or in test (reference in val here) has its val and test passages pooled and split half and
   half, seeded: they still come from non-train documents, at the cost of val and test sharing a few documents for
   that class. After the checks (27 over 256 tokens, 11 duplicates), the rebalancing and the cap of 1500: train 411
-  / 544 / 544 (27% / 36% / 36%), val 98 / 40 / 122, test 98 / 20 / 16.
+  / 544 / 544 (27% / 36% / 36%), val 98 / 40 / 122, test 98 / 20 / 16. Learnable, not trivial: a TF-IDF (word
+  1-2 grams) logistic regression trained on that train split reaches accuracy 0.70 / macro-F1 0.66 on val and
+  0.79 / 0.70 on test.
 - sft ``docstring``: a signature line (``ast.parse(f"def {line}: pass")`` must parse) as the prompt, and the
   first sentence of the lines after it (up to the next signature or class line; at most 300 characters) as the
   response; at least three words. One sentence, not the first paragraph: paragraphs are gone, and a method whose

@@ -147,6 +147,15 @@ def test_end_to_end_default_tasks(tmp_path: Path, dedup: Path, tokenizer_dir: Pa
     assert counters["docstring.train"] == 2 and counters["docstring.quarantined.duplicate"] == 4  # same per module
 
 
-def test_missing_dedup(tmp_path: Path, tokenizer_dir: Path) -> None:
-    with pytest.raises(DefaultCorpusError, match="run `lmforge run dedup` first"):
-        run(tmp_path, [task(data=[{"kind": "default"}])], tokenizer_dir)
+def test_missing_dedup(tmp_path: Path, dedup: Path, tokenizer_dir: Path) -> None:
+    from tasks.finetune.prepare import check_tasks
+
+    tasks = [task(data=[{"kind": "default"}])]
+    check_tasks(tasks=tasks, base_dir=tmp_path)  # a preflight before the dedup stage ran: nothing to check yet
+    check_tasks(tasks=tasks, base_dir=tmp_path, dedup_dir=dedup)
+    (dedup / "val" / "part-00000.parquet").unlink()
+    with pytest.raises(DefaultCorpusError, match="no .*/val/part-\\*.parquet.*run `lmforge run dedup` first"):
+        check_tasks(tasks=tasks, base_dir=tmp_path, dedup_dir=dedup)
+    with pytest.raises(DefaultCorpusError):
+        run(tmp_path, tasks, tokenizer_dir, dedup_dir=dedup)
+    assert not (tmp_path / "out").exists()

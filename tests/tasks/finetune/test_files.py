@@ -89,6 +89,13 @@ def test_gzip_and_zstd_jsonl(tmp_path: Path) -> None:
     assert [i.record for i in read(tmp_path, "*.zst")] == RECORDS
 
 
+def test_gzip_tsv_from_pandas(tmp_path: Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame(RECORDS).to_csv(tmp_path / "d.tsv.gz", sep="\t", index=False, compression="gzip")
+    assert [i.record for i in read(tmp_path, "d.tsv.gz")] == RECORDS
+
+
 def test_truncated_gzip_raises_naming_the_file(tmp_path: Path) -> None:
     blob = gzip.compress(("".join(json.dumps(r) + "\n" for r in RECORDS) * 50).encode())
     (tmp_path / "t.jsonl.gz").write_bytes(blob[: len(blob) // 2])
