@@ -7,6 +7,7 @@ that cannot be read at all (corrupt parquet, truncated archive, a JSON document 
 
 from __future__ import annotations
 
+import csv
 import glob
 import io
 import json
@@ -89,7 +90,7 @@ def _iter_plan(plan: list[tuple[Path, str, str]], fields: Mapping[str, str | Non
         reader = {"jsonl": _jsonl, "json": _json, "csv": _delimited, "tsv": _delimited, "parquet": _parquet}[fmt]
         try:
             yield from reader(path, name, fmt, fields)
-        except (OSError, EOFError, ValueError) as e:  # zstd, gzip, csv and arrow errors derive from these
+        except (OSError, EOFError, ValueError, csv.Error) as e:  # zstd, gzip, arrow and decoding errors are these
             raise UnreadableFileError(f"{name}: cannot be read as {fmt} ({type(e).__name__}: {e}); fix or remove "
                                       "the file") from None
 
@@ -145,8 +146,6 @@ def _json(path: Path, name: str, fmt: str, fields: Mapping[str, str | None]) -> 
 
 
 def _delimited(path: Path, name: str, fmt: str, fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
-    import csv
-
     # newline="": the csv module handles quoted line breaks itself; a strict decoder: a bad byte is a bad file
     with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")

@@ -103,6 +103,12 @@ def test_truncated_gzip_raises_naming_the_file(tmp_path: Path) -> None:
         read(tmp_path, "*.gz")
 
 
+def test_undecodable_csv_raises_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_bytes(b"text,label\nok,a\n\xff\xfe,b\n")
+    with pytest.raises(UnreadableFileError, match="u.csv: cannot be read as csv"):
+        read(tmp_path, "u.csv")
+
+
 def test_bad_lines_are_quarantined_not_raised(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", RECORDS[:1])
     with open(path, "ab") as f:
