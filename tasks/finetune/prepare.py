@@ -60,7 +60,7 @@ def check_tasks(*, tasks: list[dict[str, Any]], base_dir: Path, dedup_dir: Path 
 
 def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir: Path, max_length: int,
                   base_dir: Path, out_dir: Path, default_max_train: int = 1500,
-                  default_min_eval: int = 10) -> dict[str, Any]:
+                  default_min_eval: int = 10) -> dict[str, int]:
     """Write ``out_dir/<task>/{train,val,test}.jsonl``, ``out_dir/<task>/quarantine.jsonl`` and
     ``out_dir/manifest.json`` (format: ``tasks.examples``); the same inputs give the same bytes.
 
@@ -85,13 +85,13 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
     """
     check_tasks(tasks=tasks, base_dir=base_dir, dedup_dir=dedup_dir)  # every path error before any work
     tokenizer = load_tokenizer(tokenizer_dir)
-    counters: dict[str, Any] = {}
+    # every task is made before the first file is written: a failing task leaves no half-written output
+    made = [_task_examples(task, tokenizer, max_length=max_length, dedup_dir=Path(dedup_dir), base_dir=Path(base_dir),
+                           max_train=default_max_train, min_eval=default_min_eval) for task in tasks]
+    counters: dict[str, int] = {}
     manifest: dict[str, dict[str, Any]] = {}
-    for task in tasks:
+    for task, (rows, bad, stats) in zip(tasks, made, strict=True):
         name, kind = task["name"], task["type"]
-        rows, bad, stats = _task_examples(task, tokenizer, max_length=max_length, dedup_dir=Path(dedup_dir),
-                                          base_dir=Path(base_dir), max_train=default_max_train,
-                                          min_eval=default_min_eval)
         for split in SPLITS:
             write_rows(split_file(out_dir, name, split), rows[split])
         write_rows(Path(out_dir) / name / QUARANTINE_FILE, [b.row() for b in bad])

@@ -61,8 +61,11 @@ def test_split_field_honoured_end_to_end(tmp_path: Path, tokenizer_dir: Path) ->
 
 def test_too_few_per_class_names_task_and_class(tmp_path: Path, tokenizer_dir: Path) -> None:
     write_jsonl(tmp_path / "data.jsonl", labelled({"many": 20, "rare": 3}))
+    write_jsonl(tmp_path / "ok.jsonl", labelled({"x": 5, "y": 5}))
+    fine = task("fine", data=[{"kind": "files", "paths": ["ok.jsonl"]}])
     with pytest.raises(TooFewExamplesError, match=r"task 't': class\(es\) 'rare' \(1\)") as err:
-        run(tmp_path, [task()], tokenizer_dir)
+        run(tmp_path, [fine, task()], tokenizer_dir)
     assert err.value.exit_code == 2
+    assert not (tmp_path / "out").exists()  # the task before it is not written either
     with pytest.raises(TooFewExamplesError, match=r"'absent' \(0\)"):  # a declared label with no example at all
         run(tmp_path, [task(labels=["many", "rare", "absent"], min_per_class=1)], tokenizer_dir)
