@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tasks.finetune.checks import check_record, count_tokens, jsonable, load_tokenizer
+from tasks.finetune.errors import NoExamplesError
 from tasks.finetune.items import DEFAULT_FIELDS, REASONS, Bad, Example, Raw
 from tests.tasks.finetune.conftest import labelled, rows, run, task, write_jsonl
 
@@ -39,6 +42,21 @@ def test_every_reason_is_quarantined_with_where_and_detail(tmp_path: Path, token
     assert counters["t.quarantined"] == 9 and counters["t.quarantined.non_string_field"] == 2
     assert counters["t.examples_in"] == n + 9 and counters["t.kept"] == n
     assert {q["reason"] for q in quarantine} <= set(REASONS)
+
+
+def test_sft_too_long_tokens_counts_the_rendered_prompt(tmp_path: Path, tokenizer_dir: Path) -> None:
+    from tasks.examples import render_prompt
+
+    tok = load_tokenizer(tokenizer_dir)
+    prompt_tokens = len(tok.encode(render_prompt("hi"), add_special_tokens=False).ids)
+    response = "the cat sat"
+    n = prompt_tokens + len(tok.encode(response, add_special_tokens=False).ids) + 1
+    write_jsonl(tmp_path / "data.jsonl", [{"prompt": "hi", "response": response}] * 2)
+    data = [{"kind": "files", "paths": ["data.jsonl"]}]
+    with pytest.raises(NoExamplesError, match="too_long_tokens"):
+        run(tmp_path, [task("s", "sft", data)], tokenizer_dir, max_length=n - 1)
+    counters = run(tmp_path, [task("s", "sft", data)], tokenizer_dir, max_length=n)
+    assert counters["s.kept"] == 1 and counters["s.quarantined.duplicate"] == 1
 
 
 def test_integer_labels_become_strings_and_split_names_map() -> None:

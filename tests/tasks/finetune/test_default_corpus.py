@@ -145,6 +145,9 @@ def test_end_to_end_default_tasks(tmp_path: Path, dedup: Path, tokenizer_dir: Pa
     assert counters["doc_section.labels.reference.val"] == counters["doc_section.labels.reference.test"] == 1
     assert counters["doc_section.val"] == 3 and counters["doc_section.test"] == 3
     assert counters["docstring.train"] == 2 and counters["docstring.quarantined.duplicate"] == 4  # same per module
+    first = {p.name + p.parent.name: p.read_bytes() for p in (tmp_path / "out").rglob("*.*")}
+    assert run(tmp_path, tasks, tokenizer_dir, dedup_dir=dedup, default_min_eval=1, max_length=2048) == counters
+    assert {p.name + p.parent.name: p.read_bytes() for p in (tmp_path / "out").rglob("*.*")} == first
 
 
 def test_missing_dedup(tmp_path: Path, dedup: Path, tokenizer_dir: Path) -> None:
