@@ -49,7 +49,7 @@ def iter_folders(*, path: str, unit: str, base_dir: Path, what: str) -> Iterator
         TaskFormatError: unknown unit.
     """
     if unit not in ("file", "line"):
-        raise TaskFormatError(f"{what}.unit: {unit!r}; use file or line")
+        raise TaskFormatError(f"{what}: unit {unit!r}; use file or line")
     sources = class_sources(path, base_dir, what)
     return _iter(sources, unit, Path(base_dir))
 

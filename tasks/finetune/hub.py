@@ -25,11 +25,11 @@ def local_dir(path: str, base_dir: Path, what: str) -> Path | None:
     candidate = Path(base_dir) / os.path.expanduser(path)
     if candidate.exists():
         if not candidate.is_dir():
-            raise TaskFormatError(f"{what}: {path!r} is a file; give its directory, or use the builder name "
+            raise TaskFormatError(f"{what}.path: {path!r} is a file; give its directory, or use the builder name "
                                   "(json, csv, parquet) with data_files, or data kind files")
         return candidate
     if path.startswith(("./", "../", "/", "~")) or path in (".", ".."):
-        raise TaskPathError(f"{what}: dataset directory {path!r} does not exist (looked for {candidate}); fix "
+        raise TaskPathError(f"{what}.path: dataset directory {path!r} does not exist (looked for {candidate}); fix "
                             "`path`, or give a hub id such as 'user/dataset'")
     return None
 
@@ -60,7 +60,7 @@ def iter_hf(*, path: str, config: str | None, splits: list[str], data_files: lis
         revision: hub revision.
         fields: field names (passed on to the checks).
         base_dir: the repository.
-        what: the params key named in errors.
+        what: the data entry named in errors, e.g. ``task 'x' data[0]``.
 
     Raises:
         TaskPathError: a local path or glob names nothing; a hub id cannot be found or reached.
@@ -89,7 +89,7 @@ def _open(path: str, config: str | None, split: str, data_files: list[str] | Non
         saved = datasets.load_from_disk(str(local))
         if isinstance(saved, datasets.DatasetDict):
             if split not in saved:
-                raise TaskFormatError(f"{what}: {path!r} has no split {split!r}; its splits: {sorted(saved)}")
+                raise TaskFormatError(f"{what}.splits: {path!r} has no split {split!r}; its splits: {sorted(saved)}")
             saved = saved[split]
         return saved
     files: Any = data_files
@@ -101,13 +101,13 @@ def _open(path: str, config: str | None, split: str, data_files: list[str] | Non
                                      data_files=files, revision=revision)
     except DatasetBuildError as e:
         cause = e.__cause__ or e
-        raise UnreadableFileError(f"{what}: dataset {path!r} cannot be built ({type(cause).__name__}: "
+        raise UnreadableFileError(f"{what}.path: dataset {path!r} cannot be built ({type(cause).__name__}: "
                                   f"{str(cause)[:300]}); fix its data files") from None
     except (FileNotFoundError, ConnectionError) as e:
-        raise TaskPathError(f"{what}: cannot load dataset {path!r} ({e}); check the path or hub id and the "
+        raise TaskPathError(f"{what}.path: cannot load dataset {path!r} ({e}); check the path or hub id and the "
                             "network, or download it beforehand and point `path` at the copy") from None
     except ValueError as e:  # what datasets raises for an unknown split or configuration
-        raise TaskFormatError(f"{what}: cannot load dataset {path!r} (config {config!r}, split {split!r}): "
+        raise TaskFormatError(f"{what}.path: cannot load dataset {path!r} (config {config!r}, split {split!r}): "
                               f"{e}") from None
 
 

@@ -52,8 +52,7 @@ def check_tasks(*, tasks: list[dict[str, Any]], base_dir: Path, dedup_dir: Path 
             elif data["kind"] == "folders":
                 class_sources(data["path"], Path(base_dir), f"{what}.path")
             elif data["kind"] == "hf":
-                check_hf(path=data["path"], data_files=data["data_files"], base_dir=Path(base_dir),
-                         what=f"{what}.path")
+                check_hf(path=data["path"], data_files=data["data_files"], base_dir=Path(base_dir), what=what)
             elif data["kind"] == "default" and dedup_dir is not None:
                 check_dedup(Path(dedup_dir))
 
@@ -124,7 +123,7 @@ def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path) -> Iterator[Raw
         elif data["kind"] == "hf":
             yield from iter_hf(path=data["path"], config=data["config"], splits=data["splits"],
                                data_files=data["data_files"], revision=data["revision"], fields=data["fields"],
-                               base_dir=base_dir, what=f"{what}.path")
+                               base_dir=base_dir, what=what)
         elif task["type"] == "classification":
             yield from iter_default_classification(dedup_dir)
         else:

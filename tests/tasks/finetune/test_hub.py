@@ -16,7 +16,7 @@ from tests.tasks.finetune.conftest import labelled, rows, run, task, write_jsonl
 def _read(tmp_path: Path, path: str, splits: list[str], data_files: list[str] | None = None,
           fields: dict | None = None) -> list:
     return list(iter_hf(path=path, config=None, splits=splits, data_files=data_files, revision=None,
-                        fields=fields or DEFAULT_FIELDS, base_dir=tmp_path, what="task 'h' data[0].path"))
+                        fields=fields or DEFAULT_FIELDS, base_dir=tmp_path, what="task 'h' data[0]"))
 
 
 def _saved(tmp_path: Path) -> Path:
@@ -36,7 +36,7 @@ def test_save_to_disk_splits_and_integer_labels(tmp_path: Path) -> None:
     items = _read(tmp_path, "saved", ["train", "validation"])
     assert [i.split for i in items] == ["train"] * 8 + ["val"] * 2
     assert items[8].where == "saved/validation#0" and items[8].record == {"text": "val a", "label": 0}
-    with pytest.raises(TaskFormatError, match="no split 'dev'"):
+    with pytest.raises(TaskFormatError, match=r"data\[0\].splits: 'saved' has no split 'dev'"):
         _read(tmp_path, "saved", ["dev"])
 
 
@@ -52,13 +52,13 @@ def test_builder_with_data_files(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "files" / "a.jsonl", labelled({"a": 2}))
     items = _read(tmp_path, "json", ["train"], ["files/*.jsonl"])
     assert [i.record["text"] for i in items] == [r["text"] for r in labelled({"a": 2})]
-    with pytest.raises(TaskPathError, match=r"data\[0\].path.data_files: 'files/\*.csv' matches no file"):
+    with pytest.raises(TaskPathError, match=r"task 'h' data\[0\].data_files: 'files/\*.csv' matches no file"):
         _read(tmp_path, "json", ["train"], ["files/*.csv"])
 
 
 def test_builder_build_error_names_the_dataset(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"text": "a", "label": "x"}\n{oops\n')
-    with pytest.raises(UnreadableFileError, match="dataset 'json' cannot be built"):
+    with pytest.raises(UnreadableFileError, match=r"data\[0\].path: dataset 'json' cannot be built"):
         _read(tmp_path, "json", ["train"], ["bad.jsonl"])
 
 
