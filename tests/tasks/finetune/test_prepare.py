@@ -97,3 +97,10 @@ def test_data_entries_mix_and_quarantine_rows(tmp_path: Path, tokenizer_dir: Pat
                                                   "detail": "text field 'text' is empty",
                                                   "record": {"text": "", "label": "a"}}]
     assert read_manifest(tmp_path / "out")["tasks"]["t"]["labels"] == ["a", "b"]
+
+
+def test_declared_labels_keep_their_order(tmp_path: Path, tokenizer_dir: Path) -> None:
+    write_jsonl(tmp_path / "data.jsonl", labelled({"a": 4, "b": 4}))
+    run(tmp_path, [task(labels=["b", "a"])], tokenizer_dir)
+    t = read_manifest(tmp_path / "out")["tasks"]["t"]
+    assert t["labels"] == ["b", "a"]  # the order a classification head numbers its classes in
