@@ -164,8 +164,9 @@ class FinetuneParams(FinetuneSettings, Section):
     task at once. The training settings are :class:`tasks.training.config.FinetuneSettings`, the very class of the
     entry point's run config (defined once); this section adds the tasks, the search and the process launch."""
 
-    tasks: list[TaskParams] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1, description="Tasks trained together (multi-task: one backbone, "
-                                    "a head per classification task, the LM head for sft tasks).")
+    tasks: list[TaskParams] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1,
+                                    description="Tasks trained together (multi-task: one backbone, a head per "
+                                    "classification task, the LM head for sft tasks).")
     search: SearchParams = Field(default_factory=SearchParams, description="Hyperparameter search.")
     deepspeed_config: str | None = Field(None, description="A DeepSpeed JSON merged over the generated one; "
                                          "relative to the repo.")
