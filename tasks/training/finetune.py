@@ -126,6 +126,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     import logging
 
     import torch
+    import transformers
     from transformers import AutoTokenizer
 
     from tasks.atomic import atomic_dir, atomic_path
@@ -150,6 +151,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.training.task_eval import evaluate_split, exported_test_metrics
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()  # a bar per model load would drown the log
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds_config = ds.deepspeed_config(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip,
