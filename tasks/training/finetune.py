@@ -51,6 +51,10 @@ TRAIN_EVAL_EXAMPLES = 256
 """Training examples per classification task (the first ones) whose accuracy is compared with val's at each eval."""
 SAMPLE_PROMPTS = 3
 """SFT: test prompts completed greedily by the exported model, into the summary."""
+METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val_macro_f1",
+                "perplexity": "val_perplexity", "train_loss": "window_train_loss", "gap": "gap",
+                "train_accuracy": "train_accuracy", "accuracy_gap": "accuracy_gap"}
+"""MLflow names of an evaluation's per-task numbers (suffixed ``_<task>``)."""
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -278,8 +282,8 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
                                                              if t in labels else f" ppl {m['perplexity']:.2f}")
                          + ("" if m["gap"] is None else f" gap {m['gap']:+.4f}") for t, m in per_task.items()))
         flat = {"val_score": score, "lr_scale": scale}
-        for t, m in per_task.items():
-            flat.update({f"val_{k}_{t}": v for k, v in m.items() if isinstance(v, float)})
+        for t, m in per_task.items():  # val_loss_T, val_accuracy_T, gap_T (val - train loss), train_accuracy_T...
+            flat.update({f"{METRIC_NAMES[k]}_{t}": v for k, v in m.items() if isinstance(v, float)})
         sink.log(flat, step)
         return stopper.stop
 
