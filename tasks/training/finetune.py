@@ -138,8 +138,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.tokens import load_tokens
     from tasks.training import engine as ds
     from tasks.training import export, telemetry
-    from tasks.training.freezing import apply_trainable, trainable_parts
-    from tasks.training.lora import add_lora, backbone_state, merged_llama
+    from tasks.training.freezing import add_lora, apply_trainable, backbone_state, merged_llama, trainable_parts
     from tasks.training.metrics import EarlyStopper, learning_curves, val_score
     from tasks.training.model import count_params
     from tasks.training.multitask import (

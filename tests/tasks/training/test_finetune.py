@@ -257,3 +257,14 @@ def torch_equal(a: Any, b: Any) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+@pytest.mark.slow  # needs the reference run's checkpoints
+def test_resuming_under_other_settings_is_refused(inputs: dict[str, Path], reference: Path) -> None:
+    ckpt = str(reference.parent / "ckpt")
+    config = run_config(inputs, inputs["runs"] / "changed", checkpoint_dir=ckpt, head_lr=2e-2, freeze_layers=1)
+    res = finetune(config, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert (f"checkpoint_dir {ckpt} holds a run with other settings (freeze_layers: 0 -> 1, head_lr: 0.01 -> 0.02)"
+            in res.stderr)
+    assert not (config.parent / "model").exists()

@@ -105,8 +105,7 @@ def test_lora_merge_is_base_plus_scaled_low_rank_update_and_the_adapter_loads(in
     import torch
     from peft import PeftModel
 
-    from tasks.training.freezing import part_of
-    from tasks.training.lora import add_lora, merged_llama
+    from tasks.training.freezing import add_lora, merged_llama, part_of
     from tasks.training.multitask import build_multitask, load_backbone
 
     base = load_backbone(inputs["base"])
