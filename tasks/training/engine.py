@@ -138,16 +138,25 @@ def param_groups(model: Any, *, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def build_engine(model: Any, *, lr: float, betas: tuple[float, float], weight_decay: float,
-                 ds_config: dict[str, Any]) -> tuple[Any, Any]:
+                 ds_config: dict[str, Any], groups: list[dict[str, Any]] | None = None) -> tuple[Any, Any]:
     """Wrap ``model`` and a torch AdamW in a DeepSpeed engine; returns (engine, optimizer).
 
     The torch optimizer is returned too: its ``param_groups`` drive the update, so the recipe sets the learning rate
     there (:func:`tasks.training.schedule.set_lr`).
+
+    Args:
+        model: the module to train.
+        lr: the default learning rate of the groups.
+        betas: AdamW betas.
+        weight_decay: decay of matrices (see :func:`param_groups`).
+        ds_config: :func:`deepspeed_config`'s result.
+        groups: explicit parameter groups (their own ``lr``/``weight_decay`` keys win); None: :func:`param_groups`.
     """
     import deepspeed
     import torch
 
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay=weight_decay), lr=lr, betas=betas)
+    groups = groups if groups is not None else param_groups(model, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     return engine, optimizer
 

@@ -74,3 +74,48 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
         samples = sample(tmp, tokenizer_dir=tokenizer_dir, prompts=sample_prompts, max_new_tokens=sample_max_new_tokens)
         (tmp / SAMPLES_FILE).write_text(json.dumps(samples, indent=2) + "\n", encoding="utf-8")
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def save_task_models(out: Path, *, llama: Any, heads: dict[str, Any], labels: dict[str, list[str]],
+                     sft_tasks: list[str], tokenizer_dir: Path, dtype: str, chat_template: str) -> None:
+    """One Hugging Face model directory per task under ``out``: a ``LlamaForSequenceClassification`` (the backbone
+    plus the task's ``score`` weight, ``id2label``/``label2id`` from ``labels``) per classification task, the causal
+    LM with a chat template in its tokenizer per sft task; each with the tokenizer.
+
+    Args:
+        out: the directory to write into (the inside of an ``atomic_dir``).
+        llama: the trained LlamaForCausalLM (LoRA already merged), on the CPU.
+        heads: ``{task: score weight (classes, hidden)}`` of the classification tasks.
+        labels: ``{task: label names}`` in head order.
+        sft_tasks: the sft tasks' names.
+        tokenizer_dir: the tokenizer copied into every directory.
+        dtype: ``bfloat16`` or ``float32``, the saved weights' type.
+        chat_template: the sft tokenizer's ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``).
+    """
+    import copy
+
+    import torch
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    torch_dtype = getattr(torch, dtype)
+    llama = llama.to(torch_dtype)
+    llama.config.use_cache, llama.config.attention_dropout = True, 0.0
+    body = {k: v for k, v in llama.state_dict().items() if k.startswith("model.")}
+    for task, weight in sorted(heads.items()):
+        config = copy.deepcopy(llama.config)
+        config.architectures = ["LlamaForSequenceClassification"]
+        config.num_labels = len(labels[task])
+        config.id2label = dict(enumerate(labels[task]))
+        config.label2id = {label: i for i, label in enumerate(labels[task])}
+        config.dtype = torch_dtype
+        classifier = LlamaForSequenceClassification(config).to(torch_dtype)
+        classifier.load_state_dict({**body, "score.weight": weight.to(torch_dtype)}, strict=True)
+        classifier.save_pretrained(str(out / task))
+        AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out / task))
+    llama.config.architectures = ["LlamaForCausalLM"]
+    llama.config.dtype = torch_dtype
+    for task in sorted(sft_tasks):
+        llama.save_pretrained(str(out / task))
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        tokenizer.chat_template = chat_template
+        tokenizer.save_pretrained(str(out / task))
