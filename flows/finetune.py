@@ -27,11 +27,11 @@ from pipelines.config import Params, flatten
 from pipelines.config.finetune import FinetuneParams
 from pipelines.launch import launch_training, read_hostfile, write_run_config
 from tasks.atomic import atomic_dir
-from tasks.finetune import check_tasks, prepare_tasks
+from tasks.finetune.gate import validate_examples
+from tasks.finetune.prepare import check_tasks, prepare_tasks
 from tasks.plots import search_plot
 from tasks.training import finetune as recipe  # the entry point launched below (and a DVC dep through its imports)
 from tasks.training.finetune import SUMMARY_FILE
-from tasks.validation import validate_examples
 
 STAGE = "finetune"
 log = logging.getLogger("flows.finetune")
@@ -67,8 +67,9 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
             node = node[part]
         node[leaf] = value
     return {**settings, "examples_dir": str(root / artifacts.EXAMPLES_DIR),
-            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR), "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR),
-            "tokens_dir": str(root / artifacts.TOKENS_DIR), "out_dir": str(out_dir),
+            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR),
+            "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR), "tokens_dir": str(root / artifacts.TOKENS_DIR),
+            "out_dir": str(out_dir),
             "checkpoint_dir": str(checkpoint_dir), "plots_dir": str(plots_dir),
             "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
             "deepspeed_config": str(root / cfg.deepspeed_config) if cfg.deepspeed_config else None}
@@ -146,8 +147,9 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         with artifacts.staged_output(root / artifacts.EXAMPLES_DIR) as staged:
             data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
-                                       dedup_dir=root / artifacts.DEDUP_DIR, tokenizer_dir=root / artifacts.TOKENIZER_DIR,
-                                       max_length=cfg.max_length, base_dir=root, out_dir=staged)
+                                       dedup_dir=root / artifacts.DEDUP_DIR,
+                                       tokenizer_dir=root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
+                                       base_dir=root, out_dir=staged)
             gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
             gate.raise_for_failure()
         checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]
@@ -180,16 +182,19 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """The flat, deterministic numbers of the recipe's summary that go into metrics/finetune.json."""
-    keep = {k: summary[k] for k in ("best_step", "steps_run", "stopped_early", "best_val_score", "params",
-                                     "trainable_params") if k in summary}
+    """The flat, deterministic numbers of the recipe's summary for metrics/finetune.json: the run's outcome, each
+    task's best validation and test metrics of the exported weights, and its shift report."""
+    out: dict[str, Any] = {k: summary[k] for k in ("best_step", "best_val_score", "steps_run", "params",
+                                                   "trainable_params") if k in summary}
+    out["stopped_early"] = int(bool(summary.get("stopped_early")))
+    shift = (summary.get("shift") or {}).get("tasks", {})
     for task, result in summary.get("tasks", {}).items():
-        for part in ("val", "test", "shift"):
-            for key, value in flatten(result.get(part, {})).items():
+        for part, values in (("val", result.get("best_val", {})), ("test", result.get("test", {})),
+                             ("shift", shift.get(task, {}))):
+            for key, value in flatten(values).items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
-                    keep[f"{task}.{part}.{key}"] = round(value, 6) if isinstance(value, float) else value
-    keep["stopped_early"] = int(bool(keep.get("stopped_early", False)))
-    return keep
+                    out[f"{task}.{part}.{key}"] = round(value, 6) if isinstance(value, float) else value
+    return out
 
 
 if __name__ == "__main__":

@@ -63,8 +63,22 @@ def test_the_check_fails_when_a_shared_module_is_missing(graph: grimp.ImportGrap
     assert uncovered(no_schema, graph) == ["pipelines.config.clean (pipelines/config/clean.py)"]
 
 
+TRAINING_STAGES = ("pretrain", "finetune", "distill")
+"""Stages whose recipe lives in the shared tasks/training package (one recipe module each)."""
+
+
 def test_a_stage_package_is_one_directory_dep() -> None:
     # a module added to a stage's package is covered without editing dvc.yaml
     for name, spec in read_stages(REPO).items():
-        package = "training" if name == "pretrain" else name
-        assert f"tasks/{package}" in spec.deps, name
+        if name not in TRAINING_STAGES:
+            assert f"tasks/{name}" in spec.deps, name
+
+
+def test_a_training_stage_lists_its_recipe_not_the_others() -> None:
+    # tasks/training holds every recipe: a directory dep would re-run pretrain when the finetune recipe changes
+    stages = read_stages(REPO)
+    for name in set(TRAINING_STAGES) & set(stages):
+        deps = stages[name].deps
+        assert "tasks/training" not in deps and f"tasks/training/{name}.py" in deps, name
+        others = [f"tasks/training/{o}.py" for o in TRAINING_STAGES if o != name]
+        assert not set(others) & set(deps), name

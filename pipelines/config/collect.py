@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from pipelines.config.base import Section, ValidationParams
+from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, repo_dep
 
 
 class _SourceBase(Section):
@@ -105,49 +103,6 @@ class CollectParams(Section):
         return source_pins(self, root)
 
 
-_GLOB_MAGIC = re.compile(r"[*?\[]")
-# datasets' packaged builder names (datasets.packaged_modules): with data_files they read local files. Spelled out
-# here because this module must stay light (the CLI reads it without importing datasets).
-HF_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas", "sql", "xml", "webdataset",
-                         "imagefolder", "audiofolder", "videofolder", "pdffolder", "niftifolder", "hdf5", "eval"})
-
-
-def _dep(path: Path, root: Path) -> str:
-    """A path as a DVC dep: relative (posix) inside the repository, absolute outside it."""
-    base = os.path.abspath(root)
-    full = os.path.normpath(os.path.join(base, path))
-    rel = os.path.relpath(full, base)
-    return Path(rel).as_posix() if rel != ".." and not rel.startswith(".." + os.sep) else full
-
-
-def glob_deps(pattern: str, root: Path, base: Path | None = None) -> list[str]:
-    """What a source glob reads, as DVC deps: the directory before its first wildcard (so a new matching file is
-    new data too), the file itself without a wildcard, or, for a wildcard at the repository's top level (a
-    directory dep there would hold the stage's own outputs), the files it matches now."""
-    path = Path(os.path.expanduser(pattern))
-    if not path.is_absolute():
-        path = (base or root) / path
-    fixed: list[str] = []
-    for part in path.parts:
-        if _GLOB_MAGIC.search(part):
-            break
-        fixed.append(part)
-    else:
-        return [_dep(path, root)]
-    directory = _dep(Path(*fixed), root)
-    if directory != ".":
-        return [directory]
-    return sorted(_dep(Path(m), root) for m in glob.glob(str(path), recursive=True) if os.path.isfile(m))
-
-
-def _hf_local(path: str, root: Path) -> Path | None:
-    # as the reader decides (tasks/collect/hub.py): an existing path, or one written like a path, is local
-    candidate = root / os.path.expanduser(path)
-    if candidate.exists() or path.startswith(("./", "../", "/", "~", ".\\")) or path in (".", ".."):
-        return candidate
-    return None
-
-
 def source_deps(params: CollectParams, root: Path) -> list[str]:
     """The local data the stage reads (files, WARC and local Hugging Face sources), as DVC deps, sorted and
     without an entry inside another; hub datasets are pinned by their revision instead (`source_pins`)."""
@@ -157,9 +112,9 @@ def source_deps(params: CollectParams, root: Path) -> list[str]:
             for pattern in src.paths:
                 deps.update(glob_deps(pattern, root))
         elif isinstance(src, HFSource):
-            local = _hf_local(src.path, root)
+            local = hf_local(src.path, root)
             if local is not None:
-                deps.add(_dep(local, root))
+                deps.add(repo_dep(local, root))
             elif src.path in HF_BUILDERS:
                 for pattern in src.data_files or []:
                     deps.update(glob_deps(pattern, root))
@@ -170,7 +125,7 @@ def source_pins(params: CollectParams, root: Path) -> list[str]:
     """One line per hub dataset: the revision it is pinned at, or that it is not pinned."""
     lines = []
     for src in params.sources:
-        if isinstance(src, HFSource) and _hf_local(src.path, root) is None and src.path not in HF_BUILDERS:
+        if isinstance(src, HFSource) and hf_local(src.path, root) is None and src.path not in HF_BUILDERS:
             pin = (f"pinned at revision {src.revision}" if src.revision else
                    "unpinned: hub data can change without notice (set `revision` to pin it)")
             lines.append(f"source '{src.name}': hub dataset {src.path}: {pin}")

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from pipelines.config.base import Section
 from pipelines.config.launch import LaunchParams
+from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, repo_dep
 
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import FinetuneSettings
@@ -181,6 +183,41 @@ class FinetuneParams(FinetuneSettings, Section):
             raise ValueError("search.lora_rank needs strategy lora")
         return self
 
+
+    def data_deps(self, root: Path) -> list[str]:
+        """The stage's data deps in dvc.yaml: its pipeline inputs, then the local data its tasks read (so new or
+        edited task files make the stage stale); hub datasets are pinned by their revision instead."""
+        local: set[str] = set()
+        for task in self.tasks:
+            for data in task.data:
+                if isinstance(data, FilesData):
+                    for pattern in data.paths:
+                        local.update(glob_deps(pattern, root))
+                elif isinstance(data, FoldersData):
+                    local.add(repo_dep(Path(data.path), root))
+                elif isinstance(data, HFData):
+                    if (path := hf_local(data.path, root)) is not None:
+                        local.add(repo_dep(path, root))
+                    elif data.path in HF_BUILDERS:
+                        for pattern in data.data_files or []:
+                            local.update(glob_deps(pattern, root))
+        outer = sorted(d for d in local if not any(o != d and Path(d).is_relative_to(o) for o in local))
+        return [*PIPELINE_INPUTS, *(d for d in outer if d not in PIPELINE_INPUTS)]
+
+    def status_notes(self, root: Path) -> list[str]:
+        """Lines for `lmforge status`: how each hub dataset of a task is pinned."""
+        lines = []
+        for task in self.tasks:
+            for data in task.data:
+                if isinstance(data, HFData) and hf_local(data.path, root) is None and data.path not in HF_BUILDERS:
+                    pin = (f"pinned at revision {data.revision}" if data.revision else
+                           "unpinned: hub data can change without notice (set `revision` to pin it)")
+                    lines.append(f"task '{task.name}': hub dataset {data.path}: {pin}")
+        return lines
+
+
+PIPELINE_INPUTS: tuple[str, ...] = ("data/dedup", "data/tokens", "models/tokenizer", "models/base")
+"""What the stage reads from the stages before it (the default tasks, the shift report's baseline, the model)."""
 
 SCHEMA = FinetuneParams
 """The ``finetune`` section of params.yaml."""

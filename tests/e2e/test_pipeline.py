@@ -39,12 +39,23 @@ def _set_params(repo: Path, **collect: object) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def _set_section(repo: Path, section: str, **values: object) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     repo = repo_copy
     env = {"PREFECT_API_URL": ""}  # the README path: ephemeral Prefect API, sqlite MLflow under the repo
+    # the default corpus and every default but pretrain's length: the README's first command trains the 1000 steps
+    # (its timing is in the README); here 300 steps keep the suite inside its budget and still beat the unigram
+    _set_section(repo, "pretrain", steps=300)
+    subprocess.run(["git", "commit", "-qam", "shorter pretrain"], cwd=repo, check=True, env=subprocess_env(
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid"))
     res = run_cli(repo, "run", **env)
     assert res.returncode == 0, res.stdout + res.stderr
-    for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain"):
+    for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune"):
         assert f"{stage}: ran" in res.stdout
     trained = json.loads((repo / "metrics/pretrain.json").read_text())
     assert trained["final_val_perplexity"] < 0.7 * trained["unigram_val_perplexity"]
@@ -54,7 +65,9 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(repo / "models/base")
     generated = model.generate(input_ids=torch.tensor([[0]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert generated.shape == (1, 5)
-    assert {"data/raw", "data/clean", "data/dedup", "models/tokenizer", "data/tokens"} <= set(_all_outs(repo))
+    assert {"data/raw", "data/clean", "data/dedup", "models/tokenizer", "data/tokens", "data/finetune",
+            "models/finetuned"} <= set(_all_outs(repo))
+    _check_finetuned(repo)
     from transformers import AutoTokenizer
 
     from tasks.tokens import load_tokens, read_manifest
@@ -135,6 +148,30 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     assert pulled.returncode == 0, pulled.stderr
     assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
     assert _lock_md5(repo) == digest_before
+
+
+def _check_finetuned(repo: Path) -> None:
+    """The default tasks, derived from the default corpus, trained on the base model: loadable, better than chance."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    tuned = json.loads((repo / "metrics/finetune.json").read_text())
+    manifest = json.loads((repo / "data/finetune/manifest.json").read_text())
+    labels = manifest["tasks"]["doc_section"]["labels"]
+    assert len(labels) >= 3
+    majority = max(manifest["tasks"]["doc_section"]["label_counts"]["test"].values()) / \
+        manifest["tasks"]["doc_section"]["splits"]["test"]
+    assert tuned["doc_section.test.accuracy"] > majority  # beats always answering the most frequent class
+    classifier = AutoModelForSequenceClassification.from_pretrained(repo / "models/finetuned/doc_section")
+    assert sorted(classifier.config.id2label.values()) == sorted(labels)
+    tok = AutoTokenizer.from_pretrained(repo / "models/finetuned/docstring")
+    lm = AutoModelForCausalLM.from_pretrained(repo / "models/finetuned/docstring")
+    ids = tok.apply_chat_template([{"role": "user", "content": "def dumps(obj, *, indent=None)"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = lm.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert (repo / "reports/plots/finetune/learning_curves.png").is_file()
 
 
 def test_validation_failure_stops_pipeline_and_keeps_previous_output(repo_copy: Path, prefect_api: str) -> None:

@@ -130,3 +130,46 @@ def test_pretrain_defaults_are_unchanged() -> None:
         "deepspeed_config": None,
         "launch": {"launcher": "python", "nproc": 1, "hostfile": None, "master_addr": None, "master_port": None,
                    "node_rank": None}}
+
+
+def test_finetune_errors_name_the_key_path(params: dict) -> None:
+    bad = copy.deepcopy(params)
+    bad["finetune"]["tasks"][0]["data"][0]["pathz"] = ["x.csv"]
+    assert "finetune.tasks[0].data[0].pathz: unknown key" in _error(bad)
+    bad = copy.deepcopy(params)
+    bad["finetune"]["tasks"][1]["type"] = "regression"
+    assert "finetune.tasks[1].type:" in _error(bad)
+    bad = copy.deepcopy(params)
+    bad["finetune"]["tasks"].append(copy.deepcopy(bad["finetune"]["tasks"][0]))
+    assert "task names repeat" in _error(bad)
+    bad = copy.deepcopy(params)
+    bad["finetune"].update(unfreeze_every=10, zero_stage=2)
+    assert "unfreeze_every needs zero_stage 0" in _error(bad)
+    bad = copy.deepcopy(params)
+    bad["finetune"]["tasks"][1]["data"] = [{"kind": "folders", "path": "by_label"}]
+    assert "folders gives labels" in _error(bad)
+    bad = copy.deepcopy(params)
+    bad["finetune"]["search"] = {"enabled": True, "trials": 2}
+    assert "names no range" in _error(bad)
+
+
+def test_finetune_default_tasks_are_the_offline_ones() -> None:
+    from pipelines.config.finetune import FinetuneParams
+
+    tasks = FinetuneParams().tasks
+    assert [(t.name, t.type, t.data[0].kind) for t in tasks] == [("doc_section", "classification", "default"),
+                                                                 ("docstring", "sft", "default")]
+    assert load_params(REPO).finetune.tasks == tasks  # params.yaml spells out the defaults
+
+
+def test_quoted_numbers_and_booleans_are_errors_not_changes(params: dict) -> None:
+    # issue 16 item 6: "1000" was accepted, then DVC compared the YAML text and status printed 1000 -> 1000
+    bad = copy.deepcopy(params)
+    bad["pretrain"]["steps"] = "1000"
+    assert "pretrain.steps: Input should be a valid integer" in _error(bad)
+    bad = copy.deepcopy(params)
+    bad["finetune"]["early_stopping"]["enabled"] = "yes"
+    assert "finetune.early_stopping.enabled: Input should be a valid boolean" in _error(bad)
+    ok = copy.deepcopy(params)
+    ok["pretrain"]["lr"] = 1  # an integer where a float goes is a number all the same
+    assert parse_params(ok).pretrain.lr == 1.0

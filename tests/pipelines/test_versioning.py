@@ -49,7 +49,7 @@ def test_cycle_is_an_error(tmp_path: Path) -> None:
 
 def test_repo_graph_is_the_pipeline_in_order() -> None:
     stages = read_stages(REPO)
-    assert stage_names() == ("collect", "clean", "dedup", "tokenizer", "pretrain")
+    assert stage_names() == ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune")
     assert tuple(topological_order(stages)) == tuple(stages), "dvc.yaml lists the stages in pipeline order"
     for name, spec in stages.items():
         assert spec.cmd == f"python -m flows.{name}"
