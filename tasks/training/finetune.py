@@ -51,6 +51,8 @@ TRAIN_EVAL_EXAMPLES = 256
 """Training examples per classification task (the first ones) whose accuracy is compared with val's at each eval."""
 SAMPLE_PROMPTS = 3
 """SFT: test prompts completed greedily by the exported model, into the summary."""
+VAL_SCORE = "mean over tasks of: classification val macro-F1; sft -(val loss per response token)"
+"""What early stopping, the best checkpoint and reduce-on-plateau follow (higher is better)."""
 METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val_macro_f1",
                 "perplexity": "val_perplexity", "train_loss": "window_train_loss", "gap": "gap",
                 "train_accuracy": "train_accuracy", "accuracy_gap": "accuracy_gap"}
@@ -174,6 +176,8 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     kinds = {t: tasks[t]["type"] for t in names}
     labels = {t: list(tasks[t]["labels"]) for t in names if kinds[t] == "classification"}
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if eos_id is None or pad_id is None:
+        raise ConfigError(f"the tokenizer in {cfg.tokenizer_dir} has no EOS or pad token: use the tokenizer stage's")
     data = {split: {t: encode(load_split(cfg.examples_dir, t, split), kind=kinds[t], tokenizer=tokenizer,
                               max_length=cfg.max_length, labels=labels.get(t), eos_id=eos_id) for t in names}
             for split in ("train", "val", "test")}
@@ -183,6 +187,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     # the base model, and how far each task's text is from what it was pretrained on (before any training)
     torch.manual_seed(cfg.seed)
     llama = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout)
+    llama.config.pad_token_id = pad_id  # pooling finds the last non-pad token by it, in training and in the export
     shift: dict[str, Any] = {}
     if is_main:
         streams = {t: [i for seq in data["train"][t]["ids"] for i in seq + [eos_id]] for t in names}
@@ -340,8 +345,8 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
 
     # export the best evaluation's weights, with test metrics of the exported files
     best = next(h for h in history if h["step"] == stopper.best_step)
-    summary = {"best_step": stopper.best_step, "best_val_score": stopper.best, "steps_run": step,
-               "stopped_early": stopped_early, "params": n_params,
+    summary = {"val_score": VAL_SCORE, "best_step": stopper.best_step, "best_val_score": stopper.best,
+               "steps_run": step, "stopped_early": stopped_early, "params": n_params,
                "trainable_params": count_params(engine.module, trainable_only=True), "strategy": cfg.strategy,
                "world_size": world_size, "precision": cfg.precision, "tasks": {}, "history": history, "shift": shift}
     run_stats = {"resumed_from_step": resumed_from, "steps_this_run": step - start_step,
