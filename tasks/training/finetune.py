@@ -296,6 +296,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     launch_to_first_step = telemetry.seconds_since_launch()
     say(f"{NAME}: first step {launch_to_first_step:.1f} s after launch")
     sink.log({"launch_to_first_step_seconds": launch_to_first_step}, step)
+    # DeepSpeed fills a missing gradient of a trainable parameter with zeros, so AdamW would keep moving an idle
+    # head along its old moments; with the plain torch optimizer (ZeRO 0, fp32) the idle heads are switched off
+    idle_heads_rest = cfg.zero_stage == 0 and cfg.precision == "fp32"
     start_step, train_seconds, log_tokens, log_seconds, run_tokens = step, 0.0, 0, 0.0, 0
     log_loss = torch.zeros(len(names), 2, dtype=torch.float64)
     while step < cfg.steps and not stopped_early:
@@ -305,6 +308,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         factor = lr_factor(step, warmup_steps=cfg.warmup_steps, steps=cfg.steps, decay=cfg.schedule,
                            min_ratio=cfg.min_lr_ratio) * plateau.scale
         set_scaled_lr(optimizer, factor)
+        if idle_heads_rest:  # the heads of the tasks not drawn now get no gradient: no moment, no decay
+            for t, head in engine.module.heads.items():
+                head.weight.requires_grad_(t == batches.task(step))
         for micro in range(cfg.grad_accum):
             task, (x, mask, y) = batches.batch(step, micro)
             x, mask, y = x.to(device), mask.to(device), y.to(device)
@@ -340,6 +346,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
                                           "plateau": plateau.state_dict(), "best_state": best_state,
                                           "stopped_early": stopped_early, "window": window.tolist()})
     run_tokens += log_tokens
+    apply_trainable(engine.module, parts_at(step))  # every head trainable again (for the count below)
     if not history or history[-1]["step"] != step:
         evaluate()
 
