@@ -51,6 +51,8 @@ TRAIN_EVAL_EXAMPLES = 256
 """Training examples per classification task (the first ones) whose accuracy is compared with val's at each eval."""
 SAMPLE_PROMPTS = 3
 """SFT: test prompts completed greedily by the exported model, into the summary."""
+VAL_SCORE = "mean over tasks of: classification val macro-F1; sft -(val loss per response token)"
+"""What early stopping, the best checkpoint and reduce-on-plateau follow (higher is better)."""
 METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val_macro_f1",
                 "perplexity": "val_perplexity", "train_loss": "window_train_loss", "gap": "gap",
                 "train_accuracy": "train_accuracy", "accuracy_gap": "accuracy_gap"}
@@ -174,6 +176,8 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     kinds = {t: tasks[t]["type"] for t in names}
     labels = {t: list(tasks[t]["labels"]) for t in names if kinds[t] == "classification"}
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if eos_id is None or pad_id is None:
+        raise ConfigError(f"the tokenizer in {cfg.tokenizer_dir} has no EOS or pad token: use the tokenizer stage's")
     data = {split: {t: encode(load_split(cfg.examples_dir, t, split), kind=kinds[t], tokenizer=tokenizer,
                               max_length=cfg.max_length, labels=labels.get(t), eos_id=eos_id) for t in names}
             for split in ("train", "val", "test")}
@@ -183,6 +187,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     # the base model, and how far each task's text is from what it was pretrained on (before any training)
     torch.manual_seed(cfg.seed)
     llama = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout)
+    llama.config.pad_token_id = pad_id  # pooling finds the last non-pad token by it, in training and in the export
     shift: dict[str, Any] = {}
     if is_main:
         streams = {t: [i for seq in data["train"][t]["ids"] for i in seq + [eos_id]] for t in names}
@@ -291,6 +296,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     launch_to_first_step = telemetry.seconds_since_launch()
     say(f"{NAME}: first step {launch_to_first_step:.1f} s after launch")
     sink.log({"launch_to_first_step_seconds": launch_to_first_step}, step)
+    # DeepSpeed fills a missing gradient of a trainable parameter with zeros, so AdamW would keep moving an idle
+    # head along its old moments; with the plain torch optimizer (ZeRO 0, fp32) the idle heads are switched off
+    idle_heads_rest = cfg.zero_stage == 0 and cfg.precision == "fp32"
     start_step, train_seconds, log_tokens, log_seconds, run_tokens = step, 0.0, 0, 0.0, 0
     log_loss = torch.zeros(len(names), 2, dtype=torch.float64)
     while step < cfg.steps and not stopped_early:
@@ -300,6 +308,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         factor = lr_factor(step, warmup_steps=cfg.warmup_steps, steps=cfg.steps, decay=cfg.schedule,
                            min_ratio=cfg.min_lr_ratio) * plateau.scale
         set_scaled_lr(optimizer, factor)
+        if idle_heads_rest:  # the heads of the tasks not drawn now get no gradient: no moment, no decay
+            for t, head in engine.module.heads.items():
+                head.weight.requires_grad_(t == batches.task(step))
         for micro in range(cfg.grad_accum):
             task, (x, mask, y) = batches.batch(step, micro)
             x, mask, y = x.to(device), mask.to(device), y.to(device)
@@ -335,13 +346,14 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
                                           "plateau": plateau.state_dict(), "best_state": best_state,
                                           "stopped_early": stopped_early, "window": window.tolist()})
     run_tokens += log_tokens
+    apply_trainable(engine.module, parts_at(step))  # every head trainable again (for the count below)
     if not history or history[-1]["step"] != step:
         evaluate()
 
     # export the best evaluation's weights, with test metrics of the exported files
     best = next(h for h in history if h["step"] == stopper.best_step)
-    summary = {"best_step": stopper.best_step, "best_val_score": stopper.best, "steps_run": step,
-               "stopped_early": stopped_early, "params": n_params,
+    summary = {"val_score": VAL_SCORE, "best_step": stopper.best_step, "best_val_score": stopper.best,
+               "steps_run": step, "stopped_early": stopped_early, "params": n_params,
                "trainable_params": count_params(engine.module, trainable_only=True), "strategy": cfg.strategy,
                "world_size": world_size, "precision": cfg.precision, "tasks": {}, "history": history, "shift": shift}
     run_stats = {"resumed_from_step": resumed_from, "steps_this_run": step - start_step,
