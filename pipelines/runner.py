@@ -18,6 +18,15 @@ from pipelines.config import apply_environment, apply_orchestration, find_root, 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+EPHEMERAL_API_ENV: dict[str, str] = {
+    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
+    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+}
+"""Settings for an ephemeral Prefect API this process starts (they reach only a server started from it: a server
+configured by URL runs elsewhere with its own settings). Registering every block type on start, and importing
+every Prefect collection (prefect-dask, hence distributed) to find them, cost about 3 of the 11 CPU-s of its start
+here; lmforge uses no blocks, and the API lives only as long as the command."""
+
 
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is one of the project's user-facing errors (it declares an exit code)."""
@@ -50,6 +59,8 @@ def prepare(start: Path | None = None) -> Path:
     root = find_root(start)
     os.chdir(root)
     apply_environment(root)
+    for key, value in EPHEMERAL_API_ENV.items():
+        os.environ.setdefault(key, value)
     for name in ("tasks", "flows", "pipelines", "lmforge"):
         logging.getLogger(name).setLevel(logging.INFO)
     return root
@@ -74,15 +85,42 @@ def guarded(body: Callable[[], int]) -> int:
         raise
 
 
+def prefect_api_configured() -> bool:
+    """Whether a Prefect API is configured (``PREFECT_API_URL``: params, environment, profile or prefect.toml)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
 def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
-    """Entry point of ``python -m flows.STAGE`` (the dvc.yaml cmd): validate params, run the stage flow."""
+    """Entry point of ``python -m flows.STAGE`` (the dvc.yaml cmd): validate params, run the stage flow.
+
+    With a Prefect API configured the stage runs as a Prefect flow run there (its id tags the MLflow run). Without
+    one it runs as the plain function under the flow (``flow_fn.fn``): a Prefect flow run would first start an
+    ephemeral API in a subprocess, about 10 of the ~20 CPU-s such a command cost, only to record the run in a
+    database that ends with the command. A shard map that needs Dask still starts one (see pipelines.sharding).
+    """
 
     def body() -> int:
         root = prepare()
         params = load_params(root)
         apply_orchestration(params.orchestration)
         quiet_user_errors()
-        flow_fn(params=params, root=root)
+        from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+        # Prefect read its settings when the flow module imported it, before params were loaded: hand it the URL
+        # that apply_orchestration set since
+        if url := os.environ.get("PREFECT_API_URL"):
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                flow_fn(params=params, root=root)
+        elif prefect_api_configured():
+            flow_fn(params=params, root=root)
+        else:
+            # our loggers also go to Prefect's API handler, which would warn at every record outside a flow run
+            with temporary_settings(updates={PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+                getattr(flow_fn, "fn", flow_fn)(params=params, root=root)
         return EXIT_OK
 
     return guarded(body)
