@@ -109,8 +109,10 @@ def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
 
     With a Prefect API configured the stage runs as a Prefect flow run there (its id tags the MLflow run). Without
     one it runs as the plain function under the flow (``flow_fn.fn``): a Prefect flow run would first start an
-    ephemeral API in a subprocess, about 10 of the ~20 CPU-s such a command cost, only to record the run in a
-    database that ends with the command. A shard map that needs Dask still starts one (see pipelines.sharding).
+    ephemeral API in a subprocess, about 10 of the ~17-20 CPU-s such a command cost, only to record the run in
+    ``.prefect/prefect.db``, which no server serves once the command ends. So a stage run alone without an API has no
+    Prefect flow run and its MLflow run no ``lmforge.prefect_flow_run_id`` tag. A shard map that needs Dask still
+    starts the ephemeral API for its tasks (see pipelines.sharding).
     """
 
     def body() -> int:
