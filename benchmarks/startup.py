@@ -1,6 +1,7 @@
 """Fixed start-up cost per stage: the data stages on a tiny corpus, inside one ``lmforge run`` and each alone.
 
     .venv/bin/python -m benchmarks.startup [--docs 200] [--repeats 3] [--source PATH] [--label NAME]
+                                           [--baseline PATH [--baseline-label NAME]]
                                            [--json benchmarks/results/startup.json]
 
 On a tiny corpus (``--docs`` generated English prose documents, about 1 KB each, one shard) a stage's own work
@@ -18,8 +19,14 @@ takes well under a second, so what a stage costs is its fixed cost: Prefect subf
 2. each stage's dvc.yaml cmd alone, ``python -m flows.STAGE`` (a fresh process each, so it pays the ephemeral
    Prefect API and every import again): wall and CPU seconds.
 
-On a shared, loaded machine wall times stretch with the load; CPU seconds much less. Medians over the repeats;
-the table goes to stdout, everything to the JSON file.
+With ``--baseline PATH`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``) both are measured in
+the same session, repeat by repeat in alternating order (baseline first in odd repeats, last in even ones), so that
+a change in the machine's load falls on both sides alike; a side-by-side table of CPU seconds follows the two
+tables, and the JSON gets the baseline's results under ``baseline``.
+
+On a shared, loaded machine wall times stretch with the load; CPU seconds much less (but they too grow with the
+load: compare sides measured together). Medians over the repeats; the tables go to stdout, everything to the JSON
+file.
 """
 
 from __future__ import annotations
@@ -263,6 +270,54 @@ def table(label: str, summary: dict, stages: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def measure_once(source: Path, stages: tuple[str, ...], docs: int, pipeline_only: bool) -> dict:
+    """One repeat: a fresh source-only copy of ``source`` with the tiny corpus; the pipeline side, then each stage
+    alone."""
+    with tempfile.TemporaryDirectory(prefix="lmforge-startup-") as tmp:
+        repo = source_copy(source, Path(tmp) / "repo")
+        tiny_corpus(repo, docs)
+        subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+        subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "tiny"],
+                       cwd=repo, check=True)
+        return {"pipeline": pipeline_side(repo, stages),
+                "standalone": {} if pipeline_only else standalone_side(repo, stages)}
+
+
+def _side(source: Path, label: str | None) -> dict:
+    source = source.resolve()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True,
+                            text=True).stdout.strip()
+    return {"label": label or commit or source.name, "source": source, "commit": commit, "repeats": []}
+
+
+def side_by_side(base: dict, new: dict, stages: tuple[str, ...]) -> str:
+    """CPU seconds of two sides measured together: baseline -> new, per stage and for the whole run."""
+    b, n = base["summary"], new["summary"]
+
+    def pair(old: float | None, now: float | None) -> str:
+        if old is None or now is None:
+            return "-"
+        return f"{old:.2f} -> {now:.2f}"
+
+    def alone(summary: dict, stage: str | None) -> float | None:
+        values = summary["standalone"]
+        if stage is not None:
+            return values[stage]["cpu_s"] if stage in values else None
+        return round(statistics.mean(v["cpu_s"] for v in values.values()), 2) if values else None
+
+    lines = [f"CPU seconds per stage, {base['label']} -> {new['label']} (medians, measured together)",
+             f"{'stage':<12}{'in lmforge run':>22}{'alone (python -m flows.X)':>30}"]
+    for s in stages:
+        lines.append(f"{s:<12}{pair(b['pipeline']['stage_cpu_s'][s], n['pipeline']['stage_cpu_s'][s]):>22}"
+                     f"{pair(alone(b, s), alone(n, s)):>30}")
+    lines.append(f"{'mean/stage':<12}{pair(b['pipeline']['mean_stage_cpu_s'], n['pipeline']['mean_stage_cpu_s']):>22}"
+                 f"{pair(alone(b, None), alone(n, None)):>30}")
+    for key, what in (("startup_cpu_s", "process start (imports, Prefect API)"),
+                      ("open_tracking_cpu_s", "opening MLflow (fresh store)"), ("cpu_s", "whole lmforge run")):
+        lines.append(f"{what:<40}{pair(b['pipeline'][key], n['pipeline'][key]):>24}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -270,32 +325,36 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="fresh copies measured (default 3; medians reported)")
     ap.add_argument("--source", type=Path, default=REPO, help="checkout to measure (default: this one)")
     ap.add_argument("--label", default=None, help="name in the table and JSON (default: the source's git commit)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a second checkout measured side by side, repeats alternating (e.g. the previous commit)")
+    ap.add_argument("--baseline-label", default=None, help="its name (default: its git commit)")
     ap.add_argument("--stages", nargs="+", default=list(STAGES), help="stages to run (default: the data stages)")
     ap.add_argument("--pipeline-only", action="store_true", help="skip the stages alone (python -m flows.X)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
     args = ap.parse_args()
     stages = tuple(args.stages)
-    source = args.source.resolve()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True,
-                            text=True).stdout.strip()
-    label = args.label or commit or source.name
-    repeats = []
+    sides = [_side(args.source, args.label)]
+    if args.baseline is not None:
+        sides.insert(0, _side(args.baseline, args.baseline_label))
+        if sides[0]["label"] == sides[1]["label"]:
+            sides[0]["label"] += " (baseline)"
     for i in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="lmforge-startup-") as tmp:
-            repo = source_copy(source, Path(tmp) / "repo")
-            tiny_corpus(repo, args.docs)
-            subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-            subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "tiny"],
-                           cwd=repo, check=True)
-            rep = {"pipeline": pipeline_side(repo, stages),
-                   "standalone": {} if args.pipeline_only else standalone_side(repo, stages)}
-            repeats.append(rep)
-            print(f"repeat {i + 1}/{args.repeats}: {json.dumps(rep)}", file=sys.stderr, flush=True)
-    summary = summarise(repeats, stages)
-    print(table(label, summary, stages))
-    result = {"label": label, "source": str(source), "commit": commit, "docs": args.docs, "stages": list(stages),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **summary,
-              "repeats": repeats}
+        for side in sides if i % 2 == 0 else sides[::-1]:
+            rep = measure_once(side["source"], stages, args.docs, args.pipeline_only)
+            side["repeats"].append(rep)
+            print(f"{side['label']}: repeat {i + 1}/{args.repeats}: {json.dumps(rep)}", file=sys.stderr, flush=True)
+    for side in sides:
+        side["summary"] = summarise(side["repeats"], stages)
+        print(table(side["label"], side["summary"], stages))
+    *base, new = sides
+    if base:
+        print(side_by_side(base[0], new, stages))
+    result = {"label": new["label"], "source": str(new["source"]), "commit": new["commit"], "docs": args.docs,
+              "stages": list(stages), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              **new["summary"], "repeats": new["repeats"]}
+    if base:
+        result["baseline"] = {"label": base[0]["label"], "source": str(base[0]["source"]),
+                              "commit": base[0]["commit"], **base[0]["summary"], "repeats": base[0]["repeats"]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")

@@ -7,6 +7,7 @@ when Prefect logs them on the way out of a flow; anything else is a bug and keep
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -17,6 +18,15 @@ from typing import Any
 from pipelines.config import apply_environment, apply_orchestration, find_root, load_params
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPHEMERAL_API_ENV: dict[str, str] = {
+    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
+    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+}
+"""Settings for an ephemeral Prefect API this process starts (they reach only a server started from it: a server
+configured by URL runs elsewhere with its own settings). Registering every block type on start, and importing
+every Prefect collection (prefect-dask, hence distributed) to find them, cost about 3 of the 11 CPU-s of its start
+here; lmforge uses no blocks, and the API lives only as long as the command."""
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -45,11 +55,22 @@ def quiet_user_errors() -> None:
             logger.addFilter(filt)
 
 
+GC_THRESHOLD = (50_000, 20, 20)
+"""Garbage-collector thresholds of an lmforge process (CPython's default: 700, 10, 10). A stage imports large
+libraries (Great Expectations, MLflow, Prefect and its server module, pandas: about 750k objects); at the default
+thresholds the collector ran about 1,000 times during those imports, 7 of them full collections over every object,
+for 1-2 of the 6-8 CPU-s the imports take here. At these it runs a few dozen times and never fully; cycles are
+still collected."""
+
+
 def prepare(start: Path | None = None) -> Path:
     """Find the checkout, chdir into it and set the shared environment; returns the root."""
+    gc.set_threshold(*GC_THRESHOLD)
     root = find_root(start)
     os.chdir(root)
     apply_environment(root)
+    for key, value in EPHEMERAL_API_ENV.items():
+        os.environ.setdefault(key, value)
     for name in ("tasks", "flows", "pipelines", "lmforge"):
         logging.getLogger(name).setLevel(logging.INFO)
     return root
@@ -74,15 +95,44 @@ def guarded(body: Callable[[], int]) -> int:
         raise
 
 
+def prefect_api_configured() -> bool:
+    """Whether a Prefect API is configured (``PREFECT_API_URL``: params, environment, profile or prefect.toml)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
 def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
-    """Entry point of ``python -m flows.STAGE`` (the dvc.yaml cmd): validate params, run the stage flow."""
+    """Entry point of ``python -m flows.STAGE`` (the dvc.yaml cmd): validate params, run the stage flow.
+
+    With a Prefect API configured the stage runs as a Prefect flow run there (its id tags the MLflow run). Without
+    one it runs as the plain function under the flow (``flow_fn.fn``): a Prefect flow run would first start an
+    ephemeral API in a subprocess, about 10 of the ~17-20 CPU-s such a command cost, only to record the run in
+    ``.prefect/prefect.db``, which no server serves once the command ends. So a stage run alone without an API has no
+    Prefect flow run and its MLflow run no ``lmforge.prefect_flow_run_id`` tag. A shard map that needs Dask still
+    starts the ephemeral API for its tasks (see pipelines.sharding).
+    """
 
     def body() -> int:
         root = prepare()
         params = load_params(root)
         apply_orchestration(params.orchestration)
         quiet_user_errors()
-        flow_fn(params=params, root=root)
+        from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+        # Prefect read its settings when the flow module imported it, before params were loaded: hand it the URL
+        # that apply_orchestration set since
+        if url := os.environ.get("PREFECT_API_URL"):
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                flow_fn(params=params, root=root)
+        elif prefect_api_configured():
+            flow_fn(params=params, root=root)
+        else:
+            # our loggers also go to Prefect's API handler, which would warn at every record outside a flow run
+            with temporary_settings(updates={PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+                getattr(flow_fn, "fn", flow_fn)(params=params, root=root)
         return EXIT_OK
 
     return guarded(body)

@@ -112,3 +112,23 @@ def test_startup_benchmark_reports_the_fixed_cost_of_each_stage_in_a_run_and_alo
     assert all(result["standalone"][s]["wall_s"] > 0 and result["standalone"][s]["cpu_s"] > 0
                for s in ("collect", "clean"))
     assert "fixed cost per stage" in res.stdout and "mean/stage" in res.stdout
+
+
+def test_startup_benchmark_side_by_side_table_pairs_baseline_and_new_cpu_seconds() -> None:
+    from benchmarks.startup import side_by_side, summarise
+
+    def repeat(stage_cpu: float, alone_cpu: float) -> dict:
+        return {"pipeline": {"wall_s": 30.0, "cpu_s": 25.0, "startup_s": 9.0, "startup_cpu_s": 8.0,
+                             "open_tracking_s": 2.0, "open_tracking_cpu_s": 1.5, "exit_s": 1.0,
+                             "stage_wall_s": {"collect": 3.0, "clean": 4.0},
+                             "stage_cpu_s": {"collect": stage_cpu, "clean": stage_cpu + 1}},
+                "standalone": {s: {"wall_s": alone_cpu + 1, "cpu_s": alone_cpu} for s in ("collect", "clean")}}
+
+    stages = ("collect", "clean")
+    base = {"label": "old", "summary": summarise([repeat(4.0, 20.0), repeat(6.0, 22.0)], stages)}
+    new = {"label": "new", "summary": summarise([repeat(2.0, 7.0)], stages)}
+    text = side_by_side(base, new, stages)
+    assert text.splitlines()[0].startswith("CPU seconds per stage, old -> new")
+    assert "5.00 -> 2.00" in text and "21.00 -> 7.00" in text  # collect: medians of the baseline's two repeats
+    assert "6.00 -> 3.00" in text  # clean in lmforge run
+    assert "whole lmforge run" in text

@@ -196,3 +196,45 @@ def test_one_document_one_shard_nothing_quarantined(repo_copy: Path, prefect_api
                                                       "The quick brown fox jumps over the lazy dog.")]
     assert (raw / "quarantine.jsonl").read_text() == ""
     assert stats["kept"] == 1 and stats["quarantined"] == 0 and stats["shards"] == 1 and stats["gx_failed"] == 0
+
+
+def _stage_run_tags(repo: Path, stage: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("lmforge")
+    (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == stage]
+    return dict(run.data.tags)
+
+
+@pytest.mark.parametrize("api", ["none", "in params.yaml"])
+def test_collect_alone_runs_as_a_prefect_flow_only_where_an_api_is_configured(repo_copy: Path, prefect_api: str,
+                                                                              api: str) -> None:
+    """``python -m flows.X`` (the dvc.yaml cmd) without a Prefect API runs the stage function without the Prefect
+    engine (no ephemeral API is started for one stage); with an API, here named only in params.yaml, the stage is a
+    flow run on it and its id tags the MLflow run."""
+    _jsonl(repo_copy / "corpus" / "a.jsonl", ["one document", "another document"])
+    _set_sources(repo_copy, [{"name": "a", "kind": "files", "paths": ["corpus/*.jsonl"]}])
+    if api != "none":
+        data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+        data["orchestration"] = {"prefect_api_url": prefect_api}
+        (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    res = subprocess.run([sys.executable, "-m", "flows.collect"], cwd=repo_copy, env=subprocess_env(PREFECT_API_URL=""),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads((repo_copy / "metrics" / "collect.json").read_text())["kept"] == 2
+    assert (repo_copy / "reports" / "gx" / "collect" / "index.html").is_file()
+    tags = _stage_run_tags(repo_copy, "collect")
+    assert len(tags["lmforge.dvc_stage_hash"]) == 32 and "mlflow.source.git.commit" in tags
+    if api == "none":
+        assert "Starting temporary server" not in res.stdout + res.stderr
+        assert not (repo_copy / ".prefect" / "prefect.db").exists()
+        assert "lmforge.prefect_flow_run_id" not in tags
+        assert "without a flow run id" not in res.stderr  # Prefect's API log handler stays quiet
+    else:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(tags["lmforge.prefect_flow_run_id"])
+            assert client.read_flow(run.flow_id).name == "collect"
+            assert run.state is not None and run.state.is_completed()
