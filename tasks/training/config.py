@@ -136,7 +136,7 @@ class FinetuneSettings(Settings):
                                        "layer from the top down, the embeddings last; null: off.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (strategy: lora).")
     seed: int = Field(0, ge=0, description="Seed of the new heads, dropout, the data order and augmentation.")
-    steps: int = Field(300, ge=1, description="Optimizer steps at most (early stopping may end sooner).")
+    steps: int = Field(150, ge=1, description="Optimizer steps at most (early stopping may end sooner).")
     batch_size: int = Field(16, ge=1, description="Examples per micro-batch per process.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(256, ge=8, description="Tokens per example at most; longer examples are quarantined by "
