@@ -31,6 +31,7 @@ from tasks.finetune.gate import validate_examples
 from tasks.finetune.prepare import check_tasks, prepare_tasks
 from tasks.plots import search_plot
 from tasks.training import finetune as recipe  # the entry point launched below (and a DVC dep through its imports)
+from tasks.training.checkpoint import RUN_STATS_FILE
 from tasks.training.finetune import SUMMARY_FILE
 
 STAGE = "finetune"
@@ -178,7 +179,11 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
             run.log_artifact(png, "plots")
         run.log_artifact(out_dir / SUMMARY_FILE, "summary")
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
-    return stats
+        run_stats = checkpoints / RUN_STATS_FILE
+        trained = cfg.search.enabled or not run_stats.is_file() or \
+            json.loads(run_stats.read_text(encoding="utf-8"))["steps_this_run"] > 0
+    # for the run's summary only (not a metric): a forced run of a finished stage re-exports its best checkpoint
+    return {**stats, artifacts.TRAINED_THIS_RUN: trained}
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def pretrain(params: Params, root: Path) -> dict[str, float]:
         run.log_stats(stats)
         run.log_artifact(out_dir / "samples.json", "samples")
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
-    return stats
+    # for the run's summary only (not a metric): a forced run of a finished stage re-exports its last checkpoint
+    return {**stats, artifacts.TRAINED_THIS_RUN: timings["tokens_this_run"] > 0}
 
 
 if __name__ == "__main__":

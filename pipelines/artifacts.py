@@ -60,6 +60,31 @@ def staged_output(final: Path, resume_key: str | None = None) -> Iterator[Path]:
     replace_dir(staging, final)
 
 
+TRAINED_THIS_RUN = "trained_this_run"
+"""Key of a training stage's returned counters: False when a run only re-exported a finished checkpoint."""
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "collect": ("docs_in", "kept", "quarantined"),
+    "clean": ("kept",),
+    "dedup": ("kept", "dropped_exact", "dropped_minhash"),
+    "tokenizer": ("vocab_size", "tokens.train", "val.bytes_per_token"),
+    "pretrain": ("final_val_perplexity", "unigram_val_perplexity"),
+    "finetune": (".test.accuracy", ".test.macro_f1", ".test.perplexity"),
+}
+"""Per stage, the metrics a person looks at first (a key, or a suffix starting with a dot): the end-of-run table
+and the pipeline run's metrics."""
+
+
+def headline(root: Path, stage: str) -> dict[str, float]:
+    """The headline numbers of ``metrics/STAGE.json`` (empty when the stage has none or never ran)."""
+    try:
+        values = json.loads(metrics_path(root, stage).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    wanted = HEADLINES.get(stage, ())
+    return {k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and any(k == w or (w.startswith(".") and k.endswith(w)) for w in wanted)}
+
+
 def metrics_path(root: Path, stage: str) -> Path:
     """``metrics/STAGE.json`` of the checkout at ``root``."""
     return root / METRICS_DIR / f"{stage}.json"

@@ -14,6 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pipelines.config import apply_orchestration, load_params
 from pipelines.runner import EXIT_OK, guarded, prepare, quiet_user_errors
@@ -72,9 +73,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     quiet_user_errors()
     outcome = pipeline(params=params, root=root, plan=plan, forced=forced)
-    for stage, what in outcome.items():
-        print(f"{stage}: {what}")
+    print(summary_table(root, plan, outcome))
     return EXIT_OK
+
+
+def summary_table(root: Path, plan: list[str], outcome: dict[str, str]) -> str:
+    """What a run did, for the console: per stage what happened, its headline numbers and outputs, then where the
+    MLflow runs are and how to see them."""
+    from pipelines.artifacts import headline
+    from pipelines.pipeline import RUN_ID_KEY
+
+    stages = read_stages(root)
+    rows = []
+    for stage in plan:
+        numbers = ", ".join(f"{k} {_number(v)}" for k, v in headline(root, stage).items())
+        outs = " ".join(o for o in stages[stage].outs if not o.startswith(("metrics/", "reports/")))
+        rows.append((f"{stage}: {outcome.get(stage, 'not run')}", numbers, outs))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{head:<{width}}  {numbers}" + (f"\n{'':<{width}}  -> {outs}" if outs else "")
+             for head, numbers, outs in rows]
+    if run_id := outcome.get(RUN_ID_KEY):
+        lines.append(f"MLflow: pipeline run {run_id} (nested stage runs under it); see it with `lmforge ui`")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

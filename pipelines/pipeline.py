@@ -15,11 +15,13 @@ from typing import Any
 
 from prefect import flow
 
-from pipelines import sharding, tracking
+from pipelines import artifacts, sharding, tracking
 from pipelines.config import Params
 from pipelines.versioning import Versioning, plan_run
 
 log = logging.getLogger("pipelines.pipeline")
+RUN_ID_KEY = "mlflow_run_id"
+"""Key of the pipeline's MLflow run id in what :func:`pipeline` returns (beside one entry per stage)."""
 
 
 def stage_flow(stage: str) -> Callable[..., Any]:
@@ -34,7 +36,8 @@ def stage_preflight(stage: str) -> Callable[..., None] | None:
 
 @flow(name="lmforge", validate_parameters=False)
 def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> dict[str, str]:
-    """Run the stages of ``plan`` (in order) that are forced or stale; returns what happened to each.
+    """Run the stages of ``plan`` (in order) that are forced or stale; returns what happened to each (and the
+    pipeline's MLflow run id under :data:`RUN_ID_KEY`).
 
     Args:
         params: validated params.yaml.
@@ -51,7 +54,8 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
     versioning = Versioning(root, params)
     try:
         # one Dask cluster for every shard map of the run (started only if a map needs one)
-        with tracking.pipeline_run(params.tracking, root, plan), sharding.cluster_scope():
+        with tracking.pipeline_run(params.tracking, root, plan) as run_id, sharding.cluster_scope():
+            outcome[RUN_ID_KEY] = run_id
             for stage in plan:
                 reasons = ["forced"] if stage in forced else versioning.stale_reasons(stage)
                 if not reasons:
@@ -59,9 +63,14 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
                     outcome[stage] = "up to date"
                     continue
                 log.info("%s: running (%s)", stage, "; ".join(reasons[:3]))
-                stage_flow(stage)(params=params, root=root)
+                result = stage_flow(stage)(params=params, root=root)
                 versioning.record(stage)
-                outcome[stage] = "ran"
+                trained = result.get(artifacts.TRAINED_THIS_RUN, True) if isinstance(result, dict) else True
+                outcome[stage] = "ran" if trained else "ran (re-exported the finished checkpoint, nothing trained)"
+            # the parent run carries the run's headline numbers and a name that tells runs apart
+            tracking.finish_pipeline_run(
+                {f"{stage}.{k}": v for stage in plan for k, v in artifacts.headline(root, stage).items()},
+                ran=[s for s in plan if outcome.get(s, "").startswith("ran")])
     finally:
         versioning.close()
     return outcome

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from pipelines.versioning import digest, read_stages, stage_hash
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+"""MLflow 3's UI opens an experiment without this tag in GenAI mode (traces, evaluations); ours trains models."""
 PARENT_RUN_ENV = "LMFORGE_PARENT_RUN_ID"
 """Set by the pipeline so that a stage running in another process nests its run under the pipeline's."""
 
@@ -47,11 +50,14 @@ def configure(params: TrackingParams, root: Path) -> str:
     exp = mlflow.get_experiment_by_name(params.experiment)
     if exp is not None:
         mlflow.set_experiment(experiment_id=exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return str(exp.experiment_id)
     artifacts = params.artifact_root if "://" in params.artifact_root else (root / params.artifact_root).resolve()
     exp_id = mlflow.create_experiment(params.experiment, artifact_location=str(artifacts if isinstance(
         artifacts, str) else artifacts.as_uri()))
     mlflow.set_experiment(experiment_id=exp_id)
+    mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return str(exp_id)
 
 
@@ -135,7 +141,9 @@ def pipeline_run(params: TrackingParams, root: Path, stages: list[str]) -> Itera
     tags = {**git_state(root), "lmforge.kind": "pipeline", "lmforge.stages": ",".join(stages)}
     if fid := _prefect_flow_run_id():
         tags["lmforge.prefect_flow_run_id"] = fid
-    with mlflow.start_run(run_name="pipeline", tags=tags) as run:
+    started = time.strftime("%Y-%m-%d %H:%M")
+    tags["lmforge.started"] = started
+    with mlflow.start_run(run_name=f"pipeline {started}", tags=tags) as run:
         os.environ[PARENT_RUN_ENV] = run.info.run_id
         try:
             yield run.info.run_id
@@ -195,3 +203,18 @@ def trial_run(stage: str, number: int, values: Mapping[str, Any]) -> Iterator[st
     with mlflow.start_run(run_name=f"{stage}-trial-{number}", nested=parent is not None, tags=tags) as run:
         mlflow.log_params({k: str(v) for k, v in flatten(dict(values)).items()})
         yield run.info.run_id
+
+
+def finish_pipeline_run(metrics: Mapping[str, float], ran: list[str]) -> None:
+    """On the active pipeline run: log the run's headline numbers and name it after what ran (``pipeline
+    2026-12-02 17:50: pretrain, finetune``), so runs are told apart in the UI."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return
+    if metrics:
+        mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
+    started = run.data.tags.get("lmforge.started", "")
+    mlflow.set_tag("mlflow.runName", f"pipeline {started}: {', '.join(ran) if ran else 'nothing ran'}")
+    mlflow.set_tag("lmforge.ran", ",".join(ran))

@@ -109,7 +109,13 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns.db'}")
     exp = client.get_experiment_by_name("lmforge")
     runs = client.search_runs([exp.experiment_id])
-    parent = next(r for r in runs if r.info.run_name == "pipeline")
+    parent = next(r for r in runs if r.data.tags.get("lmforge.kind") == "pipeline")
+    # issue 16 item 4: a name that tells runs apart, the headline numbers, the experiment in model-development mode
+    assert parent.info.run_name.startswith("pipeline 20") and parent.info.run_name.endswith(
+        "collect, clean, dedup, tokenizer, pretrain, finetune")
+    assert parent.data.metrics["pretrain.final_val_perplexity"] == trained["final_val_perplexity"]
+    assert "finetune.doc_section.test.accuracy" in parent.data.metrics
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     child = next(r for r in runs if r.info.run_name == "collect")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -15,7 +15,7 @@ import yaml
 
 from pipelines.cli import plan_run
 from pipelines.versioning import StageGraphError
-from tests.conftest import _free_port, run_cli, subprocess_env
+from tests.conftest import REPO, _free_port, run_cli, subprocess_env
 
 GRAPH = """
 stages:
@@ -127,3 +127,27 @@ def test_schedule_serves_a_cron_deployment(repo_copy: Path, prefect_api: str) ->
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_run_ends_with_a_summary_of_results_outputs_and_the_mlflow_run(tmp_path: Path) -> None:
+    # issue 16 item 1: the run ended with "collect: ran ... pretrain: ran" and nothing a user could act on
+    import json
+    import shutil
+
+    from pipelines.cli import summary_table
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/pretrain.json").write_text(json.dumps({"final_val_perplexity": 70.93, "params": 1054208,
+                                                                "unigram_val_perplexity": 581.2}))
+    (tmp_path / "metrics/finetune.json").write_text(json.dumps({"doc_section.test.accuracy": 0.8, "steps_run": 150}))
+    text = summary_table(tmp_path, ["pretrain", "finetune"], {
+        "pretrain": "ran (re-exported the finished checkpoint, nothing trained)", "finetune": "ran",
+        "mlflow_run_id": "abc123"})
+    lines = text.splitlines()
+    assert lines[0].startswith("pretrain: ran (re-exported") and lines[0].endswith(
+        "final_val_perplexity 70.93, unigram_val_perplexity 581.2")
+    assert lines[1].strip() == "-> models/base"
+    assert lines[2].startswith("finetune: ran") and lines[2].endswith("doc_section.test.accuracy 0.8")
+    assert lines[3].strip() == "-> data/finetune models/finetuned"
+    assert lines[4] == "MLflow: pipeline run abc123 (nested stage runs under it); see it with `lmforge ui`"
