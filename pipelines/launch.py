@@ -138,16 +138,22 @@ def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str], log: logging.L
     group, SIGKILL after 30 s) and the exit code is the one they ended with.
     """
     tail: list[str] = []
+    # its own process group, stopped as a whole: a launcher's ranks must not outlive a pruned trial, Ctrl-C or
+    # SIGTERM of the flow (they would keep training, and writing checkpoints, with nobody reading their output)
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1, start_new_session=on_line is not None) as proc:
+                          bufsize=1, start_new_session=True) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            log.info("%s", line)
-            tail = (tail + [line])[-20:]
-            if on_line is not None and on_line(line):
-                stop_group(proc)
-                break
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                log.info("%s", line)
+                tail = (tail + [line])[-20:]
+                if on_line is not None and on_line(line):
+                    stop_group(proc)
+                    break
+        except BaseException:
+            stop_group(proc, timeout=10)
+            raise
         return proc.wait(), tail
 
 

@@ -82,16 +82,35 @@ def report_error(err: BaseException) -> int:
     return int(type(err).exit_code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``with`` block and exit handler runs (MLflow runs end
+    FAILED, the ephemeral Prefect API and the training processes are stopped) instead of dying on the spot."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def guarded(body: Callable[[], int]) -> int:
-    """Run ``body``; user-facing errors become a message and an exit code, Ctrl-C becomes 130."""
+    """Run ``body``; user-facing errors become a message and an exit code, Ctrl-C and SIGTERM become 130 after
+    the cleanup of everything the command started."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return body()
-    except KeyboardInterrupt:
-        print("lmforge: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"lmforge: {'terminated' if isinstance(err, Terminated) else 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
         if is_user_error(err):
             return report_error(err)
+        raise
+    except BaseException as err:
+        # inside a flow run Prefect's own SIGTERM handler raises its TerminationSignal (after its own cleanup)
+        if type(err).__name__ == "TerminationSignal":
+            print("lmforge: terminated", file=sys.stderr)
+            return EXIT_INTERRUPTED
         raise
 
 

@@ -61,6 +61,47 @@ def configure(params: TrackingParams, root: Path) -> str:
     return str(exp_id)
 
 
+def owner_tags() -> dict[str, str]:
+    """Which process owns a run (host, pid, the pid's start time): what :func:`reap_dead_runs` checks."""
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    return {"lmforge.host": socket.gethostname(), "lmforge.pid": str(me.pid),
+            "lmforge.pid_started": f"{me.create_time():.3f}"}
+
+
+def _alive(pid: int, started: float) -> bool:
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0  # a reused pid is another process
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def reap_dead_runs(experiment_id: str) -> list[str]:
+    """End as KILLED the RUNNING runs that this host's lmforge processes opened and that no process owns any more
+    (a SIGKILL or a crash leaves a run RUNNING forever); returns their ids. Runs of other hosts are left alone."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    client, host, reaped = MlflowClient(), socket.gethostname(), []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get("lmforge.host") != host or "lmforge.pid" not in tags:
+            continue
+        if _alive(int(tags["lmforge.pid"]), float(tags.get("lmforge.pid_started", "0"))):
+            continue
+        client.set_tag(run.info.run_id, "lmforge.error", "killed: its process ended without closing the run "
+                       "(SIGKILL or a crash); marked KILLED by the next lmforge run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        reaped.append(run.info.run_id)
+    return reaped
+
+
 def git_state(root: Path) -> dict[str, str]:
     """Commit of the checkout and whether the work tree differs from it (empty outside git)."""
     try:
@@ -137,8 +178,8 @@ def pipeline_run(params: TrackingParams, root: Path, stages: list[str]) -> Itera
     """The parent run of one pipeline run; yields its id."""
     import mlflow
 
-    configure(params, root)
-    tags = {**git_state(root), "lmforge.kind": "pipeline", "lmforge.stages": ",".join(stages)}
+    reap_dead_runs(configure(params, root))
+    tags = {**git_state(root), **owner_tags(), "lmforge.kind": "pipeline", "lmforge.stages": ",".join(stages)}
     if fid := _prefect_flow_run_id():
         tags["lmforge.prefect_flow_run_id"] = fid
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -163,10 +204,11 @@ def stage_run(stage: str, params: BaseModel, *, root: Path, tracking: TrackingPa
     spec = read_stages(root)[stage]
     section = params.model_dump(mode="json")
     if mlflow.active_run() is None:
-        configure(tracking, root)
+        reap_dead_runs(configure(tracking, root))
     parent = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get(PARENT_RUN_ENV)
     shash = stage_hash(spec, root, {stage: section})
-    tags = {**git_state(root), "lmforge.kind": "stage", "lmforge.stage": stage, "lmforge.dvc_stage_hash": shash}
+    tags = {**git_state(root), **owner_tags(), "lmforge.kind": "stage", "lmforge.stage": stage,
+            "lmforge.dvc_stage_hash": shash}
     if fid := _prefect_flow_run_id():
         tags["lmforge.prefect_flow_run_id"] = fid
     if parent:
@@ -196,7 +238,7 @@ def trial_run(stage: str, number: int, values: Mapping[str, Any]) -> Iterator[st
     import mlflow
 
     parent = mlflow.active_run()
-    tags = {"lmforge.kind": "trial", "lmforge.stage": stage, "lmforge.trial": str(number)}
+    tags = {**owner_tags(), "lmforge.kind": "trial", "lmforge.stage": stage, "lmforge.trial": str(number)}
     if parent is not None:
         tags.update({k: v for k, v in parent.data.tags.items() if k in ("mlflow.source.git.commit",
                                                                            "lmforge.dvc_stage_hash")})
