@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pipelines.config import apply_orchestration, load_params
-from pipelines.runner import EXIT_OK, guarded, prepare, quiet_user_errors
+from pipelines.runner import EXIT_OK, guarded, mark_owner, prepare, quiet_user_errors, reap_orphans
 from pipelines.versioning import (
     Versioning,
     check_stage_names,
@@ -68,6 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not forced and not stale:
         print(f"lmforge: nothing to do: {', '.join(plan)} up to date")
         return EXIT_OK
+    reap_orphans(root)  # an ephemeral Prefect API left serving by a run killed with SIGKILL
+    mark_owner()
     apply_orchestration(params.orchestration)
     from pipelines.pipeline import pipeline
 

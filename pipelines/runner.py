@@ -76,6 +76,45 @@ def prepare(start: Path | None = None) -> Path:
     return root
 
 
+OWNER_ENV = "LMFORGE_OWNER"
+"""``PID:START_TIME`` of the lmforge command, inherited by every process it starts (the ephemeral Prefect API)."""
+
+
+def mark_owner() -> None:
+    """Stamp this command on the environment its children inherit, so a later command can tell their orphans."""
+    import psutil
+
+    me = psutil.Process()
+    os.environ[OWNER_ENV] = f"{me.pid}:{me.create_time():.3f}"
+
+
+def reap_orphans(root: Path) -> list[int]:
+    """Stop what an earlier lmforge command in this checkout started and left behind when it was killed with
+    SIGKILL (its ephemeral Prefect API keeps serving on 127.0.0.1 otherwise): processes whose environment names
+    this checkout's Prefect home and an owner that is gone. Returns their pids."""
+    import psutil
+
+    home, reaped = str(root / ".prefect"), []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        owner = env.get(OWNER_ENV)
+        if not owner or env.get("PREFECT_HOME") != home or proc.pid == os.getpid():
+            continue
+        pid, _, started = owner.partition(":")
+        try:
+            alive = abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
+        except (psutil.Error, ValueError):
+            alive = False
+        if not alive:
+            proc.terminate()
+            reaped.append(proc.pid)
+    psutil.wait_procs([psutil.Process(p) for p in reaped if psutil.pid_exists(p)], timeout=10)
+    return reaped
+
+
 def report_error(err: BaseException) -> int:
     """Print a user-facing error as a short message; returns its exit code."""
     print(f"lmforge: error: {err}", file=sys.stderr)
@@ -137,6 +176,8 @@ def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
     def body() -> int:
         root = prepare()
         params = load_params(root)
+        reap_orphans(root)
+        mark_owner()
         apply_orchestration(params.orchestration)
         quiet_user_errors()
         from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings

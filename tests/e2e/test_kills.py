@@ -20,8 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 def _small_corpus(repo: Path) -> None:
+    """The default source plus 40k generated jsonl documents: collect runs long enough (~15 s) to be caught."""
+    import json
+
+    (repo / "corpus").mkdir()
+    with (repo / "corpus/big.jsonl").open("w") as f:
+        for i in range(40_000):
+            f.write(json.dumps({"text": f"document {i} " + "lorem ipsum dolor sit amet " * 20}) + "\n")
     data = yaml.safe_load((repo / "params.yaml").read_text())
-    data["collect"]["sources"] = [{"name": "stdlib", "kind": "default", "max_docs": 150}]
+    data["collect"]["sources"].append({"name": "big", "kind": "files", "paths": ["corpus/*.jsonl"]})
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -65,8 +72,11 @@ def test_sigkill_leaves_runs_the_next_run_marks_killed(repo_copy: Path) -> None:
     _small_corpus(repo_copy)
     proc = _start(repo_copy, "collect")
     _wait_running(repo_copy, proc)  # the pipeline run and the collect run
-    os.killpg(proc.pid, signal.SIGKILL)
+    members = [p for p in _group(proc.pid) if p.pid != proc.pid]
+    assert members  # the ephemeral Prefect API (uvicorn)
+    proc.kill()  # SIGKILL to lmforge alone: what it started is orphaned
     proc.wait()
+    assert all(p.is_running() for p in members)
     orphans = [r for r, s in _runs(repo_copy).items() if s == "RUNNING"]
     assert len(orphans) == 2  # nothing could close them
     again = run_cli(repo_copy, "run", "collect", PREFECT_API_URL="")
@@ -74,6 +84,8 @@ def test_sigkill_leaves_runs_the_next_run_marks_killed(repo_copy: Path) -> None:
     statuses = _runs(repo_copy)
     assert [statuses[r] for r in orphans] == ["KILLED", "KILLED"]
     assert "RUNNING" not in statuses.values()
+    _, alive = psutil.wait_procs(members, timeout=10)
+    assert alive == []  # the next run stopped the orphaned API server
     with sqlite3.connect(repo_copy / "mlruns.db") as db:
         notes = db.execute("select value from tags where key = 'lmforge.error' and run_uuid in (?, ?)",
                            orphans).fetchall()
