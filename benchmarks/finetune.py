@@ -111,7 +111,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
     # one classification task (the label shifts which words are frequent) and one sft task, lengths up to ~250 tokens
     favoured = {label: set(rng.sample(range(len(vocab)), len(vocab) // 7)) for label in CLS_LABELS}
-    topical = {label: [w * (20.0 if i in favoured[label] else 1.0) for i, w in enumerate(zipf)]
+    topical = {label: [w * (3.0 if i in favoured[label] else 1.0) for i, w in enumerate(zipf)]
                for label in CLS_LABELS}
 
     def fits(*texts: str) -> bool:
@@ -370,8 +370,10 @@ def tfidf_baseline(task_dir: Path, labels: list[str]) -> dict[str, Any]:
 def finetuned_scores(task_dir: Path, model_dir: Path, labels: list[str], batch_size: int = 16) -> dict[str, Any]:
     """The exported classifier, loaded as a user would, on the test split (right-padded batches, as the recipe)."""
     import torch
+    import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    transformers.utils.logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
