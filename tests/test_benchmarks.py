@@ -12,9 +12,10 @@ import pytest
 
 from tests.conftest import REPO, subprocess_env
 
-pytestmark = pytest.mark.slow  # each benchmark runs its sides in subprocesses
+slow = pytest.mark.slow  # each benchmark runs its sides in subprocesses
 
 
+@slow
 def test_collect_benchmark_runs_both_sides_on_the_same_documents(tmp_path: Path) -> None:
     out = tmp_path / "collect.json"
     res = subprocess.run([sys.executable, "-m", "benchmarks.collect", "--docs", "3000", "--json", str(out)],
@@ -27,6 +28,7 @@ def test_collect_benchmark_runs_both_sides_on_the_same_documents(tmp_path: Path)
     assert result["ratio_docs_per_cpu_s"] > 0 and "ratio ours/baseline" in res.stdout
 
 
+@slow
 def test_curation_benchmark_ours_only_runs_both_stages_and_scores_them(tmp_path: Path) -> None:
     out = tmp_path / "curation.json"
     res = subprocess.run([sys.executable, "-m", "benchmarks.curation", "--docs", "300", "--ours-only", "--json",
@@ -47,6 +49,7 @@ def test_curation_benchmark_ours_only_runs_both_stages_and_scores_them(tmp_path:
     assert "dedup vs truth" in res.stdout
 
 
+@slow
 def test_pretrain_benchmark_runs_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "pretrain.json"
     res = subprocess.run([sys.executable, "-m", "benchmarks.pretrain", "--steps", "8", "--repeats", "1", "--precision",
@@ -58,6 +61,7 @@ def test_pretrain_benchmark_runs_both_sides(tmp_path: Path) -> None:
     assert fp32["ratio"] > 0 and fp32["ours_zero2"]["peak_rss_mb"] > 100
 
 
+@slow
 def test_sizing_benchmark_compares_per_character_against_the_params_yaml_configuration(tmp_path: Path) -> None:
     from pipelines.config import load_params
     from tests.tasks.training.corpus import documents, write_split
@@ -84,6 +88,7 @@ def test_sizing_benchmark_compares_per_character_against_the_params_yaml_configu
     assert "<- params.yaml" in res.stdout
 
 
+@slow
 def test_dedup_recall_benchmark_reports_recall_per_jaccard_bucket(tmp_path: Path) -> None:
     out = tmp_path / "dedup_recall.json"
     res = subprocess.run([sys.executable, "-m", "benchmarks.dedup_recall", "--pairs", "40", "--ours-only", "--json",
@@ -98,6 +103,7 @@ def test_dedup_recall_benchmark_reports_recall_per_jaccard_bucket(tmp_path: Path
     assert "jaccard" in res.stdout and "lmforge.defaults" in res.stdout
 
 
+@slow
 def test_startup_benchmark_reports_the_fixed_cost_of_each_stage_in_a_run_and_alone(tmp_path: Path) -> None:
     out = tmp_path / "startup.json"
     res = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--docs", "60", "--repeats", "1", "--stages",
@@ -132,3 +138,64 @@ def test_startup_benchmark_side_by_side_table_pairs_baseline_and_new_cpu_seconds
     assert "5.00 -> 2.00" in text and "21.00 -> 7.00" in text  # collect: medians of the baseline's two repeats
     assert "6.00 -> 3.00" in text  # clean in lmforge run
     assert "whole lmforge run" in text
+
+
+@slow
+def test_finetune_benchmark_runs_both_sides_on_the_same_batches(tmp_path: Path) -> None:
+    out = tmp_path / "finetune.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--steps", "10", "--repeats", "1",
+                          "--speed-only", "--json", str(out)], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "quality" not in result
+    speed = result["speed"]
+    plain, ours = speed["results"]["plain_adamw"], speed["results"]["ours_deepspeed"]
+    # both sides timed the same steps' non-pad tokens (the plain side checks it drew TaskBatches' schedule)
+    assert plain["timed_tokens"] == ours["timed_tokens"] == speed["timed_tokens"] > 0
+    assert plain["tokens_per_s"] > 0 and ours["tokens_per_s"] > 0 and speed["ratio"] > 0
+    assert plain["peak_rss_mb"] > 100 and ours["peak_rss_mb"] > 100
+    # same model, heads, batches and losses: the warm-up steps' losses agree (only dropout masks may differ)
+    assert abs(plain["first_window_loss"] - ours["first_window_loss"]) < 0.05
+    assert set(speed["tasks"]) == {"topic", "complete"} and "ratio ours/plain" in res.stdout
+
+
+def _task_dir(root: Path) -> Path:
+    """A classification task whose label is a keyword; one test row carries another label's keyword."""
+    import random
+
+    from tasks.examples import write_rows
+
+    rng = random.Random(0)
+    filler = "the of and to in a is that for it as was with be by on".split()
+    keys = {"api": "function", "overview": "tutorial", "reference": "table"}
+
+    def row(i: int, label: str, key_of: str | None = None) -> dict[str, str]:
+        words = rng.choices(filler, k=8) + [keys[key_of or label]] * 2
+        rng.shuffle(words)
+        return {"id": str(i), "text": " ".join(words), "label": label}
+
+    for split, n in (("train", 20), ("val", 6), ("test", 3)):
+        rows = [row(i, label) for label in sorted(keys) for i in range(n)]
+        if split == "test":
+            rows[-1] = row(99, "reference", key_of="api")  # a reference passage that reads like api
+        write_rows(root / f"{split}.jsonl", rows)
+    return root
+
+
+def test_finetune_benchmark_tfidf_baseline_scores_the_test_split(tmp_path: Path) -> None:
+    from benchmarks.finetune import C_GRID, tfidf_baseline
+
+    result = tfidf_baseline(_task_dir(tmp_path / "doc_section"), ["api", "overview", "reference"])
+    assert result["test_examples"] == 9 and result["C"] in C_GRID
+    assert result["accuracy"] == pytest.approx(8 / 9)  # all but the misleading row
+    # F1 per class: api 2*(3/4)*1/(3/4+1) = 6/7, overview 1, reference 2*1*(2/3)/(1+2/3) = 4/5
+    assert result["macro_f1"] == pytest.approx((6 / 7 + 1 + 4 / 5) / 3)
+    assert set(result["val_macro_f1_by_C"]) == {str(c) for c in C_GRID}
+
+
+def test_finetune_benchmark_quality_only_without_a_finetune_run_says_how_to_make_one(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--quality-only", "--checkout", str(tmp_path),
+                          "--json", str(tmp_path / "out.json")], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "lmforge run finetune" in res.stderr and not (tmp_path / "out.json").exists()
