@@ -112,6 +112,22 @@ def save(engine: Any, *, checkpoint_dir: Path, step: int, client_state: dict[str
         prune(checkpoint_dir, keep=keep)
 
 
+def latest_tag(checkpoint_dir: Path) -> str | None:
+    """The tag to resume: the one ``latest`` names, or, when a kill caught DeepSpeed rewriting ``latest`` (it
+    truncates the file, then writes the new tag, after the new tag's directory is complete), the newest ``step<N>``
+    directory. None when there is none."""
+    ckpt = Path(checkpoint_dir)
+    try:
+        named = (ckpt / "latest").read_text(encoding="utf-8").strip()
+    except OSError:
+        named = ""
+    if named and (ckpt / named).is_dir():
+        return named
+    tags = sorted((p for p in ckpt.glob(f"{TAG_PREFIX}*") if p.is_dir() and p.name[len(TAG_PREFIX):].isdigit()),
+                  key=lambda p: int(p.name[len(TAG_PREFIX):]))
+    return tags[-1].name if tags else None
+
+
 def load(engine: Any, *, checkpoint_dir: Path) -> tuple[str, dict[str, Any]] | None:
     """Resume from ``checkpoint_dir/latest`` if present: weights, optimizer and the RNG states (restored here).
 
@@ -124,7 +140,7 @@ def load(engine: Any, *, checkpoint_dir: Path) -> tuple[str, dict[str, Any]] | N
     ckpt = Path(checkpoint_dir)
     if not (ckpt / "latest").is_file():
         return None
-    path, client = engine.load_checkpoint(str(ckpt))
+    path, client = engine.load_checkpoint(str(ckpt), tag=latest_tag(ckpt))
     if path is None:
         raise ResumeError(f"could not load the checkpoint named by {ckpt / 'latest'}: delete {ckpt} to start over")
     set_rng_state(client["rng"])

@@ -53,7 +53,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     _set_section(repo, "pretrain", steps=300)
     subprocess.run(["git", "commit", "-qam", "shorter pretrain"], cwd=repo, check=True, env=subprocess_env(
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid"))
-    res = run_cli(repo, "run", **env)
+    res = run_cli(repo, "run", timeout=1800, **env)  # all six stages; minutes on a busy machine
     assert res.returncode == 0, res.stdout + res.stderr
     for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune"):
         assert f"{stage}: ran" in res.stdout
@@ -132,7 +132,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     del mlflow
 
     # same inputs, same bytes: a forced re-run reproduces the output hash exactly
-    forced = run_cli(repo, "run", "--force", **env)
+    forced = run_cli(repo, "run", "--force", timeout=1200, **env)
     assert forced.returncode == 0, forced.stderr
     # every stage reproduces its output byte for byte, the model included (its timings stay in checkpoints/)
     assert _all_outs(repo) == outs_first

@@ -64,3 +64,18 @@ def test_rng_state_round_trips() -> None:
     set_rng_state(state)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all() and draws[2] == again[2]
+
+
+def test_a_latest_caught_half_rewritten_resumes_the_newest_step(tmp_path: Path) -> None:
+    # DeepSpeed truncates `latest` and then writes the new tag: a SIGKILL in between left it empty, and the run
+    # could not resume at all
+    from tasks.training.checkpoint import latest_tag
+
+    for step in (8, 16):
+        (tmp_path / f"step{step}").mkdir()
+    (tmp_path / "latest").write_text("step8")
+    assert latest_tag(tmp_path) == "step8"
+    (tmp_path / "latest").write_text("")
+    assert latest_tag(tmp_path) == "step16"
+    (tmp_path / "latest").write_text("step99")  # names a directory that is gone
+    assert latest_tag(tmp_path) == "step16"
