@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from pipelines.config.base import Section, ValidationParams
-from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, repo_dep
+from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, hub_pin, repo_dep
 
 
 class _SourceBase(Section):
@@ -126,9 +126,7 @@ def source_pins(params: CollectParams, root: Path) -> list[str]:
     lines = []
     for src in params.sources:
         if isinstance(src, HFSource) and hf_local(src.path, root) is None and src.path not in HF_BUILDERS:
-            pin = (f"pinned at revision {src.revision}" if src.revision else
-                   "unpinned: hub data can change without notice (set `revision` to pin it)")
-            lines.append(f"source '{src.name}': hub dataset {src.path}: {pin}")
+            lines.append(hub_pin(f"source '{src.name}'", src.path, src.revision))
     return lines
 
 

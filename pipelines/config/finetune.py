@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from pipelines.config.base import Section
 from pipelines.config.launch import LaunchParams
-from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, repo_dep
+from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, hub_pin, repo_dep
 
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import FinetuneSettings
@@ -210,9 +210,7 @@ class FinetuneParams(FinetuneSettings, Section):
         for task in self.tasks:
             for data in task.data:
                 if isinstance(data, HFData) and hf_local(data.path, root) is None and data.path not in HF_BUILDERS:
-                    pin = (f"pinned at revision {data.revision}" if data.revision else
-                           "unpinned: hub data can change without notice (set `revision` to pin it)")
-                    lines.append(f"task '{task.name}': hub dataset {data.path}: {pin}")
+                    lines.append(hub_pin(f"task '{task.name}'", data.path, data.revision))
         return lines
 
 

@@ -53,3 +53,10 @@ def hf_local(path: str, root: Path) -> Path | None:
     if candidate.exists() or path.startswith(("./", "../", "/", "~", ".\\")) or path in (".", ".."):
         return candidate
     return None
+
+
+def hub_pin(what: str, path: str, revision: str | None) -> str:
+    """The `lmforge status` line of a hub dataset: the revision it is pinned at, or that it is not pinned."""
+    pin = (f"pinned at revision {revision}" if revision else
+           "unpinned: hub data can change without notice (set `revision` to pin it)")
+    return f"{what}: hub dataset {path}: {pin}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,27 @@ def grad_norm(model: Any) -> float:
 
     norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else float("nan")
+
+
+def run_entry(name: str, train: Callable[[], Any], *, user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """The common tail of every recipe's ``main``: one rank's rendezvous when no launcher set it, ``train()``, the
+    process group torn down whatever happens; returns the exit code (0 done, 2 one of ``user_errors`` found during
+    training, printed as one line, 1 anything else, with its traceback)."""
+    import sys
+    import traceback
+
+    setup_single_process_env()
+    try:
+        train()
+    except user_errors as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

@@ -32,7 +32,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -413,23 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ExamplesError, TokenFileError) as e:
         print(f"{NAME}: error: {e}", file=sys.stderr)
         return 2  # bad config or data, whatever the error family's own code
-    from tasks.training.engine import setup_single_process_env
+    from tasks.training.engine import run_entry
 
-    setup_single_process_env()
-    try:
-        train(cfg, info)
-    except ConfigError as e:
-        print(f"{NAME}: error: {e}", file=sys.stderr)
-        return 2
-    except Exception:
-        traceback.print_exc()
-        return 1
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+    return run_entry(NAME, lambda: train(cfg, info), user_errors=(ConfigError,))
 
 
 if __name__ == "__main__":

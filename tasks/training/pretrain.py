@@ -29,7 +29,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -244,20 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelConfigError, DataTooSmallError, TokenFileError) as e:
         print(f"{NAME}: error: {e}", file=sys.stderr)
         return int(getattr(e, "exit_code", 2))
-    from tasks.training.engine import setup_single_process_env
+    from tasks.training.engine import run_entry
 
-    setup_single_process_env()
-    try:
-        train(cfg, model_kwargs)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+    return run_entry(NAME, lambda: train(cfg, model_kwargs))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,17 @@ def test_quoted_numbers_and_booleans_are_errors_not_changes(params: dict) -> Non
     ok = copy.deepcopy(params)
     ok["pretrain"]["lr"] = 1  # an integer where a float goes is a number all the same
     assert parse_params(ok).pretrain.lr == 1.0
+
+
+def test_finetune_task_data_are_deps_and_hub_tasks_say_how_they_are_pinned(tmp_path: Path) -> None:
+    from pipelines.config.finetune import PIPELINE_INPUTS, FinetuneParams
+
+    (tmp_path / "tasks_data/by_label").mkdir(parents=True)
+    cfg = FinetuneParams.model_validate_json(json.dumps({"tasks": [
+        {"name": "a", "type": "classification", "data": [{"kind": "files", "paths": ["tasks_data/csv/*.csv"]},
+                                                          {"kind": "folders", "path": "tasks_data/by_label"}]},
+        {"name": "b", "type": "sft", "data": [{"kind": "hf", "path": "org/instructions", "revision": "abc"},
+                                              {"kind": "files", "paths": ["/elsewhere/qa.jsonl"]}]}]}))
+    assert cfg.data_deps(tmp_path) == [*PIPELINE_INPUTS, "/elsewhere/qa.jsonl", "tasks_data/by_label",
+                                       "tasks_data/csv"]
+    assert cfg.status_notes(tmp_path) == ["task 'b': hub dataset org/instructions: pinned at revision abc"]
