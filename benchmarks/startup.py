@@ -180,7 +180,8 @@ def flow_runs(repo: Path) -> list[dict]:
 def parent_run_start(repo: Path) -> float:
     """When the pipeline's parent MLflow run started (after MLflow opened, and on a fresh store created, its db)."""
     with sqlite3.connect(repo / "mlruns.db") as db:
-        (start_ms,) = db.execute("SELECT MIN(start_time) FROM runs WHERE name = 'pipeline'").fetchone()
+        (start_ms,) = db.execute("SELECT MIN(r.start_time) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                                 "WHERE t.key = 'lmforge.kind' AND t.value = 'pipeline'").fetchone()
     return float(start_ms) / 1000
 
 
