@@ -1,19 +1,19 @@
 """Model compression for the distill stage: magnitude pruning, structured head/neuron pruning, int8 quantization.
 
-Every function takes a transformers Llama (``LlamaForCausalLM``, ``LlamaForSequenceClassification``) or finetune's
-multi-task module around one. Pruning touches only the decoder layers' projections (q, k, v, o, gate, up, down): the
-embeddings (tied to the LM head) and the classification heads are small here and every token goes through them.
+Every function takes a transformers Llama (causal LM or sequence classifier) or finetune's multi-task module around
+one, and touches only the decoder layers' projections (q, k, v, o, gate, up, down): the embeddings (tied to the LM
+head) and the classification heads are small here and every token goes through them.
 
 - :func:`magnitude_prune` zeroes weights in place (plain tensors, no ``torch.nn.utils.prune`` hooks), so the zeros
   are in whatever ``save_pretrained`` writes; :func:`apply_masks` re-zeroes them after each recovery step.
-- :func:`structured_prune` really shrinks the matrices and the config, so plain ``from_pretrained`` loads the result.
+- :func:`structured_prune` shrinks the matrices and the config, so plain ``from_pretrained`` loads the result.
   transformers 5.x refuses a Llama config whose ``hidden_size`` is not a multiple of ``num_attention_heads`` (even
-  with an explicit ``head_dim``), so only head counts that divide the width are kept: 4 heads of a 128-wide model
-  can become 2 or 1, never 3. Under grouped-query attention a key/value head and its query heads go together.
-- :func:`quantize_int8` uses torchao's int8 weight-only scheme through transformers' ``TorchAoConfig``:
-  ``torch.ao.quantization.quantize_dynamic`` warns that it is deprecated (torch 2.13), and torchao's dynamic
-  activation scheme ran about 4x slower than float32 on this CPU, weight-only about as fast. The saved directory
-  loads with plain ``AutoModelFor...from_pretrained`` (torchao installed), or ``model = load_int8(path)``.
+  with an explicit ``head_dim``): 4 heads of a 128-wide model can become 2 or 1, never 3. Under grouped-query
+  attention a key/value head goes with its query heads.
+- :func:`quantize_int8`: torchao's int8 weight-only scheme through transformers' ``TorchAoConfig``.
+  ``torch.ao.quantization.quantize_dynamic`` warns it is deprecated (torch 2.13); torchao's dynamic-activation
+  scheme ran about 4x slower than float32 on this CPU, weight-only about as fast. The saved directory loads with
+  plain ``AutoModelFor...from_pretrained`` (torchao installed), or ``model = load_int8(path)``.
 """
 
 from __future__ import annotations
@@ -163,10 +163,18 @@ def magnitude_importance(model: Any) -> dict:
     return {"heads": heads, "neurons": neurons}
 
 
+def _span(units: torch.Tensor, size: int) -> torch.Tensor:
+    """The rows of ``units`` blocks of ``size`` rows each (heads to their rows, groups to their heads)."""
+    import torch
+
+    return (units[:, None] * size + torch.arange(size, device=units.device)).flatten()
+
+
 def _shrink(linear: Any, index: torch.Tensor, *, dim: int) -> None:
     """Keep only ``index`` along the weight's ``dim`` (0: output rows, 1: input columns), in place."""
     from torch import nn
 
+    index = index.to(linear.weight.device)
     linear.weight = nn.Parameter(linear.weight.detach().index_select(dim, index).clone(),
                                  requires_grad=linear.weight.requires_grad)
     if dim == 0 and linear.bias is not None:
@@ -218,14 +226,11 @@ def structured_prune(model: Any, *, heads_fraction: float, neurons_fraction: flo
             att, mlp = layer.self_attn, layer.mlp
             by_group = scores["heads"][i].float().view(kv_heads, group).sum(-1)
             groups = torch.topk(by_group, kept_groups).indices.sort().values.to(att.q_proj.weight.device)
-            kv_rows = (groups[:, None] * head_dim + torch.arange(head_dim, device=groups.device)).flatten()
-            q_heads = (groups[:, None] * group + torch.arange(group, device=groups.device)).flatten()
-            q_rows = (q_heads[:, None] * head_dim + torch.arange(head_dim, device=groups.device)).flatten()
+            kv_rows, q_rows = _span(groups, head_dim), _span(_span(groups, group), head_dim)
             for proj, index, dim in ((att.q_proj, q_rows, 0), (att.k_proj, kv_rows, 0), (att.v_proj, kv_rows, 0),
                                      (att.o_proj, q_rows, 1)):
                 _shrink(proj, index, dim=dim)
             keep = torch.topk(scores["neurons"][i].float(), kept_neurons).indices.sort().values
-            keep = keep.to(mlp.down_proj.weight.device)
             for proj, dim in ((mlp.gate_proj, 0), (mlp.up_proj, 0), (mlp.down_proj, 1)):
                 _shrink(proj, keep, dim=dim)
             mlp.intermediate_size = kept_neurons
@@ -243,14 +248,13 @@ def _torchao_quietly() -> None:
     deprecation notes about its enum registrations."""
     import logging
 
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
+    loggers = {logger: logger.level for logger in map(logging.getLogger, ("torchao", "torch.utils._pytree"))}
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
         import torchao  # noqa: F401
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
+        for logger, level in loggers.items():
             logger.setLevel(level)
 
 
