@@ -87,8 +87,9 @@ def rolling_windows(n_tokens: int, *, window: int, stride: int) -> list[tuple[in
     """The windows that score ``n_tokens`` tokens once each, over the sequence ``[prefix] + tokens``.
 
     Returns:
-        ``(input_start, target_start, target_end)`` per window, positions in the prefixed sequence: the model reads
-        ``seq[input_start:target_end - 1]`` (at most ``window`` tokens) and is scored on ``seq[target_start:target_end]``.
+        ``(input_start, target_start, target_end)`` per window, positions in the prefixed sequence: the model
+        reads ``seq[input_start:target_end - 1]`` (at most ``window`` tokens) and is scored on
+        ``seq[target_start:target_end]``.
     """
     if not 1 <= stride <= window:
         raise LMEvalError(f"stride {stride} must lie in 1..window ({window})")
@@ -187,8 +188,9 @@ def scale_metrics(*, nll: float, texts: Sequence[str], tokens: int) -> dict[str,
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     chars = sum(len(t) for t in texts)
     words = sum(len(re.split(r"\s+", t)) for t in texts)
-    return {"documents": len(texts), "tokens": tokens, "bytes": n_bytes, "chars": chars, "words": words,
-            "nll": nll, "perplexity": math.exp(min(nll / max(tokens, 1), 50.0)),
+    # exp capped at e^50: a diverged model still gives a finite, comparable number
+    return {"documents": len(texts), "tokens": tokens, "bytes": n_bytes, "chars": chars, "words": words, "nll": nll,
+            "perplexity": math.exp(min(nll / max(tokens, 1), 50.0)),
             "bits_per_byte": nll / max(n_bytes, 1) / math.log(2), "nats_per_char": nll / max(chars, 1),
-            "byte_perplexity": math.exp(nll / max(n_bytes, 1)), "word_perplexity": math.exp(min(nll / max(words, 1),
-                                                                                                 50.0))}
+            "byte_perplexity": math.exp(min(nll / max(n_bytes, 1), 50.0)),
+            "word_perplexity": math.exp(min(nll / max(words, 1), 50.0))}

@@ -1,5 +1,5 @@
 """Fixtures of the evaluate tests: a tokenizer trained by the tokenizer stage's task, a random tiny Llama, the
-same Llama trained for a few seconds on the corpus, and on sft pairs (so that it answers them), each a model directory."""
+same Llama trained for a few seconds on the corpus, and on sft pairs (so that it answers them): model directories."""
 
 from __future__ import annotations
 
