@@ -65,3 +65,13 @@ def test_batching_and_padding_do_not_change_the_numbers(lm_inputs: dict[str, Pat
     assert many == pytest.approx(one, rel=1e-6)
     with pytest.raises(LMEvalError, match="no held-out text"):
         lm_metrics(model_dir=lm_inputs["sft"], texts=["", ""])
+
+
+def test_packed_token_documents_decode_back_to_the_split(lm_inputs: dict[str, Path], tmp_path: Path) -> None:
+    from tasks.evaluate.lm import texts_from_tokens
+    from tasks.tokenizer.packing import pack_splits
+
+    pack_splits(split_dirs={"test": lm_inputs["test"]}, tokenizer_dir=lm_inputs["tokenizer"], out_dir=tmp_path)
+    texts = load_texts(lm_inputs["test"])
+    assert texts_from_tokens(tmp_path, "test", tokenizer_dir=lm_inputs["tokenizer"]) == texts
+    assert texts_from_tokens(tmp_path, "test", tokenizer_dir=lm_inputs["tokenizer"], limit=2) == texts[:2]
