@@ -75,6 +75,8 @@ def _plots(out: Path, models: Sequence[Mapping[str, Any]], *, quality: str, late
     plt.close(fig)
     for metric in bar_metrics:
         have = [m for m in models if isinstance(m.get(metric), int | float)]
+        if not have:  # an empty chart says nothing; the table shows the metric is missing
+            continue
         fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(have)), 3.6), dpi=100)
         ax.bar([str(m["name"]) for m in have], [m[metric] for m in have],
                color=["#999" if m.get("baseline") else "#3a7bd5" for m in have])
@@ -114,7 +116,7 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
         columns: the model table's columns, in order (default: every key seen).
         quality: the metric on the quality-vs-latency plot's y axis.
         latency: the cost on its x axis.
-        bar_metrics: metrics that get a model-comparison bar chart each.
+        bar_metrics: metrics that get a model-comparison bar chart each (skipped when no model has it).
         confusion: ``{"labels": [...], "matrix": [[...]], "title": str}`` of the classifier, or None.
         learning_curves: PNG files shown by relative link (e.g. the fine-tune stage's learning curves).
         funnel: data funnel rows (``name`` = step, then counters).

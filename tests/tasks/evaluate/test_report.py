@@ -69,8 +69,10 @@ def test_report_is_self_contained_and_complete(tmp_path: Path) -> None:
 
 
 def test_report_without_optional_parts_still_renders(tmp_path: Path) -> None:
-    page = write_report(out_dir=tmp_path / "r", models=[{"name": "only", "bits_per_byte": 2.0}])
+    page = write_report(out_dir=tmp_path / "r", models=[{"name": "only", "bits_per_byte": 2.0}],
+                        bar_metrics=("bits_per_byte", "rougeL"))
     text = page.read_text(encoding="utf-8")
     assert "only" in text and "(none)" in text and not re.search(r"https?://", text)
     assert (tmp_path / "r" / "quality_vs_latency.png").is_file()
     assert (tmp_path / "r" / "compare_bits_per_byte.png").is_file()
+    assert not (tmp_path / "r" / "compare_rougeL.png").exists()  # no model has it
