@@ -12,6 +12,7 @@ Only MLflow here (no flows, no tasks); no run is started: :func:`log_and_registe
 from __future__ import annotations
 
 import importlib.metadata as md
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,13 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
     if run is None:
         raise RegistryError("no active MLflow run to log the model into: call inside tracking.stage_run")
     name = model_name(params, task)
-    info = mlflow.pyfunc.log_model(
-        name=task, python_model=str(SERVING_MODEL), artifacts={"model": str(model_dir)},
-        signature=_signature(kind), input_example=pd.DataFrame({"text": [example]}),
-        pip_requirements=_requirements(), registered_model_name=name, await_registration_for=0)
+    with warnings.catch_warnings():
+        # MLflow would rather infer a signature from predict's type hints; the signature is given explicitly
+        warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name=task, python_model=str(SERVING_MODEL), artifacts={"model": str(model_dir)},
+            signature=_signature(kind), input_example=pd.DataFrame({"text": [example]}),
+            pip_requirements=_requirements(), registered_model_name=name, await_registration_for=0)
     version = str(info.registered_model_version)
     tags = {TASK_TAG: task, KIND_TAG: kind, PIPELINE_TAG: run.data.tags.get("mlflow.parentRunId", ""),
             COMMIT_TAG: run.data.tags.get(COMMIT_TAG, ""),
@@ -190,18 +194,18 @@ def gate(name: str, version: str, *, params: RegistryParams) -> Decision:
         raise RegistryError(f"no gate for task kind {kind!r} of {name} v{version}: add registry.gates.{kind} to "
                             f"params.yaml (gates: {', '.join(sorted(params.gates))})")
     rule, champ = params.gates[kind], _champion(client, name, params.alias)
-    before = champ.version if champ else None
+    before, version = (str(champ.version) if champ else None), str(mv.version)
     if champ is None:
         ok, reason = True, f"first version with a {rule.metric}: no {params.alias} yet"
-    elif champ.version == mv.version:
+    elif before == version:
         ok, reason = False, f"already {params.alias}"
     else:
         ok, reason = judge(rule, _value(mv, rule.metric), _interval(mv, rule.metric), _value(champ, rule.metric),
-                           champ.version)
+                           before)
     if ok:
-        client.set_registered_model_alias(name, params.alias, mv.version)
-    client.set_model_version_tag(name, mv.version, PROMOTION_TAG, f"{'promoted' if ok else 'refused'}: {reason}")
-    return Decision(name, mv.version, ok, reason, before, mv.version if ok else before)
+        client.set_registered_model_alias(name, params.alias, version)
+    client.set_model_version_tag(name, version, PROMOTION_TAG, f"{'promoted' if ok else 'refused'}: {reason}")
+    return Decision(name, version, ok, reason, before, version if ok else before)
 
 
 def promote(name: str, version: str, *, reason: str, params: RegistryParams) -> Decision:
@@ -216,12 +220,12 @@ def promote(name: str, version: str, *, reason: str, params: RegistryParams) -> 
         raise RegistryError("a manual promotion needs a reason: --reason TEXT")
     client = MlflowClient()
     mv = _version(client, name, version)
-    champ = _champion(client, name, params.alias)
-    before = champ.version if champ else None
-    client.set_registered_model_alias(name, params.alias, mv.version)
+    champ, version = _champion(client, name, params.alias), str(mv.version)
+    before = str(champ.version) if champ else None
+    client.set_registered_model_alias(name, params.alias, version)
     note = f"manual: {reason.strip()} ({params.alias} was {f'v{before}' if before else 'none'})"
-    client.set_model_version_tag(name, mv.version, PROMOTION_TAG, note)
-    return Decision(name, mv.version, True, note, before, mv.version)
+    client.set_model_version_tag(name, version, PROMOTION_TAG, note)
+    return Decision(name, version, True, note, before, version)
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -262,8 +266,9 @@ def models_table(params: RegistryParams) -> str:
             metric = f"{rule.metric} {value:.4g}" if rule and value is not None else "-"
             ci = _interval(mv, rule.metric) if rule else None
             metric += f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-            aliases = ",".join(sorted(getattr(mv, "aliases", []) or [])) or "-"
-            rows.append((model.name, mv.version, aliases, metric, mv.tags.get(PROMOTION_TAG, "-")))
+            # the model's alias map, not mv.aliases: versions found by a search come without their aliases
+            aliases = ",".join(sorted(a for a, v in model.aliases.items() if str(v) == str(mv.version))) or "-"
+            rows.append((model.name, str(mv.version), aliases, metric, mv.tags.get(PROMOTION_TAG, "-")))
     if len(rows) == 1:
         return "no registered models yet: the evaluate stage registers them (`lmforge run`)"
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

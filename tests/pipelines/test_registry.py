@@ -14,7 +14,7 @@ from pipelines.config import ParamsError, TrackingParams, parse_params
 from pipelines.config.base import Section
 from pipelines.config.registry import GateRule, RegistryParams
 from pipelines.versioning import digest
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 STORE = TrackingParams(uri="sqlite:///mlruns.db", artifact_root="mlartifacts", experiment="lmforge")
 GRAPH = """
@@ -25,6 +25,7 @@ stages:
 # the registering stage here is finetune (the last of the graph), as evaluate will be in the pipeline: real stage
 # names, so that the checkout's params.yaml validates for `lmforge models`
 NAME = "lmforge-topic"
+# the checkouts here hold no code: the CLI runs from this one (its installed copy may be another checkout)
 
 
 class NoParams(Section):
@@ -43,7 +44,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("registry-model")
     tok_dir = root / "tokenizer"
-    train_tokenizer(train_dir=write_split(root / "docs", documents(60, 0)), out_dir=tok_dir, vocab_size=120,
+    train_tokenizer(train_dir=write_split(root / "docs", documents(60, 0)), out_dir=tok_dir, vocab_size=300,
                     min_frequency=2)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     torch.manual_seed(0)
@@ -118,7 +119,7 @@ def test_gate_first_better_worse_and_not_significant(repo: Path) -> None:
     _, v5, loose = _pipeline(repo, {"test.macro_f1": 0.74}, {"test.macro_f1": (0.69, 0.79)})
     assert loose.promoted and loose.champion_before == v2
     client = MlflowClient()
-    assert client.get_model_version_by_alias(NAME, "champion").version == v5
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == v5
     tags = {v: client.get_model_version(NAME, v).tags["lmforge.promotion"] for v in (v1, v3, v4)}
     assert tags[v1].startswith("promoted: first version")
     assert tags[v3].startswith("refused: test.macro_f1 0.65 is not > 0.71")
@@ -142,7 +143,7 @@ def test_lineage_from_the_champion_through_the_mlflow_api(repo: Path) -> None:
     parent, version, _ = _pipeline(repo, {"test.macro_f1": 0.5})
     client = MlflowClient()
     champion = client.get_model_version_by_alias(NAME, "champion")
-    assert champion.version == version
+    assert str(champion.version) == version
     source = client.get_run(champion.run_id)  # the evaluate stage run
     assert source.info.run_name == "finetune" and source.data.tags["lmforge.kind"] == "stage"
     pipeline_id = source.data.tags["mlflow.parentRunId"]
@@ -152,7 +153,9 @@ def test_lineage_from_the_champion_through_the_mlflow_api(repo: Path) -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert pipeline.data.tags["mlflow.source.git.commit"] == head == champion.tags["mlflow.source.git.commit"]
     stages = client.search_runs([pipeline.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline_id}'")
-    inputs = {r.info.run_name: {d.dataset.name: d.dataset.digest for d in r.inputs.dataset_inputs} for r in stages}
+    inputs = {r.info.run_name: {d.dataset.name: d.dataset.digest for d in r.inputs.dataset_inputs
+                                if {(t.key, t.value) for t in d.tags} >= {("mlflow.data.context", "input")}}
+              for r in stages}
     md5 = {d: digest(repo / d, repo) for d in ("data/dedup", "data/finetune", "models/tokenizer")}
     assert inputs == {"tokenizer": {"data/dedup": md5["data/dedup"]},
                       "finetune": {"models/tokenizer": md5["models/tokenizer"], "data/finetune": md5["data/finetune"]}}
@@ -177,25 +180,26 @@ def test_manual_promote_rollback_and_models_cli(repo: Path) -> None:
     _, v1, _ = _pipeline(repo, {"test.macro_f1": 0.5})
     _, v2, second = _pipeline(repo, {"test.macro_f1": 0.8})
     assert second.promoted
-    res = run_cli(repo, "models", timeout=120)
+    res = run_cli(repo, "models", timeout=120, PYTHONPATH=str(REPO))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].split() == ["MODEL", "VERSION", "ALIASES", "METRIC", "PROMOTION"]
     assert lines[1].split()[:5] == [NAME, v2, "champion", "test.macro_f1", "0.8"]
     assert lines[2].split()[:5] == [NAME, v1, "-", "test.macro_f1", "0.5"]
     # rollback: promote the older version by hand, with a reason
-    res = run_cli(repo, "promote", NAME, v1, "--reason", "v2 mislabels pets in production", timeout=120)
+    res = run_cli(repo, "promote", NAME, v1, "--reason", "v2 mislabels pets in production", timeout=120,
+                  PYTHONPATH=str(REPO))
     assert res.returncode == 0, res.stderr
     assert f"{NAME}: champion v{v2} -> v{v1}" in res.stdout
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    assert client.get_model_version_by_alias(NAME, "champion").version == v1
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == v1
     assert client.get_model_version(NAME, v1).tags["lmforge.promotion"] == (
         f"manual: v2 mislabels pets in production (champion was v{v2})")
     for args, message in ((["promote", NAME, "9", "--reason", "x"], f"{NAME} has no version '9'"),
                           (["promote", "lmforge-nope", "1", "--reason", "x"], "no registered model 'lmforge-nope'")):
-        res = run_cli(repo, *args, timeout=120)
+        res = run_cli(repo, *args, timeout=120, PYTHONPATH=str(REPO))
         assert res.returncode == 2 and res.stderr.strip() == f"lmforge: error: {message}" + (
             f" (registered: {NAME})" if "nope" in message else "") + "; see `lmforge models`"
 
@@ -203,7 +207,7 @@ def test_manual_promote_rollback_and_models_cli(repo: Path) -> None:
 def test_models_without_a_store_exits_2(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text(GRAPH)
     (tmp_path / "params.yaml").write_text("{}\n")
-    res = run_cli(tmp_path, "models", timeout=60)
+    res = run_cli(tmp_path, "models", timeout=60, PYTHONPATH=str(REPO))
     assert res.returncode == 2 and res.stderr.startswith("lmforge: error: no MLflow store at ")
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlruns.db").exists()
 
