@@ -196,7 +196,7 @@ def gate(name: str, version: str, *, params: RegistryParams) -> Decision:
     rule, champ = params.gates[kind], _champion(client, name, params.alias)
     before, version = (str(champ.version) if champ else None), str(mv.version)
     if champ is None:
-        ok, reason = True, f"first version with a {rule.metric}: no {params.alias} yet"
+        ok, reason = True, f"first version: no {params.alias} yet"
     elif before == version:
         ok, reason = False, f"already {params.alias}"
     else:

@@ -84,39 +84,44 @@ def repo(tmp_path: Path, model_dir: Path) -> Iterator[Path]:
         mlflow.end_run()
 
 
-def _pipeline(repo: Path, metrics: dict[str, float], intervals: dict[str, tuple[float, float]] | None = None,
-              params: RegistryParams | None = None) -> tuple[str, str, registry.Decision]:
-    """One pipeline run (finetune + evaluate stage runs) registering and gating the model; (parent, version,
-    decision)."""
-    params = params or RegistryParams()
+Candidate = tuple[dict[str, float], dict[str, tuple[float, float]] | None, RegistryParams | None]
+
+
+def _pipeline(repo: Path, *candidates: Candidate) -> tuple[str, list[tuple[str, registry.Decision]]]:
+    """One pipeline run (tokenizer + finetune stage runs); the last stage logs, registers and gates the model once per
+    candidate (its metrics, intervals and registry params). Returns the pipeline run id and (version, decision)s."""
     digests = {d: digest(repo / d, repo) for d in ("data/finetune", "models/tokenizer")}
+    out = []
     with tracking.pipeline_run(STORE, repo, ["tokenizer", "finetune"]) as parent:
         with tracking.stage_run("tokenizer", NoParams(), root=repo, tracking=STORE):
             pass
         with tracking.stage_run("finetune", NoParams(), root=repo, tracking=STORE):
-            version = registry.log_and_register(repo / "models/finetuned/topic", task="topic", kind="classification",
-                                                params=params, metrics=metrics, intervals=intervals,
-                                                digests=digests)
-            decision = registry.gate(NAME, version, params=params)
-    return parent, version, decision
+            for metrics, intervals, params in candidates:
+                params = params or RegistryParams()
+                version = registry.log_and_register(repo / "models/finetuned/topic", task="topic",
+                                                    kind="classification", params=params, metrics=metrics,
+                                                    intervals=intervals, digests=digests)
+                out.append((version, registry.gate(NAME, version, params=params)))
+    return parent, out
 
 
 def test_gate_first_better_worse_and_not_significant(repo: Path) -> None:
     from mlflow import MlflowClient
 
     strict = RegistryParams(gates={"classification": GateRule(metric="test.macro_f1", margin=0.01, require_ci=True)})
-    _, v1, first = _pipeline(repo, {"test.macro_f1": 0.60}, {"test.macro_f1": (0.55, 0.65)})
+    f1 = "test.macro_f1"
+    _, done = _pipeline(repo, ({f1: 0.60}, {f1: (0.55, 0.65)}, None), ({f1: 0.70}, {f1: (0.66, 0.74)}, strict),
+                        ({f1: 0.65}, {f1: (0.60, 0.70)}, strict),
+                        # better by the point estimate, but its interval reaches below champion + margin
+                        ({f1: 0.74}, {f1: (0.69, 0.79)}, strict),
+                        # the same numbers pass when the interval is not asked for
+                        ({f1: 0.74}, {f1: (0.69, 0.79)}, None))
+    (v1, first), (v2, better), (v3, worse), (v4, unsure), (v5, loose) = done
     assert (first.promoted, first.champion_before, first.champion_after) == (True, None, v1)
-    _, v2, better = _pipeline(repo, {"test.macro_f1": 0.70}, {"test.macro_f1": (0.66, 0.74)}, strict)
     assert better.promoted and better.champion_before == v1 and better.champion_after == v2
-    _, v3, worse = _pipeline(repo, {"test.macro_f1": 0.65}, {"test.macro_f1": (0.60, 0.70)}, strict)
     assert not worse.promoted and worse.champion_after == v2
     assert worse.reason.startswith("test.macro_f1 0.65 is not > 0.71 (champion v2 0.7 + margin 0.01)")
-    # better by the point estimate, but its interval reaches below champion + margin: not significant
-    _, v4, unsure = _pipeline(repo, {"test.macro_f1": 0.74}, {"test.macro_f1": (0.69, 0.79)}, strict)
     assert not unsure.promoted and unsure.champion_after == v2 and "confidence interval [0.69, 0.79]" in unsure.reason
-    # the same numbers pass when the interval is not asked for
-    _, v5, loose = _pipeline(repo, {"test.macro_f1": 0.74}, {"test.macro_f1": (0.69, 0.79)})
     assert loose.promoted and loose.champion_before == v2
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == v5
@@ -140,7 +145,7 @@ def test_lower_is_better_and_missing_metric() -> None:
 def test_lineage_from_the_champion_through_the_mlflow_api(repo: Path) -> None:
     from mlflow import MlflowClient
 
-    parent, version, _ = _pipeline(repo, {"test.macro_f1": 0.5})
+    parent, [(version, _)] = _pipeline(repo, ({"test.macro_f1": 0.5}, None, None))
     client = MlflowClient()
     champion = client.get_model_version_by_alias(NAME, "champion")
     assert str(champion.version) == version
@@ -168,7 +173,7 @@ def test_logged_model_loads_and_classifies(repo: Path) -> None:
     import mlflow
     import pandas as pd
 
-    _, version, _ = _pipeline(repo, {"test.macro_f1": 0.5})
+    _pipeline(repo, ({"test.macro_f1": 0.5}, None, None))
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     out = loaded.predict(pd.DataFrame({"text": ["the cat sat.", "a bird flew over the tree."]}))
     assert list(out.columns) == ["label", "score"] and set(out["label"]) <= {"pets", "sky"}
@@ -176,32 +181,43 @@ def test_logged_model_loads_and_classifies(repo: Path) -> None:
     assert [c.name for c in loaded.metadata.get_input_schema().inputs] == ["text"]
 
 
-def test_manual_promote_rollback_and_models_cli(repo: Path) -> None:
-    _, v1, _ = _pipeline(repo, {"test.macro_f1": 0.5})
-    _, v2, second = _pipeline(repo, {"test.macro_f1": 0.8})
-    assert second.promoted
-    res = run_cli(repo, "models", timeout=120, PYTHONPATH=str(REPO))
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
-    assert lines[0].split() == ["MODEL", "VERSION", "ALIASES", "METRIC", "PROMOTION"]
-    assert lines[1].split()[:5] == [NAME, v2, "champion", "test.macro_f1", "0.8"]
-    assert lines[2].split()[:5] == [NAME, v1, "-", "test.macro_f1", "0.5"]
-    # rollback: promote the older version by hand, with a reason
-    res = run_cli(repo, "promote", NAME, v1, "--reason", "v2 mislabels pets in production", timeout=120,
-                  PYTHONPATH=str(REPO))
-    assert res.returncode == 0, res.stderr
-    assert f"{NAME}: champion v{v2} -> v{v1}" in res.stdout
+def test_manual_promote_rollback_and_models_table(repo: Path) -> None:
     from mlflow import MlflowClient
 
+    _, [(v1, _), (v2, second)] = _pipeline(repo, ({"test.macro_f1": 0.5}, None, None),
+                                           ({"test.macro_f1": 0.8}, None, None))
+    assert second.promoted
+    lines = registry.models_table(RegistryParams()).splitlines()
+    assert lines[0].split() == ["MODEL", "VERSION", "ALIASES", "METRIC", "PROMOTION"]
+    assert lines[1].split()[:6] == [NAME, v2, "champion", "test.macro_f1", "0.8", "promoted:"]
+    assert lines[2].split()[:6] == [NAME, v1, "-", "test.macro_f1", "0.5", "promoted:"]
+    # rollback: promote the older version by hand, with a reason
+    d = registry.promote(NAME, v1, reason="v2 mislabels pets", params=RegistryParams())
+    assert (d.champion_before, d.champion_after) == (v2, v1)
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == v1
-    assert client.get_model_version(NAME, v1).tags["lmforge.promotion"] == (
-        f"manual: v2 mislabels pets in production (champion was v{v2})")
-    for args, message in ((["promote", NAME, "9", "--reason", "x"], f"{NAME} has no version '9'"),
-                          (["promote", "lmforge-nope", "1", "--reason", "x"], "no registered model 'lmforge-nope'")):
-        res = run_cli(repo, *args, timeout=120, PYTHONPATH=str(REPO))
-        assert res.returncode == 2 and res.stderr.strip() == f"lmforge: error: {message}" + (
-            f" (registered: {NAME})" if "nope" in message else "") + "; see `lmforge models`"
+    promotion = client.get_model_version(NAME, v1).tags["lmforge.promotion"]
+    assert promotion == f"manual: v2 mislabels pets (champion was v{v2})"
+    assert registry.models_table(RegistryParams()).splitlines()[2].split()[:3] == [NAME, v1, "champion"]
+    with pytest.raises(registry.RegistryError, match=f"^{NAME} has no version '9'; see `lmforge models`$"):
+        registry.promote(NAME, "9", reason="x", params=RegistryParams())
+    with pytest.raises(registry.RegistryError, match="needs a reason"):
+        registry.promote(NAME, v2, reason=" ", params=RegistryParams())
+
+
+@pytest.mark.slow
+def test_cli_models_promote_and_errors(repo: Path) -> None:
+    _, [(v1, _), (v2, _)] = _pipeline(repo, ({"test.macro_f1": 0.5}, None, None), ({"test.macro_f1": 0.8}, None, None))
+    res = run_cli(repo, "models", timeout=120, PYTHONPATH=str(REPO))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[1].split()[:5] == [NAME, v2, "champion", "test.macro_f1", "0.8"]
+    res = run_cli(repo, "promote", NAME, v1, "--reason", "roll back", timeout=120, PYTHONPATH=str(REPO))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"{NAME}: champion v{v2} -> v{v1} (manual: roll back (champion was v{v2}))\n"
+    res = run_cli(repo, "promote", "lmforge-nope", "1", "--reason", "x", timeout=120, PYTHONPATH=str(REPO))
+    assert res.returncode == 2
+    assert res.stderr == (f"lmforge: error: no registered model 'lmforge-nope' (registered: {NAME}); "
+                          "see `lmforge models`\n")
 
 
 def test_models_without_a_store_exits_2(tmp_path: Path) -> None:
