@@ -38,6 +38,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 
+    from tasks.examples import CHAT_TEMPLATE
     from tasks.tokenizer.bpe import train_tokenizer
     from tasks.training.model import build_llama
     from tests.tasks.training.corpus import documents, write_split
@@ -54,6 +55,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = lm.config
     config.num_labels, config.id2label, config.label2id = 2, {0: "pets", 1: "sky"}, {"pets": 0, "sky": 1}
     config.architectures = ["LlamaForSequenceClassification"]
+    lm.save_pretrained(str(root / "lm"))
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(str(root / "lm"))
+    tok.chat_template = None
     model = LlamaForSequenceClassification(config)
     assert sum(p.numel() for p in model.parameters()) < 10_000
     out = root / "model"
@@ -179,6 +184,25 @@ def test_logged_model_loads_and_classifies(repo: Path) -> None:
     assert list(out.columns) == ["label", "score"] and set(out["label"]) <= {"pets", "sky"}
     assert ((out["score"] >= 0.5) & (out["score"] <= 1)).all()  # the winning class of two
     assert [c.name for c in loaded.metadata.get_input_schema().inputs] == ["text"]
+
+
+def test_sft_model_generates_and_is_gated_lower_is_better(repo: Path, model_dir: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    params = RegistryParams(gates={"sft": GateRule(metric="test.perplexity", direction="lower", margin=0.5)})
+    with tracking.pipeline_run(STORE, repo, ["finetune"]):
+        with tracking.stage_run("finetune", NoParams(), root=repo, tracking=STORE):
+            versions = [registry.log_and_register(model_dir.parent / "lm", task="complete", kind="sft", params=params,
+                                                  metrics={"test.perplexity": ppl}, digests={})
+                        for ppl in (40.0, 39.8, 30.0)]
+    decisions = [registry.gate("lmforge-complete", v, params=params) for v in versions]
+    assert [d.promoted for d in decisions] == [True, False, True]
+    assert decisions[1].reason.startswith("test.perplexity 39.8 is not < 39.5 (champion v1 40 - margin 0.5)")
+    loaded = mlflow.pyfunc.load_model("models:/lmforge-complete@champion")
+    assert loaded.metadata.run_id == mlflow.MlflowClient().get_model_version("lmforge-complete", versions[2]).run_id
+    out = loaded.predict(pd.DataFrame({"text": ["the cat", "the dog"]}), params={"max_new_tokens": 3})
+    assert list(out.columns) == ["text"] and len(out) == 2 and all(isinstance(t, str) for t in out["text"])
 
 
 def test_manual_promote_rollback_and_models_table(repo: Path) -> None:
