@@ -12,7 +12,6 @@ Only MLflow here (no flows, no tasks); no run is started: :func:`log_and_registe
 from __future__ import annotations
 
 import importlib.metadata as md
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +71,14 @@ def _signature(kind: str) -> Any:
                           ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
 
 
+def _example(kind: str, text: str) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame({"text": [text]})
+    # MLflow runs the example through the model while logging: a causal LM generates 2 tokens, not the default 32
+    return frame if kind == "classification" else (frame, {"max_new_tokens": 2})
+
+
 def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryParams, metrics: Mapping[str, float],
                      intervals: Mapping[str, tuple[float, float]] | None = None, digests: Mapping[str, str],
                      example: str = "the cat sat on the mat.") -> str:
@@ -92,19 +99,15 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
         RegistryError: no active run to log into.
     """
     import mlflow
-    import pandas as pd
 
     run = mlflow.active_run()
     if run is None:
         raise RegistryError("no active MLflow run to log the model into: call inside tracking.stage_run")
     name = model_name(params, task)
-    with warnings.catch_warnings():
-        # MLflow would rather infer a signature from predict's type hints; the signature is given explicitly
-        warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name=task, python_model=str(SERVING_MODEL), artifacts={"model": str(model_dir)},
-            signature=_signature(kind), input_example=pd.DataFrame({"text": [example]}),
-            pip_requirements=_requirements(), registered_model_name=name, await_registration_for=0)
+    info = mlflow.pyfunc.log_model(
+        name=task, python_model=str(SERVING_MODEL), artifacts={"model": str(model_dir)},
+        signature=_signature(kind), input_example=_example(kind, example), pip_requirements=_requirements(),
+        registered_model_name=name, await_registration_for=0)
     version = str(info.registered_model_version)
     tags = {TASK_TAG: task, KIND_TAG: kind, PIPELINE_TAG: run.data.tags.get("mlflow.parentRunId", ""),
             COMMIT_TAG: run.data.tags.get(COMMIT_TAG, ""),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -32,12 +33,13 @@ class HFTextModel(PythonModel):
         self.model = auto.from_pretrained(path).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        """One answer per row of ``model_input`` (a DataFrame with a ``text`` column, or a list of strings)."""
-        import pandas as pd
+    # a DataFrame hint, not a list one: MLflow then validates input against the signature given at logging instead
+    # of deriving (and warning about) a schema from the hints
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One answer per row of ``model_input`` (a DataFrame with a ``text`` column)."""
         import torch
 
-        texts = list(model_input["text"]) if isinstance(model_input, pd.DataFrame) else list(model_input)
+        texts = list(model_input["text"])
         rows = []
         with torch.inference_mode():
             # one text at a time: no padding side to get wrong, and these models answer in milliseconds
