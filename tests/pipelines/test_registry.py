@@ -4,6 +4,7 @@ that moves ``champion``, manual promotion and rollback, lineage through the MLfl
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pipelines.config import ParamsError, TrackingParams, parse_params
 from pipelines.config.base import Section
 from pipelines.config.registry import GateRule, RegistryParams
 from pipelines.versioning import digest
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, _free_port, run_cli
 
 STORE = TrackingParams(uri="sqlite:///mlruns.db", artifact_root="mlartifacts", experiment="lmforge")
 GRAPH = """
@@ -244,12 +245,19 @@ def test_cli_models_promote_and_errors(repo: Path) -> None:
                           "see `lmforge models`\n")
 
 
-def test_models_without_a_store_exits_2(tmp_path: Path) -> None:
+def test_without_a_store_or_server_exits_2(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text(GRAPH)
     (tmp_path / "params.yaml").write_text("{}\n")
     res = run_cli(tmp_path, "models", timeout=60, PYTHONPATH=str(REPO))
     assert res.returncode == 2 and res.stderr.startswith("lmforge: error: no MLflow store at ")
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlruns.db").exists()
+    # a tracking server that does not answer: one line, quickly (no retries with back-off)
+    (tmp_path / "params.yaml").write_text(f"tracking:\n  uri: http://127.0.0.1:{_free_port()}\n")
+    started = time.perf_counter()
+    res = run_cli(tmp_path, "promote", NAME, "1", "--reason", "x", timeout=60, PYTHONPATH=str(REPO))
+    assert res.returncode == 2 and res.stderr.startswith("lmforge: error: the MLflow store at http://127.0.0.1:")
+    assert "does not answer" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert time.perf_counter() - started < 30
 
 
 def test_registry_section_defaults_and_validation() -> None:
