@@ -231,7 +231,8 @@ class StructuredVariant(Settings):
     """Structured pruning: whole attention heads and MLP neurons removed, the config shrunk, then KD recovery."""
 
     enabled: bool = Field(True, description="Make this variant.")
-    heads_fraction: float = Field(0.25, ge=0, lt=1, description="Fraction of attention heads removed per layer.")
+    heads_fraction: float = Field(0.5, ge=0, lt=1, description="Fraction of attention heads (key/value groups) "
+                                  "removed per layer; the kept count must divide hidden_size (4 heads: 0, 0.5, 0.75).")
     neurons_fraction: float = Field(0.25, ge=0, lt=1, description="Fraction of MLP neurons removed per layer.")
     recovery_steps: int = Field(20, ge=0, description="KD steps after pruning.")
 

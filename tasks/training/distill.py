@@ -543,7 +543,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
             if cfg.variants.int8.enabled:
                 dirs["int8"] = {t: tmp / "variants" / "int8" / t for t in names}
                 for t in names:
-                    compress.save_int8(compress.quantize_int8(load(tmp / t, t)), dirs["int8"][t])
+                    compress.save_int8(compress.quantize_int8(load(tmp / t, t)), dirs["int8"][t],
+                                       tokenizer_dir=cfg.tokenizer_dir)
             say(f"{NAME}: measuring {sorted(dirs)} on the test split")
             for variant, per_task in dirs.items():
                 summary["variants"][variant] = {}
