@@ -198,10 +198,11 @@ class StudentShape(Settings):
     num_heads: int = Field(4, ge=1, description="Query heads; must divide hidden_size.")
     num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (null: the teacher's when num_heads "
                                      "equals the teacher's, else num_heads).")
-    intermediate_size: int = Field(344, ge=8, description="MLP width.")
+    intermediate_size: int = Field(172, ge=8, description="MLP width (a narrower MLP than the teacher's starts from "
+                                   "the teacher layer's strongest neurons).")
     init: Literal["scratch", "teacher_layers"] = Field(
         "teacher_layers", description="scratch: random weights; teacher_layers (DistilBERT's recipe): copy the "
-        "embeddings, final norm and the chosen teacher layers into the student wherever a tensor's shape matches.")
+        "embeddings, final norm and the chosen teacher layers into the student wherever the shapes allow.")
     layers: list[int] | None = Field(None, description="teacher_layers: the teacher layer copied into each student "
                                      "layer, in order (null: every other layer, 0, 2, 4...).")
 

@@ -261,7 +261,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
         mapping = kd.layer_map(teacher_layers=int(info["teachers"][source]["num_hidden_layers"]),
                                student_layers=cfg.student.num_layers, layers=cfg.student.layers)
         copied = kd.init_from_teacher(llama, teachers[source], layers=mapping)
-        init_report.update(layers=mapping, copied=len(copied["copied"]), kept=copied["kept"])
+        init_report.update(layers=mapping, copied=len(copied["copied"]), neuron_subsets=len(copied["neurons"]),
+                           kept=copied["kept"])
     model = build_multitask(llama, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
                             pad_token_id=pad_id)
     if cfg.student.init == "teacher_layers":
@@ -531,8 +532,10 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                                     chat_template=CHAT_TEMPLATE)
 
         def load(model_dir: Path, task: str) -> Any:
+            """A task model as a user loads it, in float32: every model is timed in the same precision (a bf16
+            teacher on a CPU without bf16 kernels would look slow for the wrong reason)."""
             auto = AutoModelForSequenceClassification if task in labels else AutoModelForCausalLM
-            return auto.from_pretrained(str(model_dir)).eval()
+            return auto.from_pretrained(str(model_dir), dtype=torch.float32).eval()
 
         with atomic_dir(Path(cfg.out_dir)) as tmp:
             save(tmp, from_best())

@@ -103,12 +103,20 @@ def layer_map(*, teacher_layers: int, student_layers: int, layers: list[int] | N
     return [round(i * (teacher_layers - 1) / max(student_layers - 1, 1)) for i in range(student_layers)]
 
 
+def top_neurons(mlp: Any, *, keep: int) -> Any:
+    """The ``keep`` MLP neurons of a teacher layer with the largest weight norms (``|gate_j| |up_j| |down_j|``), in
+    their original order: what a narrower student layer starts from."""
+    score = (mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * mlp.down_proj.weight.norm(dim=0))
+    return score.topk(keep).indices.sort().values
+
+
 def init_from_teacher(student: Any, teacher: Any, *, layers: list[int]) -> dict[str, list[str]]:
-    """Copy the teacher's weights into the student wherever a tensor's shape matches (DistilBERT's initialisation).
+    """Copy the teacher's weights into the student wherever the shapes allow (DistilBERT's initialisation).
 
     The embeddings, the final norm, and for student layer ``i`` every tensor of teacher layer ``layers[i]``; a
-    tensor whose shape differs (another width) keeps its fresh initialisation. With tied embeddings the LM head
-    follows the embedding.
+    narrower student MLP (same width, fewer neurons) takes the teacher layer's :func:`top_neurons` (rows of gate and
+    up, columns of down); any other tensor whose shape differs keeps its fresh initialisation. With tied embeddings
+    the LM head follows the embedding.
 
     Args:
         student: a LlamaForCausalLM (or anything with a ``.model`` LlamaModel).
@@ -116,24 +124,32 @@ def init_from_teacher(student: Any, teacher: Any, *, layers: list[int]) -> dict[
         layers: teacher layer index per student layer (:func:`layer_map`).
 
     Returns:
-        ``{"copied": [student parameter names], "kept": [names left as initialised]}``.
+        ``{"copied": [student parameter names], "neurons": [those copied as a neuron subset], "kept": [names left
+        as initialised]}``.
     """
     import torch
 
     source = teacher.model.state_dict()
-    copied, kept = [], []
+    copied, neurons, kept = [], [], []
     with torch.no_grad():
         for name, param in student.model.named_parameters():
             parts = name.split(".")
             if parts[0] == "layers":
                 parts[1] = str(layers[int(parts[1])])
             origin = source.get(".".join(parts))
+            if origin is not None and origin.shape != param.shape and parts[2:3] == ["mlp"] and origin.dim() == 2:
+                down = parts[3] == "down_proj"
+                width, other = (param.shape[1], param.shape[0]) if down else param.shape
+                if other == origin.shape[0 if down else 1] and width < origin.shape[1 if down else 0]:
+                    index = top_neurons(teacher.model.layers[int(parts[1])].mlp, keep=width)
+                    origin = origin[:, index] if down else origin[index]
+                    neurons.append(f"model.{name}")
             if origin is not None and origin.shape == param.shape:
                 param.copy_(origin.to(param.dtype))
                 copied.append(f"model.{name}")
             else:
                 kept.append(f"model.{name}")
-    return {"copied": copied, "kept": kept}
+    return {"copied": copied, "neurons": neurons, "kept": kept}
 
 
 def copy_heads(heads: Any, scores: dict[str, torch.Tensor]) -> list[str]:

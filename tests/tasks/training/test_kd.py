@@ -88,13 +88,21 @@ def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> 
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     q_proj = student.model.layers[1].self_attn.q_proj.weight
     assert not torch.equal(q_proj, teacher.model.layers[1].self_attn.q_proj.weight)
-    # explicit indices; a narrower MLP keeps its fresh weights, the rest is still copied
+    # explicit indices; a narrower MLP takes the teacher layer's strongest neurons, a wider one stays fresh
     narrow = build_llama(**{**shape, "intermediate_size": 48}, dtype="float32")
     report = init_from_teacher(narrow, teacher, layers=[3, 1])
-    assert sorted(report["kept"]) == sorted(f"model.layers.{i}.mlp.{p}_proj.weight" for i in (0, 1)
-                                            for p in ("gate", "up", "down"))
+    assert not report["kept"] and len(report["neurons"]) == 6
     assert torch.equal(narrow.model.layers[0].self_attn.o_proj.weight, teacher.model.layers[3].self_attn.o_proj.weight)
     assert torch.equal(narrow.model.layers[1].input_layernorm.weight, teacher.model.layers[1].input_layernorm.weight)
+    mlp = teacher.model.layers[3].mlp
+    score = mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * mlp.down_proj.weight.norm(dim=0)
+    keep = sorted(score.argsort(descending=True)[:48].tolist())
+    assert torch.equal(narrow.model.layers[0].mlp.up_proj.weight, mlp.up_proj.weight[keep])
+    assert torch.equal(narrow.model.layers[0].mlp.down_proj.weight, mlp.down_proj.weight[:, keep])
+    wide = build_llama(**{**shape, "intermediate_size": 80}, dtype="float32")
+    report = init_from_teacher(wide, teacher, layers=[0, 1])
+    assert sorted(report["kept"]) == sorted(f"model.layers.{i}.mlp.{p}_proj.weight" for i in (0, 1)
+                                            for p in ("gate", "up", "down"))
 
 
 def test_a_smaller_student_learns_from_the_teacher() -> None:
