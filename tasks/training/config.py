@@ -192,7 +192,11 @@ class FinetuneSettings(Settings):
 class StudentShape(Settings):
     """The distilled student: a smaller Llama, built fresh or from a subset of the teacher's layers."""
 
-    num_layers: int = Field(2, ge=1, description="Decoder layers (the teacher's default has 4).")
+    num_layers: int = Field(2, ge=1, description="Decoder layers (the default teacher has 4). Measured on the default "
+                            "data (teacher: finetune 100 steps fp32): 2 layers x 172 neurons is 49.9% of the teacher's "
+                            "classifier parameters and kept 0.99 of its doc_section test accuracy, 0.97 of its "
+                            "macro-F1, 1.7-1.8x faster at batch 1 (fp32, 1 thread, loaded 2-core machine); 1 layer x "
+                            "344 (43.7%) kept only 0.92 / 0.90.")
     hidden_size: int = Field(128, ge=8, description="Model width; equal to the teacher's, the embeddings, final norm, "
                              "layers and classification heads can be copied from it.")
     num_heads: int = Field(4, ge=1, description="Query heads; must divide hidden_size.")
@@ -225,7 +229,7 @@ class MagnitudeVariant(Settings):
 
     enabled: bool = Field(True, description="Make this variant.")
     sparsity: float = Field(0.5, gt=0, lt=1, description="Fraction of the prunable weights set to zero.")
-    recovery_steps: int = Field(20, ge=0, description="KD steps after pruning (masks re-applied after each).")
+    recovery_steps: int = Field(10, ge=0, description="KD steps after pruning (masks re-applied after each).")
 
 
 class StructuredVariant(Settings):
@@ -235,7 +239,7 @@ class StructuredVariant(Settings):
     heads_fraction: float = Field(0.5, ge=0, lt=1, description="Fraction of attention heads (key/value groups) "
                                   "removed per layer; the kept count must divide hidden_size (4 heads: 0, 0.5, 0.75).")
     neurons_fraction: float = Field(0.25, ge=0, lt=1, description="Fraction of MLP neurons removed per layer.")
-    recovery_steps: int = Field(20, ge=0, description="KD steps after pruning.")
+    recovery_steps: int = Field(10, ge=0, description="KD steps after pruning.")
 
 
 class Int8Variant(Settings):
@@ -268,13 +272,17 @@ class DistillSettings(Settings):
                          "(0: hard labels only, no teacher).")
     cache_teacher: bool = Field(False, description="Compute the teacher's logits once over the training split and "
                                 "store them under checkpoint_dir (classification: all logits; sft/lm: the top "
-                                "cache_top_k per response token) instead of running the teacher every step.")
+                                "cache_top_k per response token) instead of running the teacher every step. Off by "
+                                "default: one pass over the whole training split costs more teacher work than 60 "
+                                "steps of 16 examples need; it pays for longer runs (the summary gives "
+                                "break_even_steps) and resumed ones.")
     cache_top_k: int = Field(64, ge=1, description="cache_teacher, sft/lm: teacher logits kept per token (the KD term "
                              "is then over the teacher's top k renormalised; k = vocabulary gives the exact loss).")
     cache_probe_steps: int = Field(5, ge=1, description="cache_teacher: steps' teacher work timed live and from the "
                                    "cache, for the summary's saving.")
     seed: int = Field(0, ge=0, description="Seed of the student's fresh weights, dropout and the data order.")
-    steps: int = Field(150, ge=1, description="Optimizer steps at most (early stopping may end sooner).")
+    steps: int = Field(60, ge=1, description="Optimizer steps at most (early stopping may end sooner); 60 steps of "
+                       "16: the whole recipe (variants and measurements included) took 27-34 s on the default data.")
     batch_size: int = Field(16, ge=1, description="Examples per micro-batch per process.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(256, ge=8, description="Tokens per example at most (base teacher: the window length).")
@@ -282,17 +290,19 @@ class DistillSettings(Settings):
     head_lr: float = Field(1e-3, gt=0, description="Peak learning rate of the classification heads.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The last step's rate as a fraction of the peak.")
     schedule: Literal["cosine", "linear"] = Field("cosine", description="Decay after warmup.")
-    warmup_steps: int = Field(10, ge=0, description="Linear warmup steps; fewer than steps.")
+    warmup_steps: int = Field(6, ge=0, description="Linear warmup steps; fewer than steps.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decay of matrices (norms, biases get none).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm; 0 turns it off.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on attention weights and pooled features.")
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="Early stopping on val_score.")
-    eval_every: int = Field(25, ge=1, description="Steps between validation passes (and one at the end).")
+    eval_every: int = Field(20, ge=1, description="Steps between validation passes (and one at the end).")
     eval_max_examples: int | None = Field(None, ge=1, description="Validation examples per task and pass at most.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in pretrain: bf16 where the hardware "
-                                                       "is fast at it, else fp32.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="As in pretrain (auto: bf16 where oneDNN "
+                                                       "has bf16 kernels). fp32 by default: on this AVX-512-bf16 CPU "
+                                                       "the finetune recipe ran at 320-530 tokens/s in bf16 against "
+                                                       "1.5-5.5k in fp32.")
     threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
     log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")
     checkpoint_every: int = Field(50, ge=1, description="Steps between DeepSpeed checkpoints (and one at the end).")
