@@ -62,7 +62,8 @@ METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val
                 "train_accuracy": "train_accuracy", "accuracy_gap": "accuracy_gap"}
 """MLflow names of an evaluation's per-task numbers (suffixed ``_<task>``)."""
 QUALITY = ("accuracy", "macro_f1", "loss", "perplexity")
-HIGHER_BETTER = ("accuracy", "macro_f1")
+QUALITY_FIELDS = (*QUALITY, "per_class_f1", "scored_tokens", "examples")
+"""measure.measure_model's quality numbers: they go under an entry's ``test``."""
 RECOVERY_LR_SCALE = 0.3
 """The pruned variants' recovery starts at this fraction of ``lr`` (the weights are already trained)."""
 
@@ -531,6 +532,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                                     sft_tasks=[t for t in names if t not in labels], tokenizer_dir=cfg.tokenizer_dir,
                                     chat_template=CHAT_TEMPLATE)
 
+        measure_kind = {t: "lm" if cfg.teacher == "base" else kinds[t] for t in names}
+
         def load(model_dir: Path, task: str) -> Any:
             """A task model as a user loads it, in float32: every model is timed in the same precision (a bf16
             teacher on a CPU without bf16 kernels would look slow for the wrong reason)."""
@@ -549,17 +552,17 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                     compress.save_int8(compress.quantize_int8(load(tmp / t, t)), dirs["int8"][t],
                                        tokenizer_dir=cfg.tokenizer_dir)
             say(f"{NAME}: measuring {sorted(dirs)} on the test split")
+            measured: dict[str, dict[str, Any]] = {}
             for variant, per_task in dirs.items():
-                summary["variants"][variant] = {}
+                measured[variant] = {}
                 for t, model_dir in per_task.items():
                     model = compress.load_int8(model_dir) if variant == "int8" else load(model_dir, t)
-                    summary["variants"][variant][t] = measure.measure_model(
-                        model, model_dir=model_dir, kind=kinds[t], data=data["test"][t], labels=labels.get(t),
+                    measured[variant][t] = measure.measure_model(
+                        model, model_dir=model_dir, kind=measure_kind[t], data=data["test"][t], labels=labels.get(t),
                         pad_id=pad_id, batch_size=cfg.batch_size, latency_examples=cfg.latency_examples,
                         warmup=cfg.latency_warmup)
-            for per_task in summary["variants"].values():
-                for t, m in per_task.items():
-                    m.update(compared(m, summary["variants"]["teacher"][t]))
+            summary["variants"] = {variant: {t: compared(m, measured["teacher"][t], kind=measure_kind[t])
+                                             for t, m in per_task.items()} for variant, per_task in measured.items()}
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         with atomic_path(Path(cfg.plots_dir) / CURVES_FILE) as png:
             learning_curves(history, kinds=kinds, path=png)
@@ -568,33 +571,35 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                  "stopped_early": float(stopped_early), "train_seconds": run_stats["train_seconds"]}
         for variant, per_task in summary["variants"].items():
             for t, m in per_task.items():
-                final.update({f"{variant}_{k}_{t}": v for k, v in {**m, **m.get("retention", {})}.items()
+                flat = {**m, **{f"test_{k}": v for k, v in m["test"].items()},
+                        **{f"retention_{k}": v for k, v in m["retention"].items()}}
+                final.update({f"{variant}_{k}_{t}": v for k, v in flat.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)})
         sink.log(final, step)
         for variant, per_task in summary["variants"].items():
             say(f"{NAME}: {variant:<10} | " + " | ".join(
                 f"{t}: params {m['params']} nonzero {m['nonzero_params']} p50 {m['latency_p50_ms']:.2f} ms "
-                + " ".join(f"{k} {v:.3f}" for k, v in m["retention"].items()) for t, m in per_task.items()))
+                + " ".join(f"{k} {v:.3f}" for k, v in m["test"].items() if k in QUALITY and v is not None)
+                + " | retention " + " ".join(f"{k} {v:.3f}" for k, v in m["retention"].items() if v is not None)
+                for t, m in per_task.items()))
         say(f"{NAME}: exported best step {stopper.best_step} (val_score {stopper.best:.4f}) to {cfg.out_dir}"
             + (" after an early stop" if stopped_early else ""))
     torch.distributed.barrier()
     return {**summary, **run_stats}
 
 
-def quality(metrics: dict[str, Any]) -> dict[str, float]:
-    """The quality numbers of a :func:`tasks.training.measure.measure_model` result (flat or under ``test``)."""
-    inner = metrics.get("test") if isinstance(metrics.get("test"), dict) else metrics
-    return {k: float(inner[k]) for k in QUALITY if isinstance(inner.get(k), (int, float))}
+def compared(metrics: dict[str, Any], teacher: dict[str, Any], *, kind: str) -> dict[str, Any]:
+    """One model's summary entry: size and speed as measured, the quality numbers under ``test``, their
+    ``retention`` of the teacher's (:func:`tasks.training.measure.retention`: 1.0 = as good as the teacher), the
+    parameter ratio and the batch-1 speed-up over the teacher (p50 latencies)."""
+    from tasks.training import measure
 
-
-def compared(metrics: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
-    """A model's retention of the teacher's test quality (accuracy, macro-F1: model / teacher; loss, perplexity:
-    teacher / model, so 1.0 is the teacher's and higher is better everywhere), its size and batch-1 speed-up."""
-    mine, theirs = quality(metrics), quality(teacher)
-    retention = {k: (mine[k] / theirs[k] if k in HIGHER_BETTER else theirs[k] / mine[k])
-                 for k in mine if k in theirs and mine[k] and theirs[k]}
-    return {"retention": retention, "params_ratio": metrics["params"] / teacher["params"],
-            "speedup_p50": teacher["latency_p50_ms"] / metrics["latency_p50_ms"]}
+    entry = {k: v for k, v in metrics.items() if k not in QUALITY_FIELDS}
+    entry["test"] = {k: v for k, v in metrics.items() if k in QUALITY_FIELDS}
+    entry["retention"] = measure.retention(metrics, teacher, kind=kind)
+    entry["params_ratio"] = metrics["params"] / teacher["params"]
+    entry["speedup_p50"] = teacher["latency_p50_ms"] / metrics["latency_p50_ms"]
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
