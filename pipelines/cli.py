@@ -4,6 +4,8 @@
     lmforge status [STAGE ...]                         which stages are stale, and why
     lmforge schedule --cron "0 3 * * *"               serve the pipeline on a schedule (Prefect server)
     lmforge ui [--port N]                              MLflow UI for the embedded store on 127.0.0.1
+    lmforge models                                     registered models: versions, aliases, gate metric, verdict
+    lmforge promote NAME VERSION --reason TEXT         move the champion alias by hand (rollback: an older version)
 
 The no-op path (nothing stale) asks DVC and exits before Prefect, MLflow or any heavy library is imported.
 """
@@ -16,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.config import apply_orchestration, load_params
+from pipelines.config import Params, apply_orchestration, load_params
 from pipelines.runner import EXIT_OK, guarded, mark_owner, prepare, quiet_user_errors, reap_orphans
 from pipelines.versioning import (
     Versioning,
@@ -53,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for this repo's store",
                         description="Serve the MLflow UI for the tracking store in params.yaml and print its URL.")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    sub.add_parser("models", help="registered models, their versions, aliases and gate metric",
+                   description="List every registered model's versions, newest first: aliases (champion), the "
+                   "metric its gate compares (with its confidence interval) and what the gate decided.")
+    pr = sub.add_parser("promote", help="move the champion alias to a version by hand (also a rollback)",
+                        description="Point the champion alias of model NAME at VERSION, whatever the gate said, and "
+                        "tag the version with the reason. A rollback is a promote of an older version.")
+    pr.add_argument("name", metavar="NAME", help="registered model, e.g. lmforge-doc_section")
+    pr.add_argument("version", metavar="VERSION", help="its version number (see `lmforge models`)")
+    pr.add_argument("--reason", required=True, help="why, recorded on the version (lmforge.promotion tag)")
     return p
 
 
@@ -185,10 +196,41 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _open_registry() -> Params:
+    """Params and an MLflow client pointed at their store; a server that is down fails fast, not after retries."""
+    root = prepare()
+    params = load_params(root)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from pipelines.registry import open_store
+
+    open_store(params.tracking, root)
+    return params
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    params = _open_registry()
+    from pipelines.registry import models_table
+
+    print(models_table(params.registry))
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    params = _open_registry()
+    from pipelines.registry import promote
+
+    d = promote(args.name, args.version, reason=args.reason, params=params.registry)
+    before = f"v{d.champion_before}" if d.champion_before else "none"
+    print(f"{d.model}: {params.registry.alias} {before} -> v{d.champion_after} ({d.reason})")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "status": cmd_status, "schedule": cmd_schedule, "ui": cmd_ui}[args.command]
+    handler = {"run": cmd_run, "status": cmd_status, "schedule": cmd_schedule, "ui": cmd_ui, "models": cmd_models,
+               "promote": cmd_promote}[args.command]
     return guarded(lambda: handler(args))
 
 

@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from pipelines.config.base import Section
+from pipelines.config.registry import RegistryParams
 
 PARAMS_FILE = "params.yaml"
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +78,7 @@ class Params(Section):
 
     tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
+    registry: RegistryParams = Field(default_factory=RegistryParams, description="Model registry and promotion gate.")
 
 
 def stage_schema(stage: str) -> type[Section]:

@@ -1,0 +1,105 @@
+"""Generation quality of an sft model: greedy completions through its chat template, scored against the references
+with ROUGE-1/2/L (rouge-score, stemmed F-measure, averaged over examples) and corpus BLEU and chrF (sacrebleu).
+
+BLEU and chrF are sacrebleu's corpus-level figures on a 0-100 scale; ROUGE is a 0-1 mean of per-example F-measures.
+The completions come back as rows (``id``, ``prompt``, ``reference``, ``completion``) for the caller to save as
+JSON lines beside the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+class GenerationEvalError(Exception):
+    """Generations cannot be made or scored; the message says what to fix. Exit code 2."""
+
+    exit_code = 2
+
+
+def generate(*, model_dir: Path, rows: Sequence[dict[str, Any]], max_new_tokens: int = 64,
+             threads: int | None = None) -> list[dict[str, Any]]:
+    """Greedy completions of the ``prompt`` of each sft row by a causal LM, prompted through its chat template.
+
+    Args:
+        model_dir: an sft ``LlamaForCausalLM`` saved with a tokenizer that has a ``chat_template``.
+        rows: ``{"id", "prompt", "response"}`` rows (``tasks.examples`` sft format).
+        max_new_tokens: the longest completion; generation also stops at EOS.
+        threads: torch CPU threads (None: leave as is).
+
+    Returns:
+        ``{"id", "prompt", "reference", "completion"}`` per row, in order.
+
+    Raises:
+        GenerationEvalError: the tokenizer has no chat template.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if not tokenizer.chat_template:
+        raise GenerationEvalError(f"the tokenizer in {model_dir} has no chat_template: evaluate a model exported by "
+                                  "the finetune stage (its sft task models carry one)")
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    limit = int(model.config.max_position_embeddings)
+    out = []
+    for row in rows:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        # keep the prompt's end (the template's "### Response:" cue) when it does not fit beside the completion
+        ids = ids[:, -max(1, limit - max_new_tokens):]
+        with torch.no_grad():
+            gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+        out.append({"id": row.get("id"), "prompt": row["prompt"], "reference": row["response"],
+                    "completion": tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip()})
+    return out
+
+
+def generation_metrics(*, references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any]:
+    """ROUGE-1/2/L F-measure (mean over examples, 0-1), corpus BLEU and chrF (0-100) of ``hypotheses``.
+
+    Args:
+        references: one reference per example.
+        hypotheses: the generated text per example, same order.
+
+    Returns:
+        ``examples``, ``rouge1``, ``rouge2``, ``rougeL``, ``bleu``, ``chrf``, ``exact_match`` (share of hypotheses
+        equal to their reference after stripping whitespace), ``mean_words`` (words per hypothesis).
+
+    Raises:
+        GenerationEvalError: the lengths differ or there is no example.
+    """
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if len(references) != len(hypotheses) or not references:
+        raise GenerationEvalError(f"{len(references)} references and {len(hypotheses)} hypotheses: need the same "
+                                  "non-zero number")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    sums = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        for k, score in scorer.score(ref, hyp).items():
+            sums[k] += score.fmeasure
+    n = len(references)
+    return {"examples": n, **{k: v / n for k, v in sums.items()},
+            "bleu": float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score),
+            "chrf": float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score),
+            "exact_match": sum(h.strip() == r.strip() for r, h in zip(references, hypotheses, strict=True)) / n,
+            "mean_words": sum(len(h.split()) for h in hypotheses) / n}
+
+
+def evaluate_generation(*, model_dir: Path, rows: Sequence[dict[str, Any]], max_new_tokens: int = 64,
+                        threads: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`generate` then :func:`generation_metrics`; returns ``(metrics, generations)``."""
+    gens = generate(model_dir=model_dir, rows=rows, max_new_tokens=max_new_tokens, threads=threads)
+    metrics = generation_metrics(references=[g["reference"] for g in gens], hypotheses=[g["completion"] for g in gens])
+    return metrics, gens

@@ -1,0 +1,1 @@
+"""Tests of the evaluate stage's components."""
