@@ -1,0 +1,52 @@
+"""Tiny distillation inputs: fine-tuned-style teachers (one Hugging Face directory per task, written by
+``export.save_task_models`` from the finetune fixtures' tiny Llama) and a run config of the distill recipe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO
+from tests.tasks.training.finetune_fixtures import CLASSES, env
+
+
+def save_teachers(base_dir: Path, *, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """``out/topic`` (LlamaForSequenceClassification over CLASSES) and ``out/complete`` (LlamaForCausalLM), as the
+    finetune stage exports them, from the tiny base model."""
+    import torch
+
+    from tasks.examples import CHAT_TEMPLATE
+    from tasks.training.export import save_task_models
+    from tasks.training.multitask import load_backbone
+
+    llama = load_backbone(base_dir)
+    torch.manual_seed(seed)
+    head = torch.randn(len(CLASSES), llama.config.hidden_size) * 0.5
+    save_task_models(out, llama=llama, heads={"topic": head}, labels={"topic": sorted(CLASSES)},
+                     sft_tasks=["complete"], tokenizer_dir=tokenizer_dir, dtype="float32", chat_template=CHAT_TEMPLATE)
+    return out
+
+
+def run_config(inputs: dict[str, Path], run: Path, **over: Any) -> Path:
+    """A distill run config over the fixtures' inputs (a 1-layer student of the 2-layer teacher); returns its path."""
+    cfg = {"examples_dir": str(inputs["examples"]), "teacher_dir": str(inputs["teachers"]),
+           "tokenizer_dir": str(inputs["tokenizer"]), "tokens_dir": str(inputs["tokens"]),
+           "out_dir": str(run / "model"), "checkpoint_dir": str(run / "ckpt"), "plots_dir": str(run / "plots"),
+           "student": {"num_layers": 1, "hidden_size": 32, "num_heads": 4, "intermediate_size": 64},
+           "seed": 1, "steps": 16, "batch_size": 8, "max_length": 64, "lr": 3e-3, "head_lr": 1e-2,
+           "warmup_steps": 2, "precision": "fp32", "threads": 1, "log_every": 4, "eval_every": 8,
+           "checkpoint_every": 8, "early_stopping": {"enabled": False}, "latency_examples": 4, "latency_warmup": 1,
+           "variants": {"magnitude": {"recovery_steps": 2}, "structured": {"recovery_steps": 2}}}
+    cfg.update(over)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "run.json").write_text(json.dumps(cfg))
+    return run / "run.json"
+
+
+def distill(config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m tasks.training.distill --config CONFIG`` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "tasks.training.distill", "--config", str(config)], cwd=REPO,
+                          env=env(), capture_output=True, text=True, timeout=timeout)

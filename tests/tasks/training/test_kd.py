@@ -1,0 +1,189 @@
+"""The KD components in-process on tiny Llamas: the KD loss against a hand computation (T^2 included), the top-k
+form, the student's shape and its layer-subset initialisation, a student learning from a teacher, and the teacher
+cache giving the live loss."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.tasks.training.finetune_fixtures import SHAPE, sft_rows
+
+TEACHER = {**SHAPE, "num_layers": 4}
+
+
+def llama(vocab: int = 64, **shape: Any) -> Any:
+    from tasks.training.model import build_llama
+
+    return build_llama(vocab_size=vocab, **{**TEACHER, **shape}, dtype="float32")
+
+
+def test_kd_loss_equals_the_hand_computed_value_with_its_t_squared_factor() -> None:
+    import torch
+
+    from tasks.training.kd import kd_loss
+
+    student, teacher = [1.0, 0.0, -1.0], [0.0, 2.0, 0.5]
+    for temperature in (1.0, 2.0, 4.0):
+        p = [math.exp(v / temperature) for v in teacher]
+        p = [v / sum(p) for v in p]
+        q = [math.exp(v / temperature) for v in student]
+        q = [v / sum(q) for v in q]
+        want = temperature**2 * sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+        got = kd_loss(torch.tensor([student]), torch.tensor([teacher]), temperature=temperature)
+        assert float(got) == pytest.approx(want, rel=1e-6)
+    # mean over rows; zero when the student matches the teacher
+    two = kd_loss(torch.tensor([student, teacher]), torch.tensor([teacher, teacher]), temperature=2.0)
+    assert float(two) == pytest.approx(float(kd_loss(torch.tensor([student]), torch.tensor([teacher]),
+                                                     temperature=2.0)) / 2, rel=1e-6)
+    same = kd_loss(torch.tensor([teacher]), torch.tensor([teacher]), temperature=3.0)
+    assert float(same) == pytest.approx(0, abs=1e-7)
+
+
+def test_top_k_loss_is_exact_at_full_k_and_renormalises_below() -> None:
+    import torch
+
+    from tasks.training.kd import kd_loss, topk_kd_loss
+
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 11), torch.randn(5, 11) * 3
+    full = t.topk(11, dim=-1)
+    assert float(topk_kd_loss(s, full.values, full.indices, temperature=2.0)) == pytest.approx(
+        float(kd_loss(s, t, temperature=2.0)), rel=1e-6)
+    top = t.topk(3, dim=-1)
+    # by hand for row 0: the teacher's 3 kept logits renormalised, the student's full log-softmax at those indices
+    p = torch.softmax(top.values[0] / 2.0, -1)
+    log_q = torch.log_softmax(s[0] / 2.0, -1)[top.indices[0]]
+    want = 4.0 * float((p * (p.log() - log_q)).sum())
+    assert float(topk_kd_loss(s[:1], top.values[:1], top.indices[:1], temperature=2.0)) == pytest.approx(want,
+                                                                                                          rel=1e-6)
+
+
+def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> None:
+    import torch
+
+    from tasks.training.kd import init_from_teacher, layer_map, student_kwargs
+    from tasks.training.model import build_llama, count_params
+
+    torch.manual_seed(0)
+    teacher = llama()
+    conf = teacher.config.to_dict()
+    shape = student_kwargs(conf, num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=None, intermediate_size=64)
+    assert shape["num_kv_heads"] == 2 and shape["vocab_size"] == 64  # the teacher's GQA kept with its head count
+    torch.manual_seed(1)
+    student = build_llama(**shape, dtype="float32")
+    assert count_params(student) < count_params(teacher)
+    mapping = layer_map(teacher_layers=4, student_layers=2)
+    assert mapping == [0, 2]
+    report = init_from_teacher(student, teacher, layers=mapping)
+    assert not report["kept"]
+    assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+    assert torch.equal(student.lm_head.weight, teacher.model.embed_tokens.weight)  # tied
+    assert torch.equal(student.model.norm.weight, teacher.model.norm.weight)
+    for i, j in enumerate(mapping):
+        mine, theirs = student.model.layers[i].state_dict(), teacher.model.layers[j].state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    q_proj = student.model.layers[1].self_attn.q_proj.weight
+    assert not torch.equal(q_proj, teacher.model.layers[1].self_attn.q_proj.weight)
+    # explicit indices; a narrower MLP takes the teacher layer's strongest neurons, a wider one stays fresh
+    narrow = build_llama(**{**shape, "intermediate_size": 48}, dtype="float32")
+    report = init_from_teacher(narrow, teacher, layers=[3, 1])
+    assert not report["kept"] and len(report["neurons"]) == 6
+    assert torch.equal(narrow.model.layers[0].self_attn.o_proj.weight, teacher.model.layers[3].self_attn.o_proj.weight)
+    assert torch.equal(narrow.model.layers[1].input_layernorm.weight, teacher.model.layers[1].input_layernorm.weight)
+    mlp = teacher.model.layers[3].mlp
+    score = mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * mlp.down_proj.weight.norm(dim=0)
+    keep = sorted(score.argsort(descending=True)[:48].tolist())
+    assert torch.equal(narrow.model.layers[0].mlp.up_proj.weight, mlp.up_proj.weight[keep])
+    assert torch.equal(narrow.model.layers[0].mlp.down_proj.weight, mlp.down_proj.weight[:, keep])
+    wide = build_llama(**{**shape, "intermediate_size": 80}, dtype="float32")
+    report = init_from_teacher(wide, teacher, layers=[0, 1])
+    assert sorted(report["kept"]) == sorted(f"model.layers.{i}.mlp.{p}_proj.weight" for i in (0, 1)
+                                            for p in ("gate", "up", "down"))
+
+
+def test_a_smaller_student_learns_from_the_teacher() -> None:
+    import torch
+
+    from tasks.training.kd import init_from_teacher, kd_loss, student_kwargs
+    from tasks.training.model import build_llama
+
+    torch.manual_seed(0)
+    teacher = llama().eval()
+    student = build_llama(**student_kwargs(teacher.config.to_dict(), num_layers=1, hidden_size=32, num_heads=4,
+                                           num_kv_heads=None, intermediate_size=32), dtype="float32")
+    init_from_teacher(student, teacher, layers=[0])
+    x = torch.randint(3, 64, (8, 16))
+    with torch.no_grad():
+        target = teacher(input_ids=x).logits
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = kd_loss(student(input_ids=x).logits.flatten(0, 1), target.flatten(0, 1), temperature=2.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data: dict[str, Path]) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(data["tokenizer"]))
+
+
+def test_cached_teacher_logits_with_full_k_give_the_live_loss(tokenizer: Any, tmp_path: Path) -> None:
+    import torch
+
+    from tasks.training.kd import TeacherCache, kd_loss, target_positions, teacher_forward, topk_kd_loss
+    from tasks.training.task_data import collate, encode
+
+    vocab = len(tokenizer)
+    torch.manual_seed(0)
+    teacher, student = llama(vocab).eval(), llama(vocab, num_layers=1).eval()
+    data = encode(sft_rows(12, 0), kind="sft", tokenizer=tokenizer, max_length=64, eos_id=tokenizer.eos_token_id)
+    cache = TeacherCache(kind="sft", top_k=vocab)
+    cache.build(teacher, data, batch_size=5, pad_id=tokenizer.pad_token_id, device="cpu")
+    cache.save(tmp_path / "c.pt", digest="abc")
+    assert TeacherCache.load(tmp_path / "c.pt", kind="sft", top_k=vocab, digest="other") is None
+    cache = TeacherCache.load(tmp_path / "c.pt", kind="sft", top_k=vocab, digest="abc")
+    pick = [3, 0, 7, 3]  # another batch than the build's, with a repeat
+    x, mask, y = collate([data["ids"][i] for i in pick], [data["targets"][i] for i in pick],
+                         pad_id=tokenizer.pad_token_id, kind="sft")
+    with torch.no_grad():
+        rows, positions = target_positions(student(input_ids=x, attention_mask=mask).logits, y)
+    live = kd_loss(rows, teacher_forward(teacher, x, mask)[:, :-1][positions], temperature=2.0)
+    values, indices = cache.lookup(x, mask)
+    assert values.shape == (int(positions.sum()), vocab)
+    assert float(topk_kd_loss(rows, values, indices, temperature=2.0)) == pytest.approx(float(live), rel=1e-5)
+    small = TeacherCache(kind="sft", top_k=8)
+    small.build(teacher, data, batch_size=5, pad_id=tokenizer.pad_token_id, device="cpu")
+    assert small.nbytes() * 30 < cache.nbytes()  # 8 of 288 logits per position
+    approx = float(topk_kd_loss(rows, *small.lookup(x, mask), temperature=2.0))
+    assert approx != pytest.approx(float(live), rel=1e-5) and math.isfinite(approx)
+
+
+def test_cached_classifier_logits_equal_the_live_ones(tokenizer: Any) -> None:
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from tasks.training.kd import TeacherCache, teacher_forward
+    from tasks.training.task_data import collate, encode
+    from tests.tasks.training.finetune_fixtures import classification_rows
+
+    torch.manual_seed(0)
+    conf = llama(len(tokenizer)).config
+    conf.num_labels, conf.pad_token_id = 2, tokenizer.pad_token_id
+    teacher = LlamaForSequenceClassification(conf).eval()
+    data = encode(classification_rows(10, 0), kind="classification", tokenizer=tokenizer, max_length=64,
+                  labels=["pets", "sky"])
+    cache = TeacherCache(kind="classification", top_k=1)
+    cache.build(teacher, data, batch_size=4, pad_id=tokenizer.pad_token_id, device="cpu")
+    x, mask, _ = collate(data["ids"][::-1], data["targets"][::-1], pad_id=tokenizer.pad_token_id,
+                         kind="classification")
+    assert torch.allclose(cache.lookup(x, mask), teacher_forward(teacher, x, mask), atol=1e-5)
