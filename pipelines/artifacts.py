@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ TOKENIZER_DIR = Path("models/tokenizer")
 BASE_MODEL_DIR = Path("models/base")
 EXAMPLES_DIR = Path("data/finetune")
 FINETUNED_DIR = Path("models/finetuned")
+STUDENT_DIR = Path("models/student")
 CHECKPOINTS_DIR = Path("checkpoints")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
@@ -69,9 +71,11 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "tokenizer": ("vocab_size", "tokens.train", "val.bytes_per_token"),
     "pretrain": ("final_val_perplexity", "unigram_val_perplexity"),
     "finetune": (".test.accuracy", ".test.macro_f1", ".test.perplexity"),
+    "distill": ("student.*.params_ratio", "student.*.speedup_p50", "student.*.retention.*",
+                "int8.*.size_ratio_vs_student"),
 }
-"""Per stage, the metrics a person looks at first (a key, or a suffix starting with a dot): the end-of-run table
-and the pipeline run's metrics."""
+"""Per stage, the metrics a person looks at first (a key, a suffix starting with a dot, or an fnmatch pattern with
+``*``): the end-of-run table and the pipeline run's metrics."""
 
 
 def headline(root: Path, stage: str) -> dict[str, float]:
@@ -82,7 +86,8 @@ def headline(root: Path, stage: str) -> dict[str, float]:
         return {}
     wanted = HEADLINES.get(stage, ())
     return {k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
-            and any(k == w or (w.startswith(".") and k.endswith(w)) for w in wanted)}
+            and any(k == w or (w.startswith(".") and k.endswith(w)) or ("*" in w and fnmatchcase(k, w))
+                    for w in wanted)}
 
 
 def metrics_path(root: Path, stage: str) -> Path:

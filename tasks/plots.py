@@ -70,3 +70,44 @@ def search_plot(trials: Sequence[dict], path: Path, title: str = "hyperparameter
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def variants_plot(stats: dict[str, float], path: Path, title: str) -> Path:
+    """Per task, each model's retention of the teacher's quality against its batch-1 latency (p50): where the
+    compressed models land between the teacher (1.0) and faster-but-worse.
+
+    Args:
+        stats: flat ``MODEL.TASK.KEY`` numbers (the distill stage's metrics): ``latency_p50_ms`` and
+            ``retention.<metric>`` (the first retention metric of a task is plotted).
+        path: PNG file to write.
+        title: chart title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, list[tuple[str, float, float]]] = {}
+    for key, latency in sorted(stats.items()):
+        model, _, rest = key.partition(".")
+        task, _, leaf = rest.rpartition(".")
+        if leaf != "latency_p50_ms" or not task:
+            continue
+        retention = sorted(k for k in stats if k.startswith(f"{model}.{task}.retention."))
+        if retention:
+            points.setdefault(task, []).append((model, float(latency), float(stats[retention[0]])))
+    fig, axes = plt.subplots(1, max(len(points), 1), figsize=(5 * max(len(points), 1), 3.8), dpi=100, squeeze=False)
+    for ax, (task, rows) in zip(axes[0], sorted(points.items()), strict=False):
+        for model, latency, retention in rows:
+            ax.plot([latency], [retention], "o")
+            ax.annotate(model, (latency, retention), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("batch-1 latency p50 (ms)")
+        ax.set_ylabel("quality retained (teacher = 1)")
+        ax.set_title(task)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path

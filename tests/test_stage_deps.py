@@ -29,8 +29,12 @@ def _file(module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
+CROSS_CUTTING = {"pipelines.config", "pipelines.config.registry"}
+"""Sections every stage loads that shape no stage's files (like tracking): the registry's gate acts on MLflow only."""
+
+
 def _shapes_output(module: str) -> bool:
-    return module.startswith("tasks.") or (module.startswith("pipelines.config.") and module != "pipelines.config")
+    return module.startswith("tasks.") or (module.startswith("pipelines.config.") and module not in CROSS_CUTTING)
 
 
 def uncovered(spec: StageSpec, graph: grimp.ImportGraph) -> list[str]:

@@ -64,6 +64,12 @@ METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val
 QUALITY = ("accuracy", "macro_f1", "loss", "perplexity")
 QUALITY_FIELDS = (*QUALITY, "per_class_f1", "scored_tokens", "examples")
 """measure.measure_model's quality numbers: they go under an entry's ``test``."""
+TIMINGS = ("latency_p50_ms", "latency_p95_ms", "tokens_per_second", "speedup_p50")
+"""What changes from run to run on the same inputs: kept out of the exported summary (the stage's output must be the
+same bytes for the same inputs) and written to ``run_stats.json`` under :data:`MEASUREMENTS_KEY`."""
+MEASUREMENTS_KEY = "measurements"
+CACHE_TIMINGS = ("build_seconds", "live_teacher_seconds", "cached_teacher_seconds", "saving_seconds_per_step",
+                 "break_even_steps")
 RECOVERY_LR_SCALE = 0.3
 """The pruned variants' recovery starts at this fraction of ``lr`` (the weights are already trained)."""
 
@@ -517,11 +523,15 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     summary = {"teacher": cfg.teacher, "temperature": cfg.temperature, "alpha": cfg.alpha, "val_score": VAL_SCORE,
                "best_step": stopper.best_step, "best_val_score": stopper.best, "steps_run": step,
                "stopped_early": stopped_early, "student_init": init_report, "history": history, "cache": cache_info,
-               "world_size": world_size, "precision": cfg.precision, "recovery": variant_info, "variants": {}}
+               "world_size": world_size, "precision": cfg.precision, "variants": {},
+               "recovery": {k: {n: v for n, v in info.items() if n != "recovery_seconds"}
+                            for k, info in variant_info.items()}}
+    summary["cache"] = {k: v for k, v in cache_info.items() if k not in CACHE_TIMINGS}
     run_stats = {"resumed_from_step": resumed_from, "steps_this_run": step - start_step,
                  "tokens_per_second": round(run_tokens / train_seconds, 1) if train_seconds else None,
                  "train_seconds": round(train_seconds, 3), "launch_to_first_step_seconds": launch_to_first_step,
-                 "recovery_seconds": {k: v["recovery_seconds"] for k, v in variant_info.items()}}
+                 "recovery_seconds": {k: v["recovery_seconds"] for k, v in variant_info.items()},
+                 "cache": {k: v for k, v in cache_info.items() if k in CACHE_TIMINGS}}
     if is_main:
         dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
 
@@ -561,22 +571,20 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                         model, model_dir=model_dir, kind=measure_kind[t], data=data["test"][t], labels=labels.get(t),
                         pad_id=pad_id, batch_size=cfg.batch_size, latency_examples=cfg.latency_examples,
                         warmup=cfg.latency_warmup)
-            summary["variants"] = {variant: {t: compared(m, measured["teacher"][t], kind=measure_kind[t])
-                                             for t, m in per_task.items()} for variant, per_task in measured.items()}
+            entries = {variant: {t: compared(m, measured["teacher"][t], kind=measure_kind[t])
+                                 for t, m in per_task.items()} for variant, per_task in measured.items()}
+            summary["variants"] = {variant: {t: {k: v for k, v in e.items() if k not in TIMINGS}
+                                             for t, e in per_task.items()} for variant, per_task in entries.items()}
+            run_stats[MEASUREMENTS_KEY] = {variant: {t: {k: e[k] for k in TIMINGS} for t, e in per_task.items()}
+                                           for variant, per_task in entries.items()}
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         with atomic_path(Path(cfg.plots_dir) / CURVES_FILE) as png:
             learning_curves(history, kinds=kinds, path=png)
         checkpoint.write_run_stats(checkpoint_dir=ckpt_dir, stats=run_stats)
         final = {"best_val_score": stopper.best, "best_step": stopper.best_step, "steps_run": step,
                  "stopped_early": float(stopped_early), "train_seconds": run_stats["train_seconds"]}
-        for variant, per_task in summary["variants"].items():
-            for t, m in per_task.items():
-                flat = {**m, **{f"test_{k}": v for k, v in m["test"].items()},
-                        **{f"retention_{k}": v for k, v in m["retention"].items()}}
-                final.update({f"{variant}_{k}_{t}": v for k, v in flat.items()
-                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        sink.log(final, step)
-        for variant, per_task in summary["variants"].items():
+        sink.log(final, step)  # every model's numbers reach MLflow from the flow (metrics/distill.json's names)
+        for variant, per_task in entries.items():
             say(f"{NAME}: {variant:<10} | " + " | ".join(
                 f"{t}: params {m['params']} nonzero {m['nonzero_params']} p50 {m['latency_p50_ms']:.2f} ms "
                 + " ".join(f"{k} {v:.3f}" for k, v in m["test"].items() if k in QUALITY and v is not None)
