@@ -16,10 +16,20 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipelines.config import Params, apply_orchestration, load_params
-from pipelines.runner import EXIT_OK, guarded, mark_owner, prepare, quiet_user_errors, reap_orphans
+from pipelines.runner import (
+    EXIT_OK,
+    LOGS_DIR,
+    guarded,
+    mark_owner,
+    prepare,
+    quiet_user_errors,
+    reap_orphans,
+    tee_console,
+)
 from pipelines.versioning import (
     Versioning,
     check_stage_names,
@@ -82,11 +92,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     reap_orphans(root)  # an ephemeral Prefect API left serving by a run killed with SIGKILL
     mark_owner()
     apply_orchestration(params.orchestration)
-    from pipelines.pipeline import pipeline
+    log_file = root / LOGS_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        with tee_console(log_file):
+            from pipelines.pipeline import pipeline
 
-    quiet_user_errors()
-    outcome = pipeline(params=params, root=root, plan=plan, forced=forced)
-    print(summary_table(root, plan, outcome))
+            quiet_user_errors()
+            outcome = pipeline(params=params, root=root, plan=plan, forced=forced)
+            print(summary_table(root, plan, outcome))
+    finally:  # named last, whatever happened: the one place with the training processes' whole output
+        print(f"lmforge: the whole log of this run: {log_file.relative_to(root)}", file=sys.stderr)
     return EXIT_OK
 
 

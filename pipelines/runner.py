@@ -11,7 +11,8 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,55 @@ def reap_orphans(root: Path) -> list[int]:
             reaped.append(proc.pid)
     psutil.wait_procs([psutil.Process(p) for p in reaped if psutil.pid_exists(p)], timeout=10)
     return reaped
+
+
+LOGS_DIR = Path("reports/logs")
+"""Where ``lmforge run`` keeps the whole console output of each run (git-ignored with reports/)."""
+
+
+@contextmanager
+def tee_console(path: Path) -> Iterator[Path]:
+    """Copy everything written to this process's stdout and stderr into ``path`` (appending) while the console
+    still shows it. The copy is made at the file-descriptor level, so what child processes (training, DVC, the
+    Prefect server) write straight to the inherited descriptors is in the file too."""
+    import threading
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = path.open("ab", buffering=0)
+    lock = threading.Lock()
+    saved: dict[int, int] = {}
+    pumps = []
+
+    def pump(read_end: int, console: int) -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(console, view):]
+            with lock:
+                sink.write(chunk)
+        os.close(read_end)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd in (1, 2):
+        saved[fd] = os.dup(fd)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        pumps.append(threading.Thread(target=pump, args=(read_end, saved[fd]), daemon=True))
+        pumps[-1].start()
+    try:
+        yield path
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, console in saved.items():
+            os.dup2(console, fd)  # the pipes' last write ends close: the pumps drain them and stop
+        for thread in pumps:
+            thread.join(timeout=5)  # a child still holding a write end must not hold up the exit
+        for console in saved.values():
+            os.close(console)
+        sink.close()
 
 
 def report_error(err: BaseException) -> int:

@@ -216,8 +216,16 @@ class Versioning:
     """A DVC repository opened once per command, after the stages' data deps are brought in step with params."""
 
     def __init__(self, root: Path, params: Any = None) -> None:
+        import logging
+
         from dvc.repo import Repo
 
+        # DVC's own handlers print "Updating lock file 'dvc.lock'" after every stage, and the same record reached
+        # Prefect's console handler too: twice per stage, telling nothing the pipeline's "STAGE: running" lines do
+        # not. Its warnings and errors still print, once, through its own handler.
+        dvc_log = logging.getLogger("dvc")
+        dvc_log.setLevel(logging.WARNING)
+        dvc_log.propagate = False
         self.root = root
         self.synced = sync_data_deps(root, params)
         self.repo = Repo(str(root))

@@ -178,6 +178,13 @@ def run_entry(name: str, train: Callable[[], Any], *, user_errors: tuple[type[Ba
     import traceback
 
     setup_single_process_env()
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        # DeepSpeed probes for an accelerator on import and, finding none, warns "Setting accelerator to CPU. If you
+        # have GPU or other accelerator, we were unable to detect it" in every process: on a CPU machine, say so
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
     try:
         train()
     except user_errors as e:

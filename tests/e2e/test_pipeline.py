@@ -53,10 +53,14 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     _set_section(repo, "pretrain", steps=300)
     subprocess.run(["git", "commit", "-qam", "shorter pretrain"], cwd=repo, check=True, env=subprocess_env(
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid"))
-    res = run_cli(repo, "run", timeout=1800, **env)  # all six stages; minutes on a busy machine
+    res = run_cli(repo, "run", timeout=1800, **env)  # every stage; minutes on a busy machine
     assert res.returncode == 0, res.stdout + res.stderr
-    for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune"):
+    for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill"):
         assert f"{stage}: ran" in res.stdout
+    # issue 16 item 8: the whole output is kept in a file the run names last; DVC's lock-file lines are gone
+    log_file = repo / res.stderr.rsplit("the whole log of this run: ", 1)[1].split()[0]
+    assert "distill: exported best step" in log_file.read_text()
+    assert "Updating lock file" not in res.stdout + res.stderr and "Setting accelerator" not in res.stdout
     trained = json.loads((repo / "metrics/pretrain.json").read_text())
     assert trained["final_val_perplexity"] < 0.7 * trained["unigram_val_perplexity"]
     import torch
@@ -66,7 +70,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     generated = model.generate(input_ids=torch.tensor([[0]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert generated.shape == (1, 5)
     assert {"data/raw", "data/clean", "data/dedup", "models/tokenizer", "data/tokens", "data/finetune",
-            "models/finetuned"} <= set(_all_outs(repo))
+            "models/finetuned", "models/student"} <= set(_all_outs(repo))
     _check_finetuned(repo)
     from transformers import AutoTokenizer
 
@@ -112,7 +116,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     parent = next(r for r in runs if r.data.tags.get("lmforge.kind") == "pipeline")
     # issue 16 item 4: a name that tells runs apart, the headline numbers, the experiment in model-development mode
     assert parent.info.run_name.startswith("pipeline 20") and parent.info.run_name.endswith(
-        "collect, clean, dedup, tokenizer, pretrain, finetune")
+        "collect, clean, dedup, tokenizer, pretrain, finetune, distill")
     assert parent.data.metrics["pretrain.final_val_perplexity"] == trained["final_val_perplexity"]
     assert "finetune.doc_section.test.accuracy" in parent.data.metrics
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"

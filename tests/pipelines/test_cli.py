@@ -151,3 +151,22 @@ def test_run_ends_with_a_summary_of_results_outputs_and_the_mlflow_run(tmp_path:
     assert lines[2].startswith("finetune: ran") and lines[2].endswith("doc_section.test.accuracy 0.8")
     assert lines[3].strip() == "-> data/finetune models/finetuned"
     assert lines[4] == "MLflow: pipeline run abc123 (nested stage runs under it); see it with `lmforge ui`"
+
+
+def test_tee_console_copies_this_process_and_its_children_to_the_log(tmp_path: Path, capfd) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.runner import tee_console
+
+    log = tmp_path / "logs" / "run.log"
+    with tee_console(log):
+        os.write(1, b"from stdout\n")  # what print() does outside pytest's capture, which swaps sys.stdout
+        os.write(2, b"from stderr\n")
+        subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+    seen = capfd.readouterr()
+    assert seen.out.splitlines() == ["from stdout", "from a child"] and seen.err == "from stderr\n"
+    assert sorted(log.read_text().splitlines()) == ["from a child", "from stderr", "from stdout"]
+    os.write(1, b"after\n")  # the console is back, and the log no longer grows
+    assert "after" not in log.read_text()
