@@ -309,10 +309,32 @@ def save_int8(model: Any, out_dir: Path, *, tokenizer_dir: Path | None = None) -
         raise CompressionError("save_int8 takes the model quantize_int8 returned; quantize it first")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
+    for weights in sorted(Path(out_dir).glob("*.safetensors")):
+        _sort_metadata(weights)
     if tokenizer_dir is not None:
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out_dir))
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, in place. torchao records each int8
+    tensor's layout there in an order that changes from process to process (hash seeding), so two exports of the
+    same weights differed in bytes; the tensor entries and the data stay exactly where they are."""
+    import json
+    import struct
+
+    with path.open("r+b") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(encoded) > size:  # same keys and values: never longer; keep the file as written if it were
+            return
+        f.seek(8)
+        f.write(encoded + b" " * (size - len(encoded)))  # safetensors pads its header with spaces
 
 
 def load_int8(out_dir: Path) -> Any:

@@ -216,3 +216,21 @@ def test_load_int8_round_trip_gives_identical_outputs(tmp_path: Path, data: dict
     assert float((qdata == 0).float().mean()) >= 0.4  # pruned zeros stay zeros in int8
     with pytest.raises(compress.CompressionError, match="quantize it first"):
         compress.save_int8(model, tmp_path / "nope")
+
+
+def test_int8_export_is_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from tasks.training import compress; "
+              "from tests.tasks.training.test_compress import tiny_llama; "
+              "compress.save_int8(compress.quantize_int8(tiny_llama(hidden=64)), Path(sys.argv[1]))")
+    digests = set()
+    for seed in ("1", "2"):  # torchao's metadata order followed the string hash seed of the process
+        out = tmp_path / seed
+        subprocess.run([sys.executable, "-c", script, str(out)], check=True, cwd=Path(__file__).parents[3],
+                       env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
+        digests.add(hashlib.md5((out / "model.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
