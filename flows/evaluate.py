@@ -208,7 +208,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
         if harness_out:
             stats |= {f"harness.{t}.{k}": round(v, 6) for t, res in harness_out["tasks"].items()
                       for k, v in res.items()}
-        decisions = _register(root, params, tasks, results, stats, out_dir, run) if cfg.register else {}
+        decisions = _register(root, params, tasks, results, stats, out_dir, run) if cfg.register_models else {}
         run.log_stats(stats)
         experiment = _experiment_id(run.run_id)
         base_url = params.tracking.uri if params.tracking.uri.startswith(("http://", "https://")) else cfg.mlflow_ui_url

@@ -72,7 +72,7 @@ class EvaluateParams(Section):
     contamination: ContaminationParams = Field(default_factory=ContaminationParams,
                                                description="Train/test contamination check.")
     harness: HarnessParams = Field(default_factory=HarnessParams, description="lm-evaluation-harness run.")
-    register: bool = Field(True, description="Log every task model to the MLflow registry and run the gate.")
+    register_models: bool = Field(True, description="Log every task model to the MLflow registry and run the gate.")
     threads: int = Field(2, ge=1, description="torch CPU threads.")
     seed: int = Field(0, description="Seeds the bootstrap and the baselines.")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="Base URL of the MLflow UI linked from the report "
