@@ -39,8 +39,10 @@ STAGE = "evaluate"
 VARIANTS = ("magnitude", "structured", "int8")
 COST_KEYS = ("latency_p50_ms", "tokens_per_second", "params", "size_bytes")
 """Read from metrics/distill.json per model and task (distill measured them; this stage does not time again)."""
-COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "perplexity", "bits_per_byte", "rougeL", "bleu", "chrf",
-           *COST_KEYS, "promoted")
+# in the report, perplexity is a task model's test perplexity (sft: response tokens); lm_perplexity and bits_per_byte
+# are per token and per byte of data/dedup's test documents
+COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "perplexity", "lm_perplexity", "bits_per_byte", "rougeL",
+           "bleu", "chrf", *COST_KEYS, "promoted")
 log = logging.getLogger("flows.evaluate")
 
 
@@ -233,6 +235,7 @@ def _register(root: Path, params: Params, tasks: dict[str, Any], results: dict[s
     decisions = {}
     for task, info in tasks.items():
         kind, name = info["type"], registry.model_name(params.registry, task)
+        metric = params.registry.gates[kind].metric if kind in params.registry.gates else None
         for model, model_dir in task_models(root, task).items():
             values, intervals = gate_metrics(kind, results[task][model])
             version = registry.log_and_register(model_dir, task=task, kind=kind, params=params.registry,
@@ -255,7 +258,20 @@ def _register(root: Path, params: Params, tasks: dict[str, Any], results: dict[s
                 limitations=["About a million parameters, trained on a few hundred documents of Python's docs.",
                              "English only; scores hold for this corpus's test split, not for other text."])
             run.log_artifact(card, f"cards/{model}/{task}")
+        if metric and (champion := _champion_value(name, decisions, task, metric)) is not None:
+            stats[f"{task}.champion.{metric}"] = champion
     return decisions
+
+
+def _champion_value(name: str, decisions: dict[str, registry.Decision], task: str, metric: str) -> float | None:
+    """The gate metric of the task's champion after this run, from its version tag (it may be an older version)."""
+    from mlflow import MlflowClient
+
+    last = [d for key, d in decisions.items() if key.endswith(f"/{task}")][-1]
+    if last.champion_after is None:
+        return None
+    raw = MlflowClient().get_model_version(name, last.champion_after).tags.get(f"{registry.METRIC_TAG}{metric}")
+    return round(float(raw), 6) if raw is not None else None
 
 
 def _rows(results: dict[str, dict[str, Any]], stats: dict[str, Any],
@@ -264,7 +280,7 @@ def _rows(results: dict[str, dict[str, Any]], stats: dict[str, Any],
     rows = []
     for name in ("base", "unigram", "unigram_byte"):
         rows.append({"name": name, "task": "lm", "baseline": name != "base",
-                     "perplexity": stats.get(f"{name}.lm.perplexity"),
+                     "lm_perplexity": stats.get(f"{name}.lm.perplexity"),
                      "bits_per_byte": stats.get(f"{name}.lm.bits_per_byte")})
     for task, per_model in results.items():
         for model, m in per_model.items():
@@ -272,6 +288,7 @@ def _rows(results: dict[str, dict[str, Any]], stats: dict[str, Any],
             rows.append({"name": f"{model}/{task}", "task": task, "baseline": model in ("tfidf_logreg", "lead"),
                          **{k: m.get(k) for k in ("accuracy", "macro_f1", "perplexity", "rougeL", "bleu", "chrf")},
                          "macro_f1_ci": m.get("ci", {}).get("macro_f1"),
+                         "lm_perplexity": stats.get(f"{model}.{task}.lm.perplexity"),
                          "bits_per_byte": stats.get(f"{model}.{task}.lm.bits_per_byte"),
                          **{k: stats.get(f"{model}.{task}.{k}") for k in COST_KEYS},
                          "promoted": None if decision is None else decision.promoted})
