@@ -17,6 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,14 @@ COST_KEYS = ("latency_p50_ms", "tokens_per_second", "params", "size_bytes")
 COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "perplexity", "lm_perplexity", "bits_per_byte", "rougeL",
            "bleu", "chrf", *COST_KEYS, "promoted")
 log = logging.getLogger("flows.evaluate")
+
+
+@contextmanager
+def timed(section: str) -> Iterator[None]:
+    """Log a section's wall time (the stage has a budget; timings vary by machine, so they are not metrics)."""
+    start = time.perf_counter()
+    yield
+    log.info("%s: %.1f s", section, time.perf_counter() - start)
 
 
 class EvaluateInputsMissingError(Exception):
@@ -113,7 +124,7 @@ def classification_section(root: Path, task: str, labels: list[str], cfg: Evalua
                                    train_labels=[r["label"] for r in split["train"]],
                                    val_texts=[r["text"] for r in split["val"]],
                                    val_labels=[r["label"] for r in split["val"]], test_texts=texts, labels=labels,
-                                   seed=cfg.seed)
+                                   c_grid=tuple(c.tfidf_c), seed=cfg.seed)
     predictions["tfidf_logreg"] = tfidf["predictions"]
     return {name: classification.classification_metrics(references=refs, predictions=p, labels=labels,
                                                         bootstrap=c.bootstrap, level=c.level, seed=cfg.seed)
@@ -181,16 +192,21 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
     out_dir = root / artifacts.REPORTS_DIR / STAGE
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         stats: dict[str, Any] = {}
-        contam = check_contamination(root, tasks, cfg)
+        with timed("contamination"):
+            contam = check_contamination(root, tasks, cfg)
         stats |= {f"contamination.{name}.share": round(r["share"], 6) for name, r in contam.items()}
-        for name, m in lm_section(root, tasks, cfg).items():
+        with timed("language models"):
+            lm_results = lm_section(root, tasks, cfg)
+        for name, m in lm_results.items():
             stats |= {f"{name.replace('/', '.')}.lm.{k}": round(m[k], 6) for k in ("perplexity", "bits_per_byte")}
         results: dict[str, dict[str, Any]] = {}
         for task, info in tasks.items():
             if info["type"] == "classification":
-                results[task] = classification_section(root, task, list(info["labels"]), cfg)
+                with timed(f"{task} (classification)"):
+                    results[task] = classification_section(root, task, list(info["labels"]), cfg)
             else:
-                results[task], gens = sft_section(root, task, cfg)
+                with timed(f"{task} (sft)"):
+                    results[task], gens = sft_section(root, task, cfg)
                 for name, rows in gens.items():
                     path = out_dir / "generations" / f"{name}.{task}.jsonl"
                     artifacts.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -206,11 +222,13 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                 source = "teacher" if name == "finetuned" else name
                 stats |= {f"{name}.{task}.{k}": distill[f"{source}.{task}.{k}"] for k in COST_KEYS
                           if f"{source}.{task}.{k}" in distill}
-        harness_out = harness_section(root, cfg) if cfg.harness.enabled else None
+        with timed("lm-evaluation-harness"):
+            harness_out = harness_section(root, cfg) if cfg.harness.enabled else None
         if harness_out:
             stats |= {f"harness.{t}.{k}": round(v, 6) for t, res in harness_out["tasks"].items()
                       for k, v in res.items()}
-        decisions = _register(root, params, tasks, results, stats, out_dir, run) if cfg.register_models else {}
+        with timed("registry"):
+            decisions = _register(root, params, tasks, results, stats, out_dir, run) if cfg.register_models else {}
         run.log_stats(stats)
         experiment = _experiment_id(run.run_id)
         base_url = params.tracking.uri if params.tracking.uri.startswith(("http://", "https://")) else cfg.mlflow_ui_url
