@@ -213,7 +213,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
         distill = _read_json(artifacts.metrics_path(root, "distill"))
         for task, per_model in results.items():
             for name, m in per_model.items():
-                stats |= {f"{name}.{task}.test.{k}": round(float(v), 6) for k, v in m.items()
+                stats |= {f"{name}.{task}.test.{k}": round(v, 6) if isinstance(v, float) else v for k, v in m.items()
                           if isinstance(v, int | float) and not isinstance(v, bool)}
                 stats |= {f"{name}.{task}.test.{k}_ci_low": round(v[0], 6) for k, v in m.get("ci", {}).items()
                           if isinstance(v, list)}
