@@ -103,8 +103,8 @@ def classification_metrics(*, references: Sequence[str], predictions: Sequence[s
     return out
 
 
-def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 16, max_length: int | None = None
-                   ) -> list[str]:
+def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 16, max_length: int | None = None,
+                   model: Any = None) -> list[str]:
     """The predicted label names of an exported sequence classifier (``LlamaForSequenceClassification`` with its
     tokenizer and ``id2label``) for ``texts``.
 
@@ -113,12 +113,15 @@ def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 1
         texts: the inputs.
         batch_size: texts per forward pass (right-padded; the model pools the last non-pad token).
         max_length: truncate longer inputs (None: the model's ``max_position_embeddings``).
+        model: the classifier already loaded (an int8 model loaded by its own loader); None: load ``model_dir``'s.
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    if model is None:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = model.eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "right"

@@ -24,9 +24,9 @@ _DROP = re.compile(r"[^\w\s]|_")
 
 class ContaminationError(Exception):
     """An evaluation set overlaps the training data beyond the allowed share; the message names the set and the
-    offending ids: drop them from the evaluation set (or the training data) and re-run. Exit code 3."""
+    offending ids: drop them from the evaluation set (or the training data) and re-run. Exit code 2."""
 
-    exit_code = 3
+    exit_code = 2
 
 
 def normalize(text: str) -> list[str]:

@@ -86,3 +86,7 @@ def test_batched_padded_predictions_equal_one_text_at_a_time(lm_inputs: dict[str
         one = [LABELS[int(model(input_ids=torch.tensor([tok.encode(t, add_special_tokens=False)])).logits.argmax())]
                for t in texts]
     assert got == one and len(set(one)) > 1
+    # a model already loaded (how the flow passes an int8 model) is used as is: zeroing its head changes the answer
+    with torch.no_grad():
+        model.score.weight.zero_()
+    assert predict_labels(model_dir=tmp_path / "clf", texts=texts, batch_size=4, model=model) == [LABELS[0]] * 9

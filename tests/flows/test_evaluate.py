@@ -1,0 +1,128 @@
+"""The evaluate stage over the tiny pipeline of the distill test (base, fine-tuned, student and variants): every model
+in metrics and in the report, a champion per task in the MLflow registry, a worse model refused by the gate on a
+second evaluate, and a planted train/test overlap failing the stage with exit 2 and the offending ids."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import load_params
+from tests.conftest import subprocess_env
+from tests.flows.test_distill import _with_distill
+from tests.flows.test_finetune import _base, _prepare, _runs
+from tests.tasks.training.corpus import documents, write_split
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("finetuned", "student", "magnitude", "structured", "int8")
+SMALL = {"lm": {"max_docs": 4, "batch_size": 4}, "classification": {"bootstrap": 50},
+         "generation": {"max_examples": 3, "max_new_tokens": 4}, "harness": {"enabled": True, "limit": 2},
+         "threads": 1}
+
+
+def _fresh_test_split(repo: Path, planted: list[str] = ()) -> None:
+    """A dedup test split that shares no 13-gram with train ("the" never occurs in it), plus ``planted`` training
+    documents under ids ``planted-N``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [d.replace("the ", "one ") for d in documents(6, 2)]
+    write_split(repo / "data/dedup/test", texts)
+    if planted:
+        ids = [str(i) for i in range(len(texts))] + [f"planted-{i}" for i in range(len(planted))]
+        pq.write_table(pa.table({"id": ids, "text": texts + list(planted)}),
+                       repo / "data/dedup/test/part-00000.parquet")
+
+
+def _with_evaluate(repo: Path) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["evaluate"] = SMALL
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _champion(repo: Path, task: str) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns.db'}",
+                          registry_uri=f"sqlite:///{repo / 'mlruns.db'}")
+    return str(client.get_model_version_by_alias(f"lmforge-{task}", "champion").version)
+
+
+def _worsen_classifier(model_dir: Path) -> None:
+    """Zero the classification head: every logit equal, every prediction the first label."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.score.weight.zero_()
+    model.save_pretrained(model_dir)
+
+
+def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_api: str) -> None:
+    from flows.distill import distill
+    from flows.evaluate import evaluate
+    from flows.finetune import finetune
+
+    _prepare(repo_copy)
+    _fresh_test_split(repo_copy)
+    _with_distill(repo_copy)
+    _with_evaluate(repo_copy)
+    _base(repo_copy)
+    finetune(params=load_params(repo_copy), root=repo_copy)
+    distill(params=load_params(repo_copy), root=repo_copy)
+    stats = evaluate(params=load_params(repo_copy), root=repo_copy)
+
+    metrics = json.loads((repo_copy / "metrics/evaluate.json").read_text())
+    assert metrics == stats
+    for model in MODELS:
+        assert 0 <= metrics[f"{model}.topic.test.macro_f1"] <= 1
+        assert metrics[f"{model}.topic.test.macro_f1_ci_low"] <= metrics[f"{model}.topic.test.macro_f1"]
+        assert metrics[f"{model}.qa.test.perplexity"] > 1
+        assert metrics[f"{model}.topic.latency_p50_ms"] > 0  # from metrics/distill.json
+        assert f"{model}.topic.promoted" in metrics and f"{model}.qa.registry_version" in metrics
+    assert metrics["finetuned.topic.latency_p50_ms"] == json.loads(
+        (repo_copy / "metrics/distill.json").read_text())["teacher.topic.latency_p50_ms"]
+    assert "finetuned.qa.test.rougeL" in metrics and "student.qa.test.chrf" in metrics
+    assert "tfidf_logreg.topic.test.macro_f1" in metrics and "lead.qa.test.rougeL" in metrics
+    # the base LM beats the unigram baseline it was trained past, on the same text and scale
+    assert metrics["base.lm.bits_per_byte"] < metrics["unigram.lm.bits_per_byte"]
+    assert metrics["harness.lmforge_dedup_test.bits_per_byte"] > 0
+    assert metrics["contamination.dedup/test.share"] == 0
+    assert metrics["finetuned.topic.promoted"] == 1 and metrics["finetuned.qa.promoted"] == 1
+
+    page = (repo_copy / "reports/evaluate/index.html").read_text()
+    for model in (*MODELS, "tfidf_logreg", "lead", "base", "unigram"):
+        assert model in page, model
+    urls = re.findall(r"https?://[^\"'<\s]+", page)
+    assert urls and all(u.startswith("http://127.0.0.1:5000/#/experiments/") for u in urls), urls
+    assert (repo_copy / "reports/evaluate/cards/finetuned/topic/README.md").is_file()
+
+    champions = {t: _champion(repo_copy, t) for t in ("topic", "qa")}
+    assert champions == {t: str(metrics[f"{t}.champion_version"]) for t in ("topic", "qa")}
+    run = next(r for r in _runs(repo_copy) if r.info.run_name == "evaluate")
+    assert run.info.status == "FINISHED"
+    assert {"data/finetune", "models/student"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
+
+    # a second evaluate with a worse fine-tuned classifier: registered, refused, champion unchanged
+    _worsen_classifier(repo_copy / "models/finetuned/topic")
+    again = evaluate(params=load_params(repo_copy), root=repo_copy)
+    assert again["finetuned.topic.test.macro_f1"] < metrics["finetuned.topic.test.macro_f1"]
+    assert again["finetuned.topic.promoted"] == 0
+    assert again["finetuned.topic.registry_version"] > metrics["int8.topic.registry_version"]
+    assert _champion(repo_copy, "topic") == champions["topic"]
+
+    # training documents planted in the test split: the stage fails, exit 2, naming them, no traceback
+    train = [d for d in documents(400, 0) if len(d.split()) >= 13][:8]
+    _fresh_test_split(repo_copy, planted=train)
+    res = subprocess.run([sys.executable, "-m", "flows.evaluate"], cwd=repo_copy, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "planted-0" in res.stderr and "dedup/test" in res.stderr and "Traceback" not in res.stderr
