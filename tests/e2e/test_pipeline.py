@@ -55,7 +55,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid"))
     res = run_cli(repo, "run", timeout=1800, **env)  # every stage; minutes on a busy machine
     assert res.returncode == 0, res.stdout + res.stderr
-    for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill"):
+    for stage in ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate"):
         assert f"{stage}: ran" in res.stdout
     # issue 16 item 8: the whole output is kept in a file the run names last; DVC's lock-file lines are gone
     log_file = repo / res.stderr.rsplit("the whole log of this run: ", 1)[1].split()[0]
@@ -116,7 +116,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     parent = next(r for r in runs if r.data.tags.get("lmforge.kind") == "pipeline")
     # issue 16 item 4: a name that tells runs apart, the headline numbers, the experiment in model-development mode
     assert parent.info.run_name.startswith("pipeline 20") and parent.info.run_name.endswith(
-        "collect, clean, dedup, tokenizer, pretrain, finetune, distill")
+        "collect, clean, dedup, tokenizer, pretrain, finetune, distill, evaluate")
     assert parent.data.metrics["pretrain.final_val_perplexity"] == trained["final_val_perplexity"]
     assert "finetune.doc_section.test.accuracy" in parent.data.metrics
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
