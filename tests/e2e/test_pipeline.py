@@ -138,8 +138,14 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     # same inputs, same bytes: a forced re-run reproduces the output hash exactly
     forced = run_cli(repo, "run", "--force", timeout=1200, **env)
     assert forced.returncode == 0, forced.stderr
-    # every stage reproduces its output byte for byte, the model included (its timings stay in checkpoints/)
-    assert _all_outs(repo) == outs_first
+    # every stage reproduces its output byte for byte, the models included (their timings stay in checkpoints/);
+    # only the files that carry this run's measurements (distill's batch-1 latencies, which evaluate reports beside
+    # its scores, and the latency axis of the variants plot) may differ
+    measured = {"metrics/distill.json", "metrics/evaluate.json", "reports/plots/distill/variants.png"}
+    again_outs = _all_outs(repo)
+    assert {k: v for k, v in again_outs.items() if k not in measured} == {
+        k: v for k, v in outs_first.items() if k not in measured}
+    assert measured <= set(again_outs)
 
     # a param change: status explains it, and dvc repro (no lmforge) runs the stage's flow alone
     _set_params(repo, shard_max_records=300)
