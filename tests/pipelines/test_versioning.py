@@ -49,11 +49,12 @@ def test_cycle_is_an_error(tmp_path: Path) -> None:
 
 def test_repo_graph_is_the_pipeline_in_order() -> None:
     stages = read_stages(REPO)
-    assert stage_names() == ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune")
+    assert stage_names() == ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
     assert tuple(topological_order(stages)) == tuple(stages), "dvc.yaml lists the stages in pipeline order"
     for name, spec in stages.items():
         assert spec.cmd == f"python -m flows.{name}"
-        assert spec.params == (name,), "a stage depends on its own params section only"
+        # a stage depends on its own params section only; evaluate also on the registry's gate, which it applies
+        assert spec.params == ((name, "registry") if name == "evaluate" else (name,))
         assert f"flows/{name}.py" in spec.deps
         assert f"pipelines/config/{name}.py" in spec.deps, "the schema's defaults shape the output"
 
