@@ -27,6 +27,7 @@ from pipelines.runner import (
     mark_owner,
     prepare,
     quiet_user_errors,
+    raise_if_terminated,
     reap_orphans,
     tee_console,
 )
@@ -99,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             quiet_user_errors()
             outcome = pipeline(params=params, root=root, plan=plan, forced=forced)
+            raise_if_terminated()  # a SIGTERM whose exception was swallowed must not end as success
             print(summary_table(root, plan, outcome))
     finally:  # named last, whatever happened: the one place with the training processes' whole output
         print(f"lmforge: the whole log of this run: {log_file.relative_to(root)}", file=sys.stderr)

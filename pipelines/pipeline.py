@@ -17,6 +17,7 @@ from prefect import flow
 
 from pipelines import artifacts, sharding, tracking
 from pipelines.config import Params
+from pipelines.runner import raise_if_terminated
 from pipelines.versioning import Versioning, plan_run
 
 log = logging.getLogger("pipelines.pipeline")
@@ -57,6 +58,7 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
         with tracking.pipeline_run(params.tracking, root, plan) as run_id, sharding.cluster_scope():
             outcome[RUN_ID_KEY] = run_id
             for stage in plan:
+                raise_if_terminated()  # between stages: a SIGTERM whose exception a callback swallowed
                 reasons = ["forced"] if stage in forced else versioning.stale_reasons(stage)
                 if not reasons:
                     log.info("%s: up to date, skipped", stage)

@@ -170,3 +170,19 @@ def test_tee_console_copies_this_process_and_its_children_to_the_log(tmp_path: P
     assert sorted(log.read_text().splitlines()) == ["from a child", "from stderr", "from stdout"]
     os.write(1, b"after\n")  # the console is back, and the log no longer grows
     assert "after" not in log.read_text()
+
+
+def test_a_sigterm_whose_exception_was_lost_still_ends_the_run_with_130() -> None:
+    # Prefect's SIGTERM handler raised inside a weakref callback once: the exception was dropped and the run exited 0.
+    # Simulate the loss with a handler that does nothing; the wakeup fd still tells the pipeline at its next check.
+    script = ("import os, signal, sys\n"
+              "from pipelines.runner import guarded, raise_if_terminated\n"
+              "def body():\n"
+              "    signal.signal(signal.SIGTERM, lambda *a: None)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    raise_if_terminated()\n"
+              "    return 0\n"
+              "sys.exit(guarded(body))\n")
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 130 and "lmforge: terminated" in res.stderr, res.stderr
