@@ -15,6 +15,25 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "bootstrap: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
 
+# System packages (Debian): Chromium + ChromeDriver for the browser checks of reports and the MLflow UI, PostgreSQL 15
+# for the local production-shaped stack (infra/stack.sh). Installed with apt-get when root (CI) or via `sudo -n`;
+# otherwise named, and the tests that need them say so.
+sys_pkgs="chromium chromium-driver postgresql"
+missing=""
+for pkg in $sys_pkgs; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    echo "bootstrap: installing system packages:$missing" >&2
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  else
+    echo "bootstrap: warning: system packages missing (install them as root):$missing" >&2
+  fi
+fi
+
 stamp=.venv/.lmforge-installed
 want=$(cat pyproject.toml infra/constraints.txt infra/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/lmforge ]; then
