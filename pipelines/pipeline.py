@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ def stage_preflight(stage: str) -> Callable[..., None] | None:
     return getattr(importlib.import_module(f"flows.{stage}"), "preflight", None)
 
 
+def duration(seconds: float) -> str:
+    """``42 s`` or ``7 min 31 s``: a stage's wall time as the run's summary prints it."""
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
 @flow(name="lmforge", validate_parameters=False)
 def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> dict[str, str]:
     """Run the stages of ``plan`` (in order) that are forced or stale; returns what happened to each (and the
@@ -47,6 +54,7 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
         forced: stages to run even when DVC finds them up to date.
     """
     outcome: dict[str, str] = {}
+    seconds: dict[str, float] = {}  # wall time of each stage that ran (stage flow + recording in dvc.lock)
     # each planned stage's preflight (where its flow module has one) before any MLflow run opens: an error found
     # before anything is written (a missing source) leaves nothing written, in the tracking store included
     for stage in plan:
@@ -65,13 +73,18 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
                     outcome[stage] = "up to date"
                     continue
                 log.info("%s: running (%s)", stage, "; ".join(reasons[:3]))
+                started = time.monotonic()
                 result = stage_flow(stage)(params=params, root=root)
                 versioning.record(stage)
+                seconds[stage] = time.monotonic() - started
                 trained = result.get(artifacts.TRAINED_THIS_RUN, True) if isinstance(result, dict) else True
-                outcome[stage] = "ran" if trained else "ran (re-exported the finished checkpoint, nothing trained)"
+                took = duration(seconds[stage])
+                outcome[stage] = (f"ran in {took}" if trained
+                                  else f"ran in {took} (re-exported the finished checkpoint, nothing trained)")
             # the parent run carries the run's headline numbers and a name that tells runs apart
             tracking.finish_pipeline_run(
-                {f"{stage}.{k}": v for stage in plan for k, v in artifacts.headline(root, stage).items()},
+                {f"{stage}.{k}": v for stage in plan for k, v in artifacts.headline(root, stage).items()}
+                | {f"{stage}.wall_seconds": round(value, 1) for stage, value in seconds.items()},
                 ran=[s for s in plan if outcome.get(s, "").startswith("ran")])
     finally:
         versioning.close()

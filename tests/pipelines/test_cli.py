@@ -142,13 +142,14 @@ def test_run_ends_with_a_summary_of_results_outputs_and_the_mlflow_run(tmp_path:
                                                                 "unigram_val_perplexity": 581.2}))
     (tmp_path / "metrics/finetune.json").write_text(json.dumps({"doc_section.test.accuracy": 0.8, "steps_run": 150}))
     text = summary_table(tmp_path, ["pretrain", "finetune"], {
-        "pretrain": "ran (re-exported the finished checkpoint, nothing trained)", "finetune": "ran",
+        "pretrain": "ran in 2 s (re-exported the finished checkpoint, nothing trained)",
+        "finetune": "ran in 1 min 50 s",
         "mlflow_run_id": "abc123"})
     lines = text.splitlines()
-    assert lines[0].startswith("pretrain: ran (re-exported") and lines[0].endswith(
+    assert lines[0].startswith("pretrain: ran in 2 s (re-exported") and lines[0].endswith(
         "final_val_perplexity 70.93, unigram_val_perplexity 581.2")
     assert lines[1].strip() == "-> models/base"
-    assert lines[2].startswith("finetune: ran") and lines[2].endswith("doc_section.test.accuracy 0.8")
+    assert lines[2].startswith("finetune: ran in 1 min 50 s") and lines[2].endswith("doc_section.test.accuracy 0.8")
     assert lines[3].strip() == "-> data/finetune models/finetuned"
     assert lines[4] == "MLflow: pipeline run abc123 (nested stage runs under it); see it with `lmforge ui`"
 
@@ -186,3 +187,10 @@ def test_a_sigterm_whose_exception_was_lost_still_ends_the_run_with_130() -> Non
     res = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 130 and "lmforge: terminated" in res.stderr, res.stderr
+
+
+def test_stage_wall_time_reads_in_seconds_then_minutes() -> None:
+    from pipelines.pipeline import duration
+
+    assert [duration(x) for x in (0.2, 42.4, 59.6, 60.0, 451.2)] == ["0 s", "42 s", "1 min 0 s", "1 min 0 s",
+                                                                     "7 min 31 s"]
