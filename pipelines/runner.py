@@ -39,6 +39,9 @@ class _NoUserTracebacks(logging.Filter):
     """Strip the traceback from log records about user-facing errors (Prefect logs every flow exception)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Starting temporary server on"):
+            # the in-process API's notice; its second line sends the user to the docs of a dedicated server
+            record.msg = record.msg.split("\n", 1)[0]
         if record.exc_info and record.exc_info[1] is not None and is_user_error(record.exc_info[1]):
             record.exc_info = None
             record.exc_text = None
@@ -70,6 +73,10 @@ def prepare(start: Path | None = None) -> Path:
     root = find_root(start)
     os.chdir(root)
     apply_environment(root)
+    if os.environ.get("PREFECT_API_URL") == "":
+        # set but empty means no server: left empty, Prefect's events client gets no URL, its worker stops at the
+        # first event and every flow's heartbeat then logs a traceback (seen in every stage of such a run)
+        del os.environ["PREFECT_API_URL"]
     for key, value in EPHEMERAL_API_ENV.items():
         os.environ.setdefault(key, value)
     for name in ("tasks", "flows", "pipelines", "lmforge"):

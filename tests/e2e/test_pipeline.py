@@ -65,6 +65,9 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     log_file = repo / res.stderr.rsplit("the whole log of this run: ", 1)[1].split()[0]
     assert "distill: exported best step" in log_file.read_text()
     assert "Updating lock file" not in res.stdout + res.stderr and "Setting accelerator" not in res.stdout
+    # PREFECT_API_URL set but empty (as here) is no server: no events-worker failure, no heartbeat tracebacks
+    assert "EventsWorker" not in log_file.read_text() and "Error emitting event" not in log_file.read_text()
+    assert "prefect.io/docs" not in res.stdout + res.stderr
     trained = json.loads((repo / "metrics/pretrain.json").read_text())
     assert trained["final_val_perplexity"] < 0.7 * trained["unigram_val_perplexity"]
     import torch

@@ -194,3 +194,22 @@ def test_stage_wall_time_reads_in_seconds_then_minutes() -> None:
 
     assert [duration(x) for x in (0.2, 42.4, 59.6, 60.0, 451.2)] == ["0 s", "42 s", "1 min 0 s", "1 min 0 s",
                                                                      "7 min 31 s"]
+
+
+def test_an_empty_prefect_api_url_means_no_server_and_the_notice_keeps_one_line(tmp_path: Path, monkeypatch) -> None:
+    import logging
+
+    from pipelines.runner import _NoUserTracebacks, prepare
+
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    monkeypatch.chdir(Path.cwd())  # prepare() changes into the checkout; restored afterwards
+    saved = dict(os.environ)
+    try:
+        prepare(Path(__file__).resolve().parents[2])
+        assert "PREFECT_API_URL" not in os.environ  # left empty, Prefect's events worker stops at its first event
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    record = logging.LogRecord("prefect", logging.INFO, __file__, 1, "Starting temporary server on http://x:1\n"
+                               "See https://www.prefect.io/docs/v3/concepts/server#how-to-guides for more.", (), None)
+    assert _NoUserTracebacks().filter(record) and record.getMessage() == "Starting temporary server on http://x:1"
