@@ -261,10 +261,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    params = _open_registry()
-    from pipelines.registry import promote
+    with workspace_lock(prepare()):  # a run's evaluate stage moves aliases too
+        params = _open_registry()
+        from pipelines.registry import promote
 
-    with workspace_lock(Path.cwd()):  # prepare() made the checkout the working directory
         d = promote(args.name, args.version, reason=args.reason, params=params.registry)
     before = f"v{d.champion_before}" if d.champion_before else "none"
     print(f"{d.model}: {params.registry.alias} {before} -> v{d.champion_after} ({d.reason})")
