@@ -78,7 +78,7 @@ def retrying(policy: RetryParams, what: str) -> Callable[..., Any]:
 
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=policy.backoff_seconds, max=policy.max_backoff_seconds,
+        wait=tenacity.wait_exponential_jitter(multiplier=policy.backoff_seconds, max=policy.max_backoff_seconds,
                                               jitter=policy.backoff_seconds / 4),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=warn,

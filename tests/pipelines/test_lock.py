@@ -105,8 +105,8 @@ def test_a_child_of_the_holder_does_not_lock_again_but_a_stranger_with_its_marke
               "from pathlib import Path\n"
               "from pipelines.lock import workspace_lock\n"
               "with workspace_lock(Path(sys.argv[1]), command='parent'):\n"
-              f"    child = subprocess.run([sys.executable, '-c', {HOLD!r}, sys.argv[1], '0', '0'], capture_output=True,"
-              " text=True, timeout=60)\n"
+              f"    child = subprocess.run([sys.executable, '-c', {HOLD!r}, sys.argv[1], '0', '0'],"
+              " capture_output=True, text=True, timeout=60)\n"
               "    print(child.returncode, child.stdout.split())\n")
     res = subprocess.run([sys.executable, "-c", nested, str(repo_copy)], cwd=repo_copy, env=subprocess_env(),
                          capture_output=True, text=True, timeout=120)
