@@ -181,7 +181,7 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_does_not_block_the_next(repo_copy: Path) -> None:
+def test_a_sigkilled_run_does_not_block_the_next(repo_copy: Path, prefect_api: str) -> None:
     repo = repo_copy
     _set_collect(repo, sources=[{"name": "stdlib", "kind": "default", "max_docs": 200}])
     # the ephemeral Prefect API: lmforge's child outlives the SIGKILL; it must not keep the lock
@@ -198,7 +198,7 @@ def test_a_sigkilled_run_does_not_block_the_next(repo_copy: Path) -> None:
     victim.kill()  # lmforge alone
     victim.wait()
     try:
-        nxt = run_cli(repo, "run", "collect", PREFECT_API_URL="")
+        nxt = run_cli(repo, "run", "collect")  # the shared server: no second ephemeral API start
         assert nxt.returncode == 0, nxt.stderr[-3000:]
         assert "in use" not in nxt.stderr
         assert f"last holder (pid {victim.pid} on host" in nxt.stderr and "ended without releasing it" in nxt.stderr
