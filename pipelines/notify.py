@@ -86,8 +86,9 @@ def run_finished(params: NotifyParams, body: dict[str, Any]) -> None:
     with ``on_success``). Never raises: the notification must not hide the run's own error."""
     try:
         if body["status"] != "succeeded":
-            log.error("lmforge run failed at stage %s: %s; MLflow run %s; log %s", body["failed_stage"] or "(none)",
-                      body["error"], body["mlflow_run_id"] or "(not opened)", body["log_file"] or "(none)")
+            log.error("lmforge run %s at stage %s: %s; MLflow run %s; log %s", body["status"],
+                      body["failed_stage"] or "(none)", body["error"], body["mlflow_run_id"] or "(not opened)",
+                      body["log_file"] or "(none)")
         if params.webhook_url and (body["status"] != "succeeded" or params.on_success):
             post(params.webhook_url, body, params.timeout_seconds)
     except Exception as err:  # a bug here must not replace the run's error

@@ -5,8 +5,10 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import yaml
 
 from pipelines.config import NotifyParams
 from pipelines.notify import payload, run_finished
-from tests.conftest import _free_port, run_cli
+from tests.conftest import _free_port, run_cli, subprocess_env
 
 
 @contextmanager
@@ -150,3 +152,30 @@ def test_a_failing_run_posts_to_the_webhook_and_a_dead_webhook_changes_nothing(r
     assert again.returncode == 1 and "data validation 'collect' failed" in again.stderr
     assert f"failure notification: the webhook {dead} could not be reached" in again.stdout + again.stderr
     assert "Traceback" not in again.stderr
+
+
+@pytest.mark.slow
+def test_a_sigterm_mid_stage_is_reported_as_interrupted(repo_copy: Path, prefect_api: str) -> None:
+    repo = repo_copy
+    (repo / "corpus").mkdir()
+    with (repo / "corpus/big.jsonl").open("w") as f:  # collect runs long enough (~15 s) to be stopped mid-stage
+        for i in range(40_000):
+            f.write(json.dumps({"text": f"document {i} " + "lorem ipsum dolor sit amet " * 20}) + "\n")
+    with webhook() as (url, received):
+        data = yaml.safe_load((repo / "params.yaml").read_text())
+        data["collect"]["sources"].append({"name": "big", "kind": "files", "paths": ["corpus/*.jsonl"]})
+        data["operations"]["notify"]["webhook_url"] = url
+        (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "collect"], cwd=repo,
+                                env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not list(repo.glob("data/.raw.staging-*/part-*.parquet")):
+            assert proc.poll() is None and time.monotonic() < deadline, "collect never got mid-write"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "lmforge: terminated" in err, err[-3000:]
+    assert len(received) == 1, err[-3000:]
+    body = received[0]["json"]
+    assert body["status"] == "interrupted" and body["failed_stage"] == "collect"
+    assert body["error"] == "terminated (SIGTERM)" and body["mlflow_run_id"]
