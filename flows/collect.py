@@ -27,7 +27,7 @@ from tasks.validation import validate_records
 STAGE = "collect"
 
 
-def source_plans(params: CollectParams, root: Path, retries: RetryParams | None = None) -> list[SourcePlan]:
+def source_plans(params: CollectParams, root: Path, retries: RetryParams) -> list[SourcePlan]:
     """Map each configured source to its reader (the tasks never see the params objects); a hub source is opened
     under ``retries`` (operations.retries)."""
     plans = []
@@ -42,7 +42,7 @@ def source_plans(params: CollectParams, root: Path, retries: RetryParams | None 
             read = partial(iter_hf_dataset, path=src.path, name=src.config, split=src.split,
                            text_field=src.text_field, streaming=src.streaming, data_files=src.data_files,
                            revision=src.revision, base_dir=root,
-                           retry=operations.retrying(retries or RetryParams(), f"opening hub dataset {src.path!r}"))
+                           retry=operations.retrying(retries, f"opening hub dataset {src.path!r}"))
         elif isinstance(src, WarcSource):
             read = partial(iter_warc, paths=src.paths, base_dir=root, min_text_chars=src.min_text_chars,
                            max_doc_bytes=params.max_doc_bytes)
