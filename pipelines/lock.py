@@ -81,10 +81,17 @@ def read_holder(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def describe(holder: dict[str, Any] | None) -> str:
-    """``pid 123 on host h since 2026-12-03 06:00:00 (lmforge run collect)``, or why it is not known."""
+def describe(holder: dict[str, Any] | None, current: bool = True) -> str:
+    """``pid 123 on host h since 2026-12-03 06:00:00 (lmforge run collect)``, or why it is not known (with
+    ``current``: the record is that of the holder now, unless its process is gone)."""
     if not holder:
         return "a process that has not recorded itself yet (it is just starting)"
+    try:
+        gone = current and not _alive(int(holder["pid"]), float(holder["pid_started"]))
+    except (KeyError, TypeError, ValueError):
+        gone = False
+    if gone:  # the record of a killed holder, not yet replaced by the one that holds the lock now
+        return f"a process that is just starting (the record left by pid {holder.get('pid')} is stale)"
     return (f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')} "
             f"({holder.get('command')})")
 
@@ -149,7 +156,7 @@ def workspace_lock(root: Path, command: str | None = None, wait: float = 0) -> I
         stale = read_holder(root)
         if stale:  # the lock was free, so whoever wrote this ended without removing it (SIGKILL, power loss)
             log.warning("the workspace lock's last holder (%s) ended without releasing it (killed?); its record was "
-                        "stale and is replaced", describe(stale))
+                        "stale and is replaced", describe(stale, current=False))
         _write_holder(root, command or command_line())
         pid, started = _me()
         previous = os.environ.get(HOLDER_ENV)

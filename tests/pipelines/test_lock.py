@@ -209,3 +209,19 @@ def test_a_sigkilled_run_does_not_block_the_next(repo_copy: Path, prefect_api: s
                 p.kill()
             except psutil.Error:
                 pass
+
+
+def test_a_stale_record_is_not_named_as_the_holder(repo_copy: Path) -> None:
+    # between a new holder's lock and its record, the record of a killed one may still be there
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = _hold(repo_copy, 120)
+    try:
+        (repo_copy / HOLDER_FILE).write_text(json.dumps({"pid": dead.pid, "pid_started": time.time() - 5,
+                                                         "host": "h", "started": "then", "command": "old"}))
+        res = run_cli(repo_copy, "run", "collect")
+        assert res.returncode == 2
+        assert f"in use by another lmforge command: a process that is just starting (the record left by pid " \
+               f"{dead.pid} is stale)" in res.stderr, res.stderr
+    finally:
+        _stop(holder)
