@@ -227,3 +227,30 @@ def test_apply_retries_leaves_the_users_settings() -> None:
     env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "9"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split()[0] == "9"
+
+
+PREFECT = """
+import sys
+from pipelines.config import RetryParams
+from pipelines.operations import apply_retries
+apply_retries(RetryParams(attempts=int(sys.argv[1])))  # before prefect is imported, as the CLI does
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    print(client.hello().status_code)
+"""
+
+
+@pytest.mark.slow
+def test_prefect_client_retries_come_from_params(prefect_api: str, tmp_path: Path) -> None:
+    base = prefect_api.removesuffix("/api")
+    for attempts, expect_ok in ((3, True), (1, False)):
+        with flaky(2, upstream=base) as (proxy, answered):
+            env = subprocess_env(PYTHONPATH=str(REPO), PREFECT_API_URL=f"{proxy}/api")
+            env.pop("PREFECT_CLIENT_MAX_RETRIES", None)
+            res = subprocess.run([sys.executable, "-c", PREFECT, str(attempts)], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=300)
+        if expect_ok:
+            assert res.returncode == 0 and res.stdout.strip().endswith("200"), res.stderr[-3000:]
+            assert answered[:3] == [503, 503, 200]
+        else:
+            assert res.returncode != 0 and answered[:1] == [503] and "503" in res.stderr, res.stderr[-3000:]
