@@ -116,6 +116,12 @@ def command_line() -> str:
     return shlex.join([name, *argv[1:]])
 
 
+def _busy(root: Path, waited: str) -> str:
+    return (f"the workspace {root} is in use by another lmforge command{waited}: {describe(read_holder(root))}. "
+            "Two runs must not write the same outputs, dvc.lock and checkpoints; let it finish, or run again with "
+            "--wait [SECONDS] to queue behind it")
+
+
 @contextmanager
 def workspace_lock(root: Path, command: str | None = None, wait: float = 0) -> Iterator[None]:
     """Hold the workspace lock of the checkout at ``root`` for the ``with`` body.
@@ -138,20 +144,17 @@ def workspace_lock(root: Path, command: str | None = None, wait: float = 0) -> I
     # the lock file stays: removing it on release lets a waiter lock the old inode while a newcomer locks a new one
     lock = FileLock(str(lock_path), is_singleton=False, thread_local=False, preserve_lock_file=True)
     timeout = -1 if math.isinf(wait) else max(0.0, float(wait))
-    if timeout != 0:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"lmforge: the workspace is in use by {describe(read_holder(root))}; waiting for it"
-                  + ("" if timeout < 0 else f" (at most {timeout:g} s)"), file=sys.stderr, flush=True)
     try:
-        lock.acquire(timeout=timeout, poll_interval=0.2)
+        lock.acquire(timeout=0)
     except Timeout:
-        waited = f" after waiting {timeout:g} s" if timeout else ""
-        raise WorkspaceBusyError(
-            f"the workspace {root} is in use by another lmforge command{waited}: {describe(read_holder(root))}. "
-            "Two runs must not write the same outputs, dvc.lock and checkpoints; let it finish, or run again with "
-            "--wait [SECONDS] to queue behind it") from None
+        if timeout == 0:
+            raise WorkspaceBusyError(_busy(root, "")) from None
+        print(f"lmforge: the workspace is in use by {describe(read_holder(root))}; waiting for it"
+              + ("" if timeout < 0 else f" (at most {timeout:g} s)"), file=sys.stderr, flush=True)
+        try:
+            lock.acquire(timeout=timeout, poll_interval=0.2)
+        except Timeout:
+            raise WorkspaceBusyError(_busy(root, f" after waiting {timeout:g} s")) from None
     try:
         stale = read_holder(root)
         if stale:  # the lock was free, so whoever wrote this ended without removing it (SIGKILL, power loss)
@@ -173,4 +176,4 @@ def workspace_lock(root: Path, command: str | None = None, wait: float = 0) -> I
             except OSError:
                 pass
     finally:
-        lock.release()
+        lock.release(force=True)

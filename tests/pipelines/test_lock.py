@@ -225,3 +225,15 @@ def test_a_stale_record_is_not_named_as_the_holder(repo_copy: Path) -> None:
                f"{dead.pid} is stale)" in res.stderr, res.stderr
     finally:
         _stop(holder)
+
+
+def test_the_lock_is_free_again_when_the_holder_leaves_its_with_block(repo_copy: Path) -> None:
+    from pipelines.lock import workspace_lock
+
+    for wait in (0, 5, float("inf")):  # taken at once, free: whatever the wait, leaving the block releases it
+        with workspace_lock(repo_copy, command="in-process", wait=wait):
+            assert json.loads((repo_copy / HOLDER_FILE).read_text())["pid"] == os.getpid()
+            assert os.environ[HOLDER_ENV].endswith(f"|{os.getpid()}:" + os.environ[HOLDER_ENV].rsplit(":", 1)[1])
+        assert HOLDER_ENV not in os.environ and not (repo_copy / HOLDER_FILE).exists()
+        other = _hold(repo_copy, 0)  # another process gets it at once while this one lives on
+        assert other.wait(timeout=30) == 0
