@@ -12,8 +12,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from pipelines import artifacts, tracking
-from pipelines.config import Params
+from pipelines import artifacts, operations, tracking
+from pipelines.config import Params, RetryParams
 from pipelines.config.collect import CollectParams, DefaultSource, FilesSource, HFSource, WarcSource
 from tasks.collect.files import iter_files
 from tasks.collect.hub import check_hf_source, iter_hf_dataset
@@ -27,8 +27,9 @@ from tasks.validation import validate_records
 STAGE = "collect"
 
 
-def source_plans(params: CollectParams, root: Path) -> list[SourcePlan]:
-    """Map each configured source to its reader (the tasks never see the params objects)."""
+def source_plans(params: CollectParams, root: Path, retries: RetryParams) -> list[SourcePlan]:
+    """Map each configured source to its reader (the tasks never see the params objects); a hub source is opened
+    under ``retries`` (operations.retries)."""
     plans = []
     for src in params.sources:
         if isinstance(src, DefaultSource):
@@ -40,7 +41,8 @@ def source_plans(params: CollectParams, root: Path) -> list[SourcePlan]:
         elif isinstance(src, HFSource):
             read = partial(iter_hf_dataset, path=src.path, name=src.config, split=src.split,
                            text_field=src.text_field, streaming=src.streaming, data_files=src.data_files,
-                           revision=src.revision, base_dir=root)
+                           revision=src.revision, base_dir=root,
+                           retry=operations.retrying(retries, f"opening hub dataset {src.path!r}"))
         elif isinstance(src, WarcSource):
             read = partial(iter_warc, paths=src.paths, base_dir=root, min_text_chars=src.min_text_chars,
                            max_doc_bytes=params.max_doc_bytes)
@@ -62,7 +64,7 @@ def preflight(params: Params, root: Path) -> None:
         SourceConfigError: a source's settings cannot work.
     """
     cfg = params.collect
-    for src, plan in zip(cfg.sources, source_plans(cfg, root), strict=True):
+    for src, plan in zip(cfg.sources, source_plans(cfg, root, params.operations.retries), strict=True):
         try:
             if isinstance(src, HFSource):
                 check_hf_source(path=src.path, data_files=src.data_files, base_dir=root)
@@ -86,7 +88,7 @@ def collect(params: Params, root: Path) -> dict[str, int]:
     docs = artifacts.report_dir(root, STAGE, "gx")
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         with artifacts.staged_output(out_dir) as staging:
-            stats = write_records(source_plans(cfg, root), staging, seed=cfg.seed,
+            stats = write_records(source_plans(cfg, root, params.operations.retries), staging, seed=cfg.seed,
                                   shard_max_records=cfg.shard_max_records, shard_max_bytes=cfg.shard_max_bytes,
                                   max_doc_bytes=cfg.max_doc_bytes)
             report = validate_records(staging, suite=STAGE, columns=COLUMNS, min_rows=cfg.validation.min_rows,

@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import flow
 
-from pipelines import artifacts, tracking
+from pipelines import artifacts, operations, tracking
 from pipelines.config import Params, flatten
 from pipelines.config.finetune import FinetuneParams
 from pipelines.launch import launch_training, read_hostfile, write_run_config
@@ -150,7 +150,8 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
             data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
                                        dedup_dir=root / artifacts.DEDUP_DIR,
                                        tokenizer_dir=root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
-                                       base_dir=root, out_dir=staged)
+                                       base_dir=root, out_dir=staged,
+                                       retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
             gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
             gate.raise_for_failure()
         checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]

@@ -1,6 +1,6 @@
 """``lmforge``: one command line for the whole pipeline.
 
-    lmforge run [STAGE ...] [--force] [--from STAGE]   run stale stages (all by default)
+    lmforge run [STAGE ...] [--force] [--from STAGE] [--wait [SECONDS]]   run stale stages (all by default)
     lmforge status [STAGE ...]                         which stages are stale, and why
     lmforge schedule --cron "0 3 * * *"               serve the pipeline on a schedule (Prefect server)
     lmforge ui [--port N]                              MLflow UI for the embedded store on 127.0.0.1
@@ -8,11 +8,14 @@
     lmforge promote NAME VERSION --reason TEXT         move the champion alias by hand (rollback: an older version)
 
 The no-op path (nothing stale) asks DVC and exits before Prefect, MLflow or any heavy library is imported.
+``run`` and ``promote`` hold the checkout's workspace lock (pipelines.lock): a second one refuses at once, naming
+the first, or queues behind it with ``--wait``; ``status``, ``models`` and ``ui`` only read and never take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +23,9 @@ import time
 from pathlib import Path
 
 from pipelines.config import Params, apply_orchestration, load_params
+from pipelines.lock import workspace_lock
+from pipelines.notify import RUN_LOG_ENV
+from pipelines.operations import apply_retries
 from pipelines.runner import (
     EXIT_OK,
     LOGS_DIR,
@@ -52,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run the selected stages even if they are up to date")
     run.add_argument("--from", dest="from_stage", metavar="STAGE",
                      help="force STAGE and every stage downstream of it")
+    run.add_argument("--wait", nargs="?", type=_seconds, const=math.inf, default=0.0, metavar="SECONDS",
+                     help="when another lmforge command holds this checkout, wait for it (at most SECONDS; no "
+                     "value: as long as it takes) instead of refusing at once")
     st = sub.add_parser("status", help="which stages are stale and why (from DVC)",
                         description="Show, per stage, whether it is up to date and what changed (deps, params, outs).")
     st.add_argument("stages", nargs="*", metavar="STAGE", help="stages to check (default: all)")
@@ -78,10 +87,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, got {text!r}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     root = prepare()
     params = load_params(root)  # params errors before any work
     plan, forced = plan_run(root, args.stages, args.force, args.from_stage)
+    # what is stale is read under the lock: another run may be rewriting outputs and dvc.lock right now
+    with workspace_lock(root, wait=args.wait):
+        return _run_locked(root, params, plan, forced)
+
+
+def _run_locked(root: Path, params: Params, plan: list[str], forced: list[str]) -> int:
     versioning = Versioning(root, params)
     try:
         stale = {s: r for s, r in versioning.stale_map([s for s in plan if s not in forced]).items() if r}
@@ -93,7 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     reap_orphans(root)  # an ephemeral Prefect API left serving by a run killed with SIGKILL
     mark_owner()
     apply_orchestration(params.orchestration)
+    apply_retries(params.operations.retries)
     log_file = root / LOGS_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    os.environ[RUN_LOG_ENV] = str(log_file.relative_to(root))  # named by the failure notification
     try:
         with tee_console(log_file):
             from pipelines.pipeline import pipeline
@@ -234,10 +261,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    params = _open_registry()
-    from pipelines.registry import promote
+    with workspace_lock(prepare()):  # a run's evaluate stage moves aliases too
+        params = _open_registry()
+        from pipelines.registry import promote
 
-    d = promote(args.name, args.version, reason=args.reason, params=params.registry)
+        d = promote(args.name, args.version, reason=args.reason, params=params.registry)
     before = f"v{d.champion_before}" if d.champion_before else "none"
     print(f"{d.model}: {params.registry.alias} {before} -> v{d.champion_after} ({d.reason})")
     return EXIT_OK

@@ -2,7 +2,8 @@
 
 The only module that imports flows. A stage runs when it is forced or DVC reports it stale (checked just
 before it would run, after its upstream stages ran); after it succeeds, its deps, params and outputs are
-recorded in dvc.lock, so a second run and ``dvc status`` find nothing to do.
+recorded in dvc.lock, so a second run and ``dvc status`` find nothing to do. A run that fails (a stage's error,
+Ctrl-C, SIGTERM) is reported by pipelines.notify (a log line, and the webhook of ``operations.notify``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from prefect import flow
 
-from pipelines import artifacts, sharding, tracking
+from pipelines import artifacts, notify, sharding, tracking
 from pipelines.config import Params
 from pipelines.runner import raise_if_terminated
 from pipelines.versioning import Versioning, plan_run
@@ -54,12 +55,34 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
         forced: stages to run even when DVC finds them up to date.
     """
     outcome: dict[str, str] = {}
+    started, at = time.time(), []  # ``at``: the stage under way (its preflight, or its run), for the notification
+    try:
+        # each planned stage's preflight (where its flow module has one) before any MLflow run opens: an error found
+        # before anything is written (a missing source) leaves nothing written, in the tracking store included
+        for stage in plan:
+            at.append(stage)
+            if (check := stage_preflight(stage)) is not None:
+                check(params=params, root=root)
+            at.pop()
+        _run_stages(params, root, plan, forced, outcome, at)
+    except BaseException as err:
+        failed_at = at[-1] if at else None
+        notify.run_finished(params.operations.notify, notify.payload(
+            status="interrupted" if isinstance(err, KeyboardInterrupt) or type(err).__name__ == "TerminationSignal"
+            else "failed", root=root, stages=plan, stage=failed_at, error=err, run_id=outcome.get(RUN_ID_KEY),
+            started=started, ended=time.time()))
+        raise
+    notify.run_finished(params.operations.notify, notify.payload(
+        status="succeeded", root=root, stages=plan, stage=None, error=None, run_id=outcome.get(RUN_ID_KEY),
+        started=started, ended=time.time()))
+    return outcome
+
+
+def _run_stages(params: Params, root: Path, plan: list[str], forced: list[str], outcome: dict[str, str],
+                at: list[str]) -> None:
+    """The body of :func:`pipeline` once preflights passed: ``outcome`` is filled as stages run; ``at`` holds the
+    stage under way while it runs (what a failure reports)."""
     seconds: dict[str, float] = {}  # wall time of each stage that ran (stage flow + recording in dvc.lock)
-    # each planned stage's preflight (where its flow module has one) before any MLflow run opens: an error found
-    # before anything is written (a missing source) leaves nothing written, in the tracking store included
-    for stage in plan:
-        if (check := stage_preflight(stage)) is not None:
-            check(params=params, root=root)
     versioning = Versioning(root, params)
     try:
         # one Dask cluster for every shard map of the run (started only if a map needs one)
@@ -73,10 +96,12 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
                     outcome[stage] = "up to date"
                     continue
                 log.info("%s: running (%s)", stage, "; ".join(reasons[:3]))
-                started = time.monotonic()
+                at.append(stage)
+                begun = time.monotonic()
                 result = stage_flow(stage)(params=params, root=root)
                 versioning.record(stage)
-                seconds[stage] = time.monotonic() - started
+                seconds[stage] = time.monotonic() - begun
+                at.pop()
                 trained = result.get(artifacts.TRAINED_THIS_RUN, True) if isinstance(result, dict) else True
                 took = duration(seconds[stage])
                 outcome[stage] = (f"ran in {took}" if trained
@@ -86,9 +111,9 @@ def pipeline(params: Params, root: Path, plan: list[str], forced: list[str]) -> 
                 {f"{stage}.{k}": v for stage in plan for k, v in artifacts.headline(root, stage).items()}
                 | {f"{stage}.wall_seconds": round(value, 1) for stage, value in seconds.items()},
                 ran=[s for s in plan if outcome.get(s, "").startswith("ran")])
+            raise_if_terminated()  # a SIGTERM whose exception was swallowed fails the run here, and is reported
     finally:
         versioning.close()
-    return outcome
 
 
 @flow(name="lmforge-scheduled", validate_parameters=False)
@@ -100,8 +125,12 @@ def scheduled(root: str, force: bool = False) -> dict[str, str]:
         force: run every stage even when up to date.
     """
     from pipelines.config import load_params
+    from pipelines.lock import workspace_lock
+    from pipelines.operations import apply_retries
 
     repo = Path(root)
     params = load_params(repo)
+    apply_retries(params.operations.retries)
     plan, forced = plan_run(repo, [], force, None)
-    return pipeline(params=params, root=repo, plan=plan, forced=forced)
+    with workspace_lock(repo, command=f"scheduled run of {repo}"):  # busy: this run fails at once, naming the holder
+        return pipeline(params=params, root=repo, plan=plan, forced=forced)

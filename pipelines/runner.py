@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import apply_environment, apply_orchestration, find_root, load_params
+from pipelines.lock import workspace_lock
+from pipelines.operations import apply_retries
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -271,16 +273,27 @@ def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
     def body() -> int:
         root = prepare()
         params = load_params(root)
+        with workspace_lock(root):  # unless the lmforge command that runs this stage (dvc repro under it) holds it
+            return locked(root, params)
+
+    def locked(root: Path, params: Any) -> int:
         reap_orphans(root)
         mark_owner()
         apply_orchestration(params.orchestration)
+        apply_retries(params.operations.retries)
         quiet_user_errors()
-        from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_CLIENT_MAX_RETRIES,
+            PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
+            temporary_settings,
+        )
 
         # Prefect read its settings when the flow module imported it, before params were loaded: hand it the URL
-        # that apply_orchestration set since
+        # (and its client's retries) that apply_orchestration and apply_retries set since
         if url := os.environ.get("PREFECT_API_URL"):
-            with temporary_settings(updates={PREFECT_API_URL: url}):
+            retries = int(os.environ["PREFECT_CLIENT_MAX_RETRIES"])
+            with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_CLIENT_MAX_RETRIES: retries}):
                 flow_fn(params=params, root=root)
         elif prefect_api_configured():
             flow_fn(params=params, root=root)

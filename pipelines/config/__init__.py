@@ -72,6 +72,36 @@ class OrchestrationParams(Section):
     )
 
 
+class RetryParams(Section):
+    """Retries with exponential back-off for calls that can fail for a moment (a hub download, a tracking or Prefect
+    server): network errors, timeouts, HTTP 429 and 5xx. A 404 or a bad setting fails at once."""
+
+    attempts: int = Field(3, ge=1, le=10, description="Tries in all, the first included (1: no retry).")
+    backoff_seconds: float = Field(1.0, ge=0, le=600, description="Wait before the first retry; doubled for each "
+                                   "further one (with a little jitter).")
+    max_backoff_seconds: float = Field(30.0, ge=0, le=3600, description="Longest wait between two tries.")
+
+
+class NotifyParams(Section):
+    """What a finished pipeline run reports beyond its log: a failure always logs one line naming the stage, the error,
+    the MLflow run and the log file; a webhook receives the same as JSON."""
+
+    webhook_url: str | None = Field(
+        None, pattern=r"^https?://\S+$",
+        description="URL that receives a JSON POST when a pipeline run fails (status, failed stage, error, MLflow run "
+        "id, git commit, host, start and end); null: the log line only. A webhook that is down or slow is a warning, "
+        "never the run's error.")
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Longest wait for the webhook to answer.")
+    on_success: bool = Field(False, description="Also POST when a run succeeds (status ``succeeded``).")
+
+
+class OperationsParams(Section):
+    """How runs behave around failures: retries of transient errors and the failure notification."""
+
+    retries: RetryParams = Field(default_factory=RetryParams, description="Retries of transient network errors.")
+    notify: NotifyParams = Field(default_factory=NotifyParams, description="Failure (and success) notification.")
+
+
 class Params(Section):
     """The whole of params.yaml: the cross-cutting sections here, one field per stage added by :func:`params_model`
     (``params.collect``, ``params.clean``...)."""
@@ -79,6 +109,8 @@ class Params(Section):
     tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
     registry: RegistryParams = Field(default_factory=RegistryParams, description="Model registry and promotion gate.")
+    operations: OperationsParams = Field(default_factory=OperationsParams,
+                                         description="Retries and failure notifications.")
 
 
 def stage_schema(stage: str) -> type[Section]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ _BATCH = 1024
 
 def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train", text_field: str = "text",
                     streaming: bool = True, data_files: list[str] | None = None, revision: str | None = None,
-                    base_dir: Path, max_doc_bytes: int = 10_000_000) -> Iterator[SourceItem]:
+                    base_dir: Path, max_doc_bytes: int = 10_000_000,
+                    retry: Callable[..., Any] | None = None) -> Iterator[SourceItem]:
     """Streams one split of a Hugging Face dataset, row by row in dataset order.
 
     `path` is, in this order: a directory written by `Dataset.save_to_disk`/`DatasetDict.save_to_disk` (read
@@ -33,6 +34,8 @@ def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train",
         revision: Hub revision (branch, tag or commit) to pin.
         base_dir: Directory relative local paths start from.
         max_doc_bytes: Longer texts are rejected as `too_long`.
+        retry: Calls `load_dataset` as `retry(load_dataset, *args, **kwargs)`, retrying what fails for a moment (a
+            network error, HTTP 429/5xx), e.g. a `tenacity.Retrying`; None: one try.
 
     Returns:
         An iterator of `Document` (location `hf:<path>/<split>#R<row>`) and `Rejection` items.
@@ -46,7 +49,7 @@ def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train",
 
     prefix = f"hf:{path}/{split}"
     try:
-        dataset = _open(path, name, split, streaming, data_files, revision, Path(base_dir))
+        dataset = _open(path, name, split, streaming, data_files, revision, Path(base_dir), retry)
     except (FileNotFoundError, ConnectionError) as exc:
         raise SourceNotFoundError(f"cannot load dataset {path!r}: {exc}; check the path or hub id and the network "
                                   "(or download it beforehand and point `path` at the copy)") from exc
@@ -91,8 +94,12 @@ def _local_dir(path: str, base_dir: Path) -> Path | None:
     return None
 
 
+def _once(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
 def _open(path: str, name: str | None, split: str, streaming: bool, data_files: list[str] | None,
-          revision: str | None, base_dir: Path) -> Any:
+          revision: str | None, base_dir: Path, retry: Callable[..., Any] | None = None) -> Any:
     import datasets
 
     local = _local_dir(path, base_dir)
@@ -114,8 +121,9 @@ def _open(path: str, name: str | None, split: str, streaming: bool, data_files: 
         data_files_arg: Any = {split: files}
     else:
         data_files_arg = data_files
-    return datasets.load_dataset(str(local) if local is not None else path, name, split=split,
-                                 data_files=data_files_arg, streaming=streaming, revision=revision)
+    # the hub can fail for a moment (network, 429, 5xx): the whole opening is tried again under `retry`
+    return (retry or _once)(datasets.load_dataset, str(local) if local is not None else path, name, split=split,
+                            data_files=data_files_arg, streaming=streaming, revision=revision)
 
 
 def _iter_rows(dataset: Any, prefix: str, split: str, field: str, limit: int) -> Iterator[SourceItem]:

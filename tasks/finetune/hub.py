@@ -4,7 +4,7 @@ files, another local directory of data files, or a hub id (downloaded by ``datas
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def check_hf(*, path: str, data_files: list[str] | None, base_dir: Path, what: s
 
 def iter_hf(*, path: str, config: str | None, splits: list[str], data_files: list[str] | None,
             revision: str | None, fields: Mapping[str, str | None], base_dir: Path,
-            what: str) -> Iterator[Raw | Bad]:
+            what: str, retry: Callable[..., Any] | None = None) -> Iterator[Raw | Bad]:
     """Records of each split in turn, in dataset order; a split named train/validation/val/dev/test gives the
     records' split (unless a split field does).
 
@@ -61,6 +61,8 @@ def iter_hf(*, path: str, config: str | None, splits: list[str], data_files: lis
         fields: field names (passed on to the checks).
         base_dir: the repository.
         what: the data entry named in errors, e.g. ``task 'x' data[0]``.
+        retry: calls ``load_dataset`` as ``retry(load_dataset, *args, **kwargs)``, retrying what fails for a moment
+            (a network error, HTTP 429/5xx), e.g. a ``tenacity.Retrying``; None: one try.
 
     Raises:
         TaskPathError: a local path or glob names nothing; a hub id cannot be found or reached.
@@ -69,7 +71,7 @@ def iter_hf(*, path: str, config: str | None, splits: list[str], data_files: lis
     """
     check_hf(path=path, data_files=data_files, base_dir=base_dir, what=what)
     for split in splits:
-        dataset = _open(path, config, split, data_files, revision, Path(base_dir), what)
+        dataset = _open(path, config, split, data_files, revision, Path(base_dir), what, retry)
         yield from _rows(dataset, f"{path}/{split}", split_name(split), fields)
 
 
@@ -79,8 +81,12 @@ def _is_builder(path: str) -> bool:
     return path in _PACKAGED_DATASETS_MODULES
 
 
+def _once(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
 def _open(path: str, config: str | None, split: str, data_files: list[str] | None, revision: str | None,
-          base_dir: Path, what: str) -> Any:
+          base_dir: Path, what: str, retry: Callable[..., Any] | None = None) -> Any:
     import datasets
     from datasets.exceptions import DatasetBuildError
 
@@ -97,8 +103,9 @@ def _open(path: str, config: str | None, split: str, data_files: list[str] | Non
         # resolved here, so a typo is our error naming the glob; every file makes up the split asked for
         files = {split: [str(p) for p, _ in expand_globs(data_files, local or base_dir, f"{what}.data_files")]}
     try:
-        return datasets.load_dataset(str(local) if local is not None else path, config, split=split,
-                                     data_files=files, revision=revision)
+        # the hub can fail for a moment (network, 429, 5xx): the whole opening is tried again under `retry`
+        return (retry or _once)(datasets.load_dataset, str(local) if local is not None else path, config,
+                                split=split, data_files=files, revision=revision)
     except DatasetBuildError as e:
         cause = e.__cause__ or e
         raise UnreadableFileError(f"{what}.path: dataset {path!r} cannot be built ({type(cause).__name__}: "

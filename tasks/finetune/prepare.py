@@ -7,7 +7,7 @@ The flow calls them with plain values (``task.model_dump()`` per task), never wi
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def check_tasks(*, tasks: list[dict[str, Any]], base_dir: Path, dedup_dir: Path 
 
 def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir: Path, max_length: int,
                   base_dir: Path, out_dir: Path, default_max_train: int = 1500,
-                  default_min_eval: int = 10) -> dict[str, int]:
+                  default_min_eval: int = 10, retry: Callable[..., Any] | None = None) -> dict[str, int]:
     """Write ``out_dir/<task>/{train,val,test}.jsonl``, ``out_dir/<task>/quarantine.jsonl`` and
     ``out_dir/manifest.json`` (format: ``tasks.examples``); the same inputs give the same bytes.
 
@@ -73,6 +73,8 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
         default_max_train: training examples of a data kind default at most (a seeded, class-balanced choice).
         default_min_eval: data kind default: a class with fewer val or test examples has its val and test
             examples pooled and split half and half.
+        retry: how a hub dataset is opened: ``retry(load_dataset, ...)`` retries what fails for a moment (see
+            ``tasks.finetune.hub.iter_hf``); None: one try.
 
     Returns:
         Flat counters per task: ``<task>.examples_in``, ``.kept``, ``.capped``, ``.train``/``.val``/``.test``
@@ -86,7 +88,7 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
     tokenizer = load_tokenizer(tokenizer_dir)
     # every task is made before the first file is written: a failing task leaves no half-written output
     made = [_task_examples(task, tokenizer, max_length=max_length, dedup_dir=Path(dedup_dir), base_dir=Path(base_dir),
-                           max_train=default_max_train, min_eval=default_min_eval) for task in tasks]
+                           max_train=default_max_train, min_eval=default_min_eval, retry=retry) for task in tasks]
     counters: dict[str, int] = {}
     manifest: dict[str, dict[str, Any]] = {}
     for task, (rows, bad, stats) in zip(tasks, made, strict=True):
@@ -111,7 +113,8 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
     return counters
 
 
-def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path) -> Iterator[Raw | Bad]:
+def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path,
+          retry: Callable[..., Any] | None = None) -> Iterator[Raw | Bad]:
     """Every record of every data entry of the task, entry by entry."""
     for index, data in enumerate(task["data"]):
         what = f"task {task['name']!r} data[{index}]"
@@ -123,7 +126,7 @@ def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path) -> Iterator[Raw
         elif data["kind"] == "hf":
             yield from iter_hf(path=data["path"], config=data["config"], splits=data["splits"],
                                data_files=data["data_files"], revision=data["revision"], fields=data["fields"],
-                               base_dir=base_dir, what=what)
+                               base_dir=base_dir, what=what, retry=retry)
         elif task["type"] == "classification":
             yield from iter_default_classification(dedup_dir)
         else:
@@ -131,13 +134,14 @@ def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path) -> Iterator[Raw
 
 
 def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, dedup_dir: Path, base_dir: Path,
-                   max_train: int, min_eval: int) -> tuple[dict[str, list[dict[str, Any]]], list[Bad], dict[str, Any]]:
+                   max_train: int, min_eval: int, retry: Callable[..., Any] | None = None,
+                   ) -> tuple[dict[str, list[dict[str, Any]]], list[Bad], dict[str, Any]]:
     """(rows per split, quarantined records, counters and the label list) of one task."""
     name, kind, labels = task["name"], task["type"], task["labels"]
     examples: list[Example] = []
     bad: list[Bad] = []
     read = 0
-    for item in _read(task, dedup_dir, base_dir):
+    for item in _read(task, dedup_dir, base_dir, retry):
         read += 1
         checked = item if isinstance(item, Bad) else check_record(item, task_type=kind, labels=labels,
                                                                    max_chars=task["max_chars"])
