@@ -81,7 +81,9 @@ tr:hover .lmforge-row-link{text-decoration:underline}
 [class*="fa-check"]::before{content:"\\2713"}
 [class*="fa-exclamation"]::before{content:"!"}
 [class*="fa-question"]::before{content:"?"}
-[onclick],.invisible{display:none}
+[onclick],.invisible,#ge-cta-footer{display:none}
+footer,.sticky-top,.fixed-bottom{position:static!important}
+footer{border-top:1px solid #dee2e6;padding:.5rem 2rem;margin-top:1rem}
 .lmforge-graph pre{white-space:pre-wrap;font-size:12px}
 """
 
