@@ -87,16 +87,22 @@ footer{border-top:1px solid #dee2e6;padding:.5rem 2rem;margin-top:1rem}
 .lmforge-graph pre{white-space:pre-wrap;font-size:12px}
 """
 
-_EXTERNAL = r"""(?:https?:)?//"""
+_EXTERNAL = r"(?:https?:)?//"
 _SCRIPT = re.compile(r"<script\b[^>]*>.*?</script\s*>", re.S | re.I)
-_LINK = re.compile(r"<link\b[^>]*?\bhref\s*=\s*[\"']?\s*" + _EXTERNAL + r"[^>]*>", re.I)
-_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?\s*" + _EXTERNAL + r"[^>]*>", re.I)
-_ALT = re.compile(r"\balt\s*=\s*\"([^\"]*)\"", re.I)
+_LINK = re.compile(r"<link\b[^>]*?\shref\s*=\s*[\"']?\s*" + _EXTERNAL + r"[^>]*>", re.I)
+_IMG = re.compile(r"<img\b[^>]*?\ssrc\s*=\s*[\"']?\s*" + _EXTERNAL + r"[^>]*>", re.I)
+_ALT = re.compile(r"\salt\s*=\s*\"([^\"]*)\"", re.I)
 _CSS_URL = re.compile(r"url\(\s*[\"']?\s*" + _EXTERNAL + r"[^)]*\)", re.I)
 _CSS_IMPORT = re.compile(r"@import\s+(?:url\()?\s*[\"']?\s*" + _EXTERNAL + r"[^;]*;", re.I)
-# any other element that loads from the network (iframe, source, embed, object, form ...): `a` only navigates
-_LOADING_ATTR = re.compile(r"<(?!a\b)(\w+)\b[^>]*?\b(?:src|srcset|href|data|poster|action)\s*=\s*[\"']?\s*"
-                           + _EXTERNAL + r"[^>]*>", re.I)
+# any other element's attribute that loads from the network (iframe, source, embed, object, form ...); an `a`
+# only navigates when clicked, so its links stay
+_OPEN_TAG = re.compile(r"<(?!a[\s>])[a-zA-Z][\w-]*\b[^>]*>", re.S)
+_URL_ATTR = re.compile(r"\s(?:src|srcset|href|data|poster|action|formaction|background)\s*=\s*(?:\"\s*" + _EXTERNAL
+                       + r"[^\"]*\"|'\s*" + _EXTERNAL + r"[^']*'|" + _EXTERNAL + r"[^\s>]*)", re.I)
+
+
+def _strip_url_attrs(html: str) -> str:
+    return _OPEN_TAG.sub(lambda m: _URL_ATTR.sub("", m.group(0)), html)
 
 
 def make_offline(html: str) -> str:
@@ -106,17 +112,19 @@ def make_offline(html: str) -> str:
     html = _IMG.sub(lambda m: (f"<span>{alt.group(1)}</span>" if (alt := _ALT.search(m.group(0))) else ""), html)
     html = _CSS_IMPORT.sub("", html)
     html = _CSS_URL.sub("none", html)
-    html = _LOADING_ATTR.sub("", html)
+    html = _strip_url_attrs(html)
     style = f"<style>{OFFLINE_CSS}</style>"
     head_end = re.search(r"</head\s*>", html, re.I)
     return html[:head_end.start()] + style + html[head_end.start():] if head_end else style + html
 
 
 def external_resources(html: str) -> list[str]:
-    """Every script, stylesheet, image or CSS ``url()`` in ``html`` that would be fetched from the network."""
-    found = [m.group(0) for m in re.finditer(r"<script\b[^>]*\bsrc\s*=[^>]*>", html, re.I)]
-    for pattern in (_LINK, _IMG, _CSS_URL, _CSS_IMPORT, _LOADING_ATTR):
+    """Every script, stylesheet, image, other element or CSS ``url()`` in ``html`` that would fetch from the
+    network."""
+    found = [m.group(0) for m in re.finditer(r"<script\b[^>]*\ssrc\s*=[^>]*>", html, re.I)]
+    for pattern in (_LINK, _IMG, _CSS_URL, _CSS_IMPORT):
         found += [m.group(0) for m in pattern.finditer(html)]
+    found += [m.group(0) for m in _OPEN_TAG.finditer(html) if _URL_ATTR.search(m.group(0))]
     return found
 
 

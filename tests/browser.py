@@ -9,10 +9,12 @@ test can assert that a report renders with no network and no error. Tests skip w
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -91,3 +93,49 @@ def copy_screenshots(src: Path) -> None:
     Path(dest).mkdir(parents=True, exist_ok=True)
     for png in sorted(src.glob("*.png")):
         shutil.copy2(png, Path(dest) / png.name)
+
+
+EXTERNAL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.I)
+
+
+class _Loads(HTMLParser):
+    """Every resource a page loads by itself (scripts, stylesheets, images, frames, media), and its scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: list[str] = []
+        self.scripts = 0
+        self.styles: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        if tag == "style":
+            self._in_style = True
+        for name in ("src", "srcset", "poster", "data"):
+            if a.get(name):
+                self.loads.append(a[name] or "")
+        if tag == "link" and a.get("href"):
+            self.loads.append(a["href"] or "")
+        if a.get("style"):
+            self.styles.append(a["style"] or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.styles.append(data)
+
+
+def network_loads(html: str) -> list[str]:
+    """What ``html`` would fetch from the network by itself (external src/href/CSS url, @import), and a
+    ``<script>`` entry per script: a static, offline page has none."""
+    parser = _Loads()
+    parser.feed(html)
+    css_urls = [u for s in parser.styles for u in re.findall(r"url\(\s*['\"]?([^)'\"]+)", s)]
+    imports = [s for s in parser.styles if "@import" in s]
+    return [u for u in parser.loads + css_urls if EXTERNAL.match(u)] + imports + ["<script>"] * parser.scripts

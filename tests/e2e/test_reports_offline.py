@@ -7,7 +7,6 @@ needs a CDN shows up as a blocked request, a console error or an empty table.
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,50 +16,7 @@ from tasks.datadocs import external_resources
 from tasks.evaluate.report import write_report
 from tasks.records import COLUMNS
 from tasks.validation import validate_records
-from tests.browser import copy_screenshots, offline_page
-
-EXTERNAL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.I)
-
-
-class _Loads(HTMLParser):
-    """Every resource a page loads by itself (scripts, stylesheets, images, frames, media), and its scripts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loads: list[str] = []
-        self.scripts = 0
-        self.styles: list[str] = []
-        self._in_style = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "script":
-            self.scripts += 1
-        if tag == "style":
-            self._in_style = True
-        for name in ("src", "srcset", "poster", "data"):
-            if a.get(name):
-                self.loads.append(a[name] or "")
-        if tag == "link" and a.get("href"):
-            self.loads.append(a["href"] or "")
-        if a.get("style"):
-            self.styles.append(a["style"] or "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "style":
-            self._in_style = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_style:
-            self.styles.append(data)
-
-
-def _network_loads(html: str) -> list[str]:
-    parser = _Loads()
-    parser.feed(html)
-    css_urls = [u for s in parser.styles for u in re.findall(r"url\(\s*['\"]?([^)'\"]+)", s)]
-    imports = [s for s in parser.styles if "@import" in s]
-    return [u for u in parser.loads + css_urls if EXTERNAL.match(u)] + imports + ["<script>"] * parser.scripts
+from tests.browser import copy_screenshots, network_loads, offline_page
 
 
 def _shard(path: Path, rows: list[dict]) -> None:
@@ -84,7 +40,7 @@ def test_data_docs_render_offline(tmp_path: Path) -> None:
     assert len(pages) == 3  # index, the suite, the validation result
     for page in pages:
         html = page.read_text(encoding="utf-8")
-        assert _network_loads(html) == [], page
+        assert network_loads(html) == [], page
         assert external_resources(html) == [], page
     validation_page = next(p for p in pages if "validations" in p.parts)
 
@@ -122,7 +78,7 @@ def test_evaluate_report_renders_offline(tmp_path: Path) -> None:
                          bar_metrics=("bits_per_byte", "rougeL"),
                          funnel=[{"name": "collect", "docs": 50}, {"name": "clean", "docs": 45}],
                          mlflow_runs={"evaluate run": "http://127.0.0.1:5000/#/experiments/1/runs/abc"})
-    assert _network_loads(index.read_text(encoding="utf-8")) == []
+    assert network_loads(index.read_text(encoding="utf-8")) == []
     shots = tmp_path / "reports" / "ui"
     shots.mkdir(parents=True)
     with offline_page() as (page, log):

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.browser import copy_screenshots, offline_page, require_chromium
+from tests.browser import copy_screenshots, network_loads, offline_page, require_chromium
 from tests.conftest import _free_port, _group_members, run_cli, stop_process_group, subprocess_env
 from tests.flows.test_distill import STUDENT
 from tests.flows.test_evaluate import SMALL
@@ -100,6 +100,12 @@ def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
     dedup = truth["dedup"]
     assert dedup.data.tags["mlflow.source.git.commit"] == head
     assert {"data/clean", "data/dedup"} <= set(truth["datasets"])
+    # every report the run wrote (each stage's Data Docs, the evaluation report) is static and offline
+    pages = sorted((repo / "reports" / "gx").rglob("*.html")) + [repo / "reports" / "evaluate" / "index.html"]
+    assert {p.relative_to(repo / "reports" / "gx").parts[0] for p in pages[:-1]} >= {"collect", "clean", "dedup",
+                                                                                     "finetune"}
+    for page_file in pages:
+        assert network_loads(page_file.read_text(encoding="utf-8")) == [], page_file
 
     shots = repo / "reports" / "ui"
     shots.mkdir(parents=True, exist_ok=True)
