@@ -142,7 +142,8 @@ def run_suite(frame: Any, suite: str, expectations: list[Any], report_dir: Path)
         frame: a pandas DataFrame.
         suite: suite name (the stage name, or ``stage.part``).
         expectations: GX expectation objects.
-        report_dir: replaced by this run's Data Docs site; ``index.html`` is its entry page.
+        report_dir: replaced by this run's Data Docs site; ``index.html`` is its entry page. Every page is
+            self-contained static HTML that renders with no network (:mod:`tasks.datadocs`).
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -151,16 +152,14 @@ def run_suite(frame: Any, suite: str, expectations: list[Any], report_dir: Path)
         ProgressBarsConfig,
     )
 
+    from tasks import datadocs
+
     config = DataContextConfig(analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
                                store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
     ctx = gx.get_context(mode="ephemeral", project_config=config)
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True, exist_ok=True)
-    ctx.add_data_docs_site(site_name="lmforge", site_config={
-        "class_name": "SiteBuilder",
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(report_dir)},
-    })
+    ctx.add_data_docs_site(site_name="lmforge", site_config=datadocs.site_config(report_dir))
     batch_def = ctx.data_sources.add_pandas("lmforge").add_dataframe_asset(suite).add_batch_definition_whole_dataframe(
         "all")
     gx_suite = ctx.suites.add(gx.ExpectationSuite(name=suite))

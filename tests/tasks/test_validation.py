@@ -62,3 +62,24 @@ def test_no_shards_fails_cleanly(tmp_path: Path) -> None:
     rep = validate_records(tmp_path / "raw", suite="collect", columns=COLUMNS, min_rows=1, max_rows=None,
                            report_dir=tmp_path / "docs")
     assert not rep.success and rep.rows == 0
+
+
+def test_offline_pages_keep_no_script_and_nothing_from_the_network() -> None:
+    # every way a page can pull from a CDN, as a later GX template might: all gone, local files and links kept
+    from tasks.datadocs import external_resources, make_offline
+
+    page = ('<html><head><link rel="stylesheet" href="https://cdn.example/b.css">'
+            '<script src="https://cdn.example/j.js"></script><script>$("#t").bootstrapTable()</script>'
+            "<style>.l{background:url('https://cdn.example/l.png')} @import url(\"//cdn.example/f.css\");</style>"
+            '</head><body><img src="https://cdn.example/logo.png" alt="Great Expectations">'
+            "<iframe src='//cdn.example/f'></iframe><video poster=https://cdn.example/p.jpg></video>"
+            '<tr data-href="https://example.org/row">row</tr><img src="static/images/local.png" alt="local">'
+            '<a href="https://greatexpectations.io">GX</a></body></html>')
+    assert len(external_resources(page)) >= 7
+    offline = make_offline(page)
+    assert external_resources(offline) == []
+    assert "<script" not in offline and "cdn.example" not in offline
+    assert "<span>Great Expectations</span>" in offline  # an external image becomes its alt text
+    assert 'src="static/images/local.png"' in offline and 'href="https://greatexpectations.io"' in offline
+    assert 'data-href="https://example.org/row">row</tr>' in offline  # not a load: the element stays whole
+    assert offline.index("<style>body{") < offline.index("</head>")

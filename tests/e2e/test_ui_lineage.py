@@ -1,0 +1,248 @@
+"""Lineage as a person sees it: headless Chromium (Debian's) driving `lmforge ui` after a whole pipeline run.
+
+A tiny configuration runs all eight stages (so evaluate registers models and the gate names a champion); then
+`lmforge ui` serves the repository's MLflow store on 127.0.0.1 and the browser, which may reach nothing else,
+opens the experiment, expands the pipeline's parent run to its nested stage runs, opens the parent and one stage
+run (its dataset inputs and outputs with their DVC digests, the git commit, the parent), the stage's Data Docs in
+MLflow's artifact viewer, and the model registry: the champion version of a registered model, followed to the run
+that logged it. Every step asserts on visible text and leaves a screenshot in ``reports/ui/`` of the repository
+copy (and in ``$LMFORGE_UI_SCREENSHOTS`` when set).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.browser import copy_screenshots, network_loads, offline_page, require_chromium
+from tests.conftest import _free_port, _group_members, run_cli, stop_process_group, subprocess_env
+from tests.flows.test_distill import STUDENT
+from tests.flows.test_evaluate import SMALL
+from tests.flows.test_pretrain import TINY
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
+TIMEOUT_MS = 90_000  # a React page on a busy 2-core machine; every wait is for a selector, never a sleep
+
+
+def _tiny(repo: Path) -> None:
+    """The default corpus and tasks, tiny models and few steps: all eight stages in a few minutes."""
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["tokenizer"]["vocab_size"] = 512
+    # finetune keeps its default max_length (the default tasks' examples need it): the base model must reach it
+    data["pretrain"] = {**TINY, "steps": 20, "model": {**TINY["model"], "max_position_embeddings": 256}}
+    data["finetune"].update(steps=10, warmup_steps=2, eval_every=5, batch_size=8)
+    data["distill"] = {**STUDENT, "max_length": 256}
+    data["evaluate"] = {**SMALL, "harness": {"enabled": False}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "tiny"],
+                   cwd=repo, check=True)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"`lmforge ui` did not serve {url}: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
+def _truth(repo: Path) -> dict[str, Any]:
+    """What the store holds (read with MLflow's client): what the pages must show."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name("lmforge")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("lmforge.kind") == "pipeline")
+    stages = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(stages) == set(STAGES)
+    dedup = stages["dedup"]
+    datasets = {d.dataset.name: (d.dataset.digest, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+                for d in dedup.inputs.dataset_inputs}
+    model = "lmforge-doc_section"
+    champion = client.get_model_version_by_alias(model, "champion")
+    source = client.get_run(champion.run_id)
+    assert source.data.tags["mlflow.parentRunId"] == parent.info.run_id  # the model was logged by a stage run
+    return {"exp": exp.experiment_id, "parent": parent, "stages": stages, "dedup": dedup, "datasets": datasets,
+            "model": model, "champion": champion, "source": source}
+
+
+def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
+    require_chromium()
+    repo = repo_copy
+    _tiny(repo)
+    t0 = time.monotonic()
+    res = run_cli(repo, "run", timeout=1800, PREFECT_API_URL="")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    print(f"pipeline: {time.monotonic() - t0:.0f} s")
+    for stage in STAGES:
+        assert f"{stage}: ran" in res.stdout
+    truth = _truth(repo)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dedup = truth["dedup"]
+    assert dedup.data.tags["mlflow.source.git.commit"] == head
+    assert {"data/clean", "data/dedup"} <= set(truth["datasets"])
+    # every report the run wrote (each stage's Data Docs, the evaluation report) is static and offline
+    pages = sorted((repo / "reports" / "gx").rglob("*.html")) + [repo / "reports" / "evaluate" / "index.html"]
+    assert {p.relative_to(repo / "reports" / "gx").parts[0] for p in pages[:-1]} >= {"collect", "clean", "dedup",
+                                                                                     "finetune"}
+    for page_file in pages:
+        assert network_loads(page_file.read_text(encoding="utf-8")) == [], page_file
+
+    shots = repo / "reports" / "ui"
+    shots.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = repo / "reports" / "ui" / "lmforge-ui.log"
+    with log_path.open("w") as log_file:
+        # its own process group: the UI's uvicorn workers and job runner stop with it
+        ui = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)], cwd=repo,
+                              env=subprocess_env(), stdout=log_file, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        _wait_http(f"{base}/health", ui, log_path)
+        t1 = time.monotonic()
+        with offline_page(viewport=(1600, 1100)) as (page, log):
+            page.set_default_timeout(TIMEOUT_MS)
+            # MLflow 3 lays announcements over its pages (a "Detect Issues" tour on the experiment's GenAI
+            # overview, the "new Model Registry UI" on the registry): close them as a person would
+            page.add_locator_handler(page.get_by_role("button", name="Got it", exact=True), lambda b: b.click())
+            page.add_locator_handler(page.get_by_role("dialog").filter(has_text="Model Registry UI"),
+                                     lambda dialog: page.keyboard.press("Escape"))
+            _experiment_and_parent(page, base, truth, shots)
+            _stage_run(page, truth, head, shots)
+            _data_docs_in_artifact_viewer(page, base, truth, shots)
+            _champion_to_its_run(page, truth, shots)
+            # the UI needed nothing beyond 127.0.0.1
+            assert log.blocked == [], log.blocked
+        print(f"browser: {time.monotonic() - t1:.0f} s")
+    finally:
+        stop_process_group(ui)
+        copy_screenshots(shots)
+    assert _group_members(ui.pid) == []  # no survivor of `lmforge ui`
+    assert [p.name for p in sorted(shots.glob("*.png"))] == [
+        "01-experiment-runs.png", "02-nested-stage-runs.png", "03-pipeline-run.png", "04-stage-run-dedup.png",
+        "05-dedup-datasets.png", "06-collect-data-docs-in-mlflow.png", "07-model-registry.png",
+        "08-champion-version.png", "09-champion-source-run.png"]
+
+
+def _about_panel(page: Any) -> Any:
+    """The run page's "About this run" panel (run id, status, parent or child runs, source, datasets)."""
+    heading = page.get_by_text("About this run", exact=True).first
+    heading.wait_for()
+    return heading.locator("xpath=..")
+
+
+def _about(page: Any) -> str:
+    return str(_about_panel(page).inner_text())
+
+
+def _experiment_and_parent(page: Any, base: str, truth: dict[str, Any], shots: Path) -> None:
+    parent = truth["parent"]
+    page.goto(f"{base}/#/experiments/{truth['exp']}")
+    # MLflow 3 opens an experiment in its GenAI view; runs are under "Model training"
+    toggle = page.get_by_text("Model training", exact=True).first
+    toggle.wait_for()
+    toggle.click()
+    row = page.get_by_role("row").filter(has_text=parent.info.run_name).first
+    row.wait_for()
+    page.screenshot(path=str(shots / "01-experiment-runs.png"))
+    # the parent row folds its nested stage runs: unfold it
+    row.locator('[col-id="attributes.`Run Name`"] button').first.click()
+    grid = page.get_by_role("grid").first
+    for stage in STAGES:
+        grid.get_by_role("link", name=stage, exact=True).first.wait_for()
+    page.screenshot(path=str(shots / "02-nested-stage-runs.png"))
+
+    row.get_by_role("link", name=parent.info.run_name).first.click()
+    page.wait_for_url(re.compile(f"/runs/{parent.info.run_id}"))
+    panel = _about_panel(page)
+    for stage in STAGES:  # "Child runs": a link to each stage run (they load after the panel)
+        panel.get_by_role("link", name=stage, exact=True).first.wait_for()
+    about = _about(page)
+    assert parent.info.run_id in about and "Child runs" in about
+    assert re.search(r"lmforge.kind\s*:?\s*pipeline", page.inner_text("body"))
+    page.screenshot(path=str(shots / "03-pipeline-run.png"), full_page=True)
+
+
+def _stage_run(page: Any, truth: dict[str, Any], head: str, shots: Path) -> None:
+    dedup, parent = truth["dedup"], truth["parent"]
+    # follow the parent's "Child runs" link to the dedup stage run
+    page.get_by_role("link", name="dedup", exact=True).first.click()
+    page.wait_for_url(re.compile(f"/runs/{dedup.info.run_id}"))
+    # the first dataset, "NAME (DIGEST)", once the run's inputs have loaded
+    page.get_by_text(re.compile(r"^\S+ \([0-9a-f]{32}(\.dir)?\)$")).first.wait_for()
+    about = _about(page)
+    assert dedup.info.run_id in about
+    assert "Parent run" in about and parent.info.run_name in about
+    assert head[:7] in about  # the Source: the git commit the stage ran at
+    body = page.inner_text("body")
+    assert "lmforge.dvc_stage_hash" in body and dedup.data.tags["lmforge.dvc_stage_hash"] in body
+    # the datasets: the first is listed, the others behind "+N"; each with its DVC digest and its role
+    datasets = truth["datasets"]
+    shown = [f"{name} ({digest})" for name, (digest, _) in datasets.items() if f"{name} ({digest})" in body]
+    assert shown, body
+    page.screenshot(path=str(shots / "04-stage-run-dedup.png"), full_page=True)
+    more = page.get_by_text(re.compile(r"^\+\d+$")).first
+    more.click()
+    popup = page.get_by_role("dialog").filter(has_text="data/dedup").first
+    popup.wait_for()
+    listed = popup.inner_text() + body
+    for name, (digest, context) in datasets.items():  # each with its role: input or output
+        assert re.search(re.escape(f"{name} ({digest})") + rf"\s*{context}", listed, re.I), (name, listed)
+    page.screenshot(path=str(shots / "05-dedup-datasets.png"))
+    page.keyboard.press("Escape")
+
+
+def _data_docs_in_artifact_viewer(page: Any, base: str, truth: dict[str, Any], shots: Path) -> None:
+    collect = truth["stages"]["collect"]
+    page.goto(f"{base}/#/experiments/{truth['exp']}/runs/{collect.info.run_id}/artifacts/data_docs/index.html")
+    frame = page.frame_locator("iframe.mlflow-html-iframe")
+    row = frame.locator("table tbody tr", has_text="collect").first
+    row.wait_for()  # the index's table, in MLflow's sandboxed viewer with no network
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row.inner_text())
+    page.screenshot(path=str(shots / "06-collect-data-docs-in-mlflow.png"))
+
+
+def _champion_to_its_run(page: Any, truth: dict[str, Any], shots: Path) -> None:
+    model, champion, source = truth["model"], truth["champion"], truth["source"]
+    page.get_by_text("Model training", exact=True).first.click()
+    page.get_by_role("link", name="Model registry").first.click()  # the left navigation of the training view
+    row = page.get_by_role("row").filter(has_text=model).first
+    row.wait_for()
+    assert re.search(rf"champion\s*:?\s*Version {champion.version}\b", row.inner_text()), row.inner_text()
+    page.screenshot(path=str(shots / "07-model-registry.png"))
+    row.get_by_role("link", name=model, exact=True).click()
+    page.wait_for_url(re.compile(f"/models/{model}$"))
+    page.get_by_role("link", name=f"Version {champion.version}", exact=True).first.click()
+    page.wait_for_url(re.compile(f"/models/{model}/versions/{champion.version}$"))
+    page.get_by_text("Source Run").first.wait_for()
+    body = page.inner_text("body")
+    assert re.search(r"Aliases\s*:?\s*@\s*champion", body), body[:2000]
+    assert "lmforge.promotion" in body and "promoted" in body
+    assert re.search(rf"Source Run\s*:?\s*{re.escape(source.info.run_name)}", body)
+    page.screenshot(path=str(shots / "08-champion-version.png"), full_page=True)
+    page.get_by_role("link", name=source.info.run_name, exact=True).first.click()
+    page.wait_for_url(re.compile(f"/runs/{source.info.run_id}"))
+    about = _about(page)
+    assert source.info.run_id in about and "Parent run" in about
+    assert truth["parent"].info.run_name in about  # the run that logged the model is a stage of the pipeline run
+    page.screenshot(path=str(shots / "09-champion-source-run.png"), full_page=True)
