@@ -15,8 +15,10 @@ the first, or queues behind it with ``--wait``; ``status``, ``models`` and ``ui`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -232,12 +234,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     port_in_use(args.port)
     url = f"http://127.0.0.1:{args.port}"
     print(f"MLflow UI for {uri}\n  {url}\n(Ctrl-C stops it)", flush=True)
+    # one worker: a local UI for one person (MLflow's default 4 took 30-60 s to start on 2 cores)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts,
-           "--host", "127.0.0.1", "--port", str(args.port)]
+           "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    # its own process group, so Ctrl-C or SIGTERM here stops the server and every worker it started (killing only the
+    # direct child left its uvicorn workers serving)
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
     try:
-        return subprocess.call(cmd, env=os.environ.copy())
-    except KeyboardInterrupt:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (raised as a KeyboardInterrupt by the command guard)
         return EXIT_OK
+    finally:
+        from pipelines.launch import stop_group
+
+        stop_group(proc, timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever outlived the leader in its group
 
 
 def _open_registry() -> Params:
