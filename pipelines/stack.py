@@ -136,8 +136,9 @@ def load(create: bool = False) -> Stack:
 def service_env(stack: Stack, **extra: str) -> dict[str, str]:
     """Environment of a stack process: telemetry off, this venv on PATH, the S3 credentials, nothing pointing at
     another Prefect API."""
+    s3 = {k: v for k, v in stack.client_env().items() if k.startswith(("AWS", "MLFLOW_S3"))}
     env = {**os.environ, **TELEMETRY_OFF, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONUNBUFFERED": "1", **{k: v for k, v in stack.client_env().items() if k.startswith(("AWS", "MLFLOW_S3"))}}
+           "PYTHONUNBUFFERED": "1", **s3}
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra)
@@ -352,7 +353,8 @@ def up() -> Stack:
     _start(stack, "mlflow", port, [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                                    "--workers", "1", "--serve-artifacts", "--artifacts-destination",
                                    f"s3://{MLFLOW_BUCKET}"],
-           {**env, "MLFLOW_BACKEND_STORE_URI": stack.pg_url("mlflow", "postgresql+psycopg2")},  # the password stays out of `ps`
+           # the store URI (with its password) in the environment, not on the command line that `ps` shows
+           {**env, "MLFLOW_BACKEND_STORE_URI": stack.pg_url("mlflow", "postgresql+psycopg2")},
            lambda: _http_ok(f"{stack.url('mlflow')}/health"))
     port = stack.ports["LMFORGE_PREFECT_PORT"]
     prefect_env = {**env, "PREFECT_HOME": str(stack.state / "prefect-home"),
