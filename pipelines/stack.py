@@ -298,9 +298,15 @@ def _pg_up(stack: Stack) -> None:
 
 
 def _pg_down(stack: Stack) -> None:
+    import psutil
+
     if _pg_running(stack):
-        subprocess.run(_as_pg([_pg_bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(_pg_dir(stack) / "data")]),
-                       capture_output=True, check=False)
+        data = _pg_dir(stack) / "data"
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        subprocess.run(_as_pg([_pg_bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(data)]), capture_output=True,
+                       check=False)
+        with contextlib.suppress(psutil.NoSuchProcess):  # pg_ctl returns when the pid file goes, the process after
+            psutil.wait_procs([psutil.Process(postmaster)], timeout=30)
 
 
 # ------------------------------------------------------------------------------------------- the other services
@@ -376,32 +382,34 @@ def up() -> Stack:
     return stack
 
 
-def _stop_group(pgid: int, timeout: float = 20) -> None:
+def _stop_groups(pgids: list[int], timeout: float = 20) -> None:
+    """SIGTERM every process group at once, SIGKILL what is left of them after ``timeout`` s."""
     import psutil
 
     def members() -> list[psutil.Process]:
         found = []
         for p in psutil.process_iter():
             with contextlib.suppress(ProcessLookupError, psutil.Error):
-                if os.getpgid(p.pid) == pgid:
+                if os.getpgid(p.pid) in pgids:
                     found.append(p)
         return found
 
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
     _, alive = psutil.wait_procs(members(), timeout=timeout)
     if alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
         psutil.wait_procs(members(), timeout=5)
 
 
 def down() -> None:
     """Stop every service (each process group, then Postgres) and check that none of the stack's ports listens."""
     stack = Stack(state_dir(), load_ports(), {})  # stopping needs no credentials
-    for name in reversed(SERVICES):
-        if pid := _running(stack, name):
-            _stop_group(pid)
+    _stop_groups([pid for name in SERVICES if (pid := _running(stack, name))])
+    for name in SERVICES:
         _pidfile(stack, name).unlink(missing_ok=True)
     _pg_down(stack)
     busy = [f"{k}={p}" for k, p in stack.ports.items() if _listening(p)]
