@@ -26,9 +26,9 @@ import yaml
 
 from tests.conftest import BIN, REPO, make_repo_copy, run_cli, subprocess_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
-                                                   reason="PostgreSQL (Debian's package) is not installed: "
-                                                   "infra/bootstrap.sh installs it as root")]
+needs_postgres = pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+                                    reason="PostgreSQL (Debian's package) is not installed: infra/bootstrap.sh "
+                                    "installs it as root")
 
 STAGES = ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
 POOL = "lmforge"
@@ -100,6 +100,32 @@ def stack() -> Iterator[dict[str, str]]:
         assert not survivors and not busy, (survivors, busy)
         status = _stack_cmd(env, "status")
         assert status.returncode == 3 and status.stdout.count("down") == 5, status.stdout
+
+
+def test_bad_settings_are_one_clear_error(tmp_path: Path) -> None:
+    env = subprocess_env(LMFORGE_STACK_DIR=str(tmp_path / "state"), LMFORGE_PYTHON=sys.executable)
+    for key in ("LMFORGE_PG_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(key, None)
+    res = _stack_cmd(env, "env")  # nothing generated yet, nothing in the environment
+    assert res.returncode == 2 and "LMFORGE_PG_PASSWORD is not set" in res.stderr, res.stderr
+    res = _stack_cmd({**env, "LMFORGE_MLFLOW_PORT": "50x0"}, "status")
+    assert res.returncode == 2 and "LMFORGE_MLFLOW_PORT='50x0' is not a port number" in res.stderr, res.stderr
+    res = _stack_cmd(env, "start")
+    assert res.returncode == 2 and "invalid choice: 'start'" in res.stderr, res.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = _stack_cmd({**env, "LMFORGE_PG_PORT": str(port)}, "up")
+    assert res.returncode == 2 and f"port {port} on 127.0.0.1 (for pg) is taken" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    # the credentials `up` generated: mode 0600, in the state dir, and `env` now prints them
+    creds = tmp_path / "state/credentials.env"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    res = _stack_cmd(env, "env")
+    assert res.returncode == 0 and "export AWS_SECRET_ACCESS_KEY=" in res.stdout, res.stderr
+    secret = next(line.split("=", 1)[1] for line in res.stdout.splitlines() if "AWS_SECRET_ACCESS_KEY=" in line)
+    assert secret in creds.read_text()
 
 
 def _alive(pid: int) -> bool:
@@ -180,6 +206,8 @@ def _datasets(run: dict[str, Any], context: str) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
+@needs_postgres
 def test_lineage_through_the_rest_api_and_artifacts_in_s3(ran: dict[str, Any], stack: dict[str, str]) -> None:
     repo, base = ran["repo"], stack["MLFLOW_TRACKING_URI"]
     for stage in STAGES:
@@ -253,6 +281,8 @@ def _dvc(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPro
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
+@needs_postgres
 def test_dvc_push_and_pull_through_the_s3_remote(ran: dict[str, Any], stack: dict[str, str]) -> None:
     repo, env = ran["repo"], ran["env"]
     config_before = (repo / ".dvc/config").read_text()
@@ -286,6 +316,8 @@ def test_dvc_push_and_pull_through_the_s3_remote(ran: dict[str, Any], stack: dic
     assert cstatus.returncode == 0 and "Cache and remote 'stack' are in sync" in cstatus.stdout, cstatus.stdout
 
 
+@pytest.mark.slow
+@needs_postgres
 def test_a_work_pool_deployment_runs_on_the_worker(ran: dict[str, Any], stack: dict[str, str]) -> None:
     repo, env, api = ran["repo"], ran["env"], stack["PREFECT_API_URL"]
     # a cron that will not fire during the test (1 January): the run below is triggered through the API
