@@ -318,15 +318,16 @@ def _s3_client(stack: Stack):  # noqa: ANN202 (boto3 client)
                         aws_secret_access_key=stack.creds["AWS_SECRET_ACCESS_KEY"])
 
 
-def _start(stack: Stack, name: str, port: int | None, cmd: list[str], env: dict[str, str], ready: Callable[[], bool],
-           timeout: float = 180) -> None:
+def _launch(stack: Stack, name: str, port: int | None, cmd: list[str], env: dict[str, str],
+            ready: Callable[[], bool], timeout: float = 240) -> Callable[[], None]:
+    """Start service ``name`` unless it runs; returns the wait for it to answer (services start side by side)."""
+    log = stack.state / "logs" / f"{name}.log"
     if _running(stack, name):
-        _wait(name, ready, timeout, stack.state / "logs" / f"{name}.log")
-        return
+        return lambda: _wait(name, ready, timeout, log)
     if port is not None:
         _port_free(port, name)
     proc = _spawn(stack, name, cmd, env, stack.state)
-    _wait(name, ready, timeout, stack.state / "logs" / f"{name}.log", alive=lambda: proc.poll() is None)
+    return lambda: _wait(name, ready, timeout, log, alive=lambda: proc.poll() is None)
 
 
 def _worker_online(stack: Stack) -> bool:
@@ -345,30 +346,39 @@ def up() -> Stack:
     stack.state.mkdir(parents=True, exist_ok=True)
     (stack.state / "stack.json").write_text(json.dumps(stack.ports, indent=1) + "\n")
     t0 = time.monotonic()
-    _pg_up(stack)
+    # every port a service that is not running will need, checked before anything starts
+    for name in ("s3", "mlflow", "prefect"):
+        if not _running(stack, name):
+            _port_free(stack.ports[f"LMFORGE_{name.upper()}_PORT"], name)
+    if not _pg_running(stack):
+        _port_free(stack.ports["LMFORGE_PG_PORT"], "pg")
     env = service_env(stack)
     s3_port = stack.ports["LMFORGE_S3_PORT"]
-    _start(stack, "s3", s3_port, [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env,
-           lambda: _http_ok(f"{stack.url('s3')}/moto-api/"))
+    s3_ready = _launch(stack, "s3", s3_port, [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env,
+                       lambda: _http_ok(f"{stack.url('s3')}/moto-api/"))
+    _pg_up(stack)
+    s3_ready()
     s3 = _s3_client(stack)
     have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in (MLFLOW_BUCKET, DVC_BUCKET):
         if bucket not in have:
             s3.create_bucket(Bucket=bucket)
     port = stack.ports["LMFORGE_MLFLOW_PORT"]
-    _start(stack, "mlflow", port, [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                                   "--workers", "1", "--serve-artifacts", "--artifacts-destination",
-                                   f"s3://{MLFLOW_BUCKET}"],
-           # the store URI (with its password) in the environment, not on the command line that `ps` shows
-           {**env, "MLFLOW_BACKEND_STORE_URI": stack.pg_url("mlflow", "postgresql+psycopg2")},
-           lambda: _http_ok(f"{stack.url('mlflow')}/health"))
+    mlflow_ready = _launch(
+        stack, "mlflow", port, [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                                "1", "--serve-artifacts", "--artifacts-destination", f"s3://{MLFLOW_BUCKET}"],
+        # the store URI (with its password) in the environment, not on the command line that `ps` shows
+        {**env, "MLFLOW_BACKEND_STORE_URI": stack.pg_url("mlflow", "postgresql+psycopg2")},
+        lambda: _http_ok(f"{stack.url('mlflow')}/health"))
     port = stack.ports["LMFORGE_PREFECT_PORT"]
     prefect_env = {**env, "PREFECT_HOME": str(stack.state / "prefect-home"),
                    "PREFECT_API_DATABASE_CONNECTION_URL": stack.pg_url("prefect", "postgresql+asyncpg"),
                    "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
                    "PREFECT_UI_API_URL": stack.url("prefect")}
-    _start(stack, "prefect", port, [str(BIN / "prefect"), "server", "start"], prefect_env,
-           lambda: _http_ok(f"{stack.url('prefect')}/health"))
+    prefect_ready = _launch(stack, "prefect", port, [str(BIN / "prefect"), "server", "start"], prefect_env,
+                            lambda: _http_ok(f"{stack.url('prefect')}/health"))
+    mlflow_ready()
+    prefect_ready()
     client_env = {**env, "PREFECT_HOME": str(stack.state / "prefect-home"), "PREFECT_API_URL": stack.url("prefect")}
     if not _http_ok(f"{stack.url('prefect')}/work_pools/{POOL}"):
         res = subprocess.run([str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process"], env=client_env,
@@ -376,8 +386,8 @@ def up() -> Stack:
         if res.returncode != 0 and not _http_ok(f"{stack.url('prefect')}/work_pools/{POOL}"):
             raise StackError(f"cannot create the work pool {POOL}: {res.stderr.strip() or res.stdout.strip()}")
     # the worker runs flow runs as its subprocesses, in the deployment's directory, with this venv's python
-    _start(stack, "worker", None, [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-           {**client_env, "MLFLOW_TRACKING_URI": stack.url("mlflow")}, lambda: _worker_online(stack))
+    _launch(stack, "worker", None, [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+            {**client_env, "MLFLOW_TRACKING_URI": stack.url("mlflow")}, lambda: _worker_online(stack))()
     print(f"stack up in {time.monotonic() - t0:.1f} s (state in {stack.state})", file=sys.stderr)
     return stack
 

@@ -119,6 +119,7 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path) -> None:
         res = _stack_cmd({**env, "LMFORGE_PG_PORT": str(port)}, "up")
     assert res.returncode == 2 and f"port {port} on 127.0.0.1 (for pg) is taken" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+    assert not list((tmp_path / "state").glob("run/*.pid"))  # the ports are checked before anything starts
     # the credentials `up` generated: mode 0600, in the state dir, and `env` now prints them
     creds = tmp_path / "state/credentials.env"
     assert creds.stat().st_mode & 0o777 == 0o600
