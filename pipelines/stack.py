@@ -69,10 +69,6 @@ class Stack:
     ports: dict[str, int]
     creds: dict[str, str]
 
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
     def url(self, service: str) -> str:
         port = self.ports[{"s3": "LMFORGE_S3_PORT", "mlflow": "LMFORGE_MLFLOW_PORT",
                            "prefect": "LMFORGE_PREFECT_PORT"}[service]]
@@ -133,7 +129,7 @@ def load(create: bool = False) -> Stack:
     return Stack(state, ports, creds)
 
 
-def service_env(stack: Stack, **extra: str) -> dict[str, str]:
+def service_env(stack: Stack) -> dict[str, str]:
     """Environment of a stack process: telemetry off, this venv on PATH, the S3 credentials, nothing pointing at
     another Prefect API."""
     s3 = {k: v for k, v in stack.client_env().items() if k.startswith(("AWS", "MLFLOW_S3"))}
@@ -141,7 +137,6 @@ def service_env(stack: Stack, **extra: str) -> dict[str, str]:
            "PYTHONUNBUFFERED": "1", **s3}
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(extra)
     return env
 
 
