@@ -5,12 +5,15 @@ in tests/e2e/test_stack.py.)"""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -113,3 +116,27 @@ def _in_group(p: psutil.Process, pgid: int) -> bool:
         return os.getpgid(p.pid) == pgid
     except (ProcessLookupError, psutil.Error):
         return False
+
+
+@pytest.mark.slow
+def test_served_deployment_takes_an_interval(repo_copy: Path, prefect_api: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "schedule", "--every", "86400", "--name",
+                             "interval-test"], cwd=repo_copy, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # the server's REST API (this process's Prefect settings may predate the fixture's PREFECT_API_URL)
+        url = f"{prefect_api}/deployments/name/lmforge-scheduled/interval-test"
+        deadline, deployment = time.monotonic() + 120, None
+        while time.monotonic() < deadline and deployment is None:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    deployment = json.loads(r.read())
+            except urllib.error.HTTPError as err:
+                assert err.code == 404, err
+                time.sleep(1)
+        assert deployment is not None, "the deployment never appeared"
+        assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [86400.0]
+        assert deployment["work_pool_name"] is None  # served from the command, not a work pool's
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
