@@ -2,7 +2,8 @@
 
     lmforge run [STAGE ...] [--force] [--from STAGE] [--wait [SECONDS]]   run stale stages (all by default)
     lmforge status [STAGE ...]                         which stages are stale, and why
-    lmforge schedule --cron "0 3 * * *"               serve the pipeline on a schedule (Prefect server)
+    lmforge schedule --cron "0 3 * * *" [--pool P]    run the pipeline on a schedule (no server: in the foreground;
+                                                       Prefect server: a served or work-pool deployment)
     lmforge ui [--port N]                              MLflow UI for the embedded store on 127.0.0.1
     lmforge models                                     registered models: versions, aliases, gate metric, verdict
     lmforge promote NAME VERSION --reason TEXT         move the champion alias by hand (rollback: an older version)
@@ -66,13 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="which stages are stale and why (from DVC)",
                         description="Show, per stage, whether it is up to date and what changed (deps, params, outs).")
     st.add_argument("stages", nargs="*", metavar="STAGE", help="stages to check (default: all)")
-    sc = sub.add_parser("schedule", help="serve the pipeline as a Prefect deployment on a cron schedule",
-                        description="Create (or update) the Prefect deployment 'lmforge-scheduled/NAME' with a cron "
-                        "schedule and serve it from this process until Ctrl-C; each scheduled run executes the "
-                        "stale stages of this checkout. Needs a Prefect server (orchestration.prefect_api_url); "
-                        "the ephemeral API lives only as long as one command.")
-    sc.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * *" (daily at 03:00)')
-    sc.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    sc = sub.add_parser("schedule", help="run the pipeline on a cron (or interval) schedule",
+                        description="Run the stale stages of this checkout at cron (UTC) or interval times. With no "
+                        "Prefect server (orchestration.prefect_api_url null, no PREFECT_API_URL): a foreground "
+                        "scheduler that starts `lmforge run` at each fire time, until Ctrl-C. With a server: the "
+                        "Prefect deployment 'lmforge-scheduled/NAME', served from this process until Ctrl-C, or, "
+                        "with --pool, registered with a work pool whose workers run it (the command returns).")
+    when = sc.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='cron expression in UTC, e.g. "0 3 * * *" (daily at 03:00)')
+    when.add_argument("--every", type=float, metavar="SECONDS", help="an interval instead of a cron expression")
+    sc.add_argument("--name", default="nightly", help="deployment name (default nightly; with a server)")
+    sc.add_argument("--pool", metavar="POOL", help="register the deployment with this Prefect work pool and return "
+                    "(its workers run it; needs a server)")
     sc.add_argument("--force", action="store_true", help="each scheduled run forces every stage")
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for this repo's store",
                         description="Serve the MLflow UI for the tracking store in params.yaml and print its URL.")
@@ -177,30 +183,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class ScheduleError(Exception):
-    """A schedule cannot be served as asked. Exit code 2."""
-
-    exit_code = 2
-
-
 def cmd_schedule(args: argparse.Namespace) -> int:
+    from pipelines import deploy
+
     root = prepare()
     params = load_params(root)
     apply_orchestration(params.orchestration)
+    deploy.check_schedule(args.cron, args.every)
     if not os.environ.get("PREFECT_API_URL"):
-        raise ScheduleError("a schedule needs a Prefect server: set orchestration.prefect_api_url in params.yaml "
-                            "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
-    from prefect.client.schemas.schedules import CronSchedule
-
-    try:
-        CronSchedule(cron=args.cron)
-    except ValueError:
-        raise ScheduleError(f"not a valid cron expression: {args.cron!r}") from None
-    from pipelines.pipeline import scheduled
-
+        if args.pool:
+            raise deploy.ScheduleError("--pool needs a Prefect server with workers: set orchestration.prefect_api_url "
+                                       "in params.yaml (infra/stack.sh up starts one); without a server, leave --pool "
+                                       "out to schedule in the foreground")
+        return deploy.run_embedded(root, cron=args.cron, every=args.every, force=args.force)
     quiet_user_errors()
-    print(f"serving deployment lmforge-scheduled/{args.name} on cron {args.cron!r} (Ctrl-C stops)", flush=True)
-    scheduled.serve(name=args.name, cron=args.cron, parameters={"root": str(root), "force": args.force})
+    what = f"cron {args.cron!r}" if args.cron else f"every {args.every:g} s"
+    if args.pool:
+        dep_id = deploy.deploy_to_pool(root, name=args.name, pool=args.pool, cron=args.cron, every=args.every,
+                                       force=args.force)
+        print(f"deployment {deploy.DEPLOYMENT_FLOW}/{args.name} ({dep_id}) on {what}, run by the workers of pool "
+              f"{args.pool!r} in {root}")
+        return EXIT_OK
+    print(f"serving deployment {deploy.DEPLOYMENT_FLOW}/{args.name} on {what} (Ctrl-C stops)", flush=True)
+    deploy.serve(root, name=args.name, cron=args.cron, every=args.every, force=args.force)
     return EXIT_OK
 
 

@@ -53,7 +53,9 @@ def configure(params: TrackingParams, root: Path) -> str:
         if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return str(exp.experiment_id)
-    artifacts = params.artifact_root if "://" in params.artifact_root else (root / params.artifact_root).resolve()
+    # a URI (s3://..., or mlflow-artifacts:/path: through a tracking server's --serve-artifacts) or a repo path
+    remote = "://" in params.artifact_root or params.artifact_root.startswith("mlflow-artifacts:")
+    artifacts = params.artifact_root if remote else (root / params.artifact_root).resolve()
     exp_id = mlflow.create_experiment(params.experiment, artifact_location=str(artifacts if isinstance(
         artifacts, str) else artifacts.as_uri()))
     mlflow.set_experiment(experiment_id=exp_id)

@@ -100,11 +100,6 @@ def test_ui_serves_the_embedded_store_on_loopback(repo_copy: Path) -> None:
         proc.wait(timeout=30)
 
 
-def test_schedule_needs_a_server_and_a_valid_cron(repo_copy: Path) -> None:
-    res = run_cli(repo_copy, "schedule", "--cron", "0 3 * * *", PREFECT_API_URL="")
-    assert res.returncode == 2 and "a schedule needs a Prefect server" in res.stderr
-
-
 @pytest.mark.slow
 def test_schedule_serves_a_cron_deployment(repo_copy: Path, prefect_api: str) -> None:
     bad = run_cli(repo_copy, "schedule", "--cron", "every day")
