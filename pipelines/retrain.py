@@ -69,6 +69,7 @@ class Report:
     base: str
     steps: list[tuple[str, str, float]] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
+    first: bool = False
     metrics_md: str = ""
     metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     registry: list[str] = field(default_factory=list)
@@ -83,7 +84,8 @@ class Report:
         lines += ["| step | result | seconds |", "| --- | --- | ---: |"]
         lines += [f"| {name} | {result} | {seconds:.1f} |" for name, result, seconds in self.steps]
         lines += ["", "### Params changed (dvc.lock)", ""]
-        lines += [f"- {p}" for p in self.params] or ["- none"]
+        lines += ([f"- first recorded run: {self.base[:12]} has no dvc.lock"] if self.first else
+                  [f"- {p}" for p in self.params] or ["- none"])
         lines += ["", f"### Metrics (`dvc metrics diff {self.base[:12]}`)", "", self.metrics_md.strip() or "not run"]
         lines += ["", "### Model registry", ""]
         lines += [f"- {r}" for r in self.registry] or ["- not read"]
@@ -195,10 +197,13 @@ def locked_params(lock_text: str | None) -> dict[str, Any]:
     return out
 
 
-def param_changes(root: Path, base: str) -> list[str]:
-    """The params this run's stages ran with that differ from those recorded in ``base``'s dvc.lock."""
+def param_changes(root: Path, base: str) -> list[str] | None:
+    """The params this run's stages ran with that differ from those recorded in ``base``'s dvc.lock; None when
+    ``base`` has no dvc.lock (the first recorded run: every param would be new)."""
     old_lock = _run(["git", "show", f"{base}:dvc.lock"], root=root)
-    old = locked_params(old_lock.stdout if old_lock.returncode == 0 else None)
+    if old_lock.returncode != 0:
+        return None
+    old = locked_params(old_lock.stdout)
     new = locked_params((root / "dvc.lock").read_text() if (root / "dvc.lock").is_file() else None)
     return [f"{k}: {_short(old.get(k, '-'))} -> {_short(new.get(k, '-'))}" for k in sorted(old.keys() | new.keys())
             if old.get(k, "-") != new.get(k, "-")]
@@ -238,9 +243,10 @@ def commit(root: Path, report: Report, *, skip_ci: bool) -> str:
 
 def commit_message(report: Report, *, skip_ci: bool, limit: int = 12) -> str:
     """``retrain: ...`` subject, then the changed params and metrics (the first ``limit`` of each)."""
-    changed = [k for k, (old, new) in report.metrics.items() if old != new]
-    subject = "retrain: " + (f"params {', '.join(p.split(':')[0] for p in report.params[:4])}"
-                             if report.params else "data or code changed")
+    changed = [] if report.first else [k for k, (old, new) in report.metrics.items() if old != new]
+    subject = "retrain: " + ("first recorded run" if report.first else
+                             f"params {', '.join(p.split(':')[0] for p in report.params[:4])}" if report.params else
+                             "data or code changed")
     if len(report.params) > 4:
         subject += f" (+{len(report.params) - 4})"
     body = ["Params (dvc.lock):", *[f"  {p}" for p in report.params[:limit]]] if report.params else []
@@ -412,6 +418,9 @@ def retrain(args: argparse.Namespace, run_args: list[str]) -> int:
         report.notes.append("tracking.uri is the embedded sqlite store, which lives only as long as this runner: every "
                             "retrain registers first versions. Point tracking.uri at an MLflow server to gate against "
                             "the last champion.")
+    if os.environ.get("GITHUB_ACTIONS") == "true" and not (args.remote or os.environ.get(REMOTE_URL_ENV)):
+        report.notes.append(f"no ${REMOTE_URL_ENV} (secret DVC_REMOTE_URL): the data went to the default remote of "
+                            ".dvc/config, which may be a directory on this runner, gone after the job.")
     step = "start"
     try:
         remote = args.remote or configure_remote(root)
@@ -425,7 +434,8 @@ def retrain(args: argparse.Namespace, run_args: list[str]) -> int:
         step = "dvc metrics diff"
 
         def diff() -> str:
-            report.params = param_changes(root, report.base)
+            changes = param_changes(root, report.base)
+            report.params, report.first = changes or [], changes is None
             report.metrics_md, report.metrics = metrics_diff(root, report.base)
             return f"{sum(old != new for old, new in report.metrics.values())} metrics changed"
 
