@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.artifacts import headline
 from pipelines.config import PARAMS_FILE, TrackingParams, load_params
 from pipelines.config.registry import RegistryParams
 from pipelines.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, guarded, prepare
@@ -72,6 +73,7 @@ class Report:
     first: bool = False
     metrics_md: str = ""
     metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    headline: set[str] = field(default_factory=set)
     registry: list[str] = field(default_factory=list)
     commit: str = ""
     notes: list[str] = field(default_factory=list)
@@ -86,6 +88,9 @@ class Report:
         lines += ["", "### Params changed (dvc.lock)", ""]
         lines += ([f"- first recorded run: {self.base[:12]} has no dvc.lock"] if self.first else
                   [f"- {p}" for p in self.params] or ["- none"])
+        lines += ["", "### Headline metrics changed", ""]
+        lines += [f"- {k}: {_short(old)} -> {_short(new)}" for k, (old, new) in self.changed_metrics()
+                  if k in self.headline] or ["- none"]
         lines += ["", f"### Metrics (`dvc metrics diff {self.base[:12]}`)", "", self.metrics_md.strip() or "not run"]
         lines += ["", "### Model registry", ""]
         lines += [f"- {r}" for r in self.registry] or ["- not read"]
@@ -93,6 +98,13 @@ class Report:
         if self.notes:
             lines += ["", "### Notes", "", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
+
+    def changed_metrics(self) -> list[tuple[str, tuple[Any, Any]]]:
+        """Metrics whose value changed (none on the first recorded run), the stages' headline numbers first."""
+        if self.first:
+            return []
+        changed = [(k, v) for k, v in self.metrics.items() if v[0] != v[1]]
+        return sorted(changed, key=lambda item: item[0] not in self.headline)
 
 
 def log(message: str) -> None:
@@ -242,8 +254,9 @@ def commit(root: Path, report: Report, *, skip_ci: bool) -> str:
 
 
 def commit_message(report: Report, *, skip_ci: bool, limit: int = 12) -> str:
-    """``retrain: ...`` subject, then the changed params and metrics (the first ``limit`` of each)."""
-    changed = [] if report.first else [k for k, (old, new) in report.metrics.items() if old != new]
+    """``retrain: ...`` subject, then the changed params (the first ``limit``), the changed headline metrics and the
+    first ``limit`` other changed metrics, and the registry's decisions."""
+    changed = report.changed_metrics()
     subject = "retrain: " + ("first recorded run" if report.first else
                              f"params {', '.join(p.split(':')[0] for p in report.params[:4])}" if report.params else
                              "data or code changed")
@@ -252,11 +265,13 @@ def commit_message(report: Report, *, skip_ci: bool, limit: int = 12) -> str:
     body = ["Params (dvc.lock):", *[f"  {p}" for p in report.params[:limit]]] if report.params else []
     if len(report.params) > limit:
         body.append(f"  ... {len(report.params) - limit} more")
-    if changed:
-        body += ["Metrics:", *[f"  {k}: {_short(report.metrics[k][0])} -> {_short(report.metrics[k][1])}"
-                               for k in changed[:limit]]]
-        if len(changed) > limit:
-            body.append(f"  ... {len(changed) - limit} more (dvc metrics diff)")
+    # every changed headline number (a few per stage), then the first ``limit`` others
+    shown = [item for item in changed if item[0] in report.headline]
+    shown += [item for item in changed if item[0] not in report.headline][:limit]
+    if shown:
+        body += ["Metrics:", *[f"  {k}: {_short(old)} -> {_short(new)}" for k, (old, new) in shown]]
+        if len(changed) > len(shown):
+            body.append(f"  ... {len(changed) - len(shown)} more (dvc metrics diff)")
     body += [f"Registry: {r}" for r in report.registry]
     return subject + (" [skip ci]" if skip_ci else "") + "\n\n" + "\n".join(body) + "\n"
 
@@ -437,6 +452,8 @@ def retrain(args: argparse.Namespace, run_args: list[str]) -> int:
             changes = param_changes(root, report.base)
             report.params, report.first = changes or [], changes is None
             report.metrics_md, report.metrics = metrics_diff(root, report.base)
+            report.headline = {f"{stage}.{key}" for stage in {k.split(".")[0] for k in report.metrics}
+                               for key in headline(root, stage)}
             return f"{sum(old != new for old, new in report.metrics.values())} metrics changed"
 
         _timed(report, step, diff)

@@ -121,11 +121,17 @@ def test_retrain_commit_message_carries_the_skip_marker_only_when_asked() -> Non
     from pipelines.retrain import Report, commit_message
 
     report = Report(base="0" * 40, params=["finetune.lr: 0.003 -> 1e-07"],
-                    metrics={"finetune.doc_section.test.accuracy": (0.71, 0.42), "collect.kept": (522, 522)},
+                    metrics={"distill.student.doc_section.latency_p50_ms": (1.2, 1.3), "collect.kept": (522, 522),
+                             "finetune.doc_section.test.accuracy": (0.71, 0.42)},
+                    headline={"finetune.doc_section.test.accuracy"},
                     registry=["not promoted: lmforge-doc_section v6 (finetuned): test.macro_f1 0.2 is not > 0.5"])
     skipped = commit_message(report, skip_ci=True)
     assert skipped.splitlines()[0] == "retrain: params finetune.lr [skip ci]"
-    assert "finetune.doc_section.test.accuracy: 0.71 -> 0.42" in skipped and "collect.kept" not in skipped
+    lines = skipped.splitlines()
+    # the headline number first, then the other changes; unchanged metrics are not named
+    assert lines.index("  finetune.doc_section.test.accuracy: 0.71 -> 0.42") < lines.index(
+        "  distill.student.doc_section.latency_p50_ms: 1.2 -> 1.3") and "collect.kept" not in skipped
+    assert "- finetune.doc_section.test.accuracy: 0.71 -> 0.42" in report.markdown()
     assert "Registry: not promoted: lmforge-doc_section v6" in skipped
     assert "[skip ci]" not in commit_message(report, skip_ci=False)
 

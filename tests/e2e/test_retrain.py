@@ -163,9 +163,13 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     old, new = before["finetune"]["doc_section.test.accuracy"], after["doc_section.test.accuracy"]
     assert new < old
     row = next(line for line in text.splitlines() if "| doc_section.test.accuracy " in line)
-    assert "metrics/finetune.json" in row and f"| {old:g} " in row.replace(f"{old}", f"{old:g}") and str(new) in row
+    path, _, was, now, change = (cell.strip() for cell in row.strip().strip("|").split("|"))
+    assert path == "metrics/finetune.json"  # dvc prints 5 significant digits
+    assert float(was) == pytest.approx(old, rel=1e-4) and float(now) == pytest.approx(new, rel=1e-4)
+    assert float(change) == pytest.approx(new - old, rel=1e-3, abs=1e-5)
     message = _git(repo, "log", "-1", "--format=%B")
     assert message.startswith("retrain: params distill.head_lr, distill.lr, finetune.head_lr, finetune.lr")
     assert "[skip ci]" not in message
     assert f"finetune.doc_section.test.accuracy: {old} -> {new}" in message
+    assert f"- finetune.doc_section.test.accuracy: {old} -> {new}" in text  # the summary's headline list
     print(f"retrain runs: first {first_s:.0f} s, second {second_s:.0f} s")
