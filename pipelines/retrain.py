@@ -80,21 +80,28 @@ class Report:
     failure: str = ""
 
     def markdown(self) -> str:
+        done = {name for name, _, _ in self.steps}
+        missing = "not reached (an earlier step failed)" if self.failure else "none"
         lines = [f"## lmforge retrain from {self.base[:12]}", ""]
         if self.failure:
-            lines += [f"**Failed:** {self.failure}", ""]
+            step, _, message = self.failure.partition(": ")
+            lines += [f"**Failed at {step}:**", "", "```", message.strip(), "```", ""]
         lines += ["| step | result | seconds |", "| --- | --- | ---: |"]
         lines += [f"| {name} | {result} | {seconds:.1f} |" for name, result, seconds in self.steps]
         lines += ["", "### Params changed (dvc.lock)", ""]
-        lines += ([f"- first recorded run: {self.base[:12]} has no dvc.lock"] if self.first else
-                  [f"- {p}" for p in self.params] or ["- none"])
+        if "dvc metrics diff" not in done:
+            lines.append(f"- {missing}")
+        elif self.first:
+            lines.append(f"- first recorded run: {self.base[:12]} has no dvc.lock")
+        else:
+            lines += [f"- {p}" for p in self.params] or ["- none"]
         lines += ["", "### Headline metrics changed", ""]
         lines += [f"- {k}: {_short(old)} -> {_short(new)}" for k, (old, new) in self.changed_metrics()
-                  if k in self.headline] or ["- none"]
-        lines += ["", f"### Metrics (`dvc metrics diff {self.base[:12]}`)", "", self.metrics_md.strip() or "not run"]
+                  if k in self.headline] or [f"- {missing}"]
+        lines += ["", f"### Metrics (`dvc metrics diff {self.base[:12]}`)", "", self.metrics_md.strip() or missing]
         lines += ["", "### Model registry", ""]
-        lines += [f"- {r}" for r in self.registry] or ["- not read"]
-        lines += ["", "### Commit", "", self.commit or "none"]
+        lines += [f"- {r}" for r in self.registry] or [f"- {missing}"]
+        lines += ["", "### Commit", "", self.commit or missing]
         if self.notes:
             lines += ["", "### Notes", "", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
@@ -376,8 +383,9 @@ def registry_decisions(tracking: TrackingParams, registry: RegistryParams, root:
                 reason = verdict.partition(": ")[2] or "no verdict recorded on the version"
                 lines.append(f"not promoted: {label}: {reason}")
         after = str(model.aliases.get(registry.alias, ""))
-        lines.append(f"{model.name}: {registry.alias} " + (f"unchanged at v{after}" if after == champ_version else
-                                                           f"v{champ_version or 'none'} -> v{after or 'none'}"))
+        lines.append(f"{model.name}: {registry.alias} " + (
+            f"unchanged at v{after}" if after == champ_version else
+            f"{f'v{champ_version}' if champ_version else 'none'} -> {f'v{after}' if after else 'none'}"))
     return lines or ["no model version registered by this run (evaluate did not run, or register_models is off)"]
 
 

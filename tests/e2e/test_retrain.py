@@ -103,7 +103,7 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     text = summary.read_text()
     for task in TASKS:
         assert re.search(rf"- promoted lmforge-{task} v1 \(finetuned\): test\.\w+ - -> [\d.]+ \(first version\)", text)
-        assert f"- lmforge-{task}: champion vnone -> v" in text
+        assert f"- lmforge-{task}: champion none -> v" in text
     assert _champions(repo)["doc_section"] in re.findall(r"promoted lmforge-doc_section v(\d+)", text)
     assert "| metrics/finetune.json" in text and "doc_section.test.accuracy" in text  # new metrics, no old value
     for step in ("dvc pull", "lmforge run", "dvc push", "dvc metrics diff", "registry", "git commit"):
@@ -134,7 +134,9 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]
     assert "retrain: error in dvc pull: `dvc pull` failed (the remote is unreachable" in broken.stderr
     assert "Traceback" not in broken.stderr and "lmforge run" not in broken.stderr.split("error in dvc pull")[0]
-    assert "**Failed:** dvc pull" in (tmp_path / "summary-broken.md").read_text()
+    failed = (tmp_path / "summary-broken.md").read_text()
+    assert "**Failed at dvc pull:**" in failed and "failed to connect to s3" in failed
+    assert "- not reached (an earlier step failed)" in failed
     assert _git(repo, "rev-parse", "HEAD") == head
 
     # run 2: learning rates far too small: the fine-tuned models and the students distilled from them get worse
