@@ -3,9 +3,10 @@
     1. dvc pull          data and models of the last recorded run (a remote without them yet is tolerated)
     2. lmforge run       the stale stages (arguments passed through: stages, --force, --from STAGE)
     3. dvc push          what this run made, to the remote
-    4. git commit        dvc.lock, metrics/ (and dvc.yaml when the run rewrote its data deps), naming what changed
-    5. metrics diff      ``dvc metrics diff BASE --md`` against the commit the run started from, into the summary
-    6. registry          the gate's decision on every model version this run registered, read back from MLflow
+    4. metrics diff      params changed since the starting commit's dvc.lock, ``dvc metrics diff BASE --md``
+    5. registry          the gate's decision on every model version this run registered, read back from MLflow
+    6. git commit        dvc.lock, metrics/ (and dvc.yaml when the run rewrote its data deps), naming what changed
+                         (hence after 4 and 5); ``--push`` pushes it
 
 Each step is logged and the first failure ends the run with a message that names the step (exit 1); a model the
 gate did not promote is a result, not a failure. The summary (markdown) goes to ``--summary PATH`` or
