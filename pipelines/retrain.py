@@ -182,14 +182,25 @@ def _missing_outs(root: Path) -> list[str]:
 
 
 def run_pipeline(root: Path, args: Sequence[str]) -> str:
-    """``lmforge run ARGS``, its output straight to the console (CI's log)."""
+    """``lmforge run ARGS``, its output passed on to the console (CI's log) as it comes; what it did, in a few words."""
     cmd = [sys.executable, "-m", "pipelines.cli", "run", *args]
     log(f"$ lmforge run {shlex.join(args)}".rstrip())
-    res = _run(cmd, root=root, capture=False, env={"PYTHONUNBUFFERED": "1"})
-    if res.returncode != 0:
-        raise RetrainError("lmforge run", f"the pipeline failed (exit {res.returncode}); its output is above and in "
+    ran: list[str] = []
+    nothing = False
+    with subprocess.Popen(cmd, cwd=root, text=True, stdout=subprocess.PIPE, bufsize=1,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            stage, _, outcome = line.partition(": ")
+            if outcome.startswith("ran") and stage.isidentifier():
+                ran.append(stage)
+            nothing = nothing or line.startswith("lmforge: nothing to do")
+    if proc.returncode != 0:
+        raise RetrainError("lmforge run", f"the pipeline failed (exit {proc.returncode}); its output is above and in "
                                           "reports/logs/; nothing was pushed or committed")
-    return "ran"
+    return "nothing to do (every stage up to date)" if nothing else f"ran {', '.join(ran) or 'no stage'}"
 
 
 def push(root: Path, remote: str | None) -> str:
@@ -461,6 +472,8 @@ def retrain(args: argparse.Namespace, run_args: list[str]) -> int:
             changes = param_changes(root, report.base)
             report.params, report.first = changes or [], changes is None
             report.metrics_md, report.metrics = metrics_diff(root, report.base)
+            if not report.first and not report.changed_metrics():
+                report.metrics_md = "no metric changed"
             report.headline = {f"{stage}.{key}" for stage in {k.split(".")[0] for k in report.metrics}
                                for key in headline(root, stage)}
             return f"{sum(old != new for old, new in report.metrics.values())} metrics changed"

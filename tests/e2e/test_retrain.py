@@ -108,6 +108,7 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     assert "| metrics/finetune.json" in text and "doc_section.test.accuracy" in text  # new metrics, no old value
     for step in ("dvc pull", "lmforge run", "dvc push", "dvc metrics diff", "registry", "git commit"):
         assert f"| {step} |" in text
+    assert f"| lmforge run | ran {', '.join(STAGES)} |" in text
     # the commit: dvc.lock and metrics only, by the bot, marked so that CI does not run again; pushed to origin
     head = _git(repo, "rev-parse", "HEAD")
     assert _git(repo, "show", "--format=", "--name-only", "HEAD").splitlines() == [
@@ -153,6 +154,7 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
         assert f"{stage}: {'ran' if stage in RERUN else 'up to date'}" in second.stdout
     assert _champions(repo) == champions_1
     text = summary.read_text()
+    assert f"| lmforge run | ran {', '.join(RERUN)} |" in text
     assert "- finetune.lr: 0.001 -> 1e-07" in text and "- finetune.head_lr: 0.003 -> 1e-07" in text
     assert "- distill.lr: 0.003 -> 1e-07" in text
     for task in TASKS:
@@ -174,4 +176,14 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     assert "[skip ci]" not in message
     assert f"finetune.doc_section.test.accuracy: {old} -> {new}" in message
     assert f"- finetune.doc_section.test.accuracy: {old} -> {new}" in text  # the summary's headline list
+
+    # nothing changed since: nothing runs, nothing is registered or committed, and that is a success
+    head = _git(repo, "rev-parse", "HEAD")
+    summary = tmp_path / "summary-3.md"
+    third = _retrain(repo, "--summary", str(summary), **env)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "lmforge: nothing to do" in third.stdout and _git(repo, "rev-parse", "HEAD") == head
+    text = summary.read_text()
+    assert "- no model version registered by this run" in text and "| git commit | nothing changed |" in text
+    assert "| lmforge run | nothing to do (every stage up to date) |" in text and "\nno metric changed\n" in text
     print(f"retrain runs: first {first_s:.0f} s, second {second_s:.0f} s")
