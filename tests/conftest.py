@@ -68,6 +68,21 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> No
         psutil.wait_procs(_group_members(pgid), timeout=5)
 
 
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, *, what: str, timeout: float = 300) -> None:
+    """Wait until ``url`` answers 200, while ``proc`` (the server) lives; else fail with the tail of its ``log``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not serve {url}: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @contextmanager
 def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``prefect server start`` on a free port of 127.0.0.1 with its state under ``home``; yields (API URL, process)."""
@@ -82,17 +97,7 @@ def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_http(f"{url}/health", proc, home / "server.log", what="Prefect server", timeout=120)
         yield url, proc
     finally:
         stop_process_group(proc)

@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 import yaml
 
 from tests.browser import copy_screenshots, network_loads, offline_page, require_chromium
-from tests.conftest import _free_port, _group_members, run_cli, stop_process_group, subprocess_env
+from tests.conftest import _free_port, _group_members, run_cli, stop_process_group, subprocess_env, wait_http
 from tests.flows.test_distill import STUDENT
 from tests.flows.test_evaluate import SMALL
 from tests.flows.test_pretrain import TINY
@@ -46,20 +45,6 @@ def _tiny(repo: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "tiny"],
                    cwd=repo, check=True)
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"`lmforge ui` did not serve {url}: {log.read_text()[-3000:]}")
-        time.sleep(1)
 
 
 def _truth(repo: Path) -> dict[str, Any]:
@@ -118,7 +103,7 @@ def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
                               env=subprocess_env(), stdout=log_file, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        _wait_http(f"{base}/health", ui, log_path)
+        wait_http(f"{base}/health", ui, log_path, what="`lmforge ui`")
         t1 = time.monotonic()
         with offline_page(viewport=(1600, 1100)) as (page, log):
             page.set_default_timeout(TIMEOUT_MS)

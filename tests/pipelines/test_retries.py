@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.config import RetryParams
 from pipelines.operations import is_transient, retrying
-from tests.conftest import REPO, _free_port, stop_process_group, subprocess_env
+from tests.conftest import REPO, _free_port, stop_process_group, subprocess_env, wait_http
 
 
 @contextmanager
@@ -174,16 +174,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                             stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
-        while True:
-            try:
-                if _get(url + "/health"):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"MLflow server did not start: {(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/health", proc, home / "server.log", what="MLflow server", timeout=180)
         yield url
     finally:
         stop_process_group(proc)
