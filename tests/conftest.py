@@ -68,6 +68,21 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> No
         psutil.wait_procs(_group_members(pgid), timeout=5)
 
 
+@contextmanager
+def local_http_server(handler: type) -> Iterator[str]:
+    """A threaded HTTP server on a free port of 127.0.0.1 answering with ``handler``; yields its base URL."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, *, what: str, timeout: float = 300) -> None:
     """Wait until ``url`` answers 200, while ``proc`` (the server) lives; else fail with the tail of its ``log``."""
     deadline = time.monotonic() + timeout

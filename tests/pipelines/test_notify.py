@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ import yaml
 
 from pipelines.config import NotifyParams
 from pipelines.notify import payload, run_finished
-from tests.conftest import _free_port, run_cli, subprocess_env
+from tests.conftest import _free_port, local_http_server, run_cli, subprocess_env
 
 
 @contextmanager
@@ -43,14 +42,8 @@ def webhook(delay: float = 0.0, status: int = 200) -> Iterator[tuple[str, list[d
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hooks/lmforge", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(Handler) as url:
+        yield f"{url}/hooks/lmforge", received
 
 
 def _failed_body(root: Path) -> dict:

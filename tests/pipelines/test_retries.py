@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.config import RetryParams
 from pipelines.operations import is_transient, retrying
-from tests.conftest import REPO, _free_port, stop_process_group, subprocess_env, wait_http
+from tests.conftest import REPO, _free_port, local_http_server, stop_process_group, subprocess_env, wait_http
 
 
 @contextmanager
@@ -63,13 +63,8 @@ def flaky(failures: int, status: int = 503, delay: float = 0.0,
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", answered
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(Handler) as url:
+        yield url, answered
 
 
 def _error(call) -> BaseException:  # type: ignore[no-untyped-def]

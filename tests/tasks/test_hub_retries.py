@@ -11,14 +11,13 @@ from __future__ import annotations
 import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, local_http_server, subprocess_env
 
 HARNESS = """
 import logging, sys, urllib.request
@@ -78,13 +77,8 @@ def hub(mode: str) -> Iterator[tuple[str, dict[str, list[int]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(Handler) as url:
+        yield url, seen
 
 
 def _read(reader: str, url: str, attempts: int, tmp_path: Path) -> subprocess.CompletedProcess[str]:
