@@ -62,8 +62,10 @@ def preflight(params: Params, root: Path) -> None:
     Raises:
         SourceNotFoundError: a source names nothing that exists; the message names the source and the paths.
         SourceConfigError: a source's settings cannot work.
+        OutputOverlapError: a source reaches into what the pipeline writes.
     """
     cfg = params.collect
+    cfg.data_deps(root)  # a source reaching into the pipeline's outputs is refused (OutputOverlapError)
     for src, plan in zip(cfg.sources, source_plans(cfg, root, params.operations.retries), strict=True):
         try:
             if isinstance(src, HFSource):

@@ -196,3 +196,24 @@ def run_cli(repo: Path, *args: str, timeout: float = 600, **env: str) -> subproc
     """``python -m pipelines.cli ARGS`` inside ``repo``."""
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=repo, env=subprocess_env(**env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+# The slowest files, longest first (seconds measured in one process on 2 cores). Under xdist (pyproject's addopts: a
+# worker per core, whole files to a worker, in this order) they start at once on different workers instead of one
+# of them starting last and ending the run alone; the rest follows in collection order. Only the order changes.
+_SLOWEST_FIRST = {
+    "tests/e2e/test_pipeline.py": 520,
+    "tests/e2e/test_retrain.py": 320,
+    "tests/e2e/test_ui_lineage.py": 200,
+    "tests/e2e/test_stack.py": 300,
+    "tests/test_benchmarks.py": 200,
+    "tests/e2e/test_kills.py": 110,
+    "tests/flows/test_finetune.py": 100,
+    "tests/flows/test_evaluate.py": 90,
+    "tests/pipelines/test_schedule.py": 70,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(_SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from pipelines.config.base import Section, ValidationParams
-from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, hub_pin, repo_dep
+from pipelines.config.sources import HF_BUILDERS, Written, glob_deps, hf_local, hub_pin, repo_dep
 
 
 class _SourceBase(Section):
@@ -105,19 +105,25 @@ class CollectParams(Section):
 
 def source_deps(params: CollectParams, root: Path) -> list[str]:
     """The local data the stage reads (files, WARC and local Hugging Face sources), as DVC deps, sorted and
-    without an entry inside another; hub datasets are pinned by their revision instead (`source_pins`)."""
+    without an entry inside another; hub datasets are pinned by their revision instead (`source_pins`).
+
+    Raises:
+        OutputOverlapError: a source reaches into what the pipeline writes (collect runs first: any output).
+    """
+    written = Written.after(root, "collect")
     deps: set[str] = set()
     for src in params.sources:
         if isinstance(src, FilesSource | WarcSource):
             for pattern in src.paths:
-                deps.update(glob_deps(pattern, root))
+                deps.update(glob_deps(pattern, root, written=written))
         elif isinstance(src, HFSource):
             local = hf_local(src.path, root)
             if local is not None:
+                written.check_tree(src.path, local)
                 deps.add(repo_dep(local, root))
             elif src.path in HF_BUILDERS:
                 for pattern in src.data_files or []:
-                    deps.update(glob_deps(pattern, root))
+                    deps.update(glob_deps(pattern, root, written=written))
     return sorted(d for d in deps if not any(o != d and Path(d).is_relative_to(o) for o in deps))
 
 

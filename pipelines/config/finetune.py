@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,7 +11,7 @@ from pydantic import Field, model_validator
 
 from pipelines.config.base import Section
 from pipelines.config.launch import LaunchParams
-from pipelines.config.sources import HF_BUILDERS, glob_deps, hf_local, hub_pin, repo_dep
+from pipelines.config.sources import HF_BUILDERS, Written, glob_deps, hf_local, hub_pin, repo_dep
 
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import FinetuneSettings
@@ -186,21 +187,29 @@ class FinetuneParams(FinetuneSettings, Section):
 
     def data_deps(self, root: Path) -> list[str]:
         """The stage's data deps in dvc.yaml: its pipeline inputs, then the local data its tasks read (so new or
-        edited task files make the stage stale); hub datasets are pinned by their revision instead."""
+        edited task files make the stage stale); hub datasets are pinned by their revision instead.
+
+        Raises:
+            OutputOverlapError: task data reach into what finetune or a stage after it writes (upstream outputs,
+                such as data/dedup, are fine).
+        """
+        written = Written.after(root, "finetune")
         local: set[str] = set()
         for task in self.tasks:
             for data in task.data:
                 if isinstance(data, FilesData):
                     for pattern in data.paths:
-                        local.update(glob_deps(pattern, root))
+                        local.update(glob_deps(pattern, root, written=written))
                 elif isinstance(data, FoldersData):
+                    written.check_tree(data.path, root / os.path.expanduser(data.path))
                     local.add(repo_dep(Path(data.path), root))
                 elif isinstance(data, HFData):
                     if (path := hf_local(data.path, root)) is not None:
+                        written.check_tree(data.path, path)
                         local.add(repo_dep(path, root))
                     elif data.path in HF_BUILDERS:
                         for pattern in data.data_files or []:
-                            local.update(glob_deps(pattern, root))
+                            local.update(glob_deps(pattern, root, written=written))
         outer = sorted(d for d in local if not any(o != d and Path(d).is_relative_to(o) for o in local))
         return [*PIPELINE_INPUTS, *(d for d in outer if d not in PIPELINE_INPUTS)]
 

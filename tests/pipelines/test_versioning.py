@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -138,3 +139,71 @@ stages:
     assert stale["second"] == ["upstream stage first is stale: runs after it when its outputs change"]
     assert stale["third"] == ["upstream stage second is stale: runs after it when its outputs change"]
     assert stale["apart"] == []
+
+
+def _sources(repo: Path, *paths: str) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["collect"]["sources"] = [{"name": "mine", "kind": "files", "paths": list(paths)}]
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.mark.parametrize(("glob", "reaches"), [
+    ("data/**/*.jsonl", "data/raw (its own output)"),  # data/ holds every stage's outputs
+    ("data/*/*.jsonl", "data/raw (its own output)"),
+    ("**/*.jsonl", "data/raw (its own output)"),
+    ("data/finetune/*.jsonl", "data/finetune (the output of stage 'finetune', which runs after it)"),
+    ("metrics/collect.json", "metrics/collect.json (its own output)"),
+])
+def test_a_source_that_reaches_into_the_pipelines_outputs_is_refused(repo_copy: Path, glob: str, reaches: str) -> None:
+    # seen: with `data/**/*.jsonl` the dep was `data`, which every stage writes into: collect was never up to date
+    # again, and the glob read collect's own quarantine.jsonl and the finetune splits as source documents
+    from pipelines.config.sources import OutputOverlapError
+    from pipelines.versioning import sync_data_deps
+
+    (repo_copy / "data" / "mine").mkdir(parents=True)
+    (repo_copy / "data" / "mine" / "a.jsonl").write_text('{"text": "mine"}\n')
+    _sources(repo_copy, glob)
+    before = (repo_copy / "dvc.yaml").read_text()
+    with pytest.raises(OutputOverlapError, match=re.escape(f"reaches into {reaches}")):
+        sync_data_deps(repo_copy)
+    assert (repo_copy / "dvc.yaml").read_text() == before
+
+
+def test_a_source_beside_the_outputs_is_its_files_and_one_in_its_own_directory_is_the_directory(
+        repo_copy: Path) -> None:
+    from pipelines.versioning import sync_data_deps
+
+    (repo_copy / "data" / "mine").mkdir(parents=True)
+    (repo_copy / "data" / "mine" / "a.jsonl").write_text('{"text": "mine"}\n')
+    (repo_copy / "data" / "extra.jsonl").write_text('{"text": "extra"}\n')
+    _sources(repo_copy, "data/mine/**/*.jsonl")
+    assert sync_data_deps(repo_copy) == {"collect": ["data/mine"]}  # a new file in data/mine is new data
+    # data/ itself also holds data/raw, data/clean...: a dep on it would change with every run; its files are the dep
+    _sources(repo_copy, "data/*.jsonl")
+    assert sync_data_deps(repo_copy) == {"collect": ["data/extra.jsonl"]}
+
+
+def test_finetune_may_read_upstream_outputs_but_not_what_runs_after_it(repo_copy: Path) -> None:
+    from pipelines.config import load_params
+    from pipelines.config.sources import OutputOverlapError
+
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    task = {"name": "t", "type": "classification", "data": [{"kind": "files", "paths": ["data/dedup/train/*.parquet"]}]}
+    data["finetune"]["tasks"] = [task]
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert "data/dedup/train" in load_params(repo_copy).finetune.data_deps(repo_copy)  # upstream: a plain input
+    task["data"] = [{"kind": "files", "paths": ["models/student/**/*.json"]}]
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(OutputOverlapError, match="models/student \\(the output of stage 'distill'"):
+        load_params(repo_copy).finetune.data_deps(repo_copy)
+
+
+def test_cli_refuses_a_source_that_reaches_into_the_outputs_with_exit_2(repo_copy: Path) -> None:
+    from tests.conftest import run_cli
+
+    _sources(repo_copy, "data/**/*.jsonl")
+    for args in (("status",), ("run", "collect")):
+        res = run_cli(repo_copy, *args, PREFECT_API_URL="")
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "reaches into data/raw (its own output)" in res.stderr and "Traceback" not in res.stderr
+    assert not (repo_copy / "mlruns.db").exists() and not (repo_copy / "data" / "raw").exists()  # nothing written
