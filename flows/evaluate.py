@@ -256,9 +256,12 @@ def _register(root: Path, params: Params, tasks: dict[str, Any], results: dict[s
         metric = params.registry.gates[kind].metric if kind in params.registry.gates else None
         for model, model_dir in task_models(root, task).items():
             values, intervals = gate_metrics(kind, results[task][model])
-            version = registry.log_and_register(model_dir, task=task, kind=kind, params=params.registry,
-                                                metrics=values, intervals=intervals, digests=digests)
-            decision = registry.gate(name, version, params=params.registry)
+            if (same := registry.registered_copy(name, model_dir)) is not None:  # a re-run rebuilt the same bytes
+                version, decision = same, registry.unchanged(name, same, params=params.registry)
+            else:
+                version = registry.log_and_register(model_dir, task=task, kind=kind, params=params.registry,
+                                                    metrics=values, intervals=intervals, digests=digests)
+                decision = registry.gate(name, version, params=params.registry)
             log.info("%s v%s (%s): %s", name, version, model, decision.reason)
             decisions[f"{model}/{task}"] = decision
             stats[f"{model}.{task}.promoted"] = int(decision.promoted)

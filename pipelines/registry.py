@@ -11,6 +11,7 @@ Only MLflow here (no flows, no tasks); no run is started: :func:`log_and_registe
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ SERVING_MODEL = Path(__file__).with_name("serving_model.py")
 PROMOTION_TAG, METRIC_TAG, DIGEST_TAG = "lmforge.promotion", "lmforge.metric.", "lmforge.digest."
 TASK_TAG, KIND_TAG, PIPELINE_TAG = "lmforge.task", "lmforge.kind", "lmforge.pipeline_run_id"
 COMMIT_TAG = "mlflow.source.git.commit"
+MODEL_DIGEST_TAG = "lmforge.model_sha256"
+"""The sha256 of the model directory's files (names, sizes, bytes): a re-run that rebuilt the same bytes is not a new
+version."""
 
 
 class RegistryError(Exception):
@@ -109,7 +113,8 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
         signature=_signature(kind), input_example=_example(kind, example), pip_requirements=_requirements(),
         registered_model_name=name, await_registration_for=0)
     version = str(info.registered_model_version)
-    tags = {TASK_TAG: task, KIND_TAG: kind, PIPELINE_TAG: run.data.tags.get("mlflow.parentRunId", ""),
+    tags = {TASK_TAG: task, KIND_TAG: kind, MODEL_DIGEST_TAG: model_digest(model_dir),
+            PIPELINE_TAG: run.data.tags.get("mlflow.parentRunId", ""),
             COMMIT_TAG: run.data.tags.get(COMMIT_TAG, ""),
             **{f"{DIGEST_TAG}{path}": md5 for path, md5 in digests.items()},
             **{f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()},
@@ -118,6 +123,44 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version
+
+
+def model_digest(model_dir: Path) -> str:
+    """sha256 over every file of ``model_dir`` in path order: its relative name, size and bytes."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(model_dir).as_posix()}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def registered_copy(name: str, model_dir: Path) -> str | None:
+    """The newest version of ``name`` whose model files are byte for byte those of ``model_dir`` (a forced re-run
+    or a re-evaluation rebuilt the same model), or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    wanted = model_digest(model_dir)
+    same = [int(mv.version) for mv in versions if mv.tags.get(MODEL_DIGEST_TAG) == wanted]
+    return str(max(same)) if same else None
+
+
+def unchanged(name: str, version: str, *, params: RegistryParams) -> Decision:
+    """The decision for a model that is already registered as ``version``: nothing moves, the version's tags (its
+    metrics, what the gate said when it was registered) stay."""
+    from mlflow import MlflowClient
+
+    champ = _champion(MlflowClient(), name, params.alias)
+    before = str(champ.version) if champ else None
+    where = f", the {params.alias}" if before == version else ""
+    return Decision(name, version, False, f"the same model bytes as v{version}{where}: not registered again", before,
+                    before)
 
 
 # ------------------------------------------------------------------------------------------------------------ gate

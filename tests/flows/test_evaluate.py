@@ -118,6 +118,15 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
     assert again["finetuned.topic.promoted"] == 0
     assert again["finetuned.topic.registry_version"] > metrics["int8.topic.registry_version"]
     assert _champion(repo_copy, "topic") == champions["topic"]
+    # the models whose bytes did not change are the versions they were: not registered again, nothing moved
+    from mlflow import MlflowClient
+
+    for model in MODELS:
+        assert again[f"{model}.qa.registry_version"] == metrics[f"{model}.qa.registry_version"], model
+        assert again[f"{model}.qa.promoted"] == 0
+    uri = f"sqlite:///{repo_copy / 'mlruns.db'}"
+    qa = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'lmforge-qa'")
+    assert len(qa) == len(MODELS) and again["qa.champion_version"] == metrics["qa.champion_version"]
 
     # training documents planted in the test split: the stage fails, exit 2, naming them, no traceback
     train = [d for d in documents(400, 0) if len(d.split()) >= 13][:8]
