@@ -252,7 +252,8 @@ def _prefect_ui(params: Params, port: int | None) -> int:
     port = port or PREFECT_PORT
     check_port_free(port)
     database = prefect_database()
-    note = "" if Path(database).is_file() else " (no `lmforge run` has recorded a flow run here yet)"
+    fresh = "://" not in database and not Path(database).is_file()
+    note = " (no `lmforge run` has recorded a flow run here yet)" if fresh else ""
     print(f"Prefect UI for the flow runs in {database}{note}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)",
           flush=True)
     return serve(prefect_command(port), prefect_env(port))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,21 +67,21 @@ def configured_prefect_ui() -> str | None:
     settings = get_current_settings()
     if not settings.api.url:
         return None
-    # Prefect's own inference: the API URL without /api (PREFECT_UI_URL when set)
-    return settings.ui_url or settings.api.url.removesuffix("/").removesuffix("/api")
+    # Prefect's own inference (PREFECT_UI_URL when set; else the API URL without /api, Cloud's app for Cloud's API)
+    return (settings.ui_url or settings.api.url.removesuffix("/").removesuffix("/api")).rstrip("/")
 
 
 def prefect_database() -> str:
     """Where the ephemeral API keeps this checkout's flow runs: the sqlite file, or the database's URL (password
     hidden) when ``PREFECT_API_DATABASE_CONNECTION_URL`` names another."""
     from prefect.settings import get_current_settings
-    from sqlalchemy.engine import make_url
 
     secret = get_current_settings().server.database.connection_url
-    url = make_url(secret.get_secret_value() if secret is not None else "")
-    if url.get_backend_name() == "sqlite" and url.database:
-        return url.database
-    return url.render_as_string(hide_password=True)
+    url = secret.get_secret_value() if secret is not None else ""
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("sqlite"):
+        return rest.removeprefix("/")  # sqlite:///relative.db, sqlite:////absolute.db
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def prefect_command(port: int) -> list[str]:
