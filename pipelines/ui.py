@@ -62,13 +62,15 @@ def mlflow_command(uri: str, artifacts: str, port: int) -> list[str]:
 def configured_prefect_ui() -> str | None:
     """The UI address of the Prefect server this checkout is configured for (``PREFECT_API_URL``, set from params
     by ``apply_orchestration``, a Prefect profile or prefect.toml), or None when runs use the ephemeral API."""
+    if api := os.environ.get("PREFECT_API_URL"):  # the usual case, answered without importing Prefect
+        return os.environ.get("PREFECT_UI_URL") or api.rstrip("/").removesuffix("/api")
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
     if not settings.api.url:
         return None
     # Prefect's own inference (PREFECT_UI_URL when set; else the API URL without /api, Cloud's app for Cloud's API)
-    return (settings.ui_url or settings.api.url.removesuffix("/").removesuffix("/api")).rstrip("/")
+    return (settings.ui_url or settings.api.url.rstrip("/").removesuffix("/api")).rstrip("/")
 
 
 def prefect_database() -> str:
