@@ -377,7 +377,7 @@ def test_the_deployment_run_in_the_stack_prefect_ui(ran: dict[str, Any], stack: 
             page.goto(f"{ui}/runs")
             link = page.get_by_role("link", name=run["name"], exact=True)
             row = page.locator(".flow-run-list-item").filter(has=link)
-            row.wait_for()
+            row.get_by_text("lmforge-scheduled", exact=True).wait_for()  # its flow's name loads after the row
             text = row.inner_text()
             assert re.search(rf"^lmforge-scheduled\s+{re.escape(run['name'])}\s+Completed\b", text), text
             page.screenshot(path=str(shots / "prefect-stack-01-flow-runs.png"))

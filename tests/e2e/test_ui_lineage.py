@@ -280,7 +280,7 @@ def _flow_runs_in_the_prefect_ui(page: Any, base: str, truth: dict[str, Any], sh
     page.set_viewport_size({"width": 1600, "height": 1500})  # the eight subflow runs in one screenshot
     page.goto(f"{base}/runs")
     row = page.locator(".flow-run-list-item").filter(has=page.get_by_role("link", name=run["name"], exact=True))
-    row.wait_for()
+    row.get_by_text("lmforge", exact=True).wait_for()  # its flow's name loads after the row
     assert re.search(rf"^lmforge\s+{re.escape(run['name'])}\s+Completed\b", row.inner_text()), row.inner_text()
     page.screenshot(path=str(shots / "prefect-01-flow-runs.png"))
     row.get_by_role("link", name=run["name"], exact=True).click()
@@ -294,6 +294,6 @@ def _flow_runs_in_the_prefect_ui(page: Any, base: str, truth: dict[str, Any], sh
     for stage in STAGES:  # "STAGE > RUN NAME", Completed
         sub = page.locator(".flow-run-list-item").filter(
             has=page.get_by_role("link", name=stage_runs[stage]["name"], exact=True))
-        sub.wait_for()
+        sub.get_by_text(stage, exact=True).wait_for()
         assert re.search(rf"^{stage}\s+{re.escape(stage_runs[stage]['name'])}\s+Completed\b", sub.inner_text())
     page.screenshot(path=str(shots / "prefect-03-stage-subflow-runs.png"), full_page=True)
