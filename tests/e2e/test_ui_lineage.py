@@ -145,8 +145,9 @@ def _serving(repo: Path, *args: str, log: Path, health: str) -> Iterator[str]:
                               env=subprocess_env(PREFECT_API_URL=""), stdout=out, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        base = f"http://127.0.0.1:{port}"
+        base, t0 = f"http://127.0.0.1:{port}", time.monotonic()
         wait_http(f"{base}{health}", ui, log, what=f"`lmforge ui {' '.join(args)}`")
+        print(f"`lmforge ui {' '.join(args)}` serving after {time.monotonic() - t0:.0f} s")
         yield base
     finally:
         stop_process_group(ui)
