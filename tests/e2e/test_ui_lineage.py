@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -146,12 +147,17 @@ def _serving(repo: Path, *args: str, log: Path, health: str) -> Iterator[str]:
                               start_new_session=True)
     try:
         base, t0 = f"http://127.0.0.1:{port}", time.monotonic()
-        wait_http(f"{base}{health}", ui, log, what=f"`lmforge ui {' '.join(args)}`")
-        print(f"`lmforge ui {' '.join(args)}` serving after {time.monotonic() - t0:.0f} s")
+        command = " ".join(["lmforge ui", *args])
+        wait_http(f"{base}{health}", ui, log, what=f"`{command}`")
+        print(f"`{command}` serving after {time.monotonic() - t0:.0f} s")
         yield base
+        # the server and its workers: in a process group of their own, which `lmforge ui` stops when it is stopped
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert started
     finally:
-        stop_process_group(ui)
-    assert _group_members(ui.pid) == []  # no survivor of `lmforge ui`
+        stop_process_group(ui)  # SIGTERM, as a person's terminal or a service manager sends it
+    gone, alive = psutil.wait_procs(started, timeout=30)
+    assert alive == [] and _group_members(ui.pid) == []  # no survivor of `lmforge ui`
 
 
 def _about_panel(page: Any) -> Any:
