@@ -4,7 +4,7 @@
     lmforge status [STAGE ...]                         which stages are stale, and why
     lmforge schedule --cron "0 3 * * *" [--pool P]    run the pipeline on a schedule (no server: in the foreground;
                                                        Prefect server: a served or work-pool deployment)
-    lmforge ui [--port N]                              MLflow UI for the embedded store on 127.0.0.1
+    lmforge ui [--prefect] [--port N]                  MLflow UI (--prefect: Prefect's, the flow runs) on 127.0.0.1
     lmforge models                                     registered models: versions, aliases, gate metric, verdict
     lmforge promote NAME VERSION --reason TEXT         move the champion alias by hand (rollback: an older version)
 
@@ -16,11 +16,8 @@ the first, or queues behind it with ``--wait``; ``status``, ``models`` and ``ui`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +37,7 @@ from pipelines.runner import (
     reap_orphans,
     tee_console,
 )
+from pipelines.ui import MLFLOW_PORT, PREFECT_PORT, check_port_free, mlflow_command, serve
 from pipelines.versioning import (
     Versioning,
     check_stage_names,
@@ -80,9 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--pool", metavar="POOL", help="register the deployment with this Prefect work pool and return "
                     "(its workers run it; needs a server)")
     sc.add_argument("--force", action="store_true", help="each scheduled run forces every stage")
-    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for this repo's store",
-                        description="Serve the MLflow UI for the tracking store in params.yaml and print its URL.")
-    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    ui = sub.add_parser("ui", help="start the MLflow UI (or, with --prefect, the Prefect UI) on 127.0.0.1",
+                        description="Serve the MLflow UI for the tracking store in params.yaml and print its URL. "
+                        "--prefect: the Prefect UI instead, for the flow runs of this checkout's `lmforge run`s (the "
+                        "pipeline and one subflow per stage): with no Prefect server configured, a Prefect server on "
+                        "the checkout's own Prefect database (.prefect/prefect.db); with one configured "
+                        "(orchestration.prefect_api_url or PREFECT_API_URL), its UI address, starting nothing.")
+    ui.add_argument("--prefect", action="store_true", help="the Prefect UI (flow runs) instead of MLflow's")
+    ui.add_argument("--port", type=_port, metavar="PORT",
+                    help=f"port on 127.0.0.1 (default {MLFLOW_PORT}; with --prefect {PREFECT_PORT})")
     sub.add_parser("models", help="registered models, their versions, aliases and gate metric",
                    description="List every registered model's versions, newest first: aliases (champion), the "
                    "metric its gate compares (with its confidence interval) and what the gate decided.")
@@ -209,52 +213,50 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class PortInUseError(Exception):
-    """The port asked for is taken. Exit code 2."""
-
-    exit_code = 2
-
-
-def port_in_use(port: int) -> None:
-    """Raise :class:`PortInUseError` when ``port`` on 127.0.0.1 cannot be bound (checked before printing a URL
-    that would lead to another program, or to nothing)."""
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise PortInUseError(f"port {port} on 127.0.0.1 is in use (another `lmforge ui`?): pick another with "
-                                 "--port") from None
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {text!r}")
+    return value
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     root = prepare()
     params = load_params(root)
+    if args.prefect:
+        return _prefect_ui(params, args.port)
     from pipelines.tracking import resolve_uri
 
     uri = resolve_uri(params.tracking.uri, root)
     artifacts = params.tracking.artifact_root
     artifacts = artifacts if "://" in artifacts else (root / artifacts).resolve().as_uri()
-    port_in_use(args.port)
-    url = f"http://127.0.0.1:{args.port}"
-    print(f"MLflow UI for {uri}\n  {url}\n(Ctrl-C stops it)", flush=True)
-    # one worker: a local UI for one person (MLflow's default 4 took 30-60 s to start on 2 cores)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts,
-           "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
-    # its own process group, so Ctrl-C or SIGTERM here stops the server and every worker it started (killing only the
-    # direct child left its uvicorn workers serving)
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (raised as a KeyboardInterrupt by the command guard)
-        return EXIT_OK
-    finally:
-        from pipelines.launch import stop_group
+    port = args.port or MLFLOW_PORT
+    check_port_free(port)
+    print(f"MLflow UI for {uri}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)", flush=True)
+    return serve(mlflow_command(uri, artifacts, port), os.environ.copy())
 
-        stop_group(proc, timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever outlived the leader in its group
+
+def _prefect_ui(params: Params, port: int | None) -> int:
+    """The Prefect UI: the configured server's address, or a server on this checkout's Prefect database."""
+    apply_orchestration(params.orchestration)
+    from pipelines.ui import configured_prefect_ui, prefect_command, prefect_database, prefect_env
+
+    if url := configured_prefect_ui():
+        if port is not None:
+            print(f"lmforge: --port {port} not used: runs go to the configured Prefect server", file=sys.stderr)
+        print(f"Prefect UI of the configured server (orchestration.prefect_api_url or PREFECT_API_URL)\n  {url}")
+        return EXIT_OK
+    port = port or PREFECT_PORT
+    check_port_free(port)
+    database = prefect_database()
+    fresh = "://" not in database and not Path(database).is_file()
+    note = " (no `lmforge run` has recorded a flow run here yet)" if fresh else ""
+    print(f"Prefect UI for the flow runs in {database}{note}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)",
+          flush=True)
+    return serve(prefect_command(port), prefect_env(port))
 
 
 def _open_registry() -> Params:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import CODE_ROOT, TELEMETRY_OFF
+from pipelines.ui import PREFECT_UI_ENV
 
 BIN = Path(sys.executable).parent
 PG_USER = "lmforge"
@@ -366,7 +367,8 @@ def up() -> Stack:
         {**env, "MLFLOW_BACKEND_STORE_URI": stack.pg_url("mlflow", "postgresql+psycopg2")},
         lambda: _http_ok(f"{stack.url('mlflow')}/health"))
     port = stack.ports["LMFORGE_PREFECT_PORT"]
-    prefect_env = {**env, "PREFECT_HOME": str(stack.state / "prefect-home"),
+    # PREFECT_UI_ENV: the same UI as `lmforge ui --prefect` (V1: V2 calls Amplitude whatever the analytics setting)
+    prefect_env = {**env, **PREFECT_UI_ENV, "PREFECT_HOME": str(stack.state / "prefect-home"),
                    "PREFECT_API_DATABASE_CONNECTION_URL": stack.pg_url("prefect", "postgresql+asyncpg"),
                    "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
                    "PREFECT_UI_API_URL": stack.url("prefect")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -317,33 +318,81 @@ def test_dvc_push_and_pull_through_the_s3_remote(ran: dict[str, Any], stack: dic
     assert cstatus.returncode == 0 and "Cache and remote 'stack' are in sync" in cstatus.stdout, cstatus.stdout
 
 
-@pytest.mark.slow
-@needs_postgres
-def test_a_work_pool_deployment_runs_on_the_worker(ran: dict[str, Any], stack: dict[str, str]) -> None:
+@pytest.fixture(scope="module")
+def pool_run(ran: dict[str, Any], stack: dict[str, str]) -> dict[str, Any]:
+    """The pipeline as a work-pool deployment of the stack's Prefect server, one run of it triggered through the API
+    and run by the stack's worker (the tests that look at that run share it, in whatever order they run)."""
     repo, env, api = ran["repo"], ran["env"], stack["PREFECT_API_URL"]
     # a cron that will not fire during the test (1 January): the run below is triggered through the API
     res = run_cli(repo, "schedule", "--cron", "0 0 1 1 *", "--pool", POOL, "--name", "stack-e2e", timeout=300, **env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"run by the workers of pool '{POOL}'" in res.stdout
     deployment = _get_json(f"{api}/deployments/name/lmforge-scheduled/stack-e2e")
-    assert deployment["work_pool_name"] == POOL and deployment["parameters"] == {"root": str(repo), "force": False}
-    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 0 1 1 *"]
     pipelines_before = _pipeline_runs(stack)
     flow_run = _post(api, f"/deployments/{deployment['id']}/create_flow_run", {})
-    deadline, state = time.monotonic() + 600, None
+    deadline, run = time.monotonic() + 600, flow_run
     while time.monotonic() < deadline:
         run = _get_json(f"{api}/flow_runs/{flow_run['id']}")
-        state = run["state_type"]
-        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             break
         time.sleep(2)
+    return {"schedule_out": res.stdout, "deployment": deployment, "run": run, "pipelines_before": pipelines_before}
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_a_work_pool_deployment_runs_on_the_worker(ran: dict[str, Any], stack: dict[str, str],
+                                                   pool_run: dict[str, Any]) -> None:
+    repo, deployment, run = ran["repo"], pool_run["deployment"], pool_run["run"]
+    assert f"run by the workers of pool '{POOL}'" in pool_run["schedule_out"]
+    assert deployment["work_pool_name"] == POOL and deployment["parameters"] == {"root": str(repo), "force": False}
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 0 1 1 *"]
     worker_log = (Path(stack["state"]) / "logs/worker.log").read_text()
-    assert state == "COMPLETED", worker_log[-4000:]
+    assert run["state_type"] == "COMPLETED", worker_log[-4000:]
     assert run["work_pool_name"] == POOL and run["infrastructure_pid"]  # the process worker started it
-    assert f"submitting flow run '{flow_run['id']}'" in worker_log
+    assert f"submitting flow run '{run['id']}'" in worker_log
     # the pipeline ran in the checkout (everything up to date) and was tracked on the stack's MLflow
-    new = [r for r in _pipeline_runs(stack) if r not in pipelines_before]
+    new = [r for r in _pipeline_runs(stack) if r not in pool_run["pipelines_before"]]
     assert len(new) == 1
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_the_deployment_run_in_the_stack_prefect_ui(ran: dict[str, Any], stack: dict[str, str],
+                                                    pool_run: dict[str, Any]) -> None:
+    """The stack's Prefect UI (the URL `lmforge ui --prefect` prints for this checkout) shows the deployment's run
+    Completed, by name, on its runs page and its own page; it needs nothing beyond 127.0.0.1."""
+    from tests.browser import copy_screenshots, offline_page, require_chromium
+
+    require_chromium()
+    run = pool_run["run"]
+    assert run["state_type"] == "COMPLETED", run["state_type"]
+    shown = run_cli(ran["repo"], "ui", "--prefect", timeout=120, **ran["env"])
+    ui = stack["PREFECT_API_URL"].removesuffix("/api")
+    assert shown.returncode == 0 and shown.stdout.splitlines()[1].strip() == ui, shown.stdout + shown.stderr
+    shots = ran["repo"] / "reports" / "ui"
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        with offline_page(viewport=(1600, 1100)) as (page, log):
+            page.set_default_timeout(90_000)
+            page.goto(f"{ui}/runs")
+            link = page.get_by_role("link", name=run["name"], exact=True)
+            row = page.locator(".flow-run-list-item").filter(has=link)
+            row.get_by_text("lmforge-scheduled", exact=True).wait_for()  # its flow's name loads after the row
+            text = row.inner_text()
+            assert re.search(rf"^lmforge-scheduled\s+{re.escape(run['name'])}\s+Completed\b", text), text
+            page.screenshot(path=str(shots / "prefect-stack-01-flow-runs.png"))
+            link.click()
+            page.wait_for_url(re.compile(f"/runs/flow-run/{run['id']}"))
+            heading = page.locator("header.page-heading-flow-run")
+            # its deployment and the work pool that ran it, links once loaded
+            heading.get_by_role("link", name="stack-e2e", exact=True).wait_for()
+            heading.get_by_role("link", name=POOL, exact=True).wait_for()
+            text = heading.inner_text()
+            assert re.search(rf"{re.escape(run['name'])}\s+Completed\b", text), text
+            page.screenshot(path=str(shots / "prefect-stack-02-deployment-flow-run.png"))
+            assert log.blocked == [] and log.page_errors == [], log.problems()
+    finally:
+        copy_screenshots(shots)
 
 
 def _get_json(url: str) -> Any:

@@ -11,13 +11,18 @@ copy (and in ``$LMFORGE_UI_SCREENSHOTS`` when set).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -73,60 +78,86 @@ def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
     require_chromium()
     repo = repo_copy
     _tiny(repo)
-    t0 = time.monotonic()
-    res = run_cli(repo, "run", timeout=1800, PREFECT_API_URL="")
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    print(f"pipeline: {time.monotonic() - t0:.0f} s")
-    for stage in STAGES:
-        assert f"{stage}: ran" in res.stdout
-    truth = _truth(repo)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                          check=True).stdout.strip()
-    dedup = truth["dedup"]
-    assert dedup.data.tags["mlflow.source.git.commit"] == head
-    assert {"data/clean", "data/dedup"} <= set(truth["datasets"])
-    # every report the run wrote (each stage's Data Docs, the evaluation report) is static and offline
-    pages = sorted((repo / "reports" / "gx").rglob("*.html")) + [repo / "reports" / "evaluate" / "index.html"]
-    assert {p.relative_to(repo / "reports" / "gx").parts[0] for p in pages[:-1]} >= {"collect", "clean", "dedup",
-                                                                                     "finetune"}
-    for page_file in pages:
-        assert network_loads(page_file.read_text(encoding="utf-8")) == [], page_file
-
     shots = repo / "reports" / "ui"
-    shots.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = repo / "reports" / "ui" / "lmforge-ui.log"
-    with log_path.open("w") as log_file:
-        # its own process group: the UI's uvicorn workers and job runner stop with it
-        ui = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)], cwd=repo,
-                              env=subprocess_env(), stdout=log_file, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        wait_http(f"{base}/health", ui, log_path, what="`lmforge ui`")
-        t1 = time.monotonic()
-        with offline_page(viewport=(1600, 1100)) as (page, log):
-            page.set_default_timeout(TIMEOUT_MS)
-            # MLflow 3 lays announcements over its pages (a "Detect Issues" tour on the experiment's GenAI
-            # overview, the "new Model Registry UI" on the registry): close them as a person would
-            page.add_locator_handler(page.get_by_role("button", name="Got it", exact=True), lambda b: b.click())
-            page.add_locator_handler(page.get_by_role("dialog").filter(has_text="Model Registry UI"),
-                                     lambda dialog: page.keyboard.press("Escape"))
-            _experiment_and_parent(page, base, truth, shots)
-            _stage_run(page, truth, head, shots)
-            _data_docs_in_artifact_viewer(page, base, truth, shots)
-            _champion_to_its_run(page, truth, shots)
-            # the UI needed nothing beyond 127.0.0.1
-            assert log.blocked == [], log.blocked
-        print(f"browser: {time.monotonic() - t1:.0f} s")
-    finally:
-        stop_process_group(ui)
-        copy_screenshots(shots)
-    assert _group_members(ui.pid) == []  # no survivor of `lmforge ui`
+    # `lmforge ui --prefect` before any run, on the copy's Prefect database (it creates it): the run below records
+    # its flow runs through its own ephemeral API into the database this server made and serves, and does so while
+    # the server serves it (so a run after `lmforge ui --prefect` works); the browser finds them there afterwards
+    with _serving(repo, "--prefect", log=repo.parent / "lmforge-ui-prefect.log", health="/api/health") as prefect:
+        started = (repo.parent / "lmforge-ui-prefect.log").read_text()
+        assert f"Prefect UI for the flow runs in {repo / '.prefect' / 'prefect.db'} (no `lmforge run`" in started
+        t0 = time.monotonic()
+        res = run_cli(repo, "run", timeout=1800, PREFECT_API_URL="")
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        print(f"pipeline: {time.monotonic() - t0:.0f} s")
+        for stage in STAGES:
+            assert f"{stage}: ran" in res.stdout
+        truth = _truth(repo)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dedup = truth["dedup"]
+        assert dedup.data.tags["mlflow.source.git.commit"] == head
+        assert {"data/clean", "data/dedup"} <= set(truth["datasets"])
+        # every report the run wrote (each stage's Data Docs, the evaluation report) is static and offline
+        pages = sorted((repo / "reports" / "gx").rglob("*.html")) + [repo / "reports" / "evaluate" / "index.html"]
+        assert {p.relative_to(repo / "reports" / "gx").parts[0] for p in pages[:-1]} >= {"collect", "clean",
+                                                                                         "dedup", "finetune"}
+        for page_file in pages:
+            assert network_loads(page_file.read_text(encoding="utf-8")) == [], page_file
+
+        shots.mkdir(parents=True, exist_ok=True)
+        try:
+            with _serving(repo, log=shots / "lmforge-ui.log", health="/health") as base:
+                t1 = time.monotonic()
+                with offline_page(viewport=(1600, 1100)) as (page, log):
+                    page.set_default_timeout(TIMEOUT_MS)
+                    # MLflow 3 lays announcements over its pages (a "Detect Issues" tour on the experiment's GenAI
+                    # overview, the "new Model Registry UI" on the registry): close them as a person would
+                    page.add_locator_handler(page.get_by_role("button", name="Got it", exact=True),
+                                             lambda b: b.click())
+                    page.add_locator_handler(page.get_by_role("dialog").filter(has_text="Model Registry UI"),
+                                             lambda dialog: page.keyboard.press("Escape"))
+                    _experiment_and_parent(page, base, truth, shots)
+                    _stage_run(page, truth, head, shots)
+                    _data_docs_in_artifact_viewer(page, base, truth, shots)
+                    _champion_to_its_run(page, truth, shots)
+                    print(f"browser, MLflow: {time.monotonic() - t1:.0f} s")
+                    t2 = time.monotonic()
+                    _flow_runs_in_the_prefect_ui(page, prefect, truth, shots)
+                    print(f"browser, Prefect: {time.monotonic() - t2:.0f} s")
+                    # neither UI needed anything beyond 127.0.0.1
+                    assert log.blocked == [], log.blocked
+                    assert log.page_errors == [], log.page_errors
+        finally:
+            copy_screenshots(shots)
     assert [p.name for p in sorted(shots.glob("*.png"))] == [
         "01-experiment-runs.png", "02-nested-stage-runs.png", "03-pipeline-run.png", "04-stage-run-dedup.png",
         "05-dedup-datasets.png", "06-collect-data-docs-in-mlflow.png", "07-model-registry.png",
-        "08-champion-version.png", "09-champion-source-run.png"]
+        "08-champion-version.png", "09-champion-source-run.png", "prefect-01-flow-runs.png",
+        "prefect-02-pipeline-flow-run.png", "prefect-03-stage-subflow-runs.png"]
+
+
+@contextmanager
+def _serving(repo: Path, *args: str, log: Path, health: str) -> Iterator[str]:
+    """``lmforge ui ARGS`` on a free port of 127.0.0.1, in its own process group like a person's terminal (its
+    server's workers stop with it); yields its base URL once ``health`` answers, and checks nothing of it survives."""
+    port = _free_port()
+    with log.open("w") as out:
+        ui = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", *args, "--port", str(port)], cwd=repo,
+                              env=subprocess_env(PREFECT_API_URL=""), stdout=out, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        base, t0 = f"http://127.0.0.1:{port}", time.monotonic()
+        command = " ".join(["lmforge ui", *args])
+        wait_http(f"{base}{health}", ui, log, what=f"`{command}`")
+        print(f"`{command}` serving after {time.monotonic() - t0:.0f} s")
+        yield base
+        # the server and its workers: in a process group of their own, which `lmforge ui` stops when it is stopped
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert started
+    finally:
+        stop_process_group(ui)  # SIGTERM, as a person's terminal or a service manager sends it
+    gone, alive = psutil.wait_procs(started, timeout=30)
+    assert alive == [] and _group_members(ui.pid) == []  # no survivor of `lmforge ui`
 
 
 def _about_panel(page: Any) -> Any:
@@ -231,3 +262,45 @@ def _champion_to_its_run(page: Any, truth: dict[str, Any], shots: Path) -> None:
     assert source.info.run_id in about and "Parent run" in about
     assert truth["parent"].info.run_name in about  # the run that logged the model is a stage of the pipeline run
     page.screenshot(path=str(shots / "09-champion-source-run.png"), full_page=True)
+
+
+def _api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{base}/api{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _flow_runs_in_the_prefect_ui(page: Any, base: str, truth: dict[str, Any], shots: Path) -> None:
+    """`lmforge ui --prefect`: the pipeline's flow run (the one the MLflow parent run names) Completed on the runs
+    page, its page, and its stage subflow runs, each Completed."""
+    flow_run_id = truth["parent"].data.tags["lmforge.prefect_flow_run_id"]
+    # what the server holds (its REST API): the pipeline flow run and one subflow run per stage, named by its flow
+    run = _api(base, f"/flow_runs/{flow_run_id}")
+    assert run["state_type"] == "COMPLETED" and _api(base, f"/flows/{run['flow_id']}")["name"] == "lmforge"
+    subflows = _api(base, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
+    flows = {f["id"]: f["name"] for f in _api(base, "/flows/filter", {
+        "flows": {"id": {"any_": sorted({r["flow_id"] for r in subflows})}}})}
+    stage_runs = {flows[r["flow_id"]]: r for r in subflows}
+    assert set(STAGES) <= set(stage_runs) and {stage_runs[s]["state_type"] for s in STAGES} == {"COMPLETED"}
+
+    page.set_viewport_size({"width": 1600, "height": 1500})  # the eight subflow runs in one screenshot
+    page.goto(f"{base}/runs")
+    row = page.locator(".flow-run-list-item").filter(has=page.get_by_role("link", name=run["name"], exact=True))
+    row.get_by_text("lmforge", exact=True).wait_for()  # its flow's name loads after the row
+    assert re.search(rf"^lmforge\s+{re.escape(run['name'])}\s+Completed\b", row.inner_text()), row.inner_text()
+    page.screenshot(path=str(shots / "prefect-01-flow-runs.png"))
+    row.get_by_role("link", name=run["name"], exact=True).click()
+    page.wait_for_url(re.compile(f"/runs/flow-run/{flow_run_id}"))
+    heading = page.locator("header.page-heading-flow-run")
+    heading.get_by_text("lmforge", exact=True).wait_for()  # its flow, once loaded
+    text = heading.inner_text()
+    assert re.search(rf"{re.escape(run['name'])}\s+Completed\b.*\sFlow\s+lmforge\b", text, re.S), text
+    page.screenshot(path=str(shots / "prefect-02-pipeline-flow-run.png"))
+    page.get_by_text("Subflow Runs", exact=True).click()
+    for stage in STAGES:  # "STAGE > RUN NAME", Completed
+        sub = page.locator(".flow-run-list-item").filter(
+            has=page.get_by_role("link", name=stage_runs[stage]["name"], exact=True))
+        sub.get_by_text(stage, exact=True).wait_for()
+        assert re.search(rf"^{stage}\s+{re.escape(stage_runs[stage]['name'])}\s+Completed\b", sub.inner_text())
+    page.screenshot(path=str(shots / "prefect-03-stage-subflow-runs.png"), full_page=True)
