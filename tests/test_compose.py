@@ -41,3 +41,11 @@ def test_telemetry_is_off_in_every_python_service() -> None:
     for name in ("mlflow", "prefect-server", "prefect-worker"):
         env = _services()[name]["environment"]
         assert env["DO_NOT_TRACK"] == "1" and env["MLFLOW_DISABLE_TELEMETRY"] == "true", name
+
+
+def test_the_prefect_server_serves_the_ui_that_calls_nobody() -> None:
+    # the same settings as `lmforge ui --prefect` and the local stack (pipelines/ui.py: V2 calls Amplitude)
+    from pipelines.ui import PREFECT_UI_ENV
+
+    env = _services()["prefect-server"]["environment"]
+    assert {k: env.get(k) for k in PREFECT_UI_ENV} == PREFECT_UI_ENV
