@@ -193,9 +193,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(repo: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m pipelines.cli ARGS`` inside ``repo``."""
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=repo, env=subprocess_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    """``python -m pipelines.cli ARGS`` inside ``repo``; past ``timeout`` its whole process group is stopped (the
+    ephemeral API and training processes it started included) and ``subprocess.TimeoutExpired`` raised."""
+    cmd = [sys.executable, "-m", "pipelines.cli", *args]
+    with subprocess.Popen(cmd, cwd=repo, env=subprocess_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process_group(proc)  # subprocess.run would SIGKILL lmforge alone and orphan what it started
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # The slowest files, longest first (seconds measured in one process on 2 cores). Under xdist (pyproject's addopts: a
