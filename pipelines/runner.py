@@ -288,12 +288,14 @@ class CommandAPI:
             return
         try:
             if self.process.poll() is None:
-                from prefect.events.worker import EventsWorker
-                from prefect.logging.handlers import APILogWorker
+                try:
+                    from prefect.events.worker import EventsWorker
+                    from prefect.logging.handlers import APILogWorker
 
-                APILogWorker.drain_all(timeout=timeout)
-                EventsWorker.drain_all(timeout=timeout)
-                logging.getLogger("prefect").info("Stopping temporary server on %s", self.address)
+                    APILogWorker.drain_all(timeout=timeout)
+                    EventsWorker.drain_all(timeout=timeout)
+                finally:  # the server stops even if delivering failed
+                    logging.getLogger("prefect").info("Stopping temporary server on %s", self.address)
             self.process.terminate()
             try:
                 self.process.wait(timeout=timeout)
