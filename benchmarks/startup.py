@@ -1,6 +1,6 @@
 """Fixed start-up cost per stage: the data stages on a tiny corpus, inside one ``lmforge run`` and each alone.
 
-    .venv/bin/python -m benchmarks.startup [--docs 200] [--repeats 3] [--source PATH] [--label NAME]
+    .venv/bin/python -m benchmarks.startup [--docs 200] [--repeats 3] [--rerun STAGE] [--source PATH] [--label NAME]
                                            [--baseline PATH [--baseline-label NAME]]
                                            [--json benchmarks/results/startup.json]
 
@@ -16,8 +16,12 @@ takes well under a second, so what a stage costs is its fixed cost: Prefect subf
    subflow and the DVC record; CPU seconds of the process tree are sampled every 0.2 s (psutil) and
    interpolated at those instants. What is left, process start (imports, the ephemeral API) and exit, is
    reported apart.
-2. each stage's dvc.yaml cmd alone, ``python -m flows.STAGE`` (a fresh process each, so it pays the ephemeral
-   Prefect API and every import again): wall and CPU seconds.
+2. what a user who re-runs one stage pays, ``python -m pipelines.cli run STAGE --force`` (``--rerun``, default
+   clean) in the same copy, its stores now made: wall and CPU seconds of the whole command, of the stage's subflow,
+   and the rest, the command's fixed cost: its start (imports, DVC check, the Prefect API, until the pipeline flow
+   starts), the pipeline flow around the subflow (MLflow, DVC record) and its exit (after the pipeline flow ends).
+3. each stage's dvc.yaml cmd alone, ``python -m flows.STAGE`` (a fresh process each, so it pays every import
+   again): wall and CPU seconds.
 
 With ``--baseline PATH`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``) both are measured in
 the same session, repeat by repeat in alternating order (baseline first in odd repeats, last in even ones), so that
@@ -177,6 +181,23 @@ def flow_runs(repo: Path) -> list[dict]:
             for _, fid, start, end, parent in rows]
 
 
+def rerun_side(repo: Path, stage: str) -> dict:
+    """``lmforge run STAGE --force`` in a copy whose stores (MLflow, Prefect) a run already made: the whole command,
+    the stage's subflow, and the rest (the command's fixed cost)."""
+    total, samples = sampled([sys.executable, "-m", "pipelines.cli", "run", stage, "--force"], repo)
+    runs = [r for r in flow_runs(repo) if r["start"] is not None and r["start"] >= total["started"]]
+    top = next(r for r in runs if r["flow"] == "lmforge" and not r["nested"])
+    sub = next(r for r in runs if r["flow"] == stage and r["nested"])
+    stage_cpu = _cpu_at(samples, sub["end"]) - _cpu_at(samples, sub["start"])
+    start_cpu, exit_cpu = _cpu_at(samples, top["start"]), total["cpu_s"] - _cpu_at(samples, top["end"])
+    return {**{k: total[k] for k in ("wall_s", "cpu_s")},
+            "stage_wall_s": round(sub["end"] - sub["start"], 2), "stage_cpu_s": round(stage_cpu, 2),
+            "fixed_wall_s": round(total["wall_s"] - (sub["end"] - sub["start"]), 2),
+            "fixed_cpu_s": round(total["cpu_s"] - stage_cpu, 2),
+            "start_s": round(top["start"] - total["started"], 2), "start_cpu_s": round(start_cpu, 2),
+            "exit_s": round(total["ended"] - top["end"], 2), "exit_cpu_s": round(exit_cpu, 2)}
+
+
 def parent_run_start(repo: Path) -> float:
     """When the pipeline's parent MLflow run started (after MLflow opened, and on a fresh store created, its db)."""
     with sqlite3.connect(repo / "mlruns.db") as db:
@@ -204,7 +225,8 @@ def pipeline_side(repo: Path, stages: tuple[str, ...]) -> dict:
             "startup_cpu_s": round(_cpu_at(samples, top["start"]), 2),
             "open_tracking_s": round(opened - top["start"], 2),
             "open_tracking_cpu_s": round(_cpu_at(samples, opened) - _cpu_at(samples, top["start"]), 2),
-            "exit_s": round(total["ended"] - prev, 2)}
+            "exit_s": round(total["ended"] - prev, 2),
+            "exit_cpu_s": round(total["cpu_s"] - _cpu_at(samples, prev), 2)}
 
 
 def standalone_side(repo: Path, stages: tuple[str, ...]) -> dict:
@@ -214,6 +236,10 @@ def standalone_side(repo: Path, stages: tuple[str, ...]) -> dict:
         res = timed([sys.executable, "-m", f"flows.{stage}"], repo)
         out[stage] = {k: res[k] for k in ("wall_s", "cpu_s")}
     return out
+
+
+RERUN_KEYS = ("wall_s", "cpu_s", "stage_wall_s", "stage_cpu_s", "fixed_wall_s", "fixed_cpu_s", "start_s",
+              "start_cpu_s", "exit_s", "exit_cpu_s")
 
 
 def _median(values: list[float]) -> float:
@@ -231,6 +257,7 @@ def summarise(repeats: list[dict], stages: tuple[str, ...]) -> dict:
                      "open_tracking_s": _median([p["open_tracking_s"] for p in pipe]),
                      "open_tracking_cpu_s": _median([p["open_tracking_cpu_s"] for p in pipe]),
                      "exit_s": _median([p["exit_s"] for p in pipe]),
+                     "exit_cpu_s": _median([p.get("exit_cpu_s", 0.0) for p in pipe]),
                      "stage_wall_s": {s: _median([p["stage_wall_s"][s] for p in pipe]) for s in stages},
                      "stage_cpu_s": {s: _median([p["stage_cpu_s"][s] for p in pipe]) for s in stages},
                      "mean_stage_wall_s": _median([statistics.mean(p["stage_wall_s"].values()) for p in pipe]),
@@ -242,6 +269,9 @@ def summarise(repeats: list[dict], stages: tuple[str, ...]) -> dict:
                                                         for p in pipe])},
         "standalone": {s: {k: _median([a[s][k] for a in alone]) for k in ("wall_s", "cpu_s")} for s in stages
                        if all(s in a for a in alone)},
+        "rerun": ({"stage": repeats[0]["rerun"]["stage"],
+                   **{k: _median([r["rerun"][k] for r in repeats]) for k in RERUN_KEYS}}
+                  if all(r.get("rerun") for r in repeats) else {}),
     }
 
 
@@ -267,21 +297,32 @@ def table(label: str, summary: dict, stages: tuple[str, ...]) -> str:
     lines.append(f"lmforge run {' '.join(stages)}: {pipe['wall_s']:.2f} s wall, {pipe['cpu_s']:.2f} CPU-s; of it "
                  f"process start (imports, Prefect API) {pipe['startup_s']:.2f} s ({pipe['startup_cpu_s']:.2f} "
                  f"CPU-s), opening MLflow (fresh store) {pipe['open_tracking_s']:.2f} s "
-                 f"({pipe['open_tracking_cpu_s']:.2f} CPU-s), exit {pipe['exit_s']:.2f} s")
+                 f"({pipe['open_tracking_cpu_s']:.2f} CPU-s), exit {pipe['exit_s']:.2f} s "
+                 f"({pipe['exit_cpu_s']:.2f} CPU-s)")
+    if rerun := summary.get("rerun"):
+        lines.append(f"lmforge run {rerun['stage']} --force (stores made): {rerun['wall_s']:.2f} s wall, "
+                     f"{rerun['cpu_s']:.2f} CPU-s; the {rerun['stage']} subflow {rerun['stage_wall_s']:.2f} s "
+                     f"({rerun['stage_cpu_s']:.2f} CPU-s); fixed cost {rerun['fixed_wall_s']:.2f} s "
+                     f"({rerun['fixed_cpu_s']:.2f} CPU-s), of it start {rerun['start_s']:.2f} s "
+                     f"({rerun['start_cpu_s']:.2f} CPU-s) and exit {rerun['exit_s']:.2f} s ({rerun['exit_cpu_s']:.2f} "
+                     "CPU-s)")
     return "\n".join(lines)
 
 
-def measure_once(source: Path, stages: tuple[str, ...], docs: int, pipeline_only: bool) -> dict:
-    """One repeat: a fresh source-only copy of ``source`` with the tiny corpus; the pipeline side, then each stage
-    alone."""
+def measure_once(source: Path, stages: tuple[str, ...], docs: int, pipeline_only: bool, rerun: str | None) -> dict:
+    """One repeat: a fresh source-only copy of ``source`` with the tiny corpus; the pipeline side, the re-run of
+    one stage, then each stage alone."""
     with tempfile.TemporaryDirectory(prefix="lmforge-startup-") as tmp:
         repo = source_copy(source, Path(tmp) / "repo")
         tiny_corpus(repo, docs)
         subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
         subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "tiny"],
                        cwd=repo, check=True)
-        return {"pipeline": pipeline_side(repo, stages),
-                "standalone": {} if pipeline_only else standalone_side(repo, stages)}
+        out = {"pipeline": pipeline_side(repo, stages)}
+        if rerun:
+            out["rerun"] = {"stage": rerun, **rerun_side(repo, rerun)}
+        out["standalone"] = {} if pipeline_only else standalone_side(repo, stages)
+        return out
 
 
 def _side(source: Path, label: str | None) -> dict:
@@ -314,8 +355,17 @@ def side_by_side(base: dict, new: dict, stages: tuple[str, ...]) -> str:
     lines.append(f"{'mean/stage':<12}{pair(b['pipeline']['mean_stage_cpu_s'], n['pipeline']['mean_stage_cpu_s']):>22}"
                  f"{pair(alone(b, None), alone(n, None)):>30}")
     for key, what in (("startup_cpu_s", "process start (imports, Prefect API)"),
-                      ("open_tracking_cpu_s", "opening MLflow (fresh store)"), ("cpu_s", "whole lmforge run")):
-        lines.append(f"{what:<40}{pair(b['pipeline'][key], n['pipeline'][key]):>24}")
+                      ("open_tracking_cpu_s", "opening MLflow (fresh store)"), ("exit_cpu_s", "exit"),
+                      ("cpu_s", "whole lmforge run")):
+        lines.append(f"{what:<40}{pair(b['pipeline'].get(key), n['pipeline'].get(key)):>24}")
+    br, nr = b.get("rerun") or {}, n.get("rerun") or {}
+    if br and nr:
+        lines.append(f"lmforge run {nr['stage']} --force (stores made), CPU-s (wall s)")
+        for what, cpu, wall in (("fixed cost (all but the subflow)", "fixed_cpu_s", "fixed_wall_s"),
+                                ("of it start", "start_cpu_s", "start_s"), ("of it exit", "exit_cpu_s", "exit_s"),
+                                (f"the {nr['stage']} subflow", "stage_cpu_s", "stage_wall_s"),
+                                ("whole command", "cpu_s", "wall_s")):
+            lines.append(f"{what:<40}{pair(br[cpu], nr[cpu]):>24}{'(' + pair(br[wall], nr[wall]) + ')':>22}")
     return "\n".join(lines)
 
 
@@ -331,9 +381,13 @@ def main() -> int:
     ap.add_argument("--baseline-label", default=None, help="its name (default: its git commit)")
     ap.add_argument("--stages", nargs="+", default=list(STAGES), help="stages to run (default: the data stages)")
     ap.add_argument("--pipeline-only", action="store_true", help="skip the stages alone (python -m flows.X)")
+    ap.add_argument("--rerun", default="clean", metavar="STAGE",
+                    help="the stage re-run alone with lmforge run STAGE --force after the pipeline (default clean, "
+                    "else the last of --stages; 'none' skips it)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
     args = ap.parse_args()
     stages = tuple(args.stages)
+    rerun = None if args.rerun == "none" else args.rerun if args.rerun in stages else stages[-1]
     sides = [_side(args.source, args.label)]
     if args.baseline is not None:
         sides.insert(0, _side(args.baseline, args.baseline_label))
@@ -341,7 +395,7 @@ def main() -> int:
             sides[0]["label"] += " (baseline)"
     for i in range(args.repeats):
         for side in sides if i % 2 == 0 else sides[::-1]:
-            rep = measure_once(side["source"], stages, args.docs, args.pipeline_only)
+            rep = measure_once(side["source"], stages, args.docs, args.pipeline_only, rerun)
             side["repeats"].append(rep)
             print(f"{side['label']}: repeat {i + 1}/{args.repeats}: {json.dumps(rep)}", file=sys.stderr, flush=True)
     for side in sides:

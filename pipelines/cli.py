@@ -29,6 +29,8 @@ from pipelines.operations import apply_retries
 from pipelines.runner import (
     EXIT_OK,
     LOGS_DIR,
+    command_api,
+    exit_without_teardown,
     guarded,
     mark_owner,
     prepare,
@@ -134,10 +136,17 @@ def _run_locked(root: Path, params: Params, plan: list[str], forced: list[str]) 
     log_file = root / LOGS_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     os.environ[RUN_LOG_ENV] = str(log_file.relative_to(root))  # named by the failure notification
     try:
-        with tee_console(log_file):
-            from pipelines.pipeline import pipeline
+        # the Prefect API starts while the pipeline's modules import, and stops before the console copy ends
+        with tee_console(log_file), command_api() as api:
+            from pipelines import tracking
+            from pipelines.pipeline import pipeline, stage_preflight
 
             quiet_user_errors()
+            for stage in plan:  # import each stage's flow module (and its libraries) while the API starts
+                with contextlib.suppress(Exception):  # the pipeline's own preflight imports it again and reports
+                    stage_preflight(stage)
+            tracking.import_mlflow()
+            api.ready()
             outcome = pipeline(params=params, root=root, plan=plan, forced=forced)
             raise_if_terminated()  # a SIGTERM whose exception was swallowed must not end as success
             print(summary_table(root, plan, outcome))
@@ -295,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "status": cmd_status, "schedule": cmd_schedule, "ui": cmd_ui, "models": cmd_models,
                "promote": cmd_promote}[args.command]
-    return guarded(lambda: handler(args))
+    code = guarded(lambda: handler(args))
+    return exit_without_teardown(code) if argv is None else code  # as the command: no module teardown at exit
 
 
 if __name__ == "__main__":

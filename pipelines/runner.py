@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,11 +168,202 @@ def tee_console(path: Path) -> Iterator[Path]:
         sys.stderr.flush()
         for fd, console in saved.items():
             os.dup2(console, fd)  # the pipes' last write ends close: the pumps drain them and stop
+        deadline = time.monotonic() + 5  # a child still holding a write end must not hold up the exit
         for thread in pumps:
-            thread.join(timeout=5)  # a child still holding a write end must not hold up the exit
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for console in saved.values():
             os.close(console)
         sink.close()
+
+
+class PrefectAPIError(Exception):
+    """The Prefect API of this command did not start. Exit code 1."""
+
+    exit_code = 1
+
+
+UI_URL_ENV = "PREFECT_UI_URL"
+UVICORN_STARTUP_FAILURE = 3
+"""uvicorn's exit code when it cannot start, e.g. its port is taken."""
+
+
+class CommandAPI:
+    """The Prefect API of one ``lmforge run`` when no server is configured: Prefect's ephemeral API server (the
+    same ``uvicorn prefect.server.api.server:create_app`` process that Prefect's ``SubprocessASGIServer`` runs, with
+    the same environment), started and stopped by the command itself.
+
+    Prefect starts its ephemeral API at the first flow call, after every import of the command, and imports its
+    server module into the client process for it (about 2 CPU-s); it stops the server in an ``atexit`` hook, after
+    the command's console copy (:func:`tee_console`) waited in vain for the server to close the console pipes it
+    inherited (10 s at every run). Here the server process starts before the command imports the pipeline, flows,
+    MLflow and the task libraries, so that it starts while they import; :meth:`ready` waits for its health check
+    before the first flow; :meth:`stop` first delivers the run's pending logs and events to it, then stops it, within
+    the console copy. ``PREFECT_API_URL`` names it for this process (and what it starts, e.g. Dask workers) while it
+    runs. With an API configured (``orchestration.prefect_api_url``, ``PREFECT_API_URL``, a Prefect profile) or
+    ephemeral mode disabled, :meth:`start` does nothing and Prefect does what it always does.
+    """
+
+    HEALTH_PATH = "/api/health"
+
+    def __init__(self) -> None:
+        self.process: Any = None  # subprocess.Popen of the server
+        self.url: str | None = None
+        self._timeout = 120.0
+        self._retries = 5
+        self._env: dict[str, str] = {}
+
+    def start(self) -> bool:
+        """Start the server process (without waiting for it) unless an API is configured; whether it started."""
+        from prefect.settings import get_current_settings  # Prefect's settings: environment, profile, prefect.toml
+
+        settings = get_current_settings()
+        if os.environ.get("PREFECT_API_URL") or settings.api.url or not settings.server.ephemeral.enabled:
+            return False
+        self._timeout = float(settings.server.ephemeral.startup_timeout_seconds)
+        self._env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1", **settings.to_environment_variables(exclude_unset=True)}
+        self._launch()
+        import prefect.main  # noqa: F401  (Prefect's logging set-up, which the pipeline's import does anyway)
+
+        logging.getLogger("prefect").info("Starting temporary server on %s (the Prefect API of this command, stopped "
+                                          "when it ends)", self.address)
+        return True
+
+    @property
+    def address(self) -> str:
+        return (self.url or "").removesuffix("/api")
+
+    def _launch(self) -> None:
+        """Start the server on a free port; name it in this process's environment and Prefect settings."""
+        import subprocess
+
+        import prefect
+        from prefect.context import refresh_global_settings_context
+
+        port = _free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir",
+                                         str(Path(prefect.__file__).resolve().parents[1]), "--factory",
+                                         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+                                         str(port), "--log-level", "error", "--lifespan", "on"], env=self._env)
+        self.url = f"http://127.0.0.1:{port}/api"
+        # Prefect read its settings when it was imported: refresh them so that this process (and what it starts)
+        # talks to this server from now on
+        os.environ["PREFECT_API_URL"] = self.url
+        os.environ[UI_URL_ENV] = ""  # it serves no UI: no "View at" links to it
+        refresh_global_settings_context()
+
+    def ready(self) -> None:
+        """Wait until the server answers its health check (at most Prefect's ephemeral start-up timeout)."""
+        import urllib.error
+        import urllib.request
+
+        if self.process is None or self.url is None:
+            return
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code == UVICORN_STARTUP_FAILURE and self._retries > 0:  # the port was taken meanwhile: another one
+                self._retries -= 1
+                self._launch()
+                continue
+            if code is not None:
+                raise PrefectAPIError(f"the temporary Prefect API server exited with code {code} before it answered "
+                                      f"on {self.url} (its output is above)")
+            try:
+                with urllib.request.urlopen(self.url.removesuffix("/api") + self.HEALTH_PATH, timeout=5) as res:
+                    if res.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise PrefectAPIError(f"the temporary Prefect API server did not answer on {self.url} within "
+                              f"{self._timeout:g} s (server.ephemeral.startup_timeout_seconds in prefect.toml)")
+
+    def stop(self, timeout: float = 10) -> None:
+        """Deliver the logs and events Prefect still holds to the server, then stop it (SIGTERM: its own shutdown
+        writes what it buffered; SIGKILL after ``timeout`` s)."""
+        import subprocess
+
+        if self.process is None:
+            return
+        try:
+            if self.process.poll() is None:
+                try:
+                    from prefect.events.worker import EventsWorker
+                    from prefect.logging.handlers import APILogWorker
+
+                    APILogWorker.drain_all(timeout=timeout)
+                    EventsWorker.drain_all(timeout=timeout)
+                finally:  # the server stops even if delivering failed
+                    logging.getLogger("prefect").info("Stopping temporary server on %s", self.address)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        finally:
+            self.process = None
+            if os.environ.get("PREFECT_API_URL") == self.url:
+                del os.environ["PREFECT_API_URL"]
+                os.environ.pop(UI_URL_ENV, None)
+                from prefect.context import refresh_global_settings_context
+
+                refresh_global_settings_context()
+
+
+def _free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def command_api() -> Iterator[CommandAPI]:
+    """:class:`CommandAPI` started on entry (unless an API is configured) and stopped on exit, whatever happened."""
+    api = CommandAPI()
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def exit_without_teardown(code: int) -> int:
+    """Let the interpreter end this command with ``code`` right after its exit handlers, without tearing down
+    its modules; returns ``code``. Only for a process's own command line: the process ends with ``code``.
+
+    A stage's process holds about half a million objects from the libraries it imported (Great Expectations, MLflow,
+    Prefect, pandas); freeing them one module at a time after the exit handlers took 1.7 CPU-s and 3.5 s here, at the
+    end of every command, and writes nothing. So a last ``atexit`` handler, registered here (it runs first), runs
+    every other exit handler itself (in their order: logging's shutdown, Prefect's, MLflow's, temporary directories'
+    finalizers...), flushes the standard streams and ends the process with ``os._exit(code)``. By then the
+    interpreter has already joined its non-daemon threads and run the ``threading`` exit hooks (Prefect's queue
+    services drain there). Without CPython's ``atexit._run_exitfuncs`` it does nothing and the exit is the usual one.
+    """
+    import atexit
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:
+        return code
+
+    def end_now() -> None:
+        atexit.unregister(end_now)
+        try:
+            run_exit_handlers()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+            os._exit(code)
+
+    atexit.register(end_now)
+    return code
 
 
 def report_error(err: BaseException) -> int:
@@ -303,4 +495,7 @@ def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
                 getattr(flow_fn, "fn", flow_fn)(params=params, root=root)
         return EXIT_OK
 
-    return guarded(body)
+    code = guarded(body)
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    # as the command (python -m flows.STAGE), not when called inside another program
+    return exit_without_teardown(code) if getattr(main_spec, "name", None) == f"flows.{stage}" else code

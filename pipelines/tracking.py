@@ -40,6 +40,12 @@ def resolve_uri(uri: str, root: Path) -> str:
     return uri
 
 
+def import_mlflow() -> None:
+    """Import MLflow and its tracking store modules (about 1 CPU-s), e.g. while something else starts."""
+    import mlflow  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def configure(params: TrackingParams, root: Path) -> str:
     """Point MLflow at the store in params and make sure the experiment exists; returns its id."""
     import mlflow

@@ -16,6 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Great Expectations (about 2.8 CPU-s, scipy.stats and altair included) at import: every importer runs a suite (the
+# data stages and the fine-tuning gate), and `lmforge run` imports the stages' modules while its Prefect API starts
+import great_expectations as gx
+import great_expectations.expectations as gxe
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+
 TEXT_CHARS = "text_chars"
 """Column standing in for ``text`` in the validation frame: length of the whitespace-stripped text."""
 
@@ -98,8 +108,6 @@ def record_expectations(columns: Sequence[str], *, min_rows: int, max_rows: int 
     Options for later stages: the share of rows whose ``lang`` is in ``languages`` (clean), and no two rows
     with the same normalised text (dedup, through the frame's ``text_hash`` column).
     """
-    import great_expectations.expectations as gxe
-
     expected = [TEXT_CHARS if c == "text" else c for c in columns] + (["text_hash"] if unique_text else [])
     suite = [
         gxe.ExpectTableColumnsToMatchSet(column_set=expected, exact_match=True),
@@ -145,13 +153,6 @@ def run_suite(frame: Any, suite: str, expectations: list[Any], report_dir: Path)
         report_dir: replaced by this run's Data Docs site; ``index.html`` is its entry page. Every page is
             self-contained static HTML that renders with no network (:mod:`tasks.datadocs`).
     """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
     from tasks import datadocs
 
     config = DataContextConfig(analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
@@ -195,7 +196,6 @@ def validate_splits(counts: dict[str, int], fractions: dict[str, float], *, tole
     """
     import math
 
-    import great_expectations.expectations as gxe
     import pandas as pd
 
     total = max(sum(counts.values()), 1)
