@@ -16,6 +16,7 @@ the first, or queues behind it with ``--wait``; ``status``, ``models`` and ``ui`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
