@@ -26,6 +26,12 @@ BIN = Path(sys.executable).parent
 
 for _k, _v in TELEMETRY_OFF.items():
     os.environ.setdefault(_k, _v)
+# Under xdist (a worker per core) torch's default of one thread per core in every worker's training processes put
+# twice as many OpenMP threads as cores on the machine, and they wait on each other: the e2e default run took 1756 s
+# beside the other worker against 466 s alone. A worker's share of the cores is its threads (an explicit setting wins).
+if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    for _k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_k, str(max(1, (os.cpu_count() or 1) // _workers)))
 # Hugging Face datasets writes caches and lock files even for local files: keep them out of the user's home
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="lmforge-tests-hf-"))
 
