@@ -129,8 +129,13 @@ def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server on 127.0.0.1, shared by the whole session (starting one costs ~10 s)."""
     with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (url, _):
+        # Prefect reads its settings once per process: the env var alone is not seen by a worker that already imported
+        # prefect (an earlier test did), whose client would then start an ephemeral server of its own
+        from prefect.context import refresh_global_settings_context
+
         old = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = url
+        refresh_global_settings_context()
         try:
             yield url
         finally:
@@ -144,6 +149,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = old
+            refresh_global_settings_context()
 
 
 RUN_STATE = ("dvc.lock", "metrics", "mlruns.db", "mlruns", "mlartifacts", ".prefect", "checkpoints", "reports",
