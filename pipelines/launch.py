@@ -19,6 +19,7 @@ from typing import Any
 
 from pipelines.artifacts import atomic_write_text
 from pipelines.config.launch import LaunchParams
+from pipelines.net import free_port
 
 LAUNCH_TIME_ENV = "LMFORGE_LAUNCH_TIME"
 """The launch's wall-clock time, read by the entry point (``tasks.training.telemetry``, same name)."""
@@ -31,13 +32,6 @@ class LaunchConfigError(ValueError):
     """The launch settings cannot start the processes (missing or malformed hostfile). Exit code 2."""
 
     exit_code = 2
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 for the rendezvous."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_hostfile(path: Path) -> dict[str, int]:

@@ -240,7 +240,9 @@ class CommandAPI:
         import prefect
         from prefect.context import refresh_global_settings_context
 
-        port = _free_port()
+        from pipelines.net import free_port
+
+        port = free_port()
         self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir",
                                          str(Path(prefect.__file__).resolve().parents[1]), "--factory",
                                          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
@@ -310,15 +312,6 @@ class CommandAPI:
                 from prefect.context import refresh_global_settings_context
 
                 refresh_global_settings_context()
-
-
-def _free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import BIN, REPO, make_repo_copy, run_cli, subprocess_env
+from tests.conftest import BIN, REPO, _free_port, make_repo_copy, run_cli, subprocess_env
 
 needs_postgres = pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
                                     reason="PostgreSQL (Debian's package) is not installed: infra/bootstrap.sh "
@@ -33,12 +33,6 @@ needs_postgres = pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*
 
 STAGES = ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
 POOL = "lmforge"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
