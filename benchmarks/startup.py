@@ -229,6 +229,20 @@ def pipeline_side(repo: Path, stages: tuple[str, ...]) -> dict:
             "exit_cpu_s": round(total["cpu_s"] - _cpu_at(samples, prev), 2)}
 
 
+FLOOR_IMPORTS = {
+    # what every data stage's process imports before any lmforge code runs: the components the design names
+    "libraries": "import great_expectations, mlflow, prefect, dvc.repo, pandas, pyarrow",
+    # what the Prefect API process of an lmforge run imports before it answers (its own interpreter)
+    "prefect_server": "import prefect.server.api.server",
+}
+
+
+def import_floor(repo: Path) -> dict:
+    """CPU seconds of a bare ``python -c IMPORTS`` for :data:`FLOOR_IMPORTS`: the part of a command's fixed cost
+    that is the libraries' own import, which no change in lmforge can remove while it uses them."""
+    return {name: timed([sys.executable, "-c", code], repo)["cpu_s"] for name, code in FLOOR_IMPORTS.items()}
+
+
 def standalone_side(repo: Path, stages: tuple[str, ...]) -> dict:
     """Each stage's dvc.yaml cmd in a process of its own (inputs from the pipeline side's run)."""
     out = {}
@@ -269,6 +283,8 @@ def summarise(repeats: list[dict], stages: tuple[str, ...]) -> dict:
                                                         for p in pipe])},
         "standalone": {s: {k: _median([a[s][k] for a in alone]) for k in ("wall_s", "cpu_s")} for s in stages
                        if all(s in a for a in alone)},
+        "floor": ({k: _median([r["floor"][k] for r in repeats]) for k in FLOOR_IMPORTS}
+                  if all(r.get("floor") for r in repeats) else {}),
         "rerun": ({"stage": repeats[0]["rerun"]["stage"],
                    **{k: _median([r["rerun"][k] for r in repeats]) for k in RERUN_KEYS}}
                   if all(r.get("rerun") for r in repeats) else {}),
@@ -306,6 +322,11 @@ def table(label: str, summary: dict, stages: tuple[str, ...]) -> str:
                      f"({rerun['fixed_cpu_s']:.2f} CPU-s), of it start {rerun['start_s']:.2f} s "
                      f"({rerun['start_cpu_s']:.2f} CPU-s) and exit {rerun['exit_s']:.2f} s ({rerun['exit_cpu_s']:.2f} "
                      "CPU-s)")
+    if (floor := summary.get("floor")) and rerun:
+        libs, server = floor["libraries"], floor["prefect_server"]
+        lines.append(f"import floor (bare python -c): the libraries every stage imports {libs:.2f} CPU-s, the Prefect "
+                     f"API process {server:.2f} CPU-s; the one-stage command's fixed cost beyond them "
+                     f"{rerun['fixed_cpu_s'] - libs - server:.2f} CPU-s")
     return "\n".join(lines)
 
 
@@ -322,6 +343,7 @@ def measure_once(source: Path, stages: tuple[str, ...], docs: int, pipeline_only
         if rerun:
             out["rerun"] = {"stage": rerun, **rerun_side(repo, rerun)}
         out["standalone"] = {} if pipeline_only else standalone_side(repo, stages)
+        out["floor"] = import_floor(repo)
         return out
 
 

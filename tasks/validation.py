@@ -10,17 +10,55 @@ suites of their own.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import shutil
+import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Great Expectations (about 2.8 CPU-s, scipy.stats and altair included) at import: every importer runs a suite (the
+
+class _DeferredModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module that is imported only on its first attribute access.
+
+    Great Expectations imports ``scipy.stats`` and ``altair`` at its own import (a third of its import time) for
+    expectations and renderers no lmforge suite uses (KL divergence, KS tests, their charts). The standard library's
+    ``importlib.util.LazyLoader`` does not help on Python 3.11: ``import altair`` itself reads the module's
+    ``__spec__`` and so loads it. This stand-in has a real ``__spec__``; any other attribute (a function, a class,
+    ``__path__`` for a submodule import) imports the real module, which then takes its place in ``sys.modules``;
+    the stand-in forwards to it from then on, so a module that bound the name early still works.
+    """
+
+    def __init__(self, name: str, spec: importlib.machinery.ModuleSpec) -> None:
+        super().__init__(name)
+        self.__spec__ = spec
+        self.__dict__["_real"] = None
+
+    def __getattr__(self, attr: str) -> Any:
+        real = self.__dict__["_real"]
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def _defer_import(name: str) -> None:
+    if name not in sys.modules and (spec := importlib.util.find_spec(name)) is not None:
+        sys.modules[name] = _DeferredModule(name, spec)
+
+
+for _name in ("scipy.stats", "altair"):
+    _defer_import(_name)
+
+# Great Expectations (about 2.8 CPU-s, 4.2 with scipy.stats and altair) at import: every importer runs a suite (the
 # data stages and the fine-tuning gate), and `lmforge run` imports the stages' modules while its Prefect API starts
-import great_expectations as gx
-import great_expectations.expectations as gxe
-from great_expectations.data_context.types.base import (
+import great_expectations as gx  # noqa: E402
+import great_expectations.expectations as gxe  # noqa: E402
+from great_expectations.data_context.types.base import (  # noqa: E402
     DataContextConfig,
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,

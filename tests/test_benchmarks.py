@@ -118,6 +118,10 @@ def test_startup_benchmark_reports_the_fixed_cost_of_each_stage_in_a_run_and_alo
     assert all(result["standalone"][s]["wall_s"] > 0 and result["standalone"][s]["cpu_s"] > 0
                for s in ("collect", "clean"))
     assert "fixed cost per stage" in res.stdout and "mean/stage" in res.stdout
+    # the libraries' bare import is measured apart, and the re-run's fixed cost is more than it
+    floor = result["floor"]
+    assert floor["libraries"] > 0.5 and floor["prefect_server"] > 0.5
+    assert result["rerun"]["fixed_cpu_s"] > floor["libraries"] and "import floor" in res.stdout
 
 
 def test_startup_benchmark_side_by_side_table_pairs_baseline_and_new_cpu_seconds() -> None:

@@ -83,3 +83,37 @@ def test_offline_pages_keep_no_script_and_nothing_from_the_network() -> None:
     assert 'src="static/images/local.png"' in offline and 'href="https://greatexpectations.io"' in offline
     assert 'data-href="https://example.org/row">row</tr>' in offline  # not a load: the element stays whole
     assert offline.index("<style>body{") < offline.index("</head>")
+
+
+def test_scipy_stats_and_altair_load_only_when_used() -> None:
+    """GX's import no longer loads scipy.stats and altair (which no lmforge suite uses); a suite still runs, and the
+    modules work in full for whoever uses them later, through GX's early-bound names and through a plain import."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, subprocess_env
+
+    script = r"""
+import sys, tempfile
+from pathlib import Path
+import pandas as pd
+from tasks.validation import run_suite
+import great_expectations.expectations as gxe
+assert "scipy.stats._stats_py" not in sys.modules and "altair.vegalite" not in sys.modules
+rep = run_suite(pd.DataFrame({"n": [1, 2, 3]}), "t", [gxe.ExpectColumnValuesToBeBetween(column="n", min_value=1)],
+                Path(tempfile.mkdtemp()) / "docs")
+assert rep.success and rep.evaluated == 1 and rep.docs_index.is_file()
+assert "scipy.stats._stats_py" not in sys.modules and "altair.vegalite" not in sys.modules
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+assert abs(kl.stats.entropy([0.5, 0.5], base=2) - 1.0) < 1e-12  # GX's own early-bound name forwards
+import scipy.stats
+from scipy.stats import norm
+assert type(sys.modules["scipy.stats"]) is type(sys) and scipy.stats.norm is norm and norm.cdf(0.0) == 0.5
+import scipy.stats.distributions  # a submodule import needs the package's real __path__
+import altair as alt
+assert alt.Chart(pd.DataFrame({"x": [1]})).mark_point().to_dict()["mark"]["type"] == "point"
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
