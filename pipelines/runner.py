@@ -195,12 +195,13 @@ class CommandAPI:
     Prefect starts its ephemeral API at the first flow call, after every import of the command, and imports its
     server module into the client process for it (about 2 CPU-s); it stops the server in an ``atexit`` hook, after
     the command's console copy (:func:`tee_console`) waited in vain for the server to close the console pipes it
-    inherited (10 s at every run). Here the server process starts before the command imports the pipeline, flows,
-    MLflow and the task libraries, so that it starts while they import; :meth:`ready` waits for its health check
+    inherited (10 s at every run). Here the server process starts before the command imports Prefect, the
+    pipeline, flows, MLflow and the task libraries, so that it starts while they import; :meth:`ready` waits for its health check
     before the first flow; :meth:`stop` first delivers the run's pending logs and events to it, then stops it, within
     the console copy. ``PREFECT_API_URL`` names it for this process (and what it starts, e.g. Dask workers) while it
-    runs. With an API configured (``orchestration.prefect_api_url``, ``PREFECT_API_URL``, a Prefect profile) or
-    ephemeral mode disabled, :meth:`start` does nothing and Prefect does what it always does.
+    runs. With an API configured (``orchestration.prefect_api_url``, ``PREFECT_API_URL``, a Prefect profile,
+    prefect.toml) or ephemeral mode disabled, :meth:`start` leaves nothing running and Prefect does what it always
+    does.
     """
 
     HEALTH_PATH = "/api/health"
@@ -213,16 +214,27 @@ class CommandAPI:
         self._env: dict[str, str] = {}
 
     def start(self) -> bool:
-        """Start the server process (without waiting for it) unless an API is configured; whether it started."""
+        """Start the server process (without waiting for it) unless an API is configured; whether it started.
+
+        The process is started before this one imports Prefect, which its settings need (1.2 CPU-s, on the
+        command's critical path before); the settings then decide: where they name an API (a Prefect profile,
+        prefect.toml) or disable ephemeral mode, the process is stopped unused. An API named in the environment
+        (``PREFECT_API_URL``, which ``orchestration.prefect_api_url`` sets) is seen first and starts nothing."""
+        if os.environ.get("PREFECT_API_URL"):
+            return False
+        # the server reads Prefect's settings from the same sources as this process (environment, profile,
+        # prefect.toml in the same directory)
+        self._env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1"}
+        self._spawn()
         from prefect.settings import get_current_settings  # Prefect's settings: environment, profile, prefect.toml
 
         settings = get_current_settings()
-        if os.environ.get("PREFECT_API_URL") or settings.api.url or not settings.server.ephemeral.enabled:
+        if settings.api.url or not settings.server.ephemeral.enabled:
+            self._discard()
             return False
         self._timeout = float(settings.server.ephemeral.startup_timeout_seconds)
-        self._env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                     "PREFECT__SERVER_FINAL": "1", **settings.to_environment_variables(exclude_unset=True)}
-        self._launch()
+        self._name_api()
         import prefect.main  # noqa: F401  (Prefect's logging set-up, which the pipeline's import does anyway)
 
         logging.getLogger("prefect").info("Starting temporary server on %s (the Prefect API of this command, stopped "
@@ -233,26 +245,44 @@ class CommandAPI:
     def address(self) -> str:
         return (self.url or "").removesuffix("/api")
 
-    def _launch(self) -> None:
-        """Start the server on a free port; name it in this process's environment and Prefect settings."""
+    def _spawn(self) -> None:
+        """Start the server on a free port (Prefect itself is not imported here)."""
+        import importlib.util
         import subprocess
-
-        import prefect
-        from prefect.context import refresh_global_settings_context
 
         from pipelines.net import free_port
 
+        spec = importlib.util.find_spec("prefect")
+        if spec is None or spec.origin is None:
+            raise PrefectAPIError("Prefect is not installed in this environment")
         port = free_port()
         self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir",
-                                         str(Path(prefect.__file__).resolve().parents[1]), "--factory",
+                                         str(Path(spec.origin).resolve().parents[1]), "--factory",
                                          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
                                          str(port), "--log-level", "error", "--lifespan", "on"], env=self._env)
         self.url = f"http://127.0.0.1:{port}/api"
-        # Prefect read its settings when it was imported: refresh them so that this process (and what it starts)
-        # talks to this server from now on
-        os.environ["PREFECT_API_URL"] = self.url
+
+    def _name_api(self) -> None:
+        """Name the server in this process's environment and Prefect settings (and so for what it starts)."""
+        from prefect.context import refresh_global_settings_context
+
+        # Prefect read its settings when it was imported: refresh them so that this process talks to this server
+        os.environ["PREFECT_API_URL"] = str(self.url)
         os.environ[UI_URL_ENV] = ""  # it serves no UI: no "View at" links to it
         refresh_global_settings_context()
+
+    def _discard(self) -> None:
+        """Stop a server this command does not use (an API is configured after all)."""
+        import subprocess
+
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process, self.url = None, None
 
     def ready(self) -> None:
         """Wait until the server answers its health check (at most Prefect's ephemeral start-up timeout)."""
@@ -266,7 +296,8 @@ class CommandAPI:
             code = self.process.poll()
             if code == UVICORN_STARTUP_FAILURE and self._retries > 0:  # the port was taken meanwhile: another one
                 self._retries -= 1
-                self._launch()
+                self._spawn()
+                self._name_api()
                 continue
             if code is not None:
                 raise PrefectAPIError(f"the temporary Prefect API server exited with code {code} before it answered "

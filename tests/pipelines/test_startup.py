@@ -37,6 +37,16 @@ API_SCRIPT = textwrap.dedent("""
     refresh_global_settings_context()
     configured = CommandAPI()
     assert configured.start() is False and configured.process is None
+
+    # an API named only in prefect.toml: the server this command started before it could read that is stopped
+    del os.environ["PREFECT_API_URL"]
+    open("prefect.toml", "w").write('[api]\\nurl = "http://127.0.0.1:9/api"\\n')
+    refresh_global_settings_context()
+    me = psutil.Process()
+    by_toml = CommandAPI()
+    assert by_toml.start() is False and by_toml.process is None and by_toml.url is None
+    assert not [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    assert "PREFECT_API_URL" not in os.environ and PREFECT_API_URL.value() == "http://127.0.0.1:9/api"
     print("stopped")
 """)
 
