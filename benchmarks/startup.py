@@ -230,8 +230,9 @@ def pipeline_side(repo: Path, stages: tuple[str, ...]) -> dict:
 
 
 FLOOR_IMPORTS = {
-    # what every data stage's process imports before any lmforge code runs: the components the design names
-    "libraries": "import great_expectations, mlflow, prefect, dvc.repo, pandas, pyarrow",
+    # what every data stage's process imports besides lmforge's own code: the components the design names (Great
+    # Expectations through tasks.validation, which imports it as the stages do: scipy.stats and altair deferred)
+    "libraries": "import tasks.validation, mlflow, prefect, dvc.repo, pandas, pyarrow",
     # what the Prefect API process of an lmforge run imports before it answers (its own interpreter)
     "prefect_server": "import prefect.server.api.server",
 }
