@@ -196,12 +196,12 @@ class CommandAPI:
     server module into the client process for it (about 2 CPU-s); it stops the server in an ``atexit`` hook, after
     the command's console copy (:func:`tee_console`) waited in vain for the server to close the console pipes it
     inherited (10 s at every run). Here the server process starts before the command imports Prefect, the
-    pipeline, flows, MLflow and the task libraries, so that it starts while they import; :meth:`ready` waits for its health check
-    before the first flow; :meth:`stop` first delivers the run's pending logs and events to it, then stops it, within
-    the console copy. ``PREFECT_API_URL`` names it for this process (and what it starts, e.g. Dask workers) while it
-    runs. With an API configured (``orchestration.prefect_api_url``, ``PREFECT_API_URL``, a Prefect profile,
-    prefect.toml) or ephemeral mode disabled, :meth:`start` leaves nothing running and Prefect does what it always
-    does.
+    pipeline, flows, MLflow and the task libraries, so that it starts while they import; :meth:`ready` waits for
+    its health check before the first flow; :meth:`stop` first delivers the run's pending logs and events to it,
+    then stops it, within the console copy. ``PREFECT_API_URL`` names it for this process (and what it starts,
+    e.g. Dask workers) while it runs. With an API configured (``orchestration.prefect_api_url``,
+    ``PREFECT_API_URL``, a Prefect profile, prefect.toml) or ephemeral mode disabled, :meth:`start` leaves nothing
+    running and Prefect does what it always does.
     """
 
     HEALTH_PATH = "/api/health"
@@ -273,16 +273,21 @@ class CommandAPI:
 
     def _discard(self) -> None:
         """Stop a server this command does not use (an API is configured after all)."""
+        self._terminate(timeout=10)
+        self.process, self.url = None, None
+
+    def _terminate(self, timeout: float) -> None:
+        """SIGTERM the server (its own shutdown writes what it buffered), SIGKILL after ``timeout`` s."""
         import subprocess
 
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process, self.url = None, None
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def ready(self) -> None:
         """Wait until the server answers its health check (at most Prefect's ephemeral start-up timeout)."""
@@ -315,8 +320,6 @@ class CommandAPI:
     def stop(self, timeout: float = 10) -> None:
         """Deliver the logs and events Prefect still holds to the server, then stop it (SIGTERM: its own shutdown
         writes what it buffered; SIGKILL after ``timeout`` s)."""
-        import subprocess
-
         if self.process is None:
             return
         try:
@@ -329,12 +332,7 @@ class CommandAPI:
                     EventsWorker.drain_all(timeout=timeout)
                 finally:  # the server stops even if delivering failed
                     logging.getLogger("prefect").info("Stopping temporary server on %s", self.address)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self._terminate(timeout)
         finally:
             self.process = None
             if os.environ.get("PREFECT_API_URL") == self.url:
