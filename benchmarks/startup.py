@@ -22,6 +22,9 @@ takes well under a second, so what a stage costs is its fixed cost: Prefect subf
    starts), the pipeline flow around the subflow (MLflow, DVC record) and its exit (after the pipeline flow ends).
 3. each stage's dvc.yaml cmd alone, ``python -m flows.STAGE`` (a fresh process each, so it pays every import
    again): wall and CPU seconds.
+4. the import floor: CPU seconds of a bare ``python -c`` importing what every data stage imports besides lmforge's
+   own code, and of the Prefect API process's server module; the re-run's fixed cost beyond the two is what
+   lmforge itself adds to a one-stage command.
 
 With ``--baseline PATH`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``) both are measured in
 the same session, repeat by repeat in alternating order (baseline first in odd repeats, last in even ones), so that
