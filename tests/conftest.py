@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from pipelines.config import TELEMETRY_OFF
+from pipelines.net import free_port as _free_port  # the tests' name for it
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,12 +34,6 @@ if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
         os.environ.setdefault(_k, str(max(1, (os.cpu_count() or 1) // _workers)))
 # Hugging Face datasets writes caches and lock files even for local files: keep them out of the user's home
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="lmforge-tests-hf-"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
