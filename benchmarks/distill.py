@@ -4,9 +4,9 @@ labels only (no teacher), and the compressed variants; plus what the teacher-log
     .venv/bin/python -m benchmarks.distill [--checkout DIR] [--steps N] [--task doc_section] [--json FILE]
                                            [--no-cache-side]
 
-On a checkout where ``lmforge run finetune`` ran (default: this one), the distill recipe
-(``python -m tasks.training.distill``) runs in subprocesses with the checkout's params.yaml ``distill`` section,
-nothing else changed between sides but:
+On a checkout where ``lmforge run finetune`` ran (default: this one), the distill stage's recipes
+(``python -m tasks.training.distill``, then ``tasks.training.compress``) run in subprocesses with the checkout's
+params.yaml ``distill`` section, nothing else changed between sides but:
 
 - ``kd``: the section as it is (``alpha`` 0.5: KD term plus hard labels);
 - ``hard``: ``alpha`` 0, the same student, initialisation, data order and steps, trained on hard labels only: the
@@ -14,7 +14,7 @@ nothing else changed between sides but:
 - ``cache`` (unless ``--no-cache-side``): ``kd`` with ``cache_teacher`` on, for the cache's build time, the teacher
   work per step live and from the cache, and the break-even step count.
 
-Each side measures every model in the same process the same way (``tasks.training.measure.measure_model``: batch-1
+Each side measures every model in the same process the same way (``tasks.modeling.measure.measure_model``: batch-1
 CPU latency p50/p95 after warm-up over the test split's first ``latency_examples`` examples, size on disk, quality on
 the whole test split), so the speed-up is teacher p50 / student p50 within one process. The goals of the distill
 issue are checked on the default classification task: student <= 50% of the teacher's parameters, >= 90% of its
@@ -42,30 +42,35 @@ GOALS = {"params_ratio_max": 0.5, "retention_min": 0.9, "speedup_min": 1.8, "int
 
 
 def side_config(checkout: Path, run: Path, **over: Any) -> Path:
-    """The recipe's run.json for one side: the flow's own config (params.yaml's distill section) with ``over``."""
+    """The KD recipe's run.json for one side (the flow's own config, params.yaml's distill section, with ``over``)
+    and beside it the compress recipe's compress.json, as the distill stage writes them."""
     sys.path.insert(0, str(REPO))
     from flows.distill import run_config
     from pipelines.config import load_params
 
     cfg = load_params(checkout).distill
-    config = run_config(cfg, checkout, out_dir=run / "model", checkpoint_dir=run / "ckpt", plots_dir=run / "plots",
-                        run_id="unused", tracking_uri="unused")
+    config = run_config(cfg, checkout, out_dir=run / "student", checkpoint_dir=run / "ckpt",
+                        plots_dir=run / "plots", run_id="unused", tracking_uri="unused")
     config.update(mlflow=None, **over)
     run.mkdir(parents=True, exist_ok=True)
     (run / "run.json").write_text(json.dumps(config, indent=2))
+    (run / "compress.json").write_text(json.dumps({**config, "out_dir": str(run / "model"),
+                                                   "student_dir": str(run / "student")}, indent=2))
     return run / "run.json"
 
 
 def run_side(name: str, config: Path) -> dict[str, Any]:
-    """Run the recipe once; returns its summary, run stats and wall time."""
+    """Run the stage's two recipes once (KD, then compress); returns the summary, run stats and wall time."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_RUN_ID", None)
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "tasks.training.distill", "--config", str(config)], cwd=REPO, env=env,
-                         capture_output=True, text=True)
+    for recipe, path in (("distill", config), ("compress", config.parent / "compress.json")):
+        res = subprocess.run([sys.executable, "-m", f"tasks.training.{recipe}", "--config", str(path)], cwd=REPO,
+                             env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"benchmarks.distill: side {name}, {recipe} failed ({res.returncode}):\n"
+                             f"{res.stderr[-3000:]}")
     wall = time.perf_counter() - start
-    if res.returncode != 0:
-        raise SystemExit(f"benchmarks.distill: side {name} failed ({res.returncode}):\n{res.stderr[-3000:]}")
     run = config.parent
     summary = json.loads((run / "model" / "distill_summary.json").read_text())
     stats = json.loads((run / "ckpt" / "run_stats.json").read_text())

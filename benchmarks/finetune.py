@@ -85,9 +85,9 @@ def make_inputs(root: Path) -> dict[str, Path]:
     from transformers import AutoTokenizer
 
     from tasks.examples import write_manifest, write_rows
+    from tasks.modeling.llama import build_llama
     from tasks.tokenizer.bpe import train_tokenizer
     from tasks.tokenizer.packing import pack_splits
-    from tasks.training.model import build_llama
 
     transformers.utils.logging.disable_progress_bar()
     rng = random.Random(0)
@@ -172,9 +172,9 @@ def _setup(config: Path) -> tuple[Any, dict[str, Any], Any, dict[str, list[str]]
     from transformers import AutoTokenizer
 
     from tasks.examples import load_split
+    from tasks.modeling.encoding import TaskBatches, check_tasks, encode
     from tasks.training.config import load_config
     from tasks.training.finetune import FinetuneConfig
-    from tasks.training.task_data import TaskBatches, check_tasks, encode
 
     cfg = load_config(config, FinetuneConfig)
     tasks = check_tasks(cfg.examples_dir)
@@ -207,7 +207,7 @@ def plain_loop(config: Path, steps_info: dict[str, Any]) -> dict[str, Any]:
     """The baseline: the recipe's model, groups, batches and losses in a plain torch AdamW loop."""
     import torch
 
-    from tasks.training.multitask import (
+    from tasks.modeling.heads import (
         build_multitask,
         classification_loss,
         load_backbone,

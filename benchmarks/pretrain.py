@@ -61,9 +61,9 @@ def plain_loop(root: Path, device: str, precision: str, steps: int) -> dict[str,
     import torch
     import torch.nn.functional as F
 
+    from tasks.modeling.llama import build_llama, count_params
     from tasks.tokens import load_tokens
     from tasks.training.data import RandomWindows
-    from tasks.training.model import build_llama, count_params
 
     preset = PRESETS[device]
     context, batch = preset["context"], preset["batch"]

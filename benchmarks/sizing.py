@@ -77,7 +77,7 @@ def probe_rate(shape: dict[str, int], vocab: int, steps: int = 6, warmup: int = 
     import torch
     import torch.nn.functional as F
 
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)

@@ -1,13 +1,14 @@
 """The distill stage: the teacher (models/finetuned per task, or models/base) distilled into a smaller student, then
-compressed (magnitude and structured pruning with a short recovery, dynamic int8), every model measured the same way.
+compressed (magnitude and structured pruning with a short recovery, int8 weight-only), every model measured alike.
 
-The training step launches the recipe ``tasks.training.distill`` outside the Prefect process, as pretrain and finetune
-do, with the stage's MLflow run id; it writes ``models/student`` atomically: the student per task in Hugging Face
-format, ``variants/{magnitude,structured,int8}/<task>/`` and ``distill_summary.json`` (the reproducible part: quality,
-parameters, sizes, history). Its timings (batch-1 latency, tokens/s, speed-ups, cache and recovery seconds) change
-from run to run, so they go to ``checkpoints/distill/<stage hash>/run_stats.json`` and from there into
-``metrics/distill.json`` and MLflow, never into the versioned output. Checkpoints live there too, so a killed run
-resumes.
+Two recipes run outside the Prefect process, as pretrain and finetune do, with the stage's MLflow run id and one run
+config: ``tasks.training.distill`` (KD) exports the best student into the checkpoint directory, then
+``tasks.training.compress`` makes and measures the variants and writes ``models/student`` atomically: the student per
+task in Hugging Face format, ``variants/{magnitude,structured,int8}/<task>/`` and ``distill_summary.json`` (the
+reproducible part: quality, parameters, sizes, history). Its timings (batch-1 latency, tokens/s, speed-ups, cache
+and recovery seconds) change from run to run, so they go to ``checkpoints/distill/<stage hash>/run_stats.json`` and
+from there into ``metrics/distill.json`` and MLflow, never into the versioned output. Checkpoints live there too, so a
+killed run resumes (a finished KD run re-exports its student at once).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from pipelines import artifacts, tracking
 from pipelines.config import Params, flatten
 from pipelines.config.distill import TEACHER_INPUTS, DistillParams
 from pipelines.launch import launch_training, read_hostfile, write_run_config
+from tasks.modeling.checkpoint import RUN_STATS_FILE
 from tasks.plots import variants_plot
-from tasks.training import distill as recipe  # the entry point launched below (and a DVC dep through its imports)
-from tasks.training.checkpoint import RUN_STATS_FILE
-from tasks.training.distill import MEASUREMENTS_KEY, SUMMARY_FILE
+from tasks.training import compress as compress_recipe  # the entry points launched below (DVC deps through their
+from tasks.training import distill as kd_recipe  # imports)
+from tasks.training.compress import MEASUREMENTS_KEY
+from tasks.training.distill import SUMMARY_FILE
 
 STAGE = "distill"
 log = logging.getLogger("flows.distill")
@@ -80,10 +83,15 @@ def distill(params: Params, root: Path) -> dict[str, Any]:
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]
         checkpoints.mkdir(parents=True, exist_ok=True)
-        config = run_config(cfg, root, out_dir=out_dir, checkpoint_dir=checkpoints, plots_dir=plots_dir,
+        student = checkpoints / "student"  # KD's export: compress reads it and publishes out_dir whole
+        config = run_config(cfg, root, out_dir=student, checkpoint_dir=checkpoints, plots_dir=plots_dir,
                             run_id=run.run_id, tracking_uri=mlflow.get_tracking_uri())
-        launch_training(recipe.__name__, write_run_config(checkpoints / "run.json", config), cfg.launch, root,
-                        log=log, on_command=lambda cmd: mlflow.set_tag("lmforge.launch_command", shlex.join(cmd)))
+        compress_config = {**config, "out_dir": str(out_dir), "student_dir": str(student)}
+        steps = ((kd_recipe, config, "run.json", "launch_command"),
+                 (compress_recipe, compress_config, "compress.json", "compress_command"))
+        for recipe, conf, file, tag in steps:
+            launch_training(recipe.__name__, write_run_config(checkpoints / file, conf), cfg.launch, root, log=log,
+                            on_command=lambda cmd, tag=tag: mlflow.set_tag(f"lmforge.{tag}", shlex.join(cmd)))
         summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         run_stats = json.loads((checkpoints / RUN_STATS_FILE).read_text(encoding="utf-8"))
         stats = summary_metrics(summary, run_stats.get(MEASUREMENTS_KEY, {}))

@@ -33,10 +33,10 @@ from tasks.evaluate import baselines, classification, contamination, generation,
 from tasks.evaluate.card import write_model_card
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
+from tasks.modeling.encoding import encode
+from tasks.modeling.evaluation import exported_test_metrics
+from tasks.modeling.quantize import load_int8
 from tasks.records import iter_shards
-from tasks.training.compress import load_int8
-from tasks.training.task_data import encode
-from tasks.training.task_eval import exported_test_metrics
 
 STAGE = "evaluate"
 VARIANTS = ("magnitude", "structured", "int8")

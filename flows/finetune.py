@@ -5,16 +5,15 @@ from data/dedup; local files, class folders and Hugging Face datasets as configu
 a reason, splits and writes ``data/finetune`` through a staging directory, gated by Great Expectations. The training
 step launches the recipe ``tasks.training.finetune`` outside the Prefect process, as pretrain does, with the stage's
 MLflow run id; it writes ``models/finetuned`` atomically. With ``search.enabled`` an Optuna study (TPE sampler,
-median pruning on the validation score the recipe prints at each evaluation) runs the recipe once per trial, each
-trial a nested MLflow run, and the best trial's model is published. Checkpoints live in
-``checkpoints/finetune/<stage hash>`` (outside DVC), so a killed run resumes.
+median pruning on the validation score of each evaluation the recipe appends to its ``evaluations.jsonl``, read as
+data) runs the recipe once per trial, each trial a nested MLflow run, and the best trial's model is published.
+Checkpoints live in ``checkpoints/finetune/<stage hash>`` (outside DVC), so a killed run resumes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -29,15 +28,14 @@ from pipelines.launch import launch_training, read_hostfile, write_run_config
 from tasks.atomic import atomic_dir
 from tasks.finetune.gate import validate_examples
 from tasks.finetune.prepare import check_tasks, prepare_tasks
+from tasks.modeling.checkpoint import RUN_STATS_FILE
+from tasks.modeling.evaluation import EVALUATIONS_FILE, read_evaluations
 from tasks.plots import search_plot
 from tasks.training import finetune as recipe  # the entry point launched below (and a DVC dep through its imports)
-from tasks.training.checkpoint import RUN_STATS_FILE
 from tasks.training.finetune import SUMMARY_FILE
 
 STAGE = "finetune"
 log = logging.getLogger("flows.finetune")
-EVAL_LINE = re.compile(r"step\s+(\d+)\b.*\bval_score\s+(-?[0-9.eE+-]+)")
-"""The recipe's evaluation line (``step N | ... | val_score X``): what a search prunes on."""
 
 
 class SearchError(Exception):
@@ -99,13 +97,14 @@ def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str
         if space.freeze_layers:
             values["freeze_layers"] = trial.suggest_categorical("freeze_layers", space.freeze_layers)
         where = checkpoints / "trials" / f"{trial.number:03d}"
-        pruned = False
+        pruned, offset = False, 0
 
-        def report(line: str) -> bool:  # prune on the validation score the recipe prints at each evaluation
-            nonlocal pruned
-            if (m := EVAL_LINE.search(line)) is not None:
-                trial.report(float(m.group(2)), int(m.group(1)))
-                pruned = trial.should_prune()
+        def report(line: str) -> bool:  # each output line: read the evaluations appended since, prune on them
+            nonlocal pruned, offset
+            records, offset = read_evaluations(where / "checkpoints" / EVALUATIONS_FILE, offset)
+            for record in records:
+                trial.report(float(record["val_score"]), int(record["step"]))
+                pruned = pruned or trial.should_prune()
             return pruned
 
         with tracking.trial_run(STAGE, trial.number, values) as run_id:

@@ -20,11 +20,11 @@ from prefect import flow
 from pipelines import artifacts, tracking
 from pipelines.config import Params
 from pipelines.launch import TrainingConfigError, TrainingError, launch_training, read_hostfile, write_run_config
+from tasks.modeling.checkpoint import RUN_STATS_FILE
+from tasks.modeling.export import SUMMARY_FILE
 from tasks.tokens import load_tokens, read_manifest
 from tasks.training import pretrain as recipe  # the entry point launched below (and a DVC dep through its imports)
-from tasks.training.checkpoint import RUN_STATS_FILE
 from tasks.training.data import unigram_perplexity
-from tasks.training.export import SUMMARY_FILE
 
 __all__ = ["STAGE", "TrainingConfigError", "TrainingError", "pretrain"]
 

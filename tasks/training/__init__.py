@@ -1,13 +1,14 @@
 """Training: stand-alone recipes launched by ``deepspeed``/``torchrun`` (never inside the Prefect process) and the
-components they share.
+training-only components they share; the model-facing components live in the model layer, ``tasks.modeling``.
 
 Recipes (``python -m tasks.training.<name> --config run.json``; one JSON file written by the flow holds every
-setting): ``pretrain``, ``finetune`` (``distill`` comes next). Each holds its config, its preflight and its loop.
-Components take keyword arguments, never a recipe's config: ``config`` (the settings, defined once, shared with the
-params schema), ``model``, ``data``, ``engine`` (DeepSpeed config and init), ``schedule``, ``losses``, ``checkpoint``
-(save, resume identity, RNG), ``telemetry`` (MLflow sink, MFU, RSS, launch-to-first-step), ``export``; for
-fine-tuning also ``task_data`` (task rows, multi-task batches), ``multitask`` (backbone and heads, losses, parameter
-groups), ``freezing`` (frozen parts, gradual unfreezing, LoRA), ``metrics`` (F1, val_score, early stopping, learning
-curves), ``task_eval`` (val and test metrics) and ``shift`` (the distribution-shift report). Importing any of them
-imports nothing heavy (torch and deepspeed are imported inside functions).
+setting): ``pretrain``, ``finetune``, ``distill`` (KD) and ``compress`` (pruning with recovery, int8, every variant
+measured; the distill stage runs it after KD). Components take keyword arguments, never a recipe's config object
+(except the shared start in ``engine``): ``config`` (the settings as blocks, each field defined once, shared with the
+params schema), ``loop`` (the task recipes' loop: resume, steps, logging, evaluations, checkpoints), ``teachers``
+(distillation's config, checks, data, teachers and KD loss), ``kd`` (KD losses, student initialisation, the teacher
+cache), ``prune``, ``freezing`` (frozen parts, gradual unfreezing, LoRA), ``shift`` (the distribution-shift report),
+``data`` and ``losses`` (pretraining windows and loss), ``engine`` (DeepSpeed config and init, the recipes' command
+line), ``schedule`` and ``telemetry`` (MLflow sink, MFU, RSS, launch-to-first-step). Importing any of them imports
+nothing heavy (torch and deepspeed are imported inside functions).
 """

@@ -1,349 +1,210 @@
-"""Model compression for the distill stage: magnitude pruning, structured head/neuron pruning, int8 quantization.
+"""Compress the distilled student and measure every model the same way: ``python -m tasks.training.compress --config
+run.json``; the distill stage runs it after the KD recipe (``tasks.training.distill``), on the same run config.
 
-Every function takes a transformers Llama (causal LM or sequence classifier) or finetune's multi-task module around
-one, and touches only the decoder layers' projections (q, k, v, o, gate, up, down): the embeddings (tied to the LM
-head) and the classification heads are small here and every token goes through them.
+Launch it like distill (the recoveries train on every rank; rank 0 exports and measures). In the order a reader
+meets it:
 
-- :func:`magnitude_prune` zeroes weights in place (plain tensors, no ``torch.nn.utils.prune`` hooks), so the zeros
-  are in whatever ``save_pretrained`` writes; :func:`apply_masks` re-zeroes them after each recovery step.
-- :func:`structured_prune` shrinks the matrices and the config, so plain ``from_pretrained`` loads the result.
-  transformers 5.x refuses a Llama config whose ``hidden_size`` is not a multiple of ``num_attention_heads`` (even
-  with an explicit ``head_dim``): 4 heads of a 128-wide model can become 2 or 1, never 3. Under grouped-query
-  attention a key/value head goes with its query heads.
-- :func:`quantize_int8`: torchao's int8 weight-only scheme through transformers' ``TorchAoConfig``.
-  ``torch.ao.quantization.quantize_dynamic`` warns it is deprecated (torch 2.13); torchao's dynamic-activation
-  scheme ran about 4x slower than float32 on this CPU, weight-only about as fast. The saved directory loads with
-  plain ``AutoModelFor...from_pretrained`` (torchao installed), or ``model = load_int8(path)``.
+1. the distill recipe's checks, plus the student (``student_dir``: the KD recipe's export and its summary);
+2. the student as the multi-task module, from its exported files (``tasks.modeling.heads.load_exported``);
+3. the variants: magnitude pruning (global, the masks held through recovery) and structured pruning (whole heads
+   and MLP neurons removed, the config shrunk), each followed by ``recovery_steps`` of the KD loop's steps
+   (``tasks.training.loop.train_step`` with the teachers' loss, a cosine from ``lr * RECOVERY_LR_SCALE``, data steps
+   after the student's); int8 weight-only of the student (``tasks.modeling.quantize``);
+4. every model (teacher, student, each variant) measured on the test split: size, batch-1 latency, quality and its
+   retention of the teacher's (``tasks.modeling.measure``);
+5. all exported atomically to ``out_dir``: the student per task, ``variants/<variant>/<task>/`` and
+   ``distill_summary.json`` (the KD summary plus the variants' reproducible numbers); the timings (latency, tokens/s,
+   speed-ups, recovery seconds) go to ``checkpoint_dir/run_stats.json`` under :data:`MEASUREMENTS_KEY`.
+
+Exit codes: 0 done, 2 bad config or data (one message, no traceback), 1 any other failure.
 """
 
 from __future__ import annotations
 
-import re
+import json
+import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+from tasks.training.config import ConfigError
+from tasks.training.distill import SUMMARY_FILE
+from tasks.training.teachers import DistillConfig
+from tasks.training.teachers import preflight as distill_preflight
 
-    import torch
-
-_PROJ = re.compile(r"(^|\.)layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$")
-
-
-class CompressionError(ValueError):
-    """A compression setting does not fit the model; the message says which values would."""
-
-    exit_code = 2
-
-
-def prunable_weights(model: Any) -> dict[str, torch.nn.Parameter]:
-    """``{parameter name: weight}`` of the decoder layers' Linear projections (what pruning and int8 touch)."""
-    from torch import nn
-
-    out = {f"{name}.weight": m.weight for name, m in model.named_modules()
-           if isinstance(m, nn.Linear) and _PROJ.search(name)}
-    if not out:
-        raise CompressionError(f"{type(model).__name__} has no Llama decoder-layer projections to compress: pass a "
-                               "transformers Llama or finetune's multi-task module (not a peft-wrapped one)")
-    return out
+NAME = "compress"
+RECOVERY_LR_SCALE = 0.3
+"""The pruned variants' recovery starts at this fraction of ``lr`` (the weights are already trained)."""
+QUALITY = ("accuracy", "macro_f1", "loss", "perplexity")
+QUALITY_FIELDS = (*QUALITY, "per_class_f1", "scored_tokens", "examples")
+"""measure.measure_model's quality numbers: they go under an entry's ``test``."""
+TIMINGS = ("latency_p50_ms", "latency_p95_ms", "tokens_per_second", "speedup_p50")
+"""What changes from run to run on the same inputs: kept out of the exported summary (the stage's output must be the
+same bytes for the same inputs) and written to ``run_stats.json`` under :data:`MEASUREMENTS_KEY`."""
+MEASUREMENTS_KEY = "measurements"
 
 
-def magnitude_prune(model: Any, *, sparsity: float) -> dict[str, torch.Tensor]:
-    """Global unstructured magnitude pruning: zero the ``sparsity`` fraction of smallest-magnitude weights over all
-    decoder-layer projections together (so layers end up with different sparsities).
-
-    Returns:
-        ``{parameter name: bool mask}`` (True = kept), for :func:`apply_masks`.
-    """
-    import torch
-
-    if not 0.0 <= sparsity < 1.0:
-        raise CompressionError(f"sparsity {sparsity} must be in [0, 1): the fraction of weights set to zero")
-    weights = prunable_weights(model)
-    with torch.no_grad():
-        scores = torch.cat([w.detach().abs().flatten().float() for w in weights.values()])
-        drop = round(sparsity * scores.numel())
-        keep = torch.ones_like(scores, dtype=torch.bool)
-        if drop:  # exactly `drop` zeros: topk breaks ties by position, a threshold would take every tie
-            keep[torch.topk(scores, drop, largest=False).indices] = False
-        masks, start = {}, 0
-        for name, w in weights.items():
-            masks[name] = keep[start:start + w.numel()].view_as(w).clone()
-            start += w.numel()
-    apply_masks(model, masks)
-    return masks
+def preflight(cfg: DistillConfig) -> dict[str, Any]:
+    """The distill recipe's checks, then the student: its summary and one model directory per task."""
+    info = distill_preflight(cfg, resume=False)  # compress resumes nothing: it reads the KD run's export
+    if cfg.student_dir is None or not (Path(cfg.student_dir) / SUMMARY_FILE).is_file():
+        raise ConfigError(f"no distilled student in student_dir {cfg.student_dir}: run the distill recipe first")
+    if missing := [t for t in sorted(info["tasks"]) if not (Path(cfg.student_dir) / t / "config.json").is_file()]:
+        raise ConfigError(f"student_dir {cfg.student_dir} lacks the tasks {missing}: re-run the distill recipe")
+    return info
 
 
-def apply_masks(model: Any, masks: dict[str, torch.Tensor]) -> None:
-    """Zero the masked-out weights again (call after each optimizer step of a recovery fine-tune)."""
-    import torch
-
-    params = dict(model.named_parameters(remove_duplicate=False))
-    with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask.to(params[name].device))
-
-
-def sparsity(model: Any) -> float:
-    """Fraction of the decoder-layer projection weights that are exactly zero."""
-    weights = prunable_weights(model).values()
-    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
-
-
-def _layers(model: Any) -> list[Any]:
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
-    layers = [m for m in model.modules() if isinstance(m, LlamaDecoderLayer)]
-    if not layers:
-        raise CompressionError(f"{type(model).__name__} has no Llama decoder layers: structured pruning needs a "
-                               "transformers Llama or finetune's multi-task module")
-    return layers
-
-
-def importance_scores(model: Any, batches: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor]) -> dict:
-    """First-order Taylor importance of every attention head and MLP neuron (Michel et al. 2019).
-
-    Gating a head's output by ``xi`` gives ``dL/dxi = sum(W_o[:, head] * grad W_o[:, head])`` (and likewise a
-    neuron's ``down_proj`` column), so the gate gradient comes from the ordinary weight gradients; its absolute
-    value is summed over the batches. Dropout is off while scoring; the model's ``.grad`` are cleared afterwards.
-
-    Args:
-        model: the model to score (its weights are not changed).
-        batches: a few batches, each handed to ``loss_fn``.
-        loss_fn: ``loss_fn(model, batch)`` -> scalar loss tensor.
-
-    Returns:
-        ``{"heads": [per layer: (num_attention_heads,) scores], "neurons": [per layer: (intermediate,) scores]}``.
-    """
-    import torch
-
-    layers, was_training = _layers(model), model.training
-    params = [p for layer in layers for p in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight)]
-    grad_flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(True)
-    heads = [torch.zeros(layer.self_attn.config.num_attention_heads) for layer in layers]
-    neurons = [torch.zeros(layer.mlp.down_proj.in_features) for layer in layers]
-    model.eval()
-    try:
-        for batch in batches:
-            model.zero_grad(set_to_none=True)
-            loss_fn(model, batch).backward()
-            with torch.no_grad():
-                for i, layer in enumerate(layers):
-                    o = layer.self_attn.o_proj.weight
-                    gate = (o.float() * o.grad.float()).sum(0).view(len(heads[i]), -1).sum(-1)
-                    heads[i] += gate.abs().cpu()
-                    d = layer.mlp.down_proj.weight
-                    neurons[i] += (d.float() * d.grad.float()).sum(0).abs().cpu()
-    finally:
-        model.zero_grad(set_to_none=True)
-        for p, flag in zip(params, grad_flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
-    return {"heads": heads, "neurons": neurons}
-
-
-def magnitude_importance(model: Any) -> dict:
-    """Weight-magnitude importance in :func:`importance_scores`' format: a head's summed ``|w|`` over its q, k, v
-    rows and o columns (k, v shared by the group), a neuron's over its gate and up rows and down column."""
-    import torch
-
-    heads, neurons = [], []
-    with torch.no_grad():
-        for layer in _layers(model):
-            att, mlp = layer.self_attn, layer.mlp
-            h, g, d = att.config.num_attention_heads, att.num_key_value_groups, att.head_dim
-            q = att.q_proj.weight.abs().float().view(h, d, -1).sum((1, 2))
-            o = att.o_proj.weight.abs().float().view(-1, h, d).sum((0, 2))
-            kv = sum(p.weight.abs().float().view(h // g, d, -1).sum((1, 2)) for p in (att.k_proj, att.v_proj))
-            heads.append(q + o + kv.repeat_interleave(g))
-            neurons.append(mlp.gate_proj.weight.abs().float().sum(1) + mlp.up_proj.weight.abs().float().sum(1)
-                            + mlp.down_proj.weight.abs().float().sum(0))
-    return {"heads": heads, "neurons": neurons}
-
-
-def _span(units: torch.Tensor, size: int) -> torch.Tensor:
-    """The rows of ``units`` blocks of ``size`` rows each (heads to their rows, groups to their heads)."""
-    import torch
-
-    return (units[:, None] * size + torch.arange(size, device=units.device)).flatten()
-
-
-def _shrink(linear: Any, index: torch.Tensor, *, dim: int) -> None:
-    """Keep only ``index`` along the weight's ``dim`` (0: output rows, 1: input columns), in place."""
-    from torch import nn
-
-    index = index.to(linear.weight.device)
-    linear.weight = nn.Parameter(linear.weight.detach().index_select(dim, index).clone(),
-                                 requires_grad=linear.weight.requires_grad)
-    if dim == 0 and linear.bias is not None:
-        linear.bias = nn.Parameter(linear.bias.detach()[index].clone(), requires_grad=linear.bias.requires_grad)
-    linear.out_features, linear.in_features = linear.weight.shape
-
-
-def structured_prune(model: Any, *, heads_fraction: float, neurons_fraction: float,
-                     importance: dict | None = None) -> Any:
-    """Remove the least important attention heads and MLP neurons of every layer, shrinking the matrices and the
-    config, in place. Every layer loses the same number (HF Llama has one head count and one MLP width).
-
-    Args:
-        model: a Llama or the multi-task module; build its optimizer afterwards (the pruned weights are new
-            parameters).
-        heads_fraction: fraction of the key/value groups (the heads, without grouped-query attention) removed per
-            layer; the kept head count must divide ``hidden_size`` (the error lists the fractions that do).
-        neurons_fraction: fraction of the MLP neurons removed per layer.
-        importance: :func:`importance_scores`' result; None scores by weight magnitude
-            (:func:`magnitude_importance`).
-
-    Returns:
-        ``model``, pruned, with ``num_attention_heads``, ``num_key_value_heads``, ``head_dim`` and
-        ``intermediate_size`` updated in its config.
-    """
-    import torch
-
-    layers = _layers(model)
-    config = layers[0].self_attn.config
-    heads, kv_heads, hidden = config.num_attention_heads, config.num_key_value_heads, config.hidden_size
-    group, head_dim, width = heads // kv_heads, layers[0].self_attn.head_dim, layers[0].mlp.down_proj.in_features
-    for name, frac in (("heads_fraction", heads_fraction), ("neurons_fraction", neurons_fraction)):
-        if not 0.0 <= frac < 1.0:
-            raise CompressionError(f"{name} {frac} must be in [0, 1): the fraction removed from each layer")
-    # few heads: a fraction that is not a whole feasible number of groups is refused, never silently rounded
-    allowed = {round(1 - k / kv_heads, 4): k for k in range(kv_heads, 0, -1) if hidden % (k * group) == 0}
-    near = [f for f in allowed if abs(f - heads_fraction) < 1e-3]
-    if not near:
-        raise CompressionError(f"heads_fraction {heads_fraction} is not a whole number of the {kv_heads} key/value "
-                               f"groups ({heads} heads) leaving a head count that divides hidden_size {hidden}, as "
-                               f"transformers needs: use one of {sorted(allowed)}")
-    kept_groups = allowed[near[0]]
-    kept_neurons = width - round(neurons_fraction * width)
-    if kept_neurons < 1:
-        raise CompressionError(f"neurons_fraction {neurons_fraction} removes every MLP neuron: lower it")
-    scores = importance or magnitude_importance(model)
-    with torch.no_grad():
-        for i, layer in enumerate(layers):
-            att, mlp = layer.self_attn, layer.mlp
-            by_group = scores["heads"][i].float().view(kv_heads, group).sum(-1)
-            groups = torch.topk(by_group, kept_groups).indices.sort().values.to(att.q_proj.weight.device)
-            kv_rows, q_rows = _span(groups, head_dim), _span(_span(groups, group), head_dim)
-            for proj, index, dim in ((att.q_proj, q_rows, 0), (att.k_proj, kv_rows, 0), (att.v_proj, kv_rows, 0),
-                                     (att.o_proj, q_rows, 1)):
-                _shrink(proj, index, dim=dim)
-            keep = torch.topk(scores["neurons"][i].float(), kept_neurons).indices.sort().values
-            for proj, dim in ((mlp.gate_proj, 0), (mlp.up_proj, 0), (mlp.down_proj, 1)):
-                _shrink(proj, keep, dim=dim)
-            mlp.intermediate_size = kept_neurons
-    # attention modules share the model's config object; set it there too in case a wrapper holds a copy
-    for cfg in {id(c): c for c in [config, *(getattr(m, "config", None) for m in model.modules())]
-                if c is not None and getattr(c, "model_type", None) == "llama"}.values():
-        cfg.head_dim = head_dim  # explicit: no longer hidden_size // num_attention_heads
-        cfg.num_attention_heads, cfg.num_key_value_heads = kept_groups * group, kept_groups
-        cfg.intermediate_size = kept_neurons
-    return model
-
-
-def _torchao_quietly() -> None:
-    """Import torchao without its import-time noise: CUDA kernels that fail to load with a CPU-only torch, torch's
-    deprecation notes about its enum registrations."""
-    import logging
-
-    loggers = {logger: logger.level for logger in map(logging.getLogger, ("torchao", "torch.utils._pytree"))}
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        import torchao  # noqa: F401
-    finally:
-        for logger, level in loggers.items():
-            logger.setLevel(level)
-
-
-def quantize_int8(model: Any) -> Any:
-    """An int8 copy of a transformers model for CPU inference: the decoder layers' Linear weights become int8 with a
-    float scale per output row (torchao ``Int8WeightOnlyConfig``) and so does the token embedding, one scale per row
-    (``IntxWeightOnlyConfig``; a tied LM head reads the same int8 table); a classification ``score`` stays float32.
-    The embedding is half the parameters of the default student: without it the file shrank only 1.6x, with it 3.8x.
-    ``model`` itself is left as it was (a bf16 model is converted to float32 first).
-
-    Returns:
-        The quantized model in eval mode, ready for :func:`save_int8`.
-    """
-    import copy
-    import tempfile
+def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """Make, measure and export the compressed variants of the student; returns the summary."""
+    import shutil
 
     import torch
-    from torch import nn
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    if not hasattr(model, "save_pretrained"):
-        raise CompressionError(f"quantize_int8 needs a transformers model, not {type(model).__name__}: export the "
-                               "task model first (tasks.training.export.save_task_models)")
-    prunable_weights(model)
-    _torchao_quietly()
-    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, ModuleFqnToConfig
-    from torchao.quantization.granularity import PerAxis
-    from transformers import TorchAoConfig
+    from tasks.atomic import atomic_dir, atomic_write_text
+    from tasks.examples import CHAT_TEMPLATE
+    from tasks.modeling import checkpoint, export, measure, quantize
+    from tasks.modeling.encoding import TaskBatches
+    from tasks.modeling.heads import build_multitask, load_exported, param_groups
+    from tasks.training import engine as ds
+    from tasks.training import prune
+    from tasks.training.loop import train_step
+    from tasks.training.schedule import lr_factor, set_scaled_lr
+    from tasks.training.teachers import CACHE_DIR, Teachers, new_student, task_set, teacher_dirs
 
-    plan: dict[str, Any] = {n: Int8WeightOnlyConfig() for n, m in model.named_modules()
-                            if isinstance(m, nn.Linear) and _PROJ.search(n)}
-    plan.update({n: IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-                 for n, m in model.named_modules() if isinstance(m, nn.Embedding)})
-    float_copy = copy.deepcopy(model).float()
-    tied = bool(getattr(float_copy.config, "tie_word_embeddings", False)) and hasattr(float_copy, "lm_head")
-    if tied:  # transformers cannot re-tie two int8 tensors on load: the LM head gets its own int8 copy
-        float_copy.lm_head.weight = nn.Parameter(float_copy.lm_head.weight.detach().clone())
-        float_copy.config.tie_word_embeddings = False
-        plan["lm_head"] = Int8WeightOnlyConfig()
-    # transformers attaches its torchao quantizer only when loading, and only a model with it saves: go through files
-    with tempfile.TemporaryDirectory(prefix="lmforge-int8-") as tmp:
-        float_copy.save_pretrained(tmp)
-        quant = TorchAoConfig(quant_type=ModuleFqnToConfig(plan), include_input_output_embeddings=True)
-        out = type(model).from_pretrained(tmp, quantization_config=quant, dtype=torch.float32, device_map="cpu")
-    return out.eval()
+    ds_config, rank, world_size = ds.setup(cfg)
+    is_main = rank == 0
+    say = ds.printer(is_main)
+    ts = task_set(cfg, info, tokenizer=AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir)))
+    names, labels, student_dir = ts.names, ts.labels, Path(cfg.student_dir)
+    teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
+    batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
+                          seed=cfg.seed, pad_id=ts.pad_id, rank=rank, world_size=world_size)
+    torch.manual_seed(cfg.seed)
+
+    def student(llama: Any = None) -> Any:
+        """The student as the multi-task module (around ``llama`` when given: a pruned one, heads loaded only)."""
+        module = build_multitask(llama if llama is not None else new_student(cfg, info, pad_id=ts.pad_id),
+                                 heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
+                                 pad_token_id=ts.pad_id)
+        return load_exported(module, {t: student_dir / t for t in names}, heads_only=llama is not None)
+
+    def recover(module: Any, steps: int, masks: Any = None) -> tuple[Any, float]:
+        """``steps`` KD steps for a pruned module, with its own engine and AdamW; returns the module and seconds."""
+        if not steps:
+            return module, 0.0
+        eng, opt = ds.build_engine(module, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                   ds_config=ds_config, groups=param_groups(module, lr=cfg.lr, head_lr=cfg.head_lr,
+                                                                            weight_decay=cfg.weight_decay))
+        teachers.to(eng.device)
+        if cfg.cache_teacher and cfg.alpha > 0 and not teachers.caches:  # the KD run's cache, reused from disk
+            teachers.build_cache(ts.data["train"], batches=batches, top_k=cfg.cache_top_k, batch_size=cfg.batch_size,
+                                 pad_id=ts.pad_id, cache_dir=Path(cfg.checkpoint_dir) / CACHE_DIR, probe_steps=0,
+                                 is_main=is_main)
+        t0 = time.perf_counter()
+        for s in range(steps):
+            set_scaled_lr(opt, RECOVERY_LR_SCALE * lr_factor(s, warmup_steps=0, steps=steps, decay=cfg.schedule,
+                                                             min_ratio=cfg.min_lr_ratio))
+            train_step(eng, batches, cfg.steps + s, grad_accum=cfg.grad_accum, loss_fn=teachers.loss,
+                       world_size=world_size)
+            if masks is not None:  # pruned weights stay zero whatever AdamW's moments say
+                prune.apply_masks(eng.module.llama(), masks)
+        return eng.module.eval(), time.perf_counter() - t0
+
+    pruned: dict[str, Any] = {}
+    recovery: dict[str, Any] = {}
+    if (mag := cfg.variants.magnitude).enabled:
+        module = student()
+        masks = prune.magnitude_prune(module.llama(), sparsity=mag.sparsity)
+        pruned["magnitude"], seconds = recover(module, mag.recovery_steps, masks)
+        recovery["magnitude"] = {"sparsity": mag.sparsity, "recovery_steps": mag.recovery_steps,
+                                 "recovery_seconds": round(seconds, 3)}
+    if (struct := cfg.variants.structured).enabled:
+        shrunk = prune.structured_prune(student().llama(), heads_fraction=struct.heads_fraction,
+                                        neurons_fraction=struct.neurons_fraction)
+        pruned["structured"], seconds = recover(student(shrunk), struct.recovery_steps)
+        recovery["structured"] = {"heads_fraction": struct.heads_fraction, "recovery_steps": struct.recovery_steps,
+                                  "neurons_fraction": struct.neurons_fraction, "recovery_seconds": round(seconds, 3)}
+
+    summary = json.loads((student_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    summary["recovery"] = {k: {n: v for n, v in e.items() if n != "recovery_seconds"} for k, e in recovery.items()}
+    run_stats_path = Path(cfg.checkpoint_dir) / checkpoint.RUN_STATS_FILE
+    run_stats = json.loads(run_stats_path.read_text(encoding="utf-8")) if run_stats_path.is_file() else {}
+    run_stats["recovery_seconds"] = {k: e["recovery_seconds"] for k, e in recovery.items()}
+    if is_main:
+        dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
+        measure_kind = {t: "lm" if cfg.teacher == "base" else ts.kinds[t] for t in names}
+
+        def load(model_dir: Path, task: str) -> Any:
+            """A task model as a user loads it, in float32: every model is timed in the same precision (a bf16
+            teacher on a CPU without bf16 kernels would look slow for the wrong reason)."""
+            auto = AutoModelForSequenceClassification if task in labels else AutoModelForCausalLM
+            return auto.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+
+        with atomic_dir(Path(cfg.out_dir)) as tmp:
+            for t in names:
+                shutil.copytree(student_dir / t, tmp / t)
+            dirs: dict[str, dict[str, Path]] = {"teacher": teachers.dirs, "student": {t: tmp / t for t in names}}
+            for variant, module in pruned.items():
+                module = module.cpu().float()
+                export.save_task_models(tmp / "variants" / variant, llama=module.llama(), labels=labels, dtype=dtype,
+                                        heads={t: module.heads[t].weight.detach() for t in labels},
+                                        sft_tasks=[t for t in names if t not in labels],
+                                        tokenizer_dir=cfg.tokenizer_dir, chat_template=CHAT_TEMPLATE)
+                dirs[variant] = {t: tmp / "variants" / variant / t for t in names}
+            if cfg.variants.int8.enabled:
+                dirs["int8"] = {t: tmp / "variants" / "int8" / t for t in names}
+                for t in names:
+                    quantize.save_int8(quantize.quantize_int8(load(tmp / t, t)), dirs["int8"][t],
+                                       tokenizer_dir=cfg.tokenizer_dir)
+            say(f"{NAME}: measuring {sorted(dirs)} on the test split")
+            measured: dict[str, dict[str, Any]] = {}
+            for variant, per_task in dirs.items():
+                measured[variant] = {}
+                for t, model_dir in per_task.items():
+                    model = quantize.load_int8(model_dir) if variant == "int8" else load(model_dir, t)
+                    measured[variant][t] = measure.measure_model(
+                        model, model_dir=model_dir, kind=measure_kind[t], data=ts.data["test"][t],
+                        labels=labels.get(t), pad_id=ts.pad_id, batch_size=cfg.batch_size,
+                        latency_examples=cfg.latency_examples, warmup=cfg.latency_warmup)
+            entries = {variant: {t: compared(m, measured["teacher"][t], kind=measure_kind[t])
+                                 for t, m in per_task.items()} for variant, per_task in measured.items()}
+            summary["variants"] = {variant: {t: {k: v for k, v in e.items() if k not in TIMINGS}
+                                             for t, e in per_task.items()} for variant, per_task in entries.items()}
+            run_stats[MEASUREMENTS_KEY] = {variant: {t: {k: e[k] for k in TIMINGS} for t, e in per_task.items()}
+                                           for variant, per_task in entries.items()}
+            (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(run_stats_path, json.dumps(run_stats, indent=2, sort_keys=True) + "\n")
+        for variant, per_task in entries.items():
+            say(f"{NAME}: {variant:<10} | " + " | ".join(
+                f"{t}: params {m['params']} nonzero {m['nonzero_params']} p50 {m['latency_p50_ms']:.2f} ms "
+                + " ".join(f"{k} {v:.3f}" for k, v in m["test"].items() if k in QUALITY and v is not None)
+                + " | retention " + " ".join(f"{k} {v:.3f}" for k, v in m["retention"].items() if v is not None)
+                for t, m in per_task.items()))
+    torch.distributed.barrier()
+    return {**summary, **run_stats}
 
 
-def save_int8(model: Any, out_dir: Path, *, tokenizer_dir: Path | None = None) -> None:
-    """Write :func:`quantize_int8`'s model (safetensors + config with its ``quantization_config``) and, if given,
-    the tokenizer of ``tokenizer_dir`` beside it. Load it with ``model = load_int8(out_dir)``."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if getattr(getattr(quantizer, "quantization_config", None), "quant_method", None) != "torchao":
-        raise CompressionError("save_int8 takes the model quantize_int8 returned; quantize it first")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    for weights in sorted(Path(out_dir).glob("*.safetensors")):
-        _sort_metadata(weights)
-    if tokenizer_dir is not None:
-        from transformers import AutoTokenizer
+def compared(metrics: dict[str, Any], teacher: dict[str, Any], *, kind: str) -> dict[str, Any]:
+    """One model's summary entry: size and speed as measured, the quality numbers under ``test``, their
+    ``retention`` of the teacher's (:func:`tasks.modeling.measure.retention`: 1.0 = as good as the teacher), the
+    parameter ratio and the batch-1 speed-up over the teacher (p50 latencies)."""
+    from tasks.modeling import measure
 
-        AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out_dir))
+    entry = {k: v for k, v in metrics.items() if k not in QUALITY_FIELDS}
+    entry["test"] = {k: v for k, v in metrics.items() if k in QUALITY_FIELDS}
+    entry["retention"] = measure.retention(metrics, teacher, kind=kind)
+    entry["params_ratio"] = metrics["params"] / teacher["params"]
+    entry["speedup_p50"] = teacher["latency_p50_ms"] / metrics["latency_p50_ms"]
+    return entry
 
 
-def _sort_metadata(path: Path) -> None:
-    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, in place. torchao records each int8
-    tensor's layout there in an order that changes from process to process (hash seeding), so two exports of the
-    same weights differed in bytes; the tensor entries and the data stay exactly where they are."""
-    import json
-    import struct
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``--config run.json`` (the distill recipe's, with ``student_dir``); returns the exit code."""
+    from tasks.training.engine import recipe_main
 
-    with path.open("r+b") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        if "__metadata__" not in header:
-            return
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(encoded) > size:  # same keys and values: never longer; keep the file as written if it were
-            return
-        f.seek(8)
-        f.write(encoded + b" " * (size - len(encoded)))  # safetensors pads its header with spaces
+    return recipe_main(NAME, __doc__, DistillConfig, preflight, train, argv)
 
 
-def load_int8(out_dir: Path) -> Any:
-    """``model = load_int8(path)``: the int8 model :func:`save_int8` wrote, in eval mode (the same as
-    ``AutoModelForSequenceClassification`` / ``AutoModelForCausalLM.from_pretrained(path)`` with torchao installed).
-    """
-    _torchao_quietly()
-    import transformers
-    from transformers import AutoConfig
-
-    architecture = (AutoConfig.from_pretrained(str(out_dir)).architectures or ["LlamaForCausalLM"])[0]
-    return getattr(transformers, architecture).from_pretrained(str(out_dir), device_map="cpu").eval()
+if __name__ == "__main__":
+    sys.exit(main())

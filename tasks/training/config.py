@@ -8,17 +8,15 @@ answer as the entry point. :func:`load_config` reads a recipe's JSON config and 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticUndefined
 
-
-class ConfigError(ValueError):
-    """A run config is unreadable or invalid; the message names the key to fix. Exit code 2."""
-
-    exit_code = 2
+from tasks.modeling.errors import ConfigError
 
 
 class Settings(BaseModel):
@@ -28,7 +26,7 @@ class Settings(BaseModel):
 
 
 class ModelShape(Settings):
-    """A Llama-architecture decoder (transformers LlamaConfig; see ``tasks.training.model.build_llama``)."""
+    """A Llama-architecture decoder (transformers LlamaConfig; see ``tasks.modeling.llama.build_llama``)."""
 
     vocab_size: int | None = Field(None, ge=1, description="Embedding rows; null takes the tokenizer's vocabulary.")
     hidden_size: int = Field(128, ge=8, description="Model width.")
@@ -56,44 +54,159 @@ class MlflowTarget(Settings):
     run_id: str = Field(min_length=1, description="The run to log into.")
 
 
-class PretrainSettings(Settings):
+class RecipePaths(Settings):
+    """What every recipe's run config adds to its settings: the paths the flow fills in and where MLflow is."""
+
+    tokenizer_dir: Path = Field(description="The Hugging Face tokenizer, copied into every exported model.")
+    out_dir: Path = Field(description="Exported model(s) and summary; replaced atomically at the end.")
+    checkpoint_dir: Path = Field(description="DeepSpeed checkpoints (a run resumes from its `latest`), run stats and "
+                                 "evaluations.jsonl.")
+    mlflow: MlflowTarget | None = Field(None, description="MLflow run for metrics; None: MLFLOW_RUN_ID if set, "
+                                        "else no MLflow at all.")
+    deepspeed_config: Path | None = Field(None, description="A DeepSpeed JSON merged over the generated config.")
+
+    def check_paths(self) -> None:
+        """ConfigError unless the tokenizer and the DeepSpeed JSON (when given) are there."""
+        if not (Path(self.tokenizer_dir) / "tokenizer.json").is_file():
+            raise ConfigError(f"no tokenizer.json in tokenizer_dir {self.tokenizer_dir}: run the tokenizer stage "
+                              "first")
+        if self.deepspeed_config is not None and not Path(self.deepspeed_config).is_file():
+            raise ConfigError(f"deepspeed_config {self.deepspeed_config} does not exist: fix the path or remove it")
+
+
+class TaskPaths(RecipePaths):
+    """The task recipes' paths: also where the learning curves go."""
+
+    plots_dir: Path = Field(description="Where learning_curves.png is written.")
+
+
+def default(block: type[BaseModel], name: str, value: Any = None, *, factory: Any = None) -> Any:
+    """``block``'s field ``name`` with another default: its type, bounds and description stay defined once, in the
+    block, while a recipe whose sensible starting point differs (finetune's ``lr`` is not pretrain's) says so."""
+    info = copy.copy(block.model_fields[name])
+    if factory is not None:
+        info.default, info.default_factory = PydanticUndefined, factory
+    else:
+        info.default, info.default_factory = value, None
+    return info
+
+
+class RunBlock(Settings):
+    """How long a run is and what it sees per step."""
+
+    seed: int = Field(0, ge=0, description="Seed of fresh weights, dropout and the data order.")
+    steps: int = Field(1000, ge=1, description="Optimizer steps at most (a resumed run continues up to it; early "
+                       "stopping may end a task run sooner).")
+    batch_size: int = Field(8, ge=1, description="Examples (pretrain: token windows) per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+
+
+class OptimizerBlock(Settings):
+    """AdamW (norms and biases get no weight decay) with global gradient-norm clipping."""
+
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate, reached after warmup (task recipes: of the "
+                      "backbone or the adapters).")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay of matrices (norms and biases get none).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 turns it off.")
+
+
+class WarmupBlock(Settings):
+    """The learning rate's linear warmup."""
+
+    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps; fewer than steps.")
+
+
+class ScheduleBlock(WarmupBlock):
+    """Task recipes: after warmup, a decay to a fraction of the peak, or reduce-on-plateau."""
+
+    schedule: Literal["cosine", "linear", "plateau"] = Field(
+        "cosine", description="After warmup: cosine or linear decay to min_lr_ratio, or reduce-on-plateau (multiply "
+        "by plateau_factor after plateau_patience evaluations without improvement).")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine/linear: the last step's rate as a fraction of "
+                                "the peak.")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="schedule plateau: factor of each reduction.")
+    plateau_patience: int = Field(1, ge=1, description="schedule plateau: evaluations without improvement before "
+                                  "a reduction.")
+
+
+class EngineBlock(Settings):
+    """DeepSpeed and the numeric format."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16: bf16 weights and activations, fp32 master weights (fast on GPUs and on CPUs with "
+        "oneDNN bf16 kernels, AVX-512/AMX; very slow elsewhere); fp32: exact resume; auto: bf16 where the hardware "
+        "has fast bf16, else fp32.")
+    threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
+
+
+class CadenceBlock(Settings):
+    """How often a run logs, evaluates and checkpoints."""
+
+    log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")
+    eval_every: int = Field(250, ge=1, description="Steps between validation passes (and one at the end).")
+    checkpoint_every: int = Field(250, ge=1, description="Steps between DeepSpeed checkpoints (and one at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
+    sample_max_new_tokens: int = Field(32, ge=1, description="Tokens generated per sample prompt (task recipes: per "
+                                       "sft test prompt) at the end.")
+
+
+class TrainingSettings(RunBlock, OptimizerBlock, WarmupBlock, EngineBlock, CadenceBlock):
+    """The blocks every training recipe shares."""
+
+    @model_validator(mode="after")
+    def _warmup_below_steps(self) -> TrainingSettings:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        return self
+
+
+class EarlyStopping(Settings):
+    """Stop when the validation metric stops improving; the best evaluation's weights are exported, not the last."""
+
+    enabled: bool = Field(True, description="Stop early; off: train all steps (the best weights are still kept).")
+    patience: int = Field(3, ge=1, description="Evaluations without an improvement of more than min_delta before "
+                          "training stops.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change of the validation metric that counts as an "
+                             "improvement.")
+
+
+class EvaluationBlock(Settings):
+    """Task recipes: what each validation pass scores, and when training stops."""
+
+    eval_max_examples: int | None = Field(None, ge=1, description="Validation examples per task and pass at most "
+                                          "(the first ones; null: the whole split).")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="Early stopping on val_score.")
+
+
+class TaskTrainingSettings(TrainingSettings, ScheduleBlock, EvaluationBlock):
+    """The blocks the task recipes (finetune, distill) share: examples, heads, schedule, evaluation."""
+
+    max_length: int = Field(256, ge=8, description="Tokens per example at most; longer examples are quarantined by "
+                            "the data step (reason too_long), never cut (distill from base: the window length).")
+    head_lr: float = Field(1e-3, gt=0, description="Peak learning rate of the classification heads (usually higher "
+                           "than lr when they start from random).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on attention weights and on the pooled features "
+                           "before each classification head.")
+
+
+class PretrainSettings(TrainingSettings):
     """What one pretraining run does: model shape, optimisation, DeepSpeed, logging, evaluation, checkpoints."""
 
     model: ModelShape = Field(default_factory=ModelShape, description="Model shape.")
     context: int = Field(256, ge=8, description="Tokens per training window.")
-    seed: int = Field(0, ge=0, description="Seed of the initial weights and of the data order.")
-    steps: int = Field(1000, ge=1, description="Optimizer steps in all (a resumed run continues up to it).")
-    batch_size: int = Field(8, ge=1, description="Windows per micro-batch per process.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate, reached after warmup.")
     min_lr: float = Field(1e-4, ge=0, description="Learning rate at the last step (cosine decay).")
-    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps; fewer than steps.")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW decay of matrices (norms and biases get none).")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 turns it off.")
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     offload_optimizer: bool = Field(False, description="Keep optimizer states on the CPU (ZeRO stage >= 1).")
     offload_params: bool = Field(False, description="Keep parameters on the CPU (ZeRO stage 3).")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="bf16: bf16 weights and activations, fp32 master weights (1.5x fp32 on an AVX-512 CPU, "
-        "tens of times slower on an AVX2-only one); fp32: exact resume; auto: bf16 on GPUs that support it and on "
-        "CPUs with oneDNN bf16 kernels (AVX-512/AMX), else fp32.")
     activation_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory.")
-    threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
-    log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")
-    eval_every: int = Field(250, ge=1, description="Steps between validation passes (and one at the end).")
     eval_batches: int = Field(8, ge=1, description="Validation batches per pass (fixed windows).")
-    checkpoint_every: int = Field(250, ge=1, description="Steps between DeepSpeed checkpoints (and one at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
     sample_prompts: list[str] = Field(["def ", "The "], description="Prompts completed (greedy) after training.")
-    sample_max_new_tokens: int = Field(32, ge=1, description="Tokens generated per sample prompt.")
 
     @model_validator(mode="after")
     def _consistent(self) -> PretrainSettings:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) is above lr ({self.lr})")
-        if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage 3")
         if self.offload_optimizer and self.zero_stage == 0:
@@ -112,17 +225,7 @@ class LoraSettings(Settings):
                                       "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).")
 
 
-class EarlyStopping(Settings):
-    """Stop when the validation metric stops improving; the best evaluation's weights are exported, not the last."""
-
-    enabled: bool = Field(True, description="Stop early; off: train all steps (the best weights are still kept).")
-    patience: int = Field(3, ge=1, description="Evaluations without an improvement of more than min_delta before "
-                          "training stops.")
-    min_delta: float = Field(0.0, ge=0, description="Smallest change of the validation metric that counts as an "
-                             "improvement.")
-
-
-class FinetuneSettings(Settings):
+class FinetuneSettings(TaskTrainingSettings):
     """What one fine-tuning run does: strategy (full, frozen layers, gradual unfreezing, LoRA), optimisation with a
     separate head learning rate, schedule, regularisation, early stopping, DeepSpeed, logging."""
 
@@ -135,51 +238,23 @@ class FinetuneSettings(Settings):
                                        "and final norm only, then every this many steps unfreeze one more decoder "
                                        "layer from the top down, the embeddings last; null: off.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (strategy: lora).")
-    seed: int = Field(0, ge=0, description="Seed of the new heads, dropout, the data order and augmentation.")
-    steps: int = Field(150, ge=1, description="Optimizer steps at most (early stopping may end sooner).")
-    batch_size: int = Field(16, ge=1, description="Examples per micro-batch per process.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_length: int = Field(256, ge=8, description="Tokens per example at most; longer examples are quarantined by "
-                            "the data step (reason too_long), never cut.")
-    lr: float = Field(3e-4, gt=0, description="Peak learning rate of the pretrained weights (or the adapters).")
-    head_lr: float = Field(1e-3, gt=0, description="Peak learning rate of the new classification heads (usually "
-                           "higher than lr: they start from random).")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine/linear: the last step's rate as a fraction of "
-                                "the peak.")
-    schedule: Literal["cosine", "linear", "plateau"] = Field(
-        "cosine", description="After warmup: cosine or linear decay to min_lr_ratio, or reduce-on-plateau (multiply "
-        "by plateau_factor after plateau_patience evaluations without improvement).")
-    warmup_steps: int = Field(20, ge=0, description="Linear warmup steps; fewer than steps.")
-    plateau_factor: float = Field(0.5, gt=0, lt=1, description="schedule plateau: factor of each reduction.")
-    plateau_patience: int = Field(1, ge=1, description="schedule plateau: evaluations without improvement before "
-                                  "a reduction.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW decay of matrices (norms, biases get none).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm; 0 turns it off.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on attention weights and on the pooled features "
-                           "before each classification head.")
     class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight each class's loss by "
                                                        "n / (classes x count) of the training split.")
     sampling: Literal["natural", "balanced"] = Field("natural", description="balanced: draw training examples so "
                                                      "every class is equally frequent.")
-    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="Early stopping.")
-    eval_every: int = Field(25, ge=1, description="Steps between validation passes (and one at the end).")
-    eval_max_examples: int | None = Field(None, ge=1, description="Validation examples per task and pass at most "
-                                          "(the first ones; null: the whole split).")
-    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage (gradual unfreezing needs 0: "
-                                            "ZeRO's flat buffers fix the trainable set at the start).")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in pretrain: bf16 where the hardware "
-                                                       "is fast at it, else fp32.")
-    threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
-    log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")
-    checkpoint_every: int = Field(50, ge=1, description="Steps between DeepSpeed checkpoints (and one at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
-    sample_max_new_tokens: int = Field(48, ge=1, description="SFT: tokens generated per test prompt at the end.")
+    steps: int = default(RunBlock, "steps", 150)
+    batch_size: int = default(RunBlock, "batch_size", 16)
+    lr: float = default(OptimizerBlock, "lr", 3e-4)
+    weight_decay: float = default(OptimizerBlock, "weight_decay", 0.01)
+    betas: tuple[float, float] = default(OptimizerBlock, "betas", (0.9, 0.999))
+    warmup_steps: int = default(WarmupBlock, "warmup_steps", 20)
+    zero_stage: Literal[0, 1, 2, 3] = default(EngineBlock, "zero_stage", 0)
+    eval_every: int = default(CadenceBlock, "eval_every", 25)
+    checkpoint_every: int = default(CadenceBlock, "checkpoint_every", 50)
+    sample_max_new_tokens: int = default(CadenceBlock, "sample_max_new_tokens", 48)
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneSettings:
-        if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         if self.unfreeze_every is not None and self.zero_stage != 0:
             raise ValueError("unfreeze_every needs zero_stage 0: ZeRO 1-3 fix the trainable parameters at the start")
         if self.unfreeze_every is not None and self.strategy == "lora":
@@ -192,11 +267,8 @@ class FinetuneSettings(Settings):
 class StudentShape(Settings):
     """The distilled student: a smaller Llama, built fresh or from a subset of the teacher's layers."""
 
-    num_layers: int = Field(2, ge=1, description="Decoder layers (the default teacher has 4). Measured on the default "
-                            "data (teacher: finetune 100 steps fp32; 60 KD steps): 2 layers x 172 neurons is 49.9% of "
-                            "the teacher's classifier parameters, kept 0.99 of its doc_section test accuracy and 0.97 "
-                            "of its macro-F1, 2.2x faster at batch 1 (measure.measure_model, fp32, 2 threads); "
-                            "1 layer x 344 (43.7%) kept only 0.92 / 0.90.")
+    num_layers: int = Field(2, ge=1, description="Decoder layers (fewer than the teacher's: the default teacher "
+                            "has 4; docs/measurements.md says what 1 and 2 layers kept).")
     hidden_size: int = Field(128, ge=8, description="Model width; equal to the teacher's, the embeddings, final norm, "
                              "layers and classification heads can be copied from it.")
     num_heads: int = Field(4, ge=1, description="Query heads; must divide hidden_size.")
@@ -244,9 +316,8 @@ class StructuredVariant(Settings):
 
 class Int8Variant(Settings):
     """int8 quantization of the final student for CPU inference: torchao weight-only int8 (per-row scales) of the
-    decoder's linear layers and the embedding table, saved as safetensors. Not the dynamic scheme (int8 activations
-    too): torchao's dynamic int8 ran 3-4x slower than float32 on this CPU, and torch.ao's quantize_dynamic is
-    deprecated in torch 2.13; weight-only gives the size saving at float speed."""
+    decoder's linear layers and the embedding table, saved as safetensors (``tasks.modeling.quantize``); weight-only
+    gives the size saving at float speed on CPUs, where dynamic int8 activations were slower than float32."""
 
     enabled: bool = Field(True, description="Make this variant.")
 
@@ -259,10 +330,10 @@ class Variants(Settings):
     int8: Int8Variant = Field(default_factory=Int8Variant, description="int8 (weight-only).")
 
 
-class DistillSettings(Settings):
+class DistillSettings(TaskTrainingSettings):
     """What one distillation run does: the teacher, the student's shape and initialisation, the KD loss
     (``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard-label loss``), an optional teacher-logits cache,
-    optimisation, early stopping, DeepSpeed, logging and the compressed variants."""
+    the shared optimisation, schedule, evaluation and DeepSpeed blocks, and the compressed variants."""
 
     teacher: Literal["finetuned", "base"] = Field(
         "finetuned", description="finetuned: one fine-tuned model per task (models/finetuned/<task>) over the task "
@@ -275,52 +346,29 @@ class DistillSettings(Settings):
                          "(0: hard labels only, no teacher).")
     cache_teacher: bool = Field(False, description="Compute the teacher's logits once over the training split and "
                                 "store them under checkpoint_dir (classification: all logits; sft/lm: the top "
-                                "cache_top_k per response token) instead of running the teacher every step. Off by "
-                                "default: one pass over the whole training split costs more teacher work than 60 "
-                                "steps of 16 examples need; it pays for longer runs (the summary gives "
-                                "break_even_steps) and resumed ones.")
+                                "cache_top_k per response token) instead of running the teacher every step. It pays "
+                                "for long and resumed runs (the summary gives break_even_steps).")
     cache_top_k: int = Field(512, ge=1, description="cache_teacher, sft/lm: teacher logits kept per token (the KD "
                              "term is then over the teacher's top k renormalised; k = vocabulary gives the exact "
-                             "loss). Measured on the default data (T 2, 60 steps): docstring val perplexity 94.8 "
-                             "live, 96.2 with k 512 (106 MiB), 142.7 with k 64 (13 MiB).")
+                             "loss; a smaller k is smaller on disk and less exact).")
     cache_probe_steps: int = Field(5, ge=1, description="cache_teacher: steps' teacher work timed live and from the "
                                    "cache, for the summary's saving.")
-    seed: int = Field(0, ge=0, description="Seed of the student's fresh weights, dropout and the data order.")
-    steps: int = Field(60, ge=1, description="Optimizer steps at most (early stopping may end sooner); 60 steps of "
-                       "16: the whole recipe (variants and measurements included) took 27-34 s on the default data.")
-    batch_size: int = Field(16, ge=1, description="Examples per micro-batch per process.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_length: int = Field(256, ge=8, description="Tokens per example at most (base teacher: the window length).")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the student's backbone.")
-    head_lr: float = Field(1e-3, gt=0, description="Peak learning rate of the classification heads.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The last step's rate as a fraction of the peak.")
-    schedule: Literal["cosine", "linear"] = Field("cosine", description="Decay after warmup.")
-    warmup_steps: int = Field(6, ge=0, description="Linear warmup steps; fewer than steps.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW decay of matrices (norms, biases get none).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm; 0 turns it off.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on attention weights and pooled features.")
-    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="Early stopping on val_score.")
-    eval_every: int = Field(20, ge=1, description="Steps between validation passes (and one at the end).")
-    eval_max_examples: int | None = Field(None, ge=1, description="Validation examples per task and pass at most.")
-    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="As in pretrain (auto: bf16 where oneDNN "
-                                                       "has bf16 kernels). fp32 by default: on this AVX-512-bf16 CPU "
-                                                       "the finetune recipe ran at 320-530 tokens/s in bf16 against "
-                                                       "1.5-5.5k in fp32.")
-    threads: int | None = Field(None, ge=1, description="torch threads per process (null: torch's default).")
-    log_every: int = Field(10, ge=1, description="Steps between log lines and MLflow metrics.")
-    checkpoint_every: int = Field(50, ge=1, description="Steps between DeepSpeed checkpoints (and one at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
     variants: Variants = Field(default_factory=Variants, description="Compressed variants of the student.")
     latency_examples: int = Field(32, ge=1, description="Test examples timed one at a time (batch 1) per model.")
     latency_warmup: int = Field(3, ge=0, description="Untimed forward passes before the latency measurement.")
-    sample_max_new_tokens: int = Field(32, ge=1, description="SFT: tokens generated per test prompt at the end.")
+    steps: int = default(RunBlock, "steps", 60)
+    batch_size: int = default(RunBlock, "batch_size", 16)
+    weight_decay: float = default(OptimizerBlock, "weight_decay", 0.01)
+    betas: tuple[float, float] = default(OptimizerBlock, "betas", (0.9, 0.999))
+    warmup_steps: int = default(WarmupBlock, "warmup_steps", 6)
+    dropout: float = default(TaskTrainingSettings, "dropout", 0.0)
+    zero_stage: Literal[0, 1, 2, 3] = default(EngineBlock, "zero_stage", 0)
+    precision: Literal["auto", "fp32", "bf16"] = default(EngineBlock, "precision", "fp32")
+    eval_every: int = default(CadenceBlock, "eval_every", 20)
+    checkpoint_every: int = default(CadenceBlock, "checkpoint_every", 50)
 
     @model_validator(mode="after")
     def _consistent(self) -> DistillSettings:
-        if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         if self.cache_teacher and self.alpha == 0:
             raise ValueError("cache_teacher with alpha 0 caches a teacher that is never used: set alpha > 0 or "
                              "cache_teacher false")

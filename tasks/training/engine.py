@@ -1,7 +1,8 @@
 """DeepSpeed: the process group, the engine config and the engine around a model and a torch AdamW.
 
-Every function takes keyword arguments (never a recipe's config), so pretraining, fine-tuning and distillation build
-their engines the same way. torch and deepspeed are imported inside the functions: importing this module is cheap.
+Every engine function takes keyword arguments, so pretraining, fine-tuning and distillation build their engines the
+same way; :func:`setup` and :func:`recipe_main` are the recipes' shared start (process set-up, command line).
+torch and deepspeed are imported inside the functions: importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -199,3 +200,69 @@ def run_entry(name: str, train: Callable[[], Any], *, user_errors: tuple[type[Ba
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def setup(cfg: Any) -> tuple[dict[str, Any], int, int]:
+    """A recipe's process set-up from its engine settings: quiet DeepSpeed and transformers' progress bars, torch
+    threads, the DeepSpeed config, the process group. Returns ``(ds_config, rank, world_size)``."""
+    import logging
+
+    import torch
+    import transformers
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)  # its INFO lines would drown ours
+    transformers.utils.logging.disable_progress_bar()  # a bar per model load would drown the log
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ds_config = deepspeed_config(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip,
+                                 zero_stage=cfg.zero_stage, precision=cfg.precision,
+                                 offload_optimizer=getattr(cfg, "offload_optimizer", False),
+                                 offload_params=getattr(cfg, "offload_params", False), override=cfg.deepspeed_config)
+    rank, world_size = init_distributed(tensor_parallel="tensor_parallel" in ds_config)
+    return ds_config, rank, world_size
+
+
+def printer(is_main: bool) -> Callable[[str], None]:
+    """``say(msg)``: a flushed line on rank 0, nothing elsewhere."""
+
+    def say(msg: str) -> None:
+        if is_main:
+            print(msg, flush=True)
+
+    return say
+
+
+def recipe_main(name: str, doc: str | None, schema: type[Any], preflight: Callable[[Any], Any],
+                train: Callable[[Any, Any], Any], argv: list[str] | None, *,
+                fp32_when: Callable[[Any], bool] | None = None, preflight_exit: int | None = 2) -> int:
+    """Every recipe's command line: ``--config run.json`` read into ``schema``, ``precision: auto`` resolved (fp32
+    where ``fp32_when(cfg)``), ``preflight(cfg)`` (no torch: a bad config or bad data exits in a second with one
+    line), then ``train(cfg, preflight's result)`` under :func:`run_entry`. Returns the exit code.
+
+    Args:
+        preflight_exit: the exit code of a preflight error; None: the error's own ``exit_code`` (else 2).
+    """
+    import argparse
+    import sys
+
+    from tasks.examples import ExamplesError
+    from tasks.modeling.errors import ConfigError
+    from tasks.modeling.llama import ModelConfigError
+    from tasks.tokens import TokenFileError
+    from tasks.training.config import load_config
+    from tasks.training.data import DataTooSmallError
+
+    parser = argparse.ArgumentParser(prog=f"python -m tasks.training.{name}", description=(doc or "").split("\n")[0])
+    parser.add_argument("--config", required=True, type=Path, help="the run's JSON config")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, schema)
+        if cfg.precision == "auto":  # the only check that needs torch (is there fast bf16 here?)
+            precision = "fp32" if fp32_when is not None and fp32_when(cfg) else resolve_precision(cfg.precision)
+            cfg = cfg.model_copy(update={"precision": precision})
+        info = preflight(cfg)
+    except (ConfigError, ExamplesError, TokenFileError, ModelConfigError, DataTooSmallError) as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return preflight_exit if preflight_exit is not None else int(getattr(e, "exit_code", 2))
+    return run_entry(name, lambda: train(cfg, info), user_errors=(ConfigError,))

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.training.multitask import HEAD_PREFIX
+from tasks.modeling.heads import HEAD_PREFIX
 
 _LAYER = re.compile(r"\blayers\.(\d+)\.")
 
@@ -113,7 +113,7 @@ def merged_llama(*, base_model_dir: Path, state: dict[str, Any], rank: int, alph
         dtype: the merged model's parameter dtype.
         adapter_dir: where to save the adapter (``save_pretrained``), or None.
     """
-    from tasks.training.multitask import load_backbone
+    from tasks.modeling.heads import load_backbone
 
     llama = load_backbone(base_model_dir, dtype=dtype)
     peft_model = add_lora(llama, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)

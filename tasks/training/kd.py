@@ -72,7 +72,7 @@ def target_positions(student_logits: torch.Tensor, targets: torch.Tensor) -> tup
 
 def student_kwargs(teacher_config: dict[str, Any], *, num_layers: int, hidden_size: int, num_heads: int,
                    num_kv_heads: int | None, intermediate_size: int) -> dict[str, Any]:
-    """The :func:`tasks.training.model.build_llama` arguments of the student: its own shape, the teacher's
+    """The :func:`tasks.modeling.llama.build_llama` arguments of the student: its own shape, the teacher's
     vocabulary, positions, rotary base, tying and special ids.
 
     Args:
@@ -205,10 +205,10 @@ class TeacherCache:
         self.offsets: list[int] = [0]
 
     def build(self, teacher: Any, data: dict[str, Any], *, batch_size: int, pad_id: int, device: Any) -> None:
-        """Run the teacher once over ``data`` (a :func:`tasks.training.task_data.encode` result)."""
+        """Run the teacher once over ``data`` (a :func:`tasks.modeling.encoding.encode` result)."""
         import torch
 
-        from tasks.training.task_data import collate
+        from tasks.modeling.encoding import collate
 
         unique: dict[tuple[int, ...], Any] = {}
         for seq, target in zip(data["ids"], data["targets"], strict=True):

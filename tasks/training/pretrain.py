@@ -24,9 +24,7 @@ Exit codes: 0 done, 2 bad config (one message, no traceback), 1 any other failur
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,37 +32,25 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.tokens import TokenFileError, load_tokens, read_manifest
-from tasks.training import checkpoint
-from tasks.training.config import ConfigError, MlflowTarget, PretrainSettings, load_config
-from tasks.training.data import DataTooSmallError, check_tokens
-from tasks.training.model import ModelConfigError, resolve_shape
+from tasks.modeling import checkpoint
+from tasks.modeling.llama import resolve_shape
+from tasks.tokens import load_tokens, read_manifest
+from tasks.training.config import PretrainSettings, RecipePaths
+from tasks.training.data import check_tokens
 
 NAME = "pretrain"
 
 
-class PretrainConfig(PretrainSettings):
+class PretrainConfig(PretrainSettings, RecipePaths):
     """Every setting of one pretraining run: the shared settings plus the paths the flow fills in."""
 
     tokens_dir: Path = Field(description="Packed tokens: {train,val}.bin and manifest.json (tasks.tokens).")
-    tokenizer_dir: Path = Field(description="The Hugging Face tokenizer, copied into out_dir.")
-    out_dir: Path = Field(description="Final model in Hugging Face format; replaced atomically at the end.")
-    checkpoint_dir: Path = Field(description="DeepSpeed checkpoints; a run resumes from its `latest`.")
-    mlflow: MlflowTarget | None = Field(None, description="MLflow run for metrics; None: MLFLOW_RUN_ID if set, "
-                                        "else no MLflow at all.")
-    deepspeed_config: Path | None = Field(None, description="A DeepSpeed JSON merged over the generated config.")
 
 
 # what a checkpoint's weights, optimizer state and data order depend on: resuming under other values would silently
 # train a different run (or fail deep inside DeepSpeed); logging, evaluation and paths may change freely
 RUN_IDENTITY = ("model", "context", "seed", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
                 "weight_decay", "betas", "grad_clip", "zero_stage", "precision", "offload_optimizer", "offload_params")
-
-
-def identity(cfg: PretrainConfig) -> dict[str, Any]:
-    """The settings a resumed run must share with the one that started ``checkpoint_dir`` (plus ``steps``)."""
-    return {**cfg.model_dump(mode="json", include=set(RUN_IDENTITY)), "steps": cfg.steps,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 
 
 def preflight(cfg: PretrainConfig) -> dict[str, Any]:
@@ -79,40 +65,28 @@ def preflight(cfg: PretrainConfig) -> dict[str, Any]:
     model_kwargs = resolve_shape(context=cfg.context, manifest=manifest, **cfg.model.model_dump())
     for split in ("train", "val"):
         check_tokens(load_tokens(cfg.tokens_dir, split), cfg.context, split)
-    if not (Path(cfg.tokenizer_dir) / "tokenizer.json").is_file():
-        raise ConfigError(f"no tokenizer.json in tokenizer_dir {cfg.tokenizer_dir}: run the tokenizer stage first")
-    if cfg.deepspeed_config is not None and not Path(cfg.deepspeed_config).is_file():
-        raise ConfigError(f"deepspeed_config {cfg.deepspeed_config} does not exist: fix the path or remove it")
-    checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=identity(cfg), name=NAME)
+    cfg.check_paths()
+    checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY),
+                            name=NAME)
     return model_kwargs
 
 
 def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) the training described by ``cfg`` and export the model; returns the summary on rank 0."""
-    import logging
 
     import torch
 
+    from tasks.modeling import export
+    from tasks.modeling.llama import build_llama, count_params
     from tasks.training import engine as ds
-    from tasks.training import export, telemetry
+    from tasks.training import telemetry
     from tasks.training.data import RandomWindows, val_windows
     from tasks.training.losses import next_token_loss, val_loss
-    from tasks.training.model import build_llama, count_params
     from tasks.training.schedule import due, lr_at, set_lr
 
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)  # its INFO lines would drown ours
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    ds_config = ds.deepspeed_config(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip,
-                                    zero_stage=cfg.zero_stage, precision=cfg.precision,
-                                    offload_optimizer=cfg.offload_optimizer, offload_params=cfg.offload_params,
-                                    override=cfg.deepspeed_config)
-    rank, world_size = ds.init_distributed(tensor_parallel="tensor_parallel" in ds_config)
+    ds_config, rank, world_size = ds.setup(cfg)
     is_main = rank == 0
-
-    def say(msg: str) -> None:
-        if is_main:
-            print(msg, flush=True)
+    say = ds.printer(is_main)
 
     # model and engine: the same seed on every rank gives the same initial weights
     torch.manual_seed(cfg.seed)
@@ -134,7 +108,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         step, history, resumed_from = int(client["step"]), list(client["history"]), int(client["step"])
         say(f"pretrain: resumed from {path} at step {step}")
     if is_main:
-        checkpoint.record_identity(checkpoint_dir=ckpt_dir, identity=identity(cfg))
+        checkpoint.record_identity(checkpoint_dir=ckpt_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY))
     train_tokens, val_tokens = load_tokens(cfg.tokens_dir, "train"), load_tokens(cfg.tokens_dir, "val")
     windows = RandomWindows(train_tokens, cfg.context, cfg.batch_size, cfg.seed, rank, world_size,
                             step=step * cfg.grad_accum)
@@ -229,23 +203,9 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--config run.json``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m tasks.training.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, type=Path, help="the run's JSON config")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, PretrainConfig)
-        if cfg.precision == "auto":  # the only check that needs torch (is there a GPU with bf16?)
-            from tasks.training.engine import resolve_precision
+    from tasks.training.engine import recipe_main
 
-            cfg = cfg.model_copy(update={"precision": resolve_precision(cfg.precision)})
-        model_kwargs = preflight(cfg)
-    except (ConfigError, ModelConfigError, DataTooSmallError, TokenFileError) as e:
-        print(f"{NAME}: error: {e}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 2))
-    from tasks.training.engine import run_entry
-
-    return run_entry(NAME, lambda: train(cfg, model_kwargs))
+    return recipe_main(NAME, __doc__, PretrainConfig, preflight, train, argv, preflight_exit=None)
 
 
 if __name__ == "__main__":

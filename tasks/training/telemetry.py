@@ -78,6 +78,12 @@ class MlflowSink:
 
             self.client = MlflowClient(tracking_uri=tracking_uri)
 
+    @classmethod
+    def to(cls, target: Any, *, enabled: bool) -> MlflowSink:
+        """The sink of a run config's ``mlflow`` target (``tasks.training.config.MlflowTarget`` or None)."""
+        return cls(run_id=target.run_id if target else None, tracking_uri=target.tracking_uri if target else None,
+                   enabled=enabled)
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Log ``metrics`` at ``step`` in one batch; after a failure, stop trying (the run matters more)."""
         if self.client is None or self.failed:
@@ -90,3 +96,17 @@ class MlflowSink:
         except Exception as e:  # metrics are worth less than the run: keep training
             self.failed = True
             print(f"warning: MLflow logging to run {self.run_id} failed, no more attempts: {e}", file=sys.stderr)
+
+
+def log_outcome(sink: MlflowSink, summary: dict[str, Any], progress: Any, *,
+                tests: dict[str, dict[str, Any]] | None = None) -> None:
+    """A task recipe's last MLflow numbers: best score and step, steps run, early stop, training seconds and
+    tokens/s of this process, and each task's float test metrics (``test_<metric>_<task>``)."""
+    final = {"best_val_score": summary["best_val_score"], "best_step": summary["best_step"],
+             "steps_run": summary["steps_run"], "stopped_early": float(summary["stopped_early"]),
+             "train_seconds": progress.stats["train_seconds"]}
+    for task, metrics in (tests or {}).items():
+        final.update({f"test_{k}_{task}": v for k, v in metrics.items() if isinstance(v, float)})
+    if progress.stats["tokens_per_second"] is not None:
+        final["tokens_per_second_run"] = progress.stats["tokens_per_second"]
+    sink.log(final, summary["steps_run"])

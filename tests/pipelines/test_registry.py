@@ -40,8 +40,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 
     from tasks.examples import CHAT_TEMPLATE
+    from tasks.modeling.llama import build_llama
     from tasks.tokenizer.bpe import train_tokenizer
-    from tasks.training.model import build_llama
     from tests.tasks.training.corpus import documents, write_split
 
     root = tmp_path_factory.mktemp("registry-model")

@@ -1,5 +1,6 @@
 """Tiny distillation inputs: fine-tuned-style teachers (one Hugging Face directory per task, written by
-``export.save_task_models`` from the finetune fixtures' tiny Llama) and a run config of the distill recipe."""
+``export.save_task_models`` from the finetune fixtures' tiny Llama), the run configs of the distill (KD) and compress
+recipes, and the two recipes run one after the other as the distill stage runs them."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def save_teachers(base_dir: Path, *, tokenizer_dir: Path, out: Path, seed: int =
     import torch
 
     from tasks.examples import CHAT_TEMPLATE
-    from tasks.training.export import save_task_models
-    from tasks.training.multitask import load_backbone
+    from tasks.modeling.export import save_task_models
+    from tasks.modeling.heads import load_backbone
 
     llama = load_backbone(base_dir)
     torch.manual_seed(seed)
@@ -31,10 +32,12 @@ def save_teachers(base_dir: Path, *, tokenizer_dir: Path, out: Path, seed: int =
 
 
 def run_config(inputs: dict[str, Path], run: Path, **over: Any) -> Path:
-    """A distill run config over the fixtures' inputs (a 1-layer student of the 2-layer teacher); returns its path."""
+    """A distill run config over the fixtures' inputs (a 1-layer student of the 2-layer teacher), its student
+    exported to ``run/student``, and beside it ``compress.json`` (the same settings, ``run/student`` compressed into
+    ``run/model``) as the distill stage writes them; returns the KD config's path."""
     cfg = {"examples_dir": str(inputs["examples"]), "teacher_dir": str(inputs["teachers"]),
            "tokenizer_dir": str(inputs["tokenizer"]), "tokens_dir": str(inputs["tokens"]),
-           "out_dir": str(run / "model"), "checkpoint_dir": str(run / "ckpt"), "plots_dir": str(run / "plots"),
+           "out_dir": str(run / "student"), "checkpoint_dir": str(run / "ckpt"), "plots_dir": str(run / "plots"),
            "student": {"num_layers": 1, "hidden_size": 32, "num_heads": 4, "intermediate_size": 64},
            "seed": 1, "steps": 16, "batch_size": 8, "max_length": 64, "lr": 3e-3, "head_lr": 1e-2,
            "warmup_steps": 2, "precision": "fp32", "threads": 1, "log_every": 4, "eval_every": 8,
@@ -43,10 +46,22 @@ def run_config(inputs: dict[str, Path], run: Path, **over: Any) -> Path:
     cfg.update(over)
     run.mkdir(parents=True, exist_ok=True)
     (run / "run.json").write_text(json.dumps(cfg))
+    (run / "compress.json").write_text(json.dumps({**cfg, "out_dir": str(run / "model"),
+                                                   "student_dir": str(run / "student")}))
     return run / "run.json"
 
 
-def distill(config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m tasks.training.distill --config CONFIG`` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "tasks.training.distill", "--config", str(config)], cwd=REPO,
+def recipe(name: str, config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m tasks.training.NAME --config CONFIG`` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", f"tasks.training.{name}", "--config", str(config)], cwd=REPO,
                           env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def distill(config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The distill stage's two recipes: KD (``config``), then, if it succeeded, compress (``compress.json`` beside
+    it); their outputs joined, the exit code the first failure's (or 0)."""
+    kd = recipe("distill", config, timeout)
+    if kd.returncode != 0:
+        return kd
+    comp = recipe("compress", config.parent / "compress.json", timeout)
+    return subprocess.CompletedProcess(comp.args, comp.returncode, kd.stdout + comp.stdout, kd.stderr + comp.stderr)

@@ -24,7 +24,7 @@ def save_base_model(tokenizer_dir: Path, out: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)

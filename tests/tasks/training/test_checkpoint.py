@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.training.checkpoint import (
+from tasks.modeling.checkpoint import (
     RUN_IDENTITY_FILE,
     RUN_STATS_FILE,
     check_resume,
@@ -69,7 +69,7 @@ def test_rng_state_round_trips() -> None:
 def test_a_latest_caught_half_rewritten_resumes_the_newest_step(tmp_path: Path) -> None:
     # DeepSpeed truncates `latest` and then writes the new tag: a SIGKILL in between left it empty, and the run
     # could not resume at all
-    from tasks.training.checkpoint import latest_tag
+    from tasks.modeling.checkpoint import latest_tag
 
     for step in (8, 16):
         (tmp_path / f"step{step}").mkdir()

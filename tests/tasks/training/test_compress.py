@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tasks.training import compress
+from tasks.modeling import quantize
+from tasks.training import prune
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 def tiny_llama(*, kv_heads: int = 4, hidden: int = 32, seed: int = 0) -> Any:
     import torch
 
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     torch.manual_seed(seed)
     return build_llama(vocab_size=64, hidden_size=hidden, num_layers=2, num_heads=4, num_kv_heads=kv_heads,
@@ -58,13 +59,13 @@ def test_magnitude_prune_hits_the_sparsity_and_masks_survive_an_optimizer_step()
 
     model = tiny_llama().train()
     embed = model.model.embed_tokens.weight.detach().clone()
-    weights = compress.prunable_weights(model)
+    weights = prune.prunable_weights(model)
     total = sum(w.numel() for w in weights.values())
     assert len(weights) == 2 * 7
-    masks = compress.magnitude_prune(model, sparsity=0.3)
+    masks = prune.magnitude_prune(model, sparsity=0.3)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     assert abs(zeros - 0.3 * total) <= 1
-    assert compress.sparsity(model) == pytest.approx(0.3, abs=1 / total)
+    assert prune.sparsity(model) == pytest.approx(0.3, abs=1 / total)
     kept = torch.cat([w[masks[n]].abs() for n, w in weights.items()])
     dropped = torch.cat([w[~masks[n]].abs() for n, w in weights.items()])
     assert int(dropped.count_nonzero()) == 0 and float(kept.detach().min()) > 0
@@ -72,8 +73,8 @@ def test_magnitude_prune_hits_the_sparsity_and_masks_survive_an_optimizer_step()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     lm_loss(model, tokens()).backward()
     opt.step()
-    assert compress.sparsity(model) < 0.01  # the step revives the pruned weights...
-    compress.apply_masks(model, masks)
+    assert prune.sparsity(model) < 0.01  # the step revives the pruned weights...
+    prune.apply_masks(model, masks)
     for name, w in weights.items():  # ...and the masks put back exactly the same zeros
         assert torch.equal(w == 0, ~masks[name])
 
@@ -84,8 +85,8 @@ def test_magnitude_prune_drops_the_smallest_weights_globally() -> None:
     model = tiny_llama()
     with torch.no_grad():
         model.model.layers[0].self_attn.q_proj.weight.mul_(10.0)  # one layer of much larger weights
-    before = {n: w.detach().clone() for n, w in compress.prunable_weights(model).items()}
-    masks = compress.magnitude_prune(model, sparsity=0.5)
+    before = {n: w.detach().clone() for n, w in prune.prunable_weights(model).items()}
+    masks = prune.magnitude_prune(model, sparsity=0.5)
     kept = torch.cat([before[n][m].abs() for n, m in masks.items()])
     dropped = torch.cat([before[n][~m].abs() for n, m in masks.items()])
     assert float(dropped.max()) <= float(kept.min())
@@ -99,25 +100,25 @@ def test_pruned_zeros_are_plain_tensors_in_the_export(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     model = tiny_llama()
-    compress.magnitude_prune(model, sparsity=0.5)
+    prune.magnitude_prune(model, sparsity=0.5)
     model.save_pretrained(str(tmp_path))
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert not [k for k in keys if k.endswith(("_orig", "_mask"))]
     loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path))
-    assert compress.sparsity(loaded) == pytest.approx(0.5, abs=1e-4)
+    assert prune.sparsity(loaded) == pytest.approx(0.5, abs=1e-4)
 
 
 def test_magnitude_prune_leaves_the_classification_heads_of_the_multitask_module() -> None:
     import torch
 
-    from tasks.training.multitask import build_multitask
+    from tasks.modeling.heads import build_multitask
 
     module = build_multitask(tiny_llama(), heads={"topic": 3}, dropout=0.0, pad_token_id=0)
     head = module.heads["topic"].weight.detach().clone()
-    compress.magnitude_prune(module, sparsity=0.9)
+    prune.magnitude_prune(module, sparsity=0.9)
     assert torch.equal(module.heads["topic"].weight, head)
-    assert compress.sparsity(module) == pytest.approx(0.9, abs=1e-4)
+    assert prune.sparsity(module) == pytest.approx(0.9, abs=1e-4)
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2])
@@ -125,7 +126,7 @@ def test_structured_prune_shrinks_and_round_trips_through_plain_transformers(tmp
     from transformers import AutoModelForCausalLM
 
     model, x = tiny_llama(kv_heads=kv_heads), tokens()
-    compress.structured_prune(model, heads_fraction=0.5, neurons_fraction=0.25)
+    prune.structured_prune(model, heads_fraction=0.5, neurons_fraction=0.25)
     att, mlp = model.model.layers[1].self_attn, model.model.layers[1].mlp
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, kv_heads // 2)
     assert (model.config.head_dim, model.config.intermediate_size) == (8, 48)
@@ -144,16 +145,16 @@ def test_structured_prune_of_nothing_changes_nothing() -> None:
 
     model, x = tiny_llama(), tokens()
     before, state = logits(model, x), copy.deepcopy(model.state_dict())
-    compress.structured_prune(model, heads_fraction=0.0, neurons_fraction=0.0)
+    prune.structured_prune(model, heads_fraction=0.0, neurons_fraction=0.0)
     assert torch.equal(logits(model, x), before)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 def test_structured_prune_refuses_a_head_count_transformers_cannot_load() -> None:
-    with pytest.raises(compress.CompressionError, match=r"use one of \[0.0, 0.5, 0.75\]"):
-        compress.structured_prune(tiny_llama(), heads_fraction=0.25, neurons_fraction=0.0)  # 3 heads, width 32
-    with pytest.raises(compress.CompressionError, match=r"use one of \[0.0, 0.5\]"):
-        compress.structured_prune(tiny_llama(kv_heads=2), heads_fraction=0.25, neurons_fraction=0.0)
+    with pytest.raises(prune.CompressionError, match=r"use one of \[0.0, 0.5, 0.75\]"):
+        prune.structured_prune(tiny_llama(), heads_fraction=0.25, neurons_fraction=0.0)  # 3 heads, width 32
+    with pytest.raises(prune.CompressionError, match=r"use one of \[0.0, 0.5\]"):
+        prune.structured_prune(tiny_llama(kv_heads=2), heads_fraction=0.25, neurons_fraction=0.0)
 
 
 def test_taylor_importance_finds_dead_heads_and_neurons_and_pruning_them_is_lossless() -> None:
@@ -167,14 +168,14 @@ def test_taylor_importance_finds_dead_heads_and_neurons_and_pruning_them_is_loss
                 layer.self_attn.o_proj.weight[:, h * 8:(h + 1) * 8] = 0
             layer.mlp.down_proj.weight[:, dead_neurons[i]] = 0
     before = logits(model, x)
-    scores = compress.importance_scores(model, [x[:4], x[4:]], lm_loss)
+    scores = prune.importance_scores(model, [x[:4], x[4:]], lm_loss)
     for i in range(2):
         live = [h for h in range(4) if h not in dead_heads[i]]
         assert float(scores["heads"][i][dead_heads[i]].max()) < 1e-3 * float(scores["heads"][i][live].min())
         ranked = scores["neurons"][i].argsort()[:16].tolist()
         assert sorted(ranked) == dead_neurons[i]
     assert all(p.grad is None for p in model.parameters())
-    compress.structured_prune(model, heads_fraction=0.5, neurons_fraction=0.25, importance=scores)
+    prune.structured_prune(model, heads_fraction=0.5, neurons_fraction=0.25, importance=scores)
     assert float((logits(model, x) - before).abs().max()) < 1e-5
 
 
@@ -185,7 +186,7 @@ def test_int8_is_close_to_float_and_at_least_twice_smaller(tmp_path: Path) -> No
     x = tokens(n=64, length=16)
     ref = logits(model, x)
     state = copy.deepcopy(model.state_dict())
-    quant = compress.quantize_int8(model)
+    quant = quantize.quantize_int8(model)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # the float model is kept
     assert quant.model.layers[0].mlp.down_proj.weight.qdata.dtype == torch.int8
     assert not hasattr(quant.score.weight, "qdata")  # the classification head stays float
@@ -193,7 +194,7 @@ def test_int8_is_close_to_float_and_at_least_twice_smaller(tmp_path: Path) -> No
     assert float((out - ref).abs().max()) < 0.05 * float(ref.abs().max())
     assert float((out.argmax(-1) == ref.argmax(-1)).float().mean()) >= 0.9
     model.save_pretrained(str(tmp_path / "f32"))
-    compress.save_int8(quant, tmp_path / "int8")
+    quantize.save_int8(quant, tmp_path / "int8")
     ratio = (tmp_path / "f32/model.safetensors").stat().st_size / (tmp_path / "int8/model.safetensors").stat().st_size
     assert ratio >= 2.0
 
@@ -203,19 +204,19 @@ def test_load_int8_round_trip_gives_identical_outputs(tmp_path: Path, data: dict
     from transformers import AutoModelForCausalLM
 
     model = tiny_llama(hidden=64).to(torch.bfloat16)  # like the bf16 exports: quantized from float32
-    compress.magnitude_prune(model, sparsity=0.5)
-    quant = compress.quantize_int8(model)
-    compress.save_int8(quant, tmp_path / "int8", tokenizer_dir=data["tokenizer"])
+    prune.magnitude_prune(model, sparsity=0.5)
+    quant = quantize.quantize_int8(model)
+    quantize.save_int8(quant, tmp_path / "int8", tokenizer_dir=data["tokenizer"])
     assert (tmp_path / "int8" / "tokenizer.json").exists()
-    loaded = compress.load_int8(tmp_path / "int8")
+    loaded = quantize.load_int8(tmp_path / "int8")
     assert type(loaded).__name__ == "LlamaForCausalLM" and not loaded.training
     x = tokens()
     assert torch.equal(logits(loaded, x), logits(quant, x))
     assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(str(tmp_path / "int8")), x), logits(quant, x))
     qdata = loaded.model.layers[0].self_attn.q_proj.weight.qdata
     assert float((qdata == 0).float().mean()) >= 0.4  # pruned zeros stay zeros in int8
-    with pytest.raises(compress.CompressionError, match="quantize it first"):
-        compress.save_int8(model, tmp_path / "nope")
+    with pytest.raises(prune.CompressionError, match="quantize it first"):
+        quantize.save_int8(model, tmp_path / "nope")
 
 
 def test_int8_export_is_the_same_bytes_in_every_process(tmp_path: Path) -> None:
@@ -224,9 +225,9 @@ def test_int8_export_is_the_same_bytes_in_every_process(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    script = ("import sys; from pathlib import Path; from tasks.training import compress; "
+    script = ("import sys; from pathlib import Path; from tasks.modeling import quantize; "
               "from tests.tasks.training.test_compress import tiny_llama; "
-              "compress.save_int8(compress.quantize_int8(tiny_llama(hidden=64)), Path(sys.argv[1]))")
+              "quantize.save_int8(quantize.quantize_int8(tiny_llama(hidden=64)), Path(sys.argv[1]))")
     digests = set()
     for seed in ("1", "2"):  # torchao's metadata order followed the string hash seed of the process
         out = tmp_path / seed

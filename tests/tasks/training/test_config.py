@@ -54,8 +54,10 @@ def test_load_config_names_every_bad_key(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"tokens_dir": "t", "tokenizer_dir": "k", "out_dir": "o", "checkpoint_dir": "c",
                                 "model": {"num_heads": 0}, "lr": -1}))
-    with pytest.raises(ConfigError, match=r"model\.num_heads: Input should be greater than or equal to 1; lr: "):
+    with pytest.raises(ConfigError) as bad:
         load_config(path, PretrainConfig)
+    assert "model.num_heads: Input should be greater than or equal to 1" in str(bad.value)
+    assert "lr: Input should be greater than 0" in str(bad.value)
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read config") as err:
         load_config(path, PretrainConfig)
@@ -69,11 +71,48 @@ def test_settings_recipe_and_components_import_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    modules = ["pipelines.config.pretrain", "tasks.training.pretrain"] + [
-        f"tasks.training.{m}" for m in ("config", "model", "data", "engine", "schedule", "losses", "checkpoint",
-                                        "telemetry", "export")]
+    root = Path(__file__).resolve().parents[3]
+    modules = ["pipelines.config.pretrain", "pipelines.config.finetune", "pipelines.config.distill"] + [
+        f"tasks.{p.parent.name}.{p.stem}" for package in ("training", "modeling")
+        for p in sorted((root / "tasks" / package).glob("*.py")) if p.stem != "__init__"]
     code = (f"import sys, {', '.join(modules)}; "
             "print([m for m in ('torch', 'deepspeed', 'mlflow', 'transformers') if m in sys.modules])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
     assert res.stdout.strip() == "[]"
+
+
+def test_task_recipes_compose_shared_blocks_each_field_defined_once() -> None:
+    from pipelines.config.distill import DistillParams
+    from pipelines.config.finetune import FinetuneParams
+    from tasks.training import config
+    from tasks.training.config import DistillSettings, FinetuneSettings, TaskTrainingSettings
+    from tasks.training.distill import DistillConfig
+    from tasks.training.finetune import FinetuneConfig
+
+    blocks = [config.RunBlock, config.OptimizerBlock, config.WarmupBlock, config.ScheduleBlock, config.EngineBlock,
+              config.CadenceBlock, config.EvaluationBlock]
+    owners: dict[str, list[str]] = {}
+    for block in blocks:
+        own = set(block.model_fields) - {f for base in block.__mro__[1:] if hasattr(base, "model_fields")
+                                         for f in base.model_fields}
+        for name in own:
+            owners.setdefault(name, []).append(block.__name__)
+    assert {n: o for n, o in owners.items() if len(o) > 1} == {}  # no field in two blocks
+    shared = set(TaskTrainingSettings.model_fields)
+    assert {"lr", "betas", "grad_clip", "warmup_steps", "schedule", "eval_every", "early_stopping", "zero_stage",
+            "checkpoint_every", "keep_checkpoints", "log_every", "max_length", "head_lr"} <= shared
+    for recipe in (FinetuneSettings, DistillSettings):
+        for name in shared:  # a recipe may change a default, never the type, bounds or description
+            mine, theirs = recipe.model_fields[name], TaskTrainingSettings.model_fields[name]
+            assert (mine.annotation, mine.description, mine.metadata) == \
+                (theirs.annotation, theirs.description, theirs.metadata), (recipe.__name__, name)
+    assert FinetuneSettings().lr == 3e-4 and DistillSettings().lr == 1e-3 and PretrainSettings().lr == 1e-3
+    assert FinetuneSettings().eval_every == 25 and DistillSettings().eval_every == 20
+    with pytest.raises(ValidationError, match="greater than 0"):
+        FinetuneSettings(lr=0)  # the block's bound holds under the recipe's own default
+    for params, run, settings in ((FinetuneParams, FinetuneConfig, FinetuneSettings),
+                                  (DistillParams, DistillConfig, DistillSettings)):
+        assert issubclass(params, settings) and issubclass(run, settings)
+        for name in settings.model_fields:  # inherited, not redefined
+            assert repr(params.model_fields[name]) == repr(settings.model_fields[name]), name

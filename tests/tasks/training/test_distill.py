@@ -1,7 +1,8 @@
-"""The distill recipe end to end: real runs of ``python -m tasks.training.distill`` in subprocesses on tiny teachers
-(a classifier and a causal LM exported as the finetune stage does) and tiny task data. It exports a smaller student and
-its variants that load with plain transformers, measures them against the teacher, resumes after SIGKILL to the
-uninterrupted result, distils the base LM over packed tokens from a teacher cache, refuses bad configs with exit 2."""
+"""The distill stage's recipes end to end: real runs of ``python -m tasks.training.distill`` (KD) and then
+``python -m tasks.training.compress`` in subprocesses on tiny teachers (a classifier and a causal LM exported as the
+finetune stage does) and tiny task data. They export a smaller student and its variants that load with plain
+transformers, measure them against the teacher, resume after SIGKILL to the uninterrupted result, distil the base LM
+over packed tokens from a teacher cache, refuse bad configs with exit 2."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tasks.training.checkpoint import latest_tag
+from tasks.modeling.checkpoint import latest_tag
 from tests.conftest import REPO
-from tests.tasks.training.distill_fixtures import distill, run_config, save_teachers
+from tests.tasks.training.distill_fixtures import distill, recipe, run_config, save_teachers
 from tests.tasks.training.finetune_fixtures import env, save_base_model, write_examples
 
 
@@ -82,6 +83,19 @@ def test_exports_a_smaller_student_and_variants_that_load_with_plain_transformer
     assert (reference.parent / "plots" / "learning_curves.png").stat().st_size > 1000
     stats = json.loads((reference.parent / "ckpt" / "run_stats.json").read_text())
     assert stats["steps_this_run"] == 16 and stats["resumed_from_step"] is None
+    assert set(stats["measurements"]) == set(s["variants"]) and set(stats["recovery_seconds"]) == {"magnitude",
+                                                                                                 "structured"}
+    # every evaluation reached the flow as data, the same numbers as the summary's history
+    evaluations = [json.loads(line) for line in (reference.parent / "ckpt" / "evaluations.jsonl").read_text()
+                   .splitlines()]
+    assert [(e["step"], e["val_score"]) for e in evaluations] == [(h["step"], h["val_score"]) for h in s["history"]]
+    assert [e["step"] for e in evaluations if e["best"]][-1] == s["best_step"]
+
+
+def test_compress_without_a_distilled_student_exits_2(inputs: dict[str, Path]) -> None:
+    config = run_config(inputs, inputs["runs"] / "no-student")
+    res = recipe("compress", config.parent / "compress.json", timeout=60)
+    assert res.returncode == 2 and res.stderr.strip().startswith("compress: error: no distilled student"), res.stderr
 
 
 @pytest.mark.slow  # real training runs in subprocesses

@@ -32,7 +32,7 @@ def test_deepspeed_config_follows_the_settings_and_merges_an_override(tmp_path: 
 
 
 def test_only_matrices_are_decayed() -> None:
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     model = build_llama(vocab_size=64, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2,
                         intermediate_size=32, max_position_embeddings=8)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.training.export import SAMPLES_FILE, SUMMARY_FILE, export_model
+from tasks.modeling.export import SAMPLES_FILE, SUMMARY_FILE, export_model
 
 SHAPE = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2,
          "intermediate_size": 64, "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1,
@@ -18,7 +18,7 @@ SHAPE = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, 
 def _export(data: dict[str, Path], out: Path, dtype: str = "float32") -> dict[str, str]:
     import torch
 
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     torch.manual_seed(0)
     state = build_llama(**SHAPE).state_dict()
@@ -46,7 +46,7 @@ def test_export_loads_generates_and_repeats_byte_for_byte(data: dict[str, Path],
 def test_a_failed_export_keeps_the_previous_model(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "model"
     before = _export(data, out)
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     # the weights are written, then the tokenizer cannot be read: nothing half-written is published
     with pytest.raises(OSError):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tasks.training.checkpoint import latest_tag
+from tasks.modeling.checkpoint import latest_tag
 from tests.conftest import REPO
 from tests.tasks.training.finetune_fixtures import env, finetune, run_config, save_base_model, write_examples
 

@@ -24,8 +24,8 @@ def test_prompt_tokens_carry_no_loss(inputs: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
     from tasks.examples import render_prompt
-    from tasks.training.multitask import response_loss
-    from tasks.training.task_data import IGNORE, collate, encode
+    from tasks.modeling.encoding import IGNORE, collate, encode
+    from tasks.modeling.heads import response_loss
 
     tok = AutoTokenizer.from_pretrained(str(inputs["tokenizer"]))
     enc = encode([{"id": "a", "prompt": "the cat", "response": "sat on the mat."}], kind="sft", tokenizer=tok,
@@ -49,9 +49,9 @@ def test_classification_head_exports_as_llama_for_sequence_classification(inputs
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tasks.examples import CHAT_TEMPLATE
-    from tasks.training.export import save_task_models
-    from tasks.training.multitask import build_multitask, load_backbone
-    from tasks.training.task_data import collate, encode
+    from tasks.modeling.encoding import collate, encode
+    from tasks.modeling.export import save_task_models
+    from tasks.modeling.heads import build_multitask, load_backbone
 
     tok = AutoTokenizer.from_pretrained(str(inputs["tokenizer"]))
     torch.manual_seed(0)
@@ -74,8 +74,8 @@ def test_classification_head_exports_as_llama_for_sequence_classification(inputs
 
 def test_unfreezing_schedule_opens_a_layer_from_the_top_every_k_steps_and_embeddings_last(
         inputs: dict[str, Path]) -> None:
+    from tasks.modeling.heads import build_multitask, load_backbone
     from tasks.training.freezing import apply_trainable, part_of, trainable_parts, unfreeze_steps
-    from tasks.training.multitask import build_multitask, load_backbone
 
     def at(step: int, **kw: Any) -> set[str]:
         return trainable_parts(step, num_layers=3, **kw)
@@ -105,8 +105,8 @@ def test_lora_merge_is_base_plus_scaled_low_rank_update_and_the_adapter_loads(in
     import torch
     from peft import PeftModel
 
+    from tasks.modeling.heads import build_multitask, load_backbone
     from tasks.training.freezing import add_lora, merged_llama, part_of
-    from tasks.training.multitask import build_multitask, load_backbone
 
     base = load_backbone(inputs["base"])
     torch.manual_seed(0)
@@ -134,7 +134,7 @@ def test_lora_merge_is_base_plus_scaled_low_rank_update_and_the_adapter_loads(in
 
 
 def test_task_batches_are_a_function_of_seed_and_step_and_balanced_sampling_evens_classes() -> None:
-    from tasks.training.task_data import TaskBatches, class_weights
+    from tasks.modeling.encoding import TaskBatches, class_weights
 
     train = {"a": {"ids": [[5, 6, 7]] * 90 + [[8, 9]] * 10, "targets": [0] * 90 + [1] * 10},
              "b": {"ids": [[5, 6, 1]] * 20, "targets": [[-100, 6, 1]] * 20}}
@@ -157,7 +157,7 @@ def test_task_batches_are_a_function_of_seed_and_step_and_balanced_sampling_even
 
 
 def test_schedules_and_early_stopping() -> None:
-    from tasks.training.metrics import EarlyStopper, val_score
+    from tasks.modeling.metrics import EarlyStopper, val_score
     from tasks.training.schedule import Plateau, lr_factor
 
     assert lr_factor(0, warmup_steps=3, steps=10, decay="cosine", min_ratio=0.1) == pytest.approx(0.25)
@@ -182,7 +182,7 @@ def test_schedules_and_early_stopping() -> None:
 
 def test_bad_task_data_is_named_before_training(inputs: dict[str, Path]) -> None:
     from tasks.examples import ExamplesError, write_rows
-    from tasks.training.task_data import check_tasks
+    from tasks.modeling.encoding import check_tasks
 
     assert set(check_tasks(inputs["examples"])) == {"topic", "complete"}
     bad = write_examples(inputs["root"] / "bad-examples", n_train=4, n_eval=2)

@@ -16,7 +16,7 @@ TEACHER = {**SHAPE, "num_layers": 4}
 
 
 def llama(vocab: int = 64, **shape: Any) -> Any:
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     return build_llama(vocab_size=vocab, **{**TEACHER, **shape}, dtype="float32")
 
@@ -65,8 +65,8 @@ def test_top_k_loss_is_exact_at_full_k_and_renormalises_below() -> None:
 def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> None:
     import torch
 
+    from tasks.modeling.llama import build_llama, count_params
     from tasks.training.kd import init_from_teacher, layer_map, student_kwargs
-    from tasks.training.model import build_llama, count_params
 
     torch.manual_seed(0)
     teacher = llama()
@@ -108,8 +108,8 @@ def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> 
 def test_a_smaller_student_learns_from_the_teacher() -> None:
     import torch
 
+    from tasks.modeling.llama import build_llama
     from tasks.training.kd import init_from_teacher, kd_loss, student_kwargs
-    from tasks.training.model import build_llama
 
     torch.manual_seed(0)
     teacher = llama().eval()
@@ -140,8 +140,8 @@ def tokenizer(data: dict[str, Path]) -> Any:
 def test_cached_teacher_logits_with_full_k_give_the_live_loss(tokenizer: Any, tmp_path: Path) -> None:
     import torch
 
+    from tasks.modeling.encoding import collate, encode
     from tasks.training.kd import TeacherCache, kd_loss, target_positions, teacher_forward, topk_kd_loss
-    from tasks.training.task_data import collate, encode
 
     vocab = len(tokenizer)
     torch.manual_seed(0)
@@ -172,8 +172,8 @@ def test_cached_classifier_logits_equal_the_live_ones(tokenizer: Any) -> None:
     import torch
     from transformers import LlamaForSequenceClassification
 
+    from tasks.modeling.encoding import collate, encode
     from tasks.training.kd import TeacherCache, teacher_forward
-    from tasks.training.task_data import collate, encode
     from tests.tasks.training.finetune_fixtures import classification_rows
 
     torch.manual_seed(0)

@@ -22,8 +22,8 @@ def test_next_token_loss_is_the_mean_cross_entropy() -> None:
 def test_val_loss_without_a_process_group_averages_every_token() -> None:
     import torch
 
+    from tasks.modeling.llama import build_llama
     from tasks.training.losses import val_loss
-    from tasks.training.model import build_llama
 
     torch.manual_seed(0)
     model = build_llama(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2,

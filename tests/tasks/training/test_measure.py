@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tasks.training import measure
+from tasks.modeling import measure
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 PAD = 0
@@ -30,7 +30,7 @@ def classifier(seed: int = 0) -> Any:
 def causal_lm(seed: int = 0) -> Any:
     import torch
 
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     torch.manual_seed(seed)
     return build_llama(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4,
@@ -96,19 +96,20 @@ def test_sft_loss_counts_only_response_tokens() -> None:
 
 
 def test_measures_pruned_and_int8_models(tmp_path: Path) -> None:
-    from tasks.training import compress
+    from tasks.modeling import quantize
+    from tasks.training import prune
 
     model, ids = causal_lm(), sequences(8, seed=2)
     data = {"ids": ids, "targets": [[-100] + s[1:] for s in ids], "dropped": 0, "rows": [{}] * len(ids)}
     kwargs = {"kind": "sft", "data": data, "labels": None, "pad_id": PAD, "batch_size": 8, "latency_examples": 4}
     model.save_pretrained(str(tmp_path / "f32"))
     base = measure.measure_model(model, model_dir=tmp_path / "f32", **kwargs)
-    compress.magnitude_prune(model, sparsity=0.5)
-    zeros = sum(int((w == 0).sum()) for w in compress.prunable_weights(model).values())
+    prune.magnitude_prune(model, sparsity=0.5)
+    zeros = sum(int((w == 0).sum()) for w in prune.prunable_weights(model).values())
     pruned = measure.measure_model(model, model_dir=None, **kwargs)
     assert pruned["params"] == base["params"] and pruned["nonzero_params"] == base["nonzero_params"] - zeros
-    quant = compress.quantize_int8(model)
-    compress.save_int8(quant, tmp_path / "int8")
+    quant = quantize.quantize_int8(model)
+    quantize.save_int8(quant, tmp_path / "int8")
     q = measure.measure_model(quant, model_dir=tmp_path / "int8", **kwargs)
     table = model.get_input_embeddings().weight.numel()  # the int8 LM stores its tied head as its own int8 copy
     assert q["params"] == base["params"] + table

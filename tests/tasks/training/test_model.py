@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.training.model import ModelConfigError, build_llama, check_model_shape, count_params, resolve_shape
+from tasks.modeling.llama import ModelConfigError, build_llama, check_model_shape, count_params, resolve_shape
 
 SHAPE = {"vocab_size": 300, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
          "intermediate_size": 128, "max_position_embeddings": 64}

@@ -226,8 +226,8 @@ def test_same_config_and_data_export_the_same_bytes(data: dict[str, Path]) -> No
 @pytest.mark.slow  # real training runs in subprocesses
 def test_resuming_under_other_settings_is_refused_and_a_new_step_count_warns(
         data: dict[str, Path], reference: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.training.checkpoint import check_resume
-    from tasks.training.pretrain import PretrainConfig, identity
+    from tasks.modeling.checkpoint import check_resume, identity
+    from tasks.training.pretrain import RUN_IDENTITY, PretrainConfig
 
     ckpt = reference["cfg"]["checkpoint_dir"]
     cfg = config(data, "changed", checkpoint_dir=ckpt, lr=2e-3, seed=4)
@@ -236,5 +236,5 @@ def test_resuming_under_other_settings_is_refused_and_a_new_step_count_warns(
     assert f"checkpoint_dir {ckpt} holds a run with other settings (lr: 0.003 -> 0.002, seed: 3 -> 4)" in res.stderr
     assert not Path(cfg["out_dir"]).exists()
     cfg = PretrainConfig.model_validate({**reference["cfg"], "steps": 60, "log_every": 7})
-    check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=identity(cfg))
+    check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=identity(cfg, RUN_IDENTITY))
     assert "steps changed from 40 to 60" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import atomic_write_text
-from tasks.training.config import ConfigError
+from tasks.modeling.errors import ConfigError
 
 RUN_IDENTITY_FILE = "run_identity.json"
 RUN_STATS_FILE = "run_stats.json"
@@ -26,6 +26,15 @@ class ResumeError(RuntimeError):
     """DeepSpeed could not load the checkpoint that ``latest`` names. Exit code 1."""
 
     exit_code = 1
+
+
+def identity(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The settings (``keys`` of the run config ``cfg``) a resumed run must share with the one that started its
+    checkpoint directory, plus ``steps`` and the number of processes."""
+    import os
+
+    return {**cfg.model_dump(mode="json", include=set(keys)), "steps": cfg.steps,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 
 
 def check_resume(*, checkpoint_dir: Path, identity: dict[str, Any], name: str = "pretrain") -> None:

@@ -54,7 +54,7 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
         state: the full state dict (:func:`gather_state` on rank 0).
         out_dir: the model directory, replaced as a whole.
         tokenizer_dir: the Hugging Face tokenizer to copy in.
-        model_kwargs: the shape :func:`tasks.training.model.build_llama` takes.
+        model_kwargs: the shape :func:`tasks.modeling.llama.build_llama` takes.
         dtype: ``bfloat16`` or ``float32``, the saved weights' type.
         summary: what the model is (steps, tokens, val history...), a function of config and data only.
         sample_prompts: prompts completed greedily by the exported files.
@@ -62,7 +62,7 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
     """
     from transformers import AutoTokenizer
 
-    from tasks.training.model import build_llama
+    from tasks.modeling.llama import build_llama
 
     model = build_llama(**model_kwargs, dtype=dtype)
     model.load_state_dict(state)

@@ -13,10 +13,12 @@ than ``max_length`` are dropped and counted (the data step quarantines them alre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.examples import SPLITS, ExamplesError, load_split, read_manifest, render_prompt, split_file
+from tasks.modeling.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -112,6 +114,63 @@ def collate(ids: list[list[int]], targets: list[Any], *, pad_id: int,
         if kind == "sft":
             y[i, :len(seq)] = torch.tensor(targets[i])
     return x, mask, y
+
+
+@dataclass
+class TaskSet:
+    """Every split of every task, encoded the same way on every rank: what a task recipe trains and evaluates on.
+
+    Attributes:
+        kinds: ``{task: "classification" | "sft"}``.
+        labels: ``{classification task: label names}`` in head order.
+        weights: ``{task: sampling weight}``.
+        data: ``{split: {task: encode() result}}`` for train, val and test.
+        eos_id, pad_id: the tokenizer's end-of-sequence and padding ids.
+    """
+
+    kinds: dict[str, str]
+    labels: dict[str, list[str]]
+    weights: dict[str, float]
+    data: dict[str, dict[str, dict[str, Any]]]
+    eos_id: int
+    pad_id: int
+
+    @property
+    def names(self) -> list[str]:
+        """The tasks, sorted (the order of heads, batches and evaluations)."""
+        return sorted(self.kinds)
+
+    @classmethod
+    def from_examples(cls, examples_dir: Path, tasks: dict[str, dict[str, Any]], *, tokenizer: Any,
+                      max_length: int) -> TaskSet:
+        """Encode the task data under ``examples_dir`` (the manifest's ``tasks``, :func:`check_tasks`).
+
+        Raises:
+            ConfigError: the tokenizer lacks EOS or padding, or no example of a split fits ``max_length``.
+        """
+        eos_id, pad_id = special_ids(tokenizer)
+        kinds = {t: tasks[t]["type"] for t in sorted(tasks)}
+        labels = {t: list(tasks[t]["labels"]) for t in kinds if kinds[t] == "classification"}
+        data = {split: {t: encode(load_split(examples_dir, t, split), kind=kinds[t], tokenizer=tokenizer,
+                                  max_length=max_length, labels=labels.get(t), eos_id=eos_id) for t in kinds}
+                for split in ("train", "val", "test")}
+        out = cls(kinds=kinds, labels=labels, weights={t: float(tasks[t].get("weight", 1.0)) for t in kinds},
+                  data=data, eos_id=eos_id, pad_id=pad_id)
+        out.check_fits(max_length)
+        return out
+
+    def check_fits(self, max_length: int) -> None:
+        """ConfigError when a task's split kept no example (every one longer than ``max_length``)."""
+        if empty := [f"{t}/{s}" for s in self.data for t in self.names if not self.data[s][t]["ids"]]:
+            raise ConfigError(f"no example of {empty} fits max_length {max_length}: raise max_length")
+
+
+def special_ids(tokenizer: Any) -> tuple[int, int]:
+    """``(eos_id, pad_id)`` of a tokenizer; ConfigError when it lacks either (a task model needs both)."""
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise ConfigError(f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS or pad token: use "
+                          "the tokenizer stage's (or set both tokens)")
+    return int(tokenizer.eos_token_id), int(tokenizer.pad_token_id)
 
 
 def class_weights(targets: list[int], num_labels: int) -> list[float]:

@@ -109,3 +109,44 @@ def param_groups(model: Any, *, lr: float, head_lr: float, weight_decay: float) 
         rate = head_lr if head else lr
         out.append({"params": params, "lr": rate, "peak_lr": rate, "weight_decay": weight_decay if decay else 0.0})
     return out
+
+
+def load_exported(module: Any, task_dirs: dict[str, Path], *, heads_only: bool = False) -> Any:
+    """Load task models exported by :func:`tasks.modeling.export.save_task_models` (a directory per task, one shared
+    backbone) into a multi-task ``module`` of the same shape: the backbone from them (the LM head from a causal LM's
+    files, or the tied embeddings), each classification head from its task's ``score``. ``heads_only``: the heads
+    alone (the backbone was changed since, e.g. pruned). Returns ``module``.
+
+    Raises:
+        ValueError: a weight the module needs is in none of the directories.
+    """
+    from safetensors.torch import load_file
+
+    files: dict[str, dict[str, Any]] = {}
+    for task, directory in sorted(task_dirs.items()):
+        files[task] = {}
+        for path in sorted(Path(directory).glob("*.safetensors")):
+            files[task].update(load_file(str(path)))
+    heads = {f"{task}.weight": files[task]["score.weight"] for task in module.heads}
+    if heads_only:
+        module.heads.load_state_dict(heads, strict=True)
+        return module
+    state = module.state_dict()
+    loaded: dict[str, Any] = {}
+    llama = module.llama()
+    for key in state:
+        if key.startswith(HEAD_PREFIX):
+            loaded[key] = heads[key[len(HEAD_PREFIX):]]
+            continue
+        inner = key.split(".", 1)[1]  # backbone.model.layers.0... -> model.layers.0...
+        found = next((f[inner] for f in files.values() if inner in f), None)
+        if found is None and inner == "lm_head.weight":
+            # tied: the embeddings; untied with classification tasks only: no task uses the LM head, keep it
+            found = next(f["model.embed_tokens.weight"] for f in files.values()) if llama.config.tie_word_embeddings \
+                else state[key]
+        if found is None:
+            raise ValueError(f"{inner} is in none of {sorted(str(d) for d in task_dirs.values())}: export the task "
+                             "models of one run together (save_task_models)")
+        loaded[key] = found
+    module.load_state_dict(loaded, strict=True)
+    return module

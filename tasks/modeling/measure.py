@@ -3,7 +3,7 @@ same numbers for the teacher and every compressed variant so that they compare, 
 
 Latency is what one user request costs: one example, no padding, ``torch.no_grad``, after ``warmup`` untimed calls,
 with whatever thread count the caller set (recorded as ``threads``). Quality runs batched over the whole split and
-agrees with :func:`tasks.training.task_eval.exported_test_metrics` (the same losses and scores).
+agrees with :func:`tasks.modeling.evaluation.exported_test_metrics` (the same losses and scores).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.training.metrics import classification_scores, perplexity
-from tasks.training.task_data import batches
+from tasks.modeling.metrics import classification_scores, perplexity
 
 KINDS = ("classification", "sft", "lm")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
@@ -59,24 +58,12 @@ def quality(model: Any, data: dict[str, Any], *, kind: str, labels: list[str] | 
             batch_size: int) -> dict[str, Any]:
     """Loss plus accuracy and macro-F1 (classification) or perplexity (sft, lm) of an HF-style model, called as
     ``model(input_ids=, attention_mask=).logits``, over every example of ``data`` in order."""
-    import torch
-
-    from tasks.training.multitask import classification_loss, response_loss
+    from tasks.modeling.evaluation import score
 
     data = {**data, "targets": _targets(data, kind)}
-    collate_kind = "classification" if kind == "classification" else "sft"
-    loss_sum, count, predictions = 0.0, 0, []
-    with torch.no_grad():
-        for x, mask, y in batches(data, kind=collate_kind, batch_size=batch_size, pad_id=pad_id):
-            logits = model(input_ids=x, attention_mask=mask).logits
-            if kind == "classification":
-                loss_sum += float(classification_loss(logits, y, reduction="sum"))
-                count += len(y)
-                predictions += logits.argmax(-1).tolist()
-            else:
-                loss_sum += float(response_loss(logits, y, reduction="sum"))
-                count += int((y[:, 1:] != -100).sum())
-    loss = loss_sum / max(count, 1)
+    loss, count, predictions = score(lambda x, mask: model(input_ids=x, attention_mask=mask).logits, data,
+                                     kind="classification" if kind == "classification" else "sft",
+                                     batch_size=batch_size, pad_id=pad_id)
     if kind == "classification":
         scores = classification_scores(list(data["targets"]), predictions, labels or [])
         return {"loss": loss, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
@@ -111,10 +98,10 @@ def measure_model(model: Any, *, model_dir: Path | None, kind: str, data: dict[s
 
     Args:
         model: a transformers model (``LlamaForSequenceClassification`` for classification, ``LlamaForCausalLM``
-            for sft/lm), float or int8 (:func:`tasks.training.compress.quantize_int8`); put in eval mode.
+            for sft/lm), float or int8 (:func:`tasks.modeling.quantize.quantize_int8`); put in eval mode.
         model_dir: its saved directory (``size_bytes`` and ``weights_bytes`` are None without one).
         kind: ``classification``, ``sft`` or ``lm`` (every token scored).
-        data: :func:`tasks.training.task_data.encode`'s result for the test split.
+        data: :func:`tasks.modeling.encoding.encode`'s result for the test split.
         labels: classification: the label names, in target order.
         pad_id: padding id (the model's ``pad_token_id``: the classifier pools the last non-pad token).
         batch_size: examples per forward pass for quality.

@@ -1,0 +1,262 @@
+"""What the distill (KD) and compress recipes share: their run config and its checks, the data they train and measure
+on, the teachers with the KD loss of a student's micro-batch (live or from a cache), and the student's shape.
+
+``teacher: finetuned`` distils one fine-tuned model per task over the task data; ``teacher: base`` distils the
+pretrained LM over the packed tokens, as one LM task ``lm`` whose examples are ``max_length``-token windows with every
+position a target.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from tasks.modeling import checkpoint
+from tasks.modeling.encoding import check_tasks
+from tasks.tokens import TokenFileError, read_manifest
+from tasks.training.config import ConfigError, DistillSettings, TaskPaths
+
+LM_TASK = "lm"
+"""``teacher: base``: the one task, plain causal-LM distillation over windows of the packed tokens."""
+CACHE_DIR = "teacher_cache"
+# what the weights, optimizer state, data order and stopping depend on; logging, checkpoint cadence, variants and
+# paths may change freely between a run and its resumption
+RUN_IDENTITY = ("teacher", "student", "temperature", "alpha", "cache_teacher", "cache_top_k", "seed", "batch_size",
+                "grad_accum", "max_length", "lr", "head_lr", "min_lr_ratio", "schedule", "warmup_steps",
+                "plateau_factor", "plateau_patience", "weight_decay", "betas", "grad_clip", "dropout",
+                "early_stopping", "eval_every", "eval_max_examples", "zero_stage", "precision")
+
+
+class DistillConfig(DistillSettings, TaskPaths):
+    """Every setting of one distillation run: the shared settings plus the paths the flow fills in."""
+
+    examples_dir: Path | None = Field(None, description="teacher finetuned: task data, manifest.json and "
+                                      "<task>/{train,val,test}.jsonl (tasks.examples).")
+    teacher_dir: Path = Field(description="finetuned: one Hugging Face model directory per task (models/finetuned); "
+                              "base: the pretrained LlamaForCausalLM (models/base).")
+    tokens_dir: Path | None = Field(None, description="teacher base: the packed tokens (tasks.tokens).")
+    student_dir: Path | None = Field(None, description="compress: the distilled student (the KD recipe's out_dir) "
+                                     "whose variants are made.")
+
+
+def read_model_config(model_dir: Path, *, what: str) -> dict[str, Any]:
+    """A model's ``config.json``; ConfigError naming the stage to run when it is missing."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"no config.json in {model_dir}: {what}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    if cfg.examples_dir is None:
+        raise ConfigError("teacher finetuned needs examples_dir (the finetune stage's task data)")
+    tasks, teachers = check_tasks(cfg.examples_dir), {}
+    for name, task in tasks.items():
+        conf = read_model_config(Path(cfg.teacher_dir) / name, what=f"run the finetune stage (task {name!r})")
+        arch = (conf.get("architectures") or ["?"])[0]
+        want = "LlamaForSequenceClassification" if task["type"] == "classification" else "LlamaForCausalLM"
+        if arch != want:
+            raise ConfigError(f"teacher {Path(cfg.teacher_dir) / name} is a {arch}, task {name!r} ({task['type']}) "
+                              f"needs a {want}: re-run the finetune stage on the same task data")
+        if task["type"] == "classification":
+            id2label = [conf.get("id2label", {}).get(str(i)) for i in range(len(task["labels"]))]
+            if id2label != list(task["labels"]):
+                raise ConfigError(f"teacher {name!r} has labels {id2label}, the task data {task['labels']}: "
+                                  "re-run the finetune stage on the same task data")
+        teachers[name] = conf
+    return tasks, teachers
+
+
+def _base_teacher(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    conf = read_model_config(cfg.teacher_dir, what="run the pretrain stage (teacher: base)")
+    if cfg.tokens_dir is None:
+        raise ConfigError("teacher base needs tokens_dir (the tokenizer stage's packed tokens)")
+    manifest = read_manifest(cfg.tokens_dir)
+    if not {"train", "val"} <= set(manifest["splits"]):
+        raise TokenFileError(f"{cfg.tokens_dir} lacks a train or val split: re-run the tokenizer stage")
+    for split in ("train", "val"):
+        if int(manifest["splits"][split]["tokens"]) < cfg.max_length:
+            raise TokenFileError(f"{cfg.tokens_dir} split {split} holds fewer than max_length {cfg.max_length} "
+                                 "tokens: lower max_length or give the tokenizer stage more text")
+    return {LM_TASK: {"type": "sft", "labels": None, "weight": 1.0}}, {LM_TASK: conf}
+
+
+def preflight(cfg: DistillConfig, *, resume: bool = True) -> dict[str, Any]:
+    """Check what can be checked without torch: tasks and rows (or tokens), teacher configs, student shape,
+    tokenizer, and (``resume``: the KD recipe) that the checkpoint directory holds a run of the same settings.
+
+    Returns:
+        ``{"tasks": {task: manifest entry}, "teachers": {task: the teacher's config.json}}``.
+
+    Raises:
+        ConfigError, ExamplesError, TokenFileError.
+    """
+    tasks, teachers = _finetuned_teachers(cfg) if cfg.teacher == "finetuned" else _base_teacher(cfg)
+    for name, conf in teachers.items():
+        if cfg.max_length > int(conf.get("max_position_embeddings", 0)):
+            raise ConfigError(f"max_length {cfg.max_length} exceeds teacher {name!r}'s max_position_embeddings "
+                              f"{conf.get('max_position_embeddings')}: lower max_length")
+        depth = int(conf["num_hidden_layers"])
+        if cfg.student.layers is not None and max(cfg.student.layers) >= depth:
+            raise ConfigError(f"student.layers {cfg.student.layers} names a layer the teacher lacks (it has {depth})")
+    if (cfg.student.hidden_size // cfg.student.num_heads) % 2:
+        raise ConfigError("student head size hidden_size/num_heads is odd: rotary embeddings need an even one; "
+                          "change student.hidden_size or student.num_heads")
+    cfg.check_paths()
+    recovering = [v for v in ("magnitude", "structured") if getattr(cfg.variants, v).enabled
+                  and getattr(cfg.variants, v).recovery_steps]
+    if cfg.zero_stage == 3 and recovering:
+        raise ConfigError(f"variants {recovering} train in place, which ZeRO-3's partitioned weights do not allow: "
+                          "use zero_stage 0-2 or set their recovery_steps to 0")
+    if resume:
+        checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY),
+                                name="distill")
+    return {"tasks": tasks, "teachers": teachers}
+
+
+def lm_windows(tokens_dir: Path, split: str, *, width: int) -> dict[str, Any]:
+    """``teacher: base``: a split of the packed tokens as consecutive ``width``-token examples in the task-data
+    format, every position a target (``heads.response_loss`` then is the next-token loss)."""
+    from tasks.tokens import load_tokens
+
+    tokens = load_tokens(tokens_dir, split)
+    ids = [tokens[i:i + width].astype("int64").tolist() for i in range(0, len(tokens) - width + 1, width)]
+    return {"ids": ids, "targets": ids, "dropped": 0, "rows": []}
+
+
+def task_set(cfg: DistillConfig, info: dict[str, Any], *, tokenizer: Any) -> Any:
+    """Every split the recipes train, evaluate and measure on (a split the tokens lack is served by val)."""
+    from tasks.modeling.encoding import TaskSet, special_ids
+
+    if cfg.teacher == "finetuned":
+        return TaskSet.from_examples(cfg.examples_dir, info["tasks"], tokenizer=tokenizer, max_length=cfg.max_length)
+    eos_id, pad_id = special_ids(tokenizer)
+    splits = read_manifest(cfg.tokens_dir)["splits"]
+    data = {split: {LM_TASK: lm_windows(cfg.tokens_dir, split if split in splits else "val", width=cfg.max_length)}
+            for split in ("train", "val", "test")}
+    ts = TaskSet(kinds={LM_TASK: "sft"}, labels={}, weights={LM_TASK: 1.0}, data=data, eos_id=eos_id, pad_id=pad_id)
+    ts.check_fits(cfg.max_length)
+    return ts
+
+
+def teacher_dirs(cfg: DistillConfig, names: list[str]) -> dict[str, Path]:
+    """Each task's teacher directory."""
+    return {t: Path(cfg.teacher_dir) / t if cfg.teacher == "finetuned" else Path(cfg.teacher_dir) for t in names}
+
+
+def new_student(cfg: DistillConfig, info: dict[str, Any], *, pad_id: int) -> Any:
+    """A freshly initialised student Llama (seed torch first): the shape of ``cfg.student`` with the vocabulary,
+    positions, rotary base, tying and special ids of the teacher whose backbone it starts from."""
+    from tasks.modeling.llama import build_llama
+    from tasks.training import kd
+
+    source = source_task(info)
+    shape = kd.student_kwargs(info["teachers"][source], num_layers=cfg.student.num_layers,
+                              hidden_size=cfg.student.hidden_size, num_heads=cfg.student.num_heads,
+                              num_kv_heads=cfg.student.num_kv_heads, intermediate_size=cfg.student.intermediate_size)
+    shape["pad_token_id"] = pad_id  # pooling finds the last non-pad token by it, in training and in the export
+    llama = build_llama(**shape, dtype="float32")
+    llama.config.use_cache, llama.config.attention_dropout = False, cfg.dropout
+    return llama
+
+
+def source_task(info: dict[str, Any]) -> str:
+    """The task whose teacher gives the student its backbone: a causal LM's when there is one."""
+    tasks = info["tasks"]
+    return next((t for t in sorted(tasks) if tasks[t]["type"] != "classification"), sorted(tasks)[0])
+
+
+class Teachers:
+    """The teachers (one per task, float32, eval mode, no gradients, never trained) and the KD loss against them:
+    ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard`` (``tasks.training.kd``), the teacher's logits
+    live or from an on-disk cache of its training-split logits.
+
+    Args:
+        dirs: task -> teacher directory.
+        labels: classification task -> label names (the other tasks are causal LMs).
+        alpha, temperature: the KD loss's weight and temperature.
+    """
+
+    def __init__(self, dirs: dict[str, Path], *, labels: dict[str, list[str]], alpha: float,
+                 temperature: float) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        self.dirs, self.labels, self.alpha, self.temperature = dirs, labels, alpha, temperature
+        self.models = {t: (AutoModelForSequenceClassification if t in labels else AutoModelForCausalLM)
+                       .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
+                       for t, d in sorted(dirs.items())}
+        self.caches: dict[str, Any] = {}
+
+    def to(self, device: Any) -> Teachers:
+        """Move every teacher to ``device``."""
+        for m in self.models.values():
+            m.to(device)
+        self.device = device
+        return self
+
+    def build_cache(self, data: dict[str, Any], *, batches: Any, top_k: int, batch_size: int, pad_id: int,
+                    cache_dir: Path, probe_steps: int, is_main: bool) -> dict[str, Any]:
+        """Each teacher once over its training split (``data``: task -> encoded), kept in ``cache_dir`` and reused
+        while the teacher's weights are the same; then the teacher work of ``probe_steps`` steps timed live and from
+        the cache. Returns what the summary and run stats say of it."""
+        from tasks.training import kd
+
+        t0, reused = time.perf_counter(), []
+        for t, model in self.models.items():
+            kind = "classification" if t in self.labels else "sft"
+            path, digest = Path(cache_dir) / f"{t}.pt", kd.file_digest(self.dirs[t])
+            cache = kd.TeacherCache.load(path, kind=kind, top_k=top_k, digest=digest)
+            if cache is None:
+                cache = kd.TeacherCache(kind=kind, top_k=top_k)
+                cache.build(model, data[t], batch_size=batch_size, pad_id=pad_id, device=self.device)
+                if is_main:
+                    cache.save(path, digest=digest)
+            else:
+                reused.append(t)
+            self.caches[t] = cache
+        build_seconds = time.perf_counter() - t0
+        info = {"enabled": True, "top_k": top_k, "reused": reused, "build_seconds": round(build_seconds, 3),
+                "bytes": {t: c.nbytes() for t, c in self.caches.items()}, "probe_steps": probe_steps}
+        if not probe_steps:
+            return info
+        live = cached = 0.0
+        for s in range(probe_steps):  # the saving: the same steps' teacher work live and from the cache
+            task, (x, mask, _) = batches.batch(s, 0)
+            t0 = time.perf_counter()
+            kd.teacher_forward(self.models[task], x.to(self.device), mask.to(self.device))
+            t1 = time.perf_counter()
+            self.caches[task].lookup(x, mask)
+            live, cached = live + t1 - t0, cached + time.perf_counter() - t1
+        return {**info, "live_teacher_seconds": round(live, 4), "cached_teacher_seconds": round(cached, 4),
+                "saving_seconds_per_step": round((live - cached) / probe_steps, 5),
+                "break_even_steps": (round(build_seconds / ((live - cached) / probe_steps)) if live > cached
+                                     else None)}
+
+    def loss(self, module: Any, task: str, x: Any, mask: Any, y: Any) -> tuple[Any, tuple[float, float]]:
+        """The KD loss of one micro-batch of the student ``module``; returns (loss, (hard part, soft part)); the
+        soft part is 0.0 with alpha 0 (no teacher work at all)."""
+        from tasks.modeling.heads import classification_loss, response_loss
+        from tasks.training import kd
+
+        out = module(input_ids=x, attention_mask=mask, task=task)
+        hard = classification_loss(out, y) if task in self.labels else response_loss(out, y)
+        if self.alpha == 0:
+            return hard, (float(hard.detach()), 0.0)
+        cache, teacher = self.caches.get(task), self.models[task]
+        if task in self.labels:
+            target = cache.lookup(x, mask).to(x.device) if cache else kd.teacher_forward(teacher, x, mask)
+            soft = kd.kd_loss(out, target, temperature=self.temperature)
+        else:
+            rows, positions = kd.target_positions(out, y)
+            if cache:
+                values, indices = cache.lookup(x, mask)
+                soft = kd.topk_kd_loss(rows, values.to(x.device), indices.to(x.device), temperature=self.temperature)
+            else:
+                teacher_rows = kd.teacher_forward(teacher, x, mask)[:, :-1][positions]
+                soft = kd.kd_loss(rows, teacher_rows, temperature=self.temperature)
+        return self.alpha * soft + (1 - self.alpha) * hard, (float(hard.detach()), float(soft.detach()))
