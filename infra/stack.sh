@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local production-shaped stack on 127.0.0.1: PostgreSQL, an S3-compatible store (moto), an MLflow server, a
-# Prefect server and a process work-pool worker. See pipelines/stack.py and the README ("Local production-shaped
-# stack").
+# Prefect server and a process work-pool worker. See pipelines/stack.py and docs/operations.md ("Local
+# production-shaped stack").
 #   infra/stack.sh up       start what is not running, wait until every service answers (idempotent)
 #   infra/stack.sh status   each service up (with its URL) or down; exit 3 when any is down
 #   infra/stack.sh env      shell exports pointing MLflow, Prefect and DVC at the stack: eval "$(infra/stack.sh env)"

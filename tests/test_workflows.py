@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows: valid YAML of the right shape, the triggers the README promises, and every step
+"""The GitHub Actions workflows: valid YAML of the right shape, the triggers docs/operations.md promises, and every step
 calling a script or command that exists here with options that script accepts (no GitHub here: the workflows are
 checked as files; infra/retrain.sh itself runs for real in tests/e2e/test_retrain.py)."""
 

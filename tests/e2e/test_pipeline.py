@@ -53,7 +53,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
     repo = repo_copy
     env = {"PREFECT_API_URL": ""}  # the README path: ephemeral Prefect API, sqlite MLflow under the repo
     # the default corpus and every default but pretrain's length: the README's first command trains the 1000 steps
-    # (its timing is in the README); here 300 steps keep the suite inside its budget and still beat the unigram
+    # (its timing: docs/measurements.md); here 300 steps keep the suite inside its budget and still beat the unigram
     _set_section(repo, "pretrain", steps=300)
     subprocess.run(["git", "commit", "-qam", "shorter pretrain"], cwd=repo, check=True, env=subprocess_env(
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid"))
@@ -126,7 +126,7 @@ def test_default_pipeline_run_rerun_status_and_lineage(repo_copy: Path) -> None:
         "collect, clean, dedup, tokenizer, pretrain, finetune, distill, evaluate")
     assert parent.data.metrics["pretrain.final_val_perplexity"] == trained["final_val_perplexity"]
     assert "finetune.doc_section.test.accuracy" in parent.data.metrics
-    assert 0 < parent.data.metrics["pretrain.wall_seconds"] < 1800  # each stage's wall time, for the README's table
+    assert 0 < parent.data.metrics["pretrain.wall_seconds"] < 1800  # each stage's wall time (docs/measurements.md)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     child = next(r for r in runs if r.info.run_name == "collect")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
