@@ -201,9 +201,12 @@ def compared(metrics: dict[str, Any], teacher: dict[str, Any], *, kind: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--config run.json`` (the distill recipe's, with ``student_dir``); returns the exit code."""
+    from tasks.examples import ExamplesError
+    from tasks.tokens import TokenFileError
     from tasks.training.engine import recipe_main
 
-    return recipe_main(NAME, __doc__, DistillConfig, preflight, train, argv)
+    return recipe_main(NAME, __doc__, DistillConfig, preflight, train, argv,
+                       user_errors=(ExamplesError, TokenFileError))
 
 
 if __name__ == "__main__":

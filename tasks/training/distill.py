@@ -148,9 +148,12 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--config run.json``; returns the exit code."""
+    from tasks.examples import ExamplesError
+    from tasks.tokens import TokenFileError
     from tasks.training.engine import recipe_main
 
-    return recipe_main(NAME, __doc__, DistillConfig, preflight, train, argv)
+    return recipe_main(NAME, __doc__, DistillConfig, preflight, train, argv,
+                       user_errors=(ExamplesError, TokenFileError))
 
 
 if __name__ == "__main__":

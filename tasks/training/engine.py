@@ -234,23 +234,22 @@ def printer(is_main: bool) -> Callable[[str], None]:
 
 def recipe_main(name: str, doc: str | None, schema: type[Any], preflight: Callable[[Any], Any],
                 train: Callable[[Any, Any], Any], argv: list[str] | None, *,
-                fp32_when: Callable[[Any], bool] | None = None, preflight_exit: int | None = 2) -> int:
+                user_errors: tuple[type[BaseException], ...], fp32_when: Callable[[Any], bool] | None = None,
+                preflight_exit: int | None = 2) -> int:
     """Every recipe's command line: ``--config run.json`` read into ``schema``, ``precision: auto`` resolved (fp32
     where ``fp32_when(cfg)``), ``preflight(cfg)`` (no torch: a bad config or bad data exits in a second with one
     line), then ``train(cfg, preflight's result)`` under :func:`run_entry`. Returns the exit code.
 
     Args:
+        user_errors: what a bad config or bad data raises in ``preflight`` (one line, no traceback);
+            :class:`~tasks.modeling.errors.ConfigError` is one during training too.
         preflight_exit: the exit code of a preflight error; None: the error's own ``exit_code`` (else 2).
     """
     import argparse
     import sys
 
-    from tasks.examples import ExamplesError
     from tasks.modeling.errors import ConfigError
-    from tasks.modeling.llama import ModelConfigError
-    from tasks.tokens import TokenFileError
     from tasks.training.config import load_config
-    from tasks.training.data import DataTooSmallError
 
     parser = argparse.ArgumentParser(prog=f"python -m tasks.training.{name}", description=(doc or "").split("\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="the run's JSON config")
@@ -262,7 +261,7 @@ def recipe_main(name: str, doc: str | None, schema: type[Any], preflight: Callab
             precision = "fp32" if fp32_when is not None and fp32_when(cfg) else resolve_precision(cfg.precision)
             cfg = cfg.model_copy(update={"precision": precision})
         info = preflight(cfg)
-    except (ConfigError, ExamplesError, TokenFileError, ModelConfigError, DataTooSmallError) as e:
+    except (ConfigError, *user_errors) as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return preflight_exit if preflight_exit is not None else int(getattr(e, "exit_code", 2))
     return run_entry(name, lambda: train(cfg, info), user_errors=(ConfigError,))

@@ -243,10 +243,12 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--config run.json``; returns the exit code."""
+    from tasks.examples import ExamplesError
     from tasks.training.engine import recipe_main
 
     # gradual unfreezing needs fp32 (DeepSpeed's bf16 optimizer fixes the trainable set): auto picks fp32 for it
     return recipe_main(NAME, __doc__, FinetuneConfig, preflight, train, argv,
+                       user_errors=(ExamplesError, TokenFileError),
                        fp32_when=lambda cfg: cfg.unfreeze_every is not None)
 
 

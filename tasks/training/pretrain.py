@@ -203,9 +203,13 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--config run.json``; returns the exit code."""
+    from tasks.modeling.llama import ModelConfigError
+    from tasks.tokens import TokenFileError
+    from tasks.training.data import DataTooSmallError
     from tasks.training.engine import recipe_main
 
-    return recipe_main(NAME, __doc__, PretrainConfig, preflight, train, argv, preflight_exit=None)
+    return recipe_main(NAME, __doc__, PretrainConfig, preflight, train, argv, preflight_exit=None,
+                       user_errors=(ModelConfigError, DataTooSmallError, TokenFileError))
 
 
 if __name__ == "__main__":
