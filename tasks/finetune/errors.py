@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tasks.readers.errors import NotFoundError, ReaderError, SettingsError
+from tasks.readers.errors import NotFoundError, PathsNotFoundError, ReaderError, SettingsError
 
 
 class TaskDataError(Exception):
@@ -68,5 +68,10 @@ def task_errors(what: str, *, keyed: bool = False) -> Iterator[None]:
         yield
     except ReaderError as exc:
         lead = f"{what}.{exc.key}" if keyed else what
-        kind = {NotFoundError: TaskPathError, SettingsError: TaskFormatError}.get(type(exc), UnreadableFileError)
-        raise kind(f"{lead}: {exc}") from None
+        message = str(exc)
+        if isinstance(exc, PathsNotFoundError):  # one clause per pattern, each naming the task's key first
+            message = "; ".join(f"{p!r} matches no file under {exc.base_dir}" for p in exc.missing) + (
+                "; fix the pattern or add the files")
+        kind = (TaskPathError if isinstance(exc, NotFoundError) else
+                TaskFormatError if isinstance(exc, SettingsError) else UnreadableFileError)
+        raise kind(f"{lead}: {message}") from None

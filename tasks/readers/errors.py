@@ -7,6 +7,9 @@ command line is still a short message, never a traceback.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from tasks.readers.items import At
 
 
@@ -23,6 +26,20 @@ class ReaderError(Exception):
 
 class NotFoundError(ReaderError):
     """A path, glob, directory or hub id names nothing that exists (or can be reached)."""
+
+
+class PathsNotFoundError(NotFoundError):
+    """Globs that match no file. ``missing``: those patterns; ``base_dir``: what relative ones start from. The message
+    names every one (a relative one with what it was relative to) and hints at a glob for a directory."""
+
+    def __init__(self, missing: list[str], base_dir: Path) -> None:
+        named = [repr(p) if os.path.isabs(os.path.expanduser(p)) else f"{p!r} (relative to {base_dir})"
+                 for p in missing]
+        hints = [f"{p!r} is a directory: use a glob such as '{p.rstrip('/')}/**/*.jsonl'"
+                 for p in missing if (base_dir / os.path.expanduser(p)).is_dir()]
+        super().__init__(f"no files match {', '.join(named)}; fix the paths in the source's params or create the "
+                         "files" + "".join(f"; {h}" for h in hints))
+        self.missing, self.base_dir = missing, base_dir
 
 
 class SettingsError(ReaderError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tasks.readers import formats
 from tasks.readers.compression import COMPRESSIONS
-from tasks.readers.errors import NotFoundError, ReadError, SettingsError
+from tasks.readers.errors import PathsNotFoundError, ReadError, SettingsError
 from tasks.readers.items import Quarantined, Record
 
 SUFFIXES: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -29,7 +29,7 @@ def expand_globs(patterns: Sequence[str], base_dir: Path) -> list[tuple[Path, st
     (path, name): the name is relative to ``base_dir`` when inside it (the same on every checkout).
 
     Raises:
-        NotFoundError: naming every pattern that matches no file, and what it was relative to.
+        PathsNotFoundError: naming every pattern that matches no file, and what it was relative to.
     """
     found: set[Path] = set()
     missing: list[str] = []
@@ -40,13 +40,7 @@ def expand_globs(patterns: Sequence[str], base_dir: Path) -> list[tuple[Path, st
             missing.append(pattern)
         found.update(files)
     if missing:
-        # say what a relative pattern was relative to; an absolute one speaks for itself
-        named = [f"{p!r} matches no file" + ("" if os.path.isabs(os.path.expanduser(p)) else f" under {base_dir}")
-                 for p in missing]
-        hints = [f"{p!r} is a directory: use a glob such as '{p.rstrip('/')}/**/*.jsonl'"
-                 for p in missing if (Path(base_dir) / os.path.expanduser(p)).is_dir()]
-        raise NotFoundError("; ".join(named) + "; fix the paths in the params or create the files" +
-                            "".join(f"; {h}" for h in hints))
+        raise PathsNotFoundError(missing, Path(base_dir))
     return [(path, _name(path, Path(base_dir))) for path in sorted(found)]
 
 

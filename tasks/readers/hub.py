@@ -61,7 +61,8 @@ def _data_files(patterns: list[str], base_dir: Path) -> list[str]:
     try:
         return [str(p) for p, _ in expand_globs(patterns, base_dir)]
     except NotFoundError as exc:
-        raise NotFoundError(str(exc), key="data_files") from None
+        exc.key = "data_files"
+        raise
 
 
 def _once(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
