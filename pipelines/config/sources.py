@@ -154,7 +154,7 @@ def glob_deps(pattern: str, root: Path, base: Path | None = None, written: Writt
 
 def hf_local(path: str, root: Path) -> Path | None:
     """The local path a Hugging Face ``path`` names, or None for a hub id."""
-    # as the reader decides (tasks/collect/hub.py): an existing path, or one written like a path, is local
+    # as the reader decides (tasks/readers/hub.py): an existing path, or one written like a path, is local
     candidate = root / os.path.expanduser(path)
     if candidate.exists() or path.startswith(("./", "../", "/", "~", ".\\")) or path in (".", ".."):
         return candidate

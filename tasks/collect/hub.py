@@ -1,15 +1,14 @@
-"""Reader for Hugging Face datasets: `save_to_disk` directories, local data files, builder names and hub ids."""
+"""Collect's Hugging Face source: one split of a dataset (``tasks.readers.hub``), row by row as documents."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.collect.items import Rejection, SourceConfigError, SourceItem, SourceNotFoundError, check_text, expand_paths
-
-_BATCH = 1024
+from tasks.collect.items import Rejection, SourceItem, check_text, location, source_errors
+from tasks.readers import hub
+from tasks.readers.errors import MissingColumnsError, ReadError
 
 
 def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train", text_field: str = "text",
@@ -45,19 +44,13 @@ def iter_hf_dataset(*, path: str, name: str | None = None, split: str = "train",
             reached.
         SourceConfigError: The split or configuration does not exist.
     """
-    from datasets.exceptions import DatasetBuildError
-
     prefix = f"hf:{path}/{split}"
     try:
-        dataset = _open(path, name, split, streaming, data_files, revision, Path(base_dir), retry)
-    except (FileNotFoundError, ConnectionError) as exc:
-        raise SourceNotFoundError(f"cannot load dataset {path!r}: {exc}; check the path or hub id and the network "
-                                  "(or download it beforehand and point `path` at the copy)") from exc
-    except ValueError as exc:  # what datasets raises for an unknown split or configuration
-        raise SourceConfigError(f"cannot load dataset {path!r} (config {name!r}, split {split!r}): {exc}") from exc
-    except DatasetBuildError as exc:  # without streaming, one bad record fails the whole Arrow build
-        cause = exc.__cause__ or exc
-        return iter([Rejection(prefix, "unreadable", f"{type(cause).__name__}: {str(cause)[:300]}", "")])
+        with source_errors():
+            dataset = hub.open_split(path=path, config=name, split=split, data_files=data_files, revision=revision,
+                                     base_dir=Path(base_dir), streaming=streaming, retry=retry)
+    except ReadError as exc:  # without streaming, one bad record fails the whole Arrow build
+        return iter([Rejection(prefix, exc.reason, exc.detail, "")])
     return _iter_rows(dataset, prefix, split, text_field, max_doc_bytes)
 
 
@@ -68,78 +61,17 @@ def check_hf_source(*, path: str, data_files: list[str] | None = None, base_dir:
         SourceNotFoundError: A local-looking path or a data-file glob names nothing.
         SourceConfigError: `path` is a file, not a directory.
     """
-    local = _local_dir(path, Path(base_dir))
-    if local is not None and not local.is_dir():
-        raise SourceConfigError(f"dataset path {path!r} is a file; give its directory, or use builder 'json' / "
-                                "'parquet' with data_files")
-    if data_files is None:
-        return
-    if local is not None:
-        expand_paths(data_files, local)
-        return
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    if path in _PACKAGED_DATASETS_MODULES:  # a hub id's data_files lie inside the hub repository
-        expand_paths(data_files, Path(base_dir))
-
-
-def _local_dir(path: str, base_dir: Path) -> Path | None:
-    """The local path meant by `path`, or None for a builder name / hub id; raises if it should exist but does not."""
-    candidate = base_dir / os.path.expanduser(path)
-    if candidate.exists():
-        return candidate
-    if path.startswith(("./", "../", "/", "~", ".\\")) or path in (".", ".."):
-        raise SourceNotFoundError(f"dataset path {path!r} does not exist (looked for {candidate}); fix `path` in "
-                                  "the source's params, or give a hub id such as 'user/dataset'")
-    return None
-
-
-def _once(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return fn(*args, **kwargs)
-
-
-def _open(path: str, name: str | None, split: str, streaming: bool, data_files: list[str] | None,
-          revision: str | None, base_dir: Path, retry: Callable[..., Any] | None = None) -> Any:
-    import datasets
-
-    local = _local_dir(path, base_dir)
-    if local is not None and not local.is_dir():
-        raise SourceConfigError(f"dataset path {path!r} is a file; give its directory, or use builder 'json' / "
-                                "'parquet' with data_files")
-    if local is not None and ((local / "state.json").exists() or (local / "dataset_dict.json").exists()):
-        saved = datasets.load_from_disk(str(local))
-        if isinstance(saved, datasets.DatasetDict):
-            if split not in saved:
-                raise SourceConfigError(f"{path!r} has no split {split!r}; splits: {sorted(saved)}")
-            saved = saved[split]
-        return saved
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    if data_files is not None and (local is not None or path in _PACKAGED_DATASETS_MODULES):
-        # builder names and local folders: resolve the globs here, so a typo is an error that names them
-        files = [str(p) for p in expand_paths(data_files, local if local is not None else base_dir)]
-        data_files_arg: Any = {split: files}
-    else:
-        data_files_arg = data_files
-    # the hub can fail for a moment (network, 429, 5xx): the whole opening is tried again under `retry`
-    return (retry or _once)(datasets.load_dataset, str(local) if local is not None else path, name, split=split,
-                            data_files=data_files_arg, streaming=streaming, revision=revision)
+    with source_errors():
+        hub.check_source(path=path, data_files=data_files, base_dir=Path(base_dir))
 
 
 def _iter_rows(dataset: Any, prefix: str, split: str, field: str, limit: int) -> Iterator[SourceItem]:
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and field not in columns:  # one rejection for the dataset, not one per row
-        yield Rejection(prefix, "missing_text", f"no column {field!r}; columns: {columns}", "")
-        return
-    if columns is not None:  # other columns may be large (images, token ids): leave them on disk
-        dataset = dataset.select_columns([field])
     metadata = {"format": "hf", "split": split}
-    row = 0
     try:
-        for batch in dataset.iter(batch_size=_BATCH):
-            values = batch.get(field) or [None] * len(next(iter(batch.values()), []))
-            for value in values:
-                yield check_text(value, f"{prefix}#R{row}", field, limit, lambda v=value: repr(v), dict(metadata))
-                row += 1
-    except Exception as exc:  # datasets' builders raise many types; none lets us go on past it
-        yield Rejection(f"{prefix}#R{row}", "unreadable", f"{type(exc).__name__}: {str(exc)[:300]}", "")
+        for record in hub.iter_rows(dataset, (field,)):
+            value = record.value.get(field)
+            yield check_text(value, location(prefix, record.at), field, limit, lambda v=value: repr(v), dict(metadata))
+    except MissingColumnsError as exc:  # one rejection for the dataset, not one per row
+        yield Rejection(prefix, "missing_text", f"no column {field!r}; columns: {exc.columns}", "")
+    except ReadError as exc:
+        yield Rejection(location(prefix, exc.at), exc.reason, exc.detail, "")

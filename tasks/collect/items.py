@@ -1,22 +1,27 @@
-"""The item types every source reader yields, the errors that stop a whole source, and the shared checks.
+"""The collect stage's record schema: the items every source yields, the errors that stop a whole source, and the
+text check that makes a record a document.
 
-Every reader streams its input and yields `Document`s and `Rejection`s in a deterministic order. A bad record never
-raises: it becomes a `Rejection` with a reason from `REASONS`. Only a source that cannot be read at all (nothing
-matches, wrong configuration) raises, and it does so before the first item.
+Every source streams its input (files and datasets through ``tasks.readers``) and yields `Document`s and `Rejection`s
+in a deterministic order. A bad record never raises: it becomes a `Rejection` with a reason from `REASONS` (the
+readers' own reasons, the text checks', and a file that stops: `truncated`, `unreadable`). Only a source that cannot
+be read at all (nothing matches, wrong configuration) raises, and it does so before the first item.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.readers.errors import NotFoundError, SettingsError
+from tasks.readers.files import expand_globs
+from tasks.readers.items import At, raw_excerpt
+
 REASONS: tuple[str, ...] = ("invalid_json", "not_an_object", "undecodable", "missing_text", "non_string_text",
                             "empty_text", "too_long", "truncated", "unreadable", "no_text_extracted")
-_RAW_CHARS = 1000
+_UNITS = {"line": "L", "item": "I", "row": "R"}
 
 
 class SourceError(Exception):
@@ -65,13 +70,6 @@ class Rejection:
 SourceItem = Document | Rejection
 
 
-def raw_excerpt(data: bytes | str) -> str:
-    """Returns at most 1000 characters of `data`, undecodable bytes backslash-escaped."""
-    if isinstance(data, bytes):
-        data = data[: _RAW_CHARS * 4].decode("utf-8", "backslashreplace")
-    return data[:_RAW_CHARS]
-
-
 def check_text(value: Any, location: str, field: str, max_doc_bytes: int, raw: Callable[[], bytes | str],
                metadata: dict[str, Any]) -> SourceItem:
     """Turns one record's text value into a `Document`, or a `Rejection` saying what is wrong with it.
@@ -101,26 +99,28 @@ def check_text(value: Any, location: str, field: str, max_doc_bytes: int, raw: C
 
 
 def expand_paths(patterns: Sequence[str], base_dir: Path) -> list[Path]:
-    """Expands globs (`**` recursive; relative ones under `base_dir`) to a sorted, de-duplicated list of files.
+    """Expands globs (``**`` recursive; relative ones under ``base_dir``) to a sorted, de-duplicated list of files
+    (``tasks.readers.files.expand_globs``).
 
     Raises:
         SourceNotFoundError: naming every pattern that matches no file.
     """
-    found: set[Path] = set()
-    missing: list[str] = []
-    for pattern in patterns:
-        full = str(Path(base_dir) / os.path.expanduser(pattern))
-        files = [Path(m) for m in glob.glob(full, recursive=True) if os.path.isfile(m)]
-        if not files:
-            missing.append(pattern)
-        found.update(files)
-    if missing:
-        # say what a relative pattern was relative to; an absolute one speaks for itself
-        named = [repr(p) if os.path.isabs(os.path.expanduser(p)) else f"{p!r} (relative to {base_dir})"
-                 for p in missing]
-        hints = [f"{p!r} is a directory: use a glob such as '{p.rstrip('/')}/**/*.jsonl'"
-                 for p in missing if (Path(base_dir) / os.path.expanduser(p)).is_dir()]
-        raise SourceNotFoundError(f"no files match {', '.join(named)}; "
-                                  "fix the paths in the source's params or create the files" +
-                                  "".join(f"; {h}" for h in hints))
-    return sorted(found)
+    with source_errors():
+        return [path for path, _ in expand_globs(patterns, base_dir)]
+
+
+@contextmanager
+def source_errors() -> Iterator[None]:
+    """Turns the readers' settings errors into this stage's: a source that names nothing, or cannot work."""
+    try:
+        yield
+    except NotFoundError as exc:
+        raise SourceNotFoundError(str(exc)) from None
+    except SettingsError as exc:
+        raise SourceConfigError(str(exc)) from None
+
+
+def location(base: str, at: At | None) -> str:
+    """A record's location: ``base`` (the file, or ``hf:path/split``) then ``#L<line>``, ``#I<item>`` or
+    ``#R<row>``."""
+    return base if at is None else f"{base}#{_UNITS[at.unit]}{at.number}"

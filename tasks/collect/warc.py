@@ -12,9 +12,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.collect.compression import open_binary
-from tasks.collect.items import Document, Rejection, SourceItem, expand_paths, raw_excerpt
+from tasks.collect.items import Document, Rejection, SourceItem, expand_paths
 from tasks.collect.payload import PayloadError, decode_payload
+from tasks.readers.compression import open_binary
+from tasks.readers.items import raw_excerpt
 
 HTML_TYPES: frozenset[str] = frozenset({"text/html", "application/xhtml+xml"})
 _TAIL = 64

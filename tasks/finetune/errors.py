@@ -1,8 +1,14 @@
 """The errors that stop the data step, one class per failure kind. A bad record never raises (it is quarantined);
 these are the cases no record-level answer fits: params pointing at nothing, a file that cannot be read at all, a
-task left without examples or with too few of a class."""
+task left without examples or with too few of a class. The readers' errors (``tasks.readers.errors``) become these,
+named after the task's params key (:func:`task_errors`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tasks.readers.errors import NotFoundError, PathsNotFoundError, ReaderError, SettingsError
 
 
 class TaskDataError(Exception):
@@ -52,3 +58,20 @@ class DefaultCorpusError(TaskDataError):
     """The default tasks' input (data/dedup) is missing. Exit code 2."""
 
     exit_code = 2
+
+
+@contextmanager
+def task_errors(what: str, *, keyed: bool = False) -> Iterator[None]:
+    """Turns the readers' errors into the data step's, their message led by ``what`` (the params key; ``keyed``:
+    followed by the setting the error is about, e.g. ``task 'x' data[0]`` + ``.path``)."""
+    try:
+        yield
+    except ReaderError as exc:
+        lead = f"{what}.{exc.key}" if keyed else what
+        message = str(exc)
+        if isinstance(exc, PathsNotFoundError):  # one clause per pattern, each naming the task's key first
+            message = "; ".join(f"{p!r} matches no file under {exc.base_dir}" for p in exc.missing) + (
+                "; fix the pattern or add the files")
+        kind = (TaskPathError if isinstance(exc, NotFoundError) else
+                TaskFormatError if isinstance(exc, SettingsError) else UnreadableFileError)
+        raise kind(f"{lead}: {message}") from None

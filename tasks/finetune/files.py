@@ -1,26 +1,25 @@
-"""Local files: jsonl / json / csv / tsv (plain, .gz or .zst) and parquet, found by glob patterns.
+"""Local files of a task: jsonl / json / csv / tsv (plain, .gz or .zst) and parquet, found by glob patterns and read
+by ``tasks.readers``.
 
-A line or row that cannot be parsed is quarantined (``invalid_json``, ``not_an_object``, ``undecodable``); a file
-that cannot be read at all (corrupt parquet, truncated archive, a JSON document that does not parse) raises
-:class:`UnreadableFileError` naming it, because nothing of it can be trusted.
+A line or row that cannot be parsed is quarantined (``invalid_json``, ``not_an_object``, ``undecodable``,
+``tasks.readers.items``); a file that cannot be read on (cut short, corrupt parquet, a JSON document that does not
+parse, a byte that is not UTF-8 in a csv) raises :class:`UnreadableFileError` naming it, because nothing of it can be
+trusted.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
-import io
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
 
-from tasks.finetune.errors import TaskFormatError, TaskPathError, UnreadableFileError
+from tasks.finetune.errors import TaskFormatError, UnreadableFileError, task_errors
 from tasks.finetune.items import Bad, Raw
+from tasks.readers import files
+from tasks.readers.errors import MissingColumnsError, ReadError, SettingsError
+from tasks.readers.items import At, Quarantined
 
-SUFFIXES: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-                            ".parquet": "parquet", ".pq": "parquet"}
-COMPRESSED: tuple[str, ...] = (".gz", ".zst", ".zstd")
+OFFERED: tuple[str, ...] = ("jsonl", "json", "csv", "tsv", "parquet")
+"""The formats a task's files may have (its params' ``format``)."""
 
 
 def expand_globs(patterns: list[str], base_dir: Path, what: str) -> list[tuple[Path, str]]:
@@ -34,16 +33,8 @@ def expand_globs(patterns: list[str], base_dir: Path, what: str) -> list[tuple[P
     Raises:
         TaskPathError: a pattern matches no file.
     """
-    found: dict[str, Path] = {}
-    for pattern in patterns:
-        names = sorted(glob.glob(pattern, root_dir=base_dir, recursive=True))
-        files = [n for n in names if (Path(base_dir) / n).is_file()]
-        if not files:
-            raise TaskPathError(f"{what}: {pattern!r} matches no file under {base_dir}; fix the pattern or add the "
-                                "files")
-        for name in files:
-            found.setdefault(Path(name).as_posix(), Path(base_dir) / name)
-    return [(path, name) for name, path in sorted(found.items())]
+    with task_errors(what):
+        return files.expand_globs(patterns, base_dir)
 
 
 def file_format(path: Path, fmt: str) -> str:
@@ -52,18 +43,17 @@ def file_format(path: Path, fmt: str) -> str:
     Raises:
         TaskFormatError: unknown suffix, or parquet inside gzip/zstd (parquet compresses inside).
     """
-    suffixes = [s.lower() for s in path.suffixes]
-    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED
-    if compressed:
-        suffixes = suffixes[:-1]
-    if fmt == "auto":
-        if not suffixes or suffixes[-1] not in SUFFIXES:
-            raise TaskFormatError(f"{path}: cannot tell the format from the suffix; name it .jsonl/.json/.csv/"
-                                  ".tsv/.parquet (optionally .gz/.zst) or set `format`")
-        fmt = SUFFIXES[suffixes[-1]]
-    if fmt == "parquet" and compressed:
-        raise TaskFormatError(f"{path}: parquet compresses inside; give the plain .parquet file")
-    return fmt
+    try:
+        return files.file_format(path, fmt, OFFERED)
+    except SettingsError as exc:
+        raise TaskFormatError(str(exc)) from None
+
+
+def where(name: str, at: At | None) -> str:
+    """A record's ``where``: ``name:line`` for a line, ``name#index`` for a JSON item or a table row."""
+    if at is None:
+        return name
+    return f"{name}:{at.number}" if at.unit == "line" else f"{name}#{at.number}"
 
 
 def iter_files(*, paths: list[str], base_dir: Path, fmt: str, fields: Mapping[str, str | None],
@@ -86,88 +76,17 @@ def iter_files(*, paths: list[str], base_dir: Path, fmt: str, fields: Mapping[st
 
 
 def _iter_plan(plan: list[tuple[Path, str, str]], fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
-    for path, name, fmt in plan:
-        reader = {"jsonl": _jsonl, "json": _json, "csv": _delimited, "tsv": _delimited, "parquet": _parquet}[fmt]
-        try:
-            yield from reader(path, name, fmt, fields)
-        except (OSError, EOFError, ValueError, csv.Error) as e:  # zstd, gzip, arrow and decoding errors are these
-            raise UnreadableFileError(f"{name}: cannot be read as {fmt} ({type(e).__name__}: {e}); fix or remove "
-                                      "the file") from None
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    suffix = path.suffix.lower()
-    if suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rb")
-    if suffix in (".zst", ".zstd"):
-        import zstandard
-
-        # buffered: the zstd reader has no readline, and lines are what jsonl and csv read
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
-    return open(path, "rb")
-
-
-def _jsonl(path: Path, name: str, fmt: str, fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
-    with _open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
-            where = f"{name}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield Bad(where, "undecodable", str(e), raw[:1000].decode("utf-8", "backslashreplace"))
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield Bad(where, "invalid_json", str(e), line[:1000])
-                continue
-            yield _record(where, record, fields)
-
-
-def _json(path: Path, name: str, fmt: str, fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
-    with _open_binary(path) as f:
-        data = f.read()
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UnreadableFileError(f"{name}: not a JSON document ({e}); fix it, or name a JSON-lines file "
-                                  ".jsonl") from None
-    if isinstance(doc, dict) and isinstance(doc.get("data"), list):  # {"data": [...]}, as some dumps wrap it
-        doc = doc["data"]
-    if not isinstance(doc, list):
-        raise UnreadableFileError(f"{name}: a JSON file must hold a list of objects (or {{\"data\": [...]}}), "
-                                  f"found {type(doc).__name__}")
-    for index, record in enumerate(doc):
-        yield _record(f"{name}#{index}", record, fields)
-
-
-def _delimited(path: Path, name: str, fmt: str, fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
-    # newline="": the csv module handles quoted line breaks itself; a strict decoder: a bad byte is a bad file
-    with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-        for row in reader:
-            # a short row leaves its last fields None (missing); a long one puts the rest under None: drop those
-            yield Raw(f"{name}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}, fields)
-
-
-def _parquet(path: Path, name: str, fmt: str, fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
-    import pyarrow.parquet as pq
-
     wanted = {v for v in fields.values() if v}
-    pf = pq.ParquetFile(path)
-    columns = [c for c in pf.schema_arrow.names if c in wanted]  # other columns may be large: leave them on disk
-    row = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=columns):
-        for record in batch.to_pylist():
-            yield Raw(f"{name}#{row}", record, fields)
-            row += 1
-
-
-def _record(where: str, record: Any, fields: Mapping[str, str | None]) -> Raw | Bad:
-    if not isinstance(record, dict):
-        return Bad(where, "not_an_object", f"a record must be a JSON object, found {type(record).__name__}", record)
-    return Raw(where, record, fields)
+    for path, name, fmt in plan:
+        try:
+            for item in files.read_file(path, fmt, columns=wanted):
+                if isinstance(item, Quarantined):
+                    record = item.value if item.reason == "not_an_object" else item.raw
+                    yield Bad(where(name, item.at), item.reason, item.detail, record)
+                else:
+                    yield Raw(where(name, item.at), item.value, fields)
+        except MissingColumnsError as exc:  # every row misses its fields: the checks quarantine each one
+            yield from (Raw(f"{name}#{row}", {}, fields) for row in range(exc.rows or 0))
+        except ReadError as exc:
+            raise UnreadableFileError(f"{where(name, exc.at)}: cannot be read as {fmt} ({exc.detail}); fix or "
+                                      "remove the file") from None
