@@ -17,7 +17,7 @@ from tasks.modeling.checkpoint import (
     set_rng_state,
     write_run_stats,
 )
-from tasks.training.config import ConfigError
+from tasks.modeling.errors import ConfigError
 
 IDENTITY = {"lr": 0.003, "seed": 3, "steps": 40, "world_size": 1}
 
