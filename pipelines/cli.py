@@ -40,15 +40,9 @@ from pipelines.runner import (
     reap_orphans,
     tee_console,
 )
+from pipelines.stage_graph import check_stage_names, plan_run, read_stages, topological_order
 from pipelines.ui import MLFLOW_PORT, PREFECT_PORT, check_port_free, mlflow_command, serve
-from pipelines.versioning import (
-    Versioning,
-    check_stage_names,
-    plan_run,
-    read_stages,
-    status_notes,
-    topological_order,
-)
+from pipelines.versioning import Versioning, status_notes
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,7 +20,8 @@ from prefect import flow
 from pipelines import artifacts, notify, sharding, tracking
 from pipelines.config import Params
 from pipelines.runner import raise_if_terminated
-from pipelines.versioning import Versioning, plan_run
+from pipelines.stage_graph import plan_run
+from pipelines.versioning import Versioning
 
 log = logging.getLogger("pipelines.pipeline")
 RUN_ID_KEY = "mlflow_run_id"

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import TrackingParams, flatten
-from pipelines.versioning import digest, read_stages, stage_hash
+from pipelines.stage_graph import read_stages
+from pipelines.versioning import digest, stage_hash
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.cli import plan_run
-from pipelines.versioning import StageGraphError
+from pipelines.stage_graph import StageGraphError, plan_run, stage_names
 from tests.conftest import REPO, _free_port, run_cli, subprocess_env
 
 GRAPH = """
@@ -54,10 +53,8 @@ def test_cli_unknown_stage_exits_2(repo_copy: Path) -> None:
 
 def test_status_before_any_run(repo_copy: Path) -> None:
     res = run_cli(repo_copy, "status")
-    from pipelines.config import stage_names
-
     assert res.returncode == 0
-    assert res.stdout == "".join(f"{s}: stale\n    never run (no entry in dvc.lock)\n" for s in stage_names())
+    assert res.stdout == "".join(f"{s}: stale\n    never run (no entry in dvc.lock)\n" for s in stage_names(repo_copy))
 
 
 @pytest.mark.slow
