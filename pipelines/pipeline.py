@@ -19,7 +19,7 @@ from prefect import flow
 
 from pipelines import artifacts, notify, sharding, tracking
 from pipelines.config import Params
-from pipelines.runner import raise_if_terminated
+from pipelines.process import raise_if_terminated
 from pipelines.stage_graph import plan_run
 from pipelines.versioning import Versioning
 

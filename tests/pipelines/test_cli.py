@@ -151,7 +151,7 @@ def test_tee_console_copies_this_process_and_its_children_to_the_log(tmp_path: P
     import subprocess
     import sys
 
-    from pipelines.runner import tee_console
+    from pipelines.process import tee_console
 
     log = tmp_path / "logs" / "run.log"
     with tee_console(log):
@@ -169,7 +169,8 @@ def test_a_sigterm_whose_exception_was_lost_still_ends_the_run_with_130() -> Non
     # Prefect's SIGTERM handler raised inside a weakref callback once: the exception was dropped and the run exited 0.
     # Simulate the loss with a handler that does nothing; the wakeup fd still tells the pipeline at its next check.
     script = ("import os, signal, sys\n"
-              "from pipelines.runner import guarded, raise_if_terminated\n"
+              "from pipelines.process import raise_if_terminated\n"
+              "from pipelines.runner import guarded\n"
               "def body():\n"
               "    signal.signal(signal.SIGTERM, lambda *a: None)\n"
               "    os.kill(os.getpid(), signal.SIGTERM)\n"
