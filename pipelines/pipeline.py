@@ -30,7 +30,8 @@ RUN_ID_KEY = "mlflow_run_id"
 
 def stage_flow(stage: str) -> Callable[..., Any]:
     """The Prefect flow of a dvc.yaml stage: the function named like the stage in ``flows.STAGE``."""
-    return getattr(importlib.import_module(f"flows.{stage}"), stage)
+    flow_fn: Callable[..., Any] = getattr(importlib.import_module(f"flows.{stage}"), stage)
+    return flow_fn
 
 
 def stage_preflight(stage: str) -> Callable[..., None] | None:

@@ -25,9 +25,15 @@ from pipelines.process import Terminated, catch_sigterm, exit_without_teardown, 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def user_exit_code(err: BaseException) -> int | None:
+    """The exit code ``err`` declares if it is one of the project's user-facing errors, else None."""
+    code = getattr(type(err), "exit_code", None)
+    return code if isinstance(code, int) else None
+
+
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is one of the project's user-facing errors (it declares an exit code)."""
-    return isinstance(getattr(type(err), "exit_code", None), int)
+    return user_exit_code(err) is not None
 
 
 class _NoUserTracebacks(logging.Filter):
@@ -76,9 +82,10 @@ LOGS_DIR = Path("reports/logs")
 
 
 def report_error(err: BaseException) -> int:
-    """Print a user-facing error as a short message; returns its exit code."""
+    """Print a user-facing error as a short message; returns its exit code (:data:`EXIT_FAILED` for another error)."""
     print(f"lmforge: error: {err}", file=sys.stderr)
-    return int(type(err).exit_code)
+    code = user_exit_code(err)
+    return EXIT_FAILED if code is None else code
 
 
 def guarded(body: Callable[[], int]) -> int:
