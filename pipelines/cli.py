@@ -27,28 +27,12 @@ from pipelines.config import Params, apply_orchestration, load_params
 from pipelines.lock import workspace_lock
 from pipelines.notify import RUN_LOG_ENV
 from pipelines.operations import apply_retries
-from pipelines.runner import (
-    EXIT_OK,
-    LOGS_DIR,
-    command_api,
-    exit_without_teardown,
-    guarded,
-    mark_owner,
-    prepare,
-    quiet_user_errors,
-    raise_if_terminated,
-    reap_orphans,
-    tee_console,
-)
+from pipelines.prefect_api import command_api
+from pipelines.process import exit_without_teardown, mark_owner, raise_if_terminated, reap_orphans, tee_console
+from pipelines.runner import EXIT_OK, LOGS_DIR, guarded, prepare, quiet_user_errors
+from pipelines.stage_graph import check_stage_names, plan_run, read_stages, topological_order
 from pipelines.ui import MLFLOW_PORT, PREFECT_PORT, check_port_free, mlflow_command, serve
-from pipelines.versioning import (
-    Versioning,
-    check_stage_names,
-    plan_run,
-    read_stages,
-    status_notes,
-    topological_order,
-)
+from pipelines.versioning import Versioning, status_notes
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -62,7 +62,8 @@ def next_fire(cron: str | None, every: float | None, after: dt.datetime, anchor:
     from prefect.server.schemas.schedules import CronSchedule
 
     dates = asyncio.run(CronSchedule(cron=cron).get_dates(n=2, start=after))
-    return next(d for d in dates if d > after).astimezone(dt.UTC)
+    fire: dt.datetime = next(d for d in dates if d > after)  # a pendulum DateTime (a datetime subclass)
+    return fire.astimezone(dt.UTC)
 
 
 def _log(message: str) -> None:
@@ -131,7 +132,7 @@ def deploy_to_pool(root: Path, *, name: str, pool: str, cron: str | None, every:
     Raises:
         ScheduleError: the work pool does not exist on the server.
     """
-    from prefect import flow
+    from prefect import Flow, flow
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -142,6 +143,8 @@ def deploy_to_pool(root: Path, *, name: str, pool: str, cron: str | None, every:
             raise ScheduleError(f"no work pool {pool!r} on the Prefect server: create it with `prefect work-pool "
                                 f"create {pool} --type process` (infra/stack.sh up does) and start a worker") from None
     deployable = flow.from_source(source=str(root), entrypoint=ENTRYPOINT)
+    if not isinstance(deployable, Flow):  # a coroutine only when called from async code, which this is not
+        raise TypeError(f"Prefect's flow.from_source returned a {type(deployable).__name__}, not a flow")
     dep_id = deployable.deploy(name=name, work_pool_name=pool, parameters={"root": str(root), "force": force},
                                build=False, push=False, print_next_steps=False, ignore_warnings=True,
                                **_schedule_kwargs(cron, every))

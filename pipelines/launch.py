@@ -151,7 +151,7 @@ def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str], log: logging.L
         return proc.wait(), tail
 
 
-def stop_group(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+def stop_group(proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float = 30) -> None:
     """SIGTERM the process group ``proc`` leads (a launcher and its ranks), SIGKILL it after ``timeout`` s."""
     import signal
 

@@ -19,8 +19,9 @@ from prefect import flow
 
 from pipelines import artifacts, notify, sharding, tracking
 from pipelines.config import Params
-from pipelines.runner import raise_if_terminated
-from pipelines.versioning import Versioning, plan_run
+from pipelines.process import raise_if_terminated
+from pipelines.stage_graph import plan_run
+from pipelines.versioning import Versioning
 
 log = logging.getLogger("pipelines.pipeline")
 RUN_ID_KEY = "mlflow_run_id"
@@ -29,7 +30,8 @@ RUN_ID_KEY = "mlflow_run_id"
 
 def stage_flow(stage: str) -> Callable[..., Any]:
     """The Prefect flow of a dvc.yaml stage: the function named like the stage in ``flows.STAGE``."""
-    return getattr(importlib.import_module(f"flows.{stage}"), stage)
+    flow_fn: Callable[..., Any] = getattr(importlib.import_module(f"flows.{stage}"), stage)
+    return flow_fn
 
 
 def stage_preflight(stage: str) -> Callable[..., None] | None:

@@ -247,7 +247,7 @@ def gate(name: str, version: str, *, params: RegistryParams) -> Decision:
         ok, reason = False, f"already {params.alias}"
     else:
         ok, reason = judge(rule, _value(mv, rule.metric), _interval(mv, rule.metric), _value(champ, rule.metric),
-                           before)
+                           str(champ.version))
     if ok:
         client.set_registered_model_alias(name, params.alias, version)
     client.set_model_version_tag(name, version, PROMOTION_TAG, f"{'promoted' if ok else 'refused'}: {reason}")

@@ -120,7 +120,7 @@ def map_shards(fn: Callable[..., Any], jobs: Sequence[dict[str, Any]], *, name: 
     from prefect import flow, task
 
     environ = dict(os.environ)
-    shard_task = task(fn, name=name, retries=0, persist_result=False)
+    shard_task = task(name=name, retries=0, persist_result=False)(fn)
     address = scheduler_address or _shared_cluster_address(workers)
     runner = dask_runner(workers, address)
     _quiet_dask()

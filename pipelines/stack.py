@@ -38,9 +38,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.config import CODE_ROOT, TELEMETRY_OFF
 from pipelines.ui import PREFECT_UI_ENV
+
+if TYPE_CHECKING:
+    import psycopg2.extensions
 
 BIN = Path(sys.executable).parent
 PG_USER = "lmforge"
@@ -151,7 +155,8 @@ def _listening(port: int) -> bool:
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as r:
-            return 200 <= r.status < 300
+            status: int = r.status  # urlopen's result is untyped (an HTTPResponse for http URLs)
+            return 200 <= status < 300
     except (OSError, urllib.error.URLError):
         return False
 
@@ -227,7 +232,7 @@ def _pg_dir(stack: Stack) -> Path:
     return stack.state / "postgres"
 
 
-def _pg_connect(stack: Stack, db: str = "postgres"):  # noqa: ANN202 (psycopg2 connection)
+def _pg_connect(stack: Stack, db: str = "postgres") -> psycopg2.extensions.connection:
     import psycopg2
 
     return psycopg2.connect(host="127.0.0.1", port=stack.ports["LMFORGE_PG_PORT"], user=PG_USER,
@@ -306,7 +311,7 @@ def _pg_down(stack: Stack) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the other services
-def _s3_client(stack: Stack):  # noqa: ANN202 (boto3 client)
+def _s3_client(stack: Stack) -> Any:  # a boto3 S3 client: boto3 has no types of its own
     import boto3
 
     return boto3.client("s3", endpoint_url=stack.url("s3"), region_name=REGION,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import TrackingParams, flatten
-from pipelines.versioning import digest, read_stages, stage_hash
+from pipelines.stage_graph import read_stages
+from pipelines.versioning import digest, stage_hash
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -176,7 +177,8 @@ class StageRun:
         with warnings.catch_warnings():  # a local path matches two registered source classes; either is right
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(str(path.resolve()))
-        ds = MetaDataset(source=source, name=rel, digest=value)
+        # mlflow 3.17 leaves Dataset.profile abstract in MetaDataset; Dataset is no ABC, so it instantiates
+        ds = MetaDataset(source=source, name=rel, digest=value)  # type: ignore[abstract]
         mlflow.log_input(ds, context=context, tags={"dvc.md5": value})
         return value
 
@@ -213,7 +215,8 @@ def stage_run(stage: str, params: BaseModel, *, root: Path, tracking: TrackingPa
     section = params.model_dump(mode="json")
     if mlflow.active_run() is None:
         reap_dead_runs(configure(tracking, root))
-    parent = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get(PARENT_RUN_ENV)
+    active = mlflow.active_run()
+    parent = active.info.run_id if active else os.environ.get(PARENT_RUN_ENV)
     shash = stage_hash(spec, root, {stage: section})
     tags = {**git_state(root), **owner_tags(), "lmforge.kind": "stage", "lmforge.stage": stage,
             "lmforge.dvc_stage_hash": shash}

@@ -98,7 +98,7 @@ def prefect_command(port: int) -> list[str]:
 def prefect_env(port: int) -> dict[str, str]:
     """The environment for the UI's server on ``port``: this process's (the same Prefect home and database settings
     the ephemeral API of ``lmforge run`` gets), promotional content and analytics off, no API URL (it is the API)."""
-    from pipelines.runner import OWNER_ENV
+    from pipelines.process import OWNER_ENV
 
     # the address the UI's pages call: `--port` alone leaves them calling the default port 4200
     api = {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),

@@ -1,143 +1,21 @@
-"""DVC: the stage graph, what is stale and why, recording a finished stage, content digests.
+"""DVC: what is stale and why, recording a finished stage, content digests.
 
-``dvc.yaml`` is read as plain YAML for the graph (cheap); staleness and recording go through DVC's Python
-API, imported only when needed, so the no-op path of ``lmforge run`` costs about a ``dvc status``.
+The stage graph itself (``dvc.yaml`` read as plain YAML) is :mod:`pipelines.stage_graph`; staleness and recording
+go through DVC's Python API, imported only when needed, so the no-op path of ``lmforge run`` costs about a
+``dvc status``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.config import flatten
-
-DVC_FILE = "dvc.yaml"
-CODE_PACKAGES = ("flows", "tasks", "pipelines")
-"""Top-level packages of the code; a dep inside one is code, any other dep is data."""
-
-
-class StageGraphError(Exception):
-    """dvc.yaml does not describe a valid stage graph, or names an unknown stage. Exit code 2."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One dvc.yaml stage, as declared."""
-
-    name: str
-    cmd: str
-    deps: tuple[str, ...]
-    outs: tuple[str, ...]
-    params: tuple[str, ...]
-
-    @property
-    def data_deps(self) -> tuple[str, ...]:
-        """Deps that are data, not code (anything outside the code packages)."""
-        return tuple(d for d in self.deps if Path(d).parts[0] not in CODE_PACKAGES)
-
-
-def _names(entries: list[Any] | None) -> tuple[str, ...]:
-    # dvc.yaml lists entries as plain strings or as one-key mappings ({path: {cache: false}}).
-    out: list[str] = []
-    for e in entries or []:
-        out.extend(e.keys() if isinstance(e, dict) else [str(e)])
-    return tuple(out)
-
-
-def read_stages(root: Path) -> dict[str, StageSpec]:
-    """All stages of ``dvc.yaml`` in file order."""
-    try:
-        doc = yaml.safe_load((root / DVC_FILE).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise StageGraphError(f"cannot read {DVC_FILE}: {err}") from None
-    stages = {}
-    for name, body in (doc.get("stages") or {}).items():
-        stages[name] = StageSpec(
-            name=name,
-            cmd=str(body.get("cmd", "")),
-            deps=_names(body.get("deps")),
-            outs=_names(body.get("outs")) + _names(body.get("metrics")) + _names(body.get("plots")),
-            params=_names(body.get("params")),
-        )
-    return stages
-
-
-def _under(path: str, parent: str) -> bool:
-    p, q = Path(path).parts, Path(parent).parts
-    return p[: len(q)] == q
-
-
-def upstream(stages: dict[str, StageSpec]) -> dict[str, set[str]]:
-    """For each stage, the stages whose outputs it depends on."""
-    return {
-        s.name: {o.name for o in stages.values() if o.name != s.name and any(_under(d, out) for d in s.deps
-                                                                             for out in o.outs)}
-        for s in stages.values()
-    }
-
-
-def topological_order(stages: dict[str, StageSpec]) -> list[str]:
-    """Stage names so that every stage follows the stages it depends on (file order breaks ties)."""
-    ups = upstream(stages)
-    order: list[str] = []
-    pending = list(stages)
-    while pending:
-        ready = [n for n in pending if ups[n] <= set(order)]
-        if not ready:
-            raise StageGraphError(f"{DVC_FILE} has a dependency cycle among: {', '.join(pending)}")
-        order.append(ready[0])
-        pending.remove(ready[0])
-    return order
-
-
-def downstream_closure(stages: dict[str, StageSpec], start: set[str]) -> set[str]:
-    """``start`` and every stage that (transitively) depends on it."""
-    ups = upstream(stages)
-    out = set(start)
-    changed = True
-    while changed:
-        changed = False
-        for name, deps in ups.items():
-            if name not in out and deps & out:
-                out.add(name)
-                changed = True
-    return out
-
-
-def check_stage_names(names: list[str], known: list[str]) -> None:
-    """Raise :class:`StageGraphError` naming every unknown stage."""
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise StageGraphError(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(known)}")
-
-
-def plan_run(root: Path, stages: list[str], force: bool, from_stage: str | None) -> tuple[list[str], list[str]]:
-    """Which stages to consider and which to force, in DAG order: the named ones (all by default), ``from_stage``
-    and everything downstream of it, and the upstream stages they need (those run only if stale)."""
-    graph = read_stages(root)
-    order = topological_order(graph)
-    check_stage_names(stages + ([from_stage] if from_stage else []), order)
-    if from_stage:
-        forced = downstream_closure(graph, {from_stage})
-        selected = forced | set(stages)
-    else:
-        selected = set(stages or order)
-        forced = set(selected) if force else set()
-    # a named stage needs its upstream stages up to date: consider them too (they run only if stale)
-    ups = upstream(graph)
-    closure = set(selected)
-    for name in reversed(order):
-        if name in closure:
-            closure |= ups[name]
-    plan = [n for n in order if n in closure]
-    return plan, [n for n in plan if n in forced]
+from pipelines.config import Params, flatten, load_params
+from pipelines.stage_graph import CODE_PACKAGES, DVC_FILE, StageSpec, read_stages, topological_order, upstream
 
 
 def _describe(entry: Any) -> list[str]:
@@ -157,7 +35,7 @@ def _describe(entry: Any) -> list[str]:
     return reasons
 
 
-def sync_data_deps(root: Path, params: Any = None) -> dict[str, list[str]]:
+def sync_data_deps(root: Path, params: Params | None = None) -> dict[str, list[str]]:
     """Keep the data deps of each stage whose params name its inputs (collect's sources) in step with params.yaml,
     in dvc.yaml, as ``dvc stage add`` would write them; returns the stages changed and their new data deps.
 
@@ -165,8 +43,6 @@ def sync_data_deps(root: Path, params: Any = None) -> dict[str, list[str]]:
     would not make the stage stale. dvc.yaml is rewritten (comments kept) only when the deps differ, so that
     ``dvc repro`` and ``dvc status`` on their own see the same deps after any lmforge command.
     """
-    from pipelines.config import load_params
-
     params = params if params is not None else load_params(root)  # callers that validated params pass them
     changed: dict[str, list[str]] = {}
     for name, spec in read_stages(root).items():
@@ -198,10 +74,8 @@ def sync_data_deps(root: Path, params: Any = None) -> dict[str, list[str]]:
     return changed
 
 
-def status_notes(root: Path, params: Any = None) -> dict[str, list[str]]:
+def status_notes(root: Path, params: Params | None = None) -> dict[str, list[str]]:
     """Per stage, lines about its inputs that staleness cannot show (how hub datasets are pinned)."""
-    from pipelines.config import load_params
-
     params = params if params is not None else load_params(root)
     return {name: notes(root) for name in read_stages(root)
             if (notes := getattr(getattr(params, name, None), "status_notes", None)) is not None}
@@ -215,7 +89,7 @@ def _by_stage(status: dict[str, Any]) -> dict[str, Any]:
 class Versioning:
     """A DVC repository opened once per command, after the stages' data deps are brought in step with params."""
 
-    def __init__(self, root: Path, params: Any = None) -> None:
+    def __init__(self, root: Path, params: Params | None = None) -> None:
         import logging
 
         from dvc.repo import Repo

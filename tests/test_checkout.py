@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 import tests.conftest as conftest
-from pipelines.versioning import Versioning, read_stages, topological_order
+from pipelines.stage_graph import read_stages, topological_order
+from pipelines.versioning import Versioning
 from tests.conftest import _group_members, make_repo_copy, prefect_server
 
 RUN_STATE = ("mlruns.db", ".prefect/prefect.db", "mlartifacts/1/a.txt", "checkpoints/base/step-1.pt",

@@ -4,7 +4,9 @@ The import graph (grimp, the engine of import-linter) is followed from ``flows.S
 ``tasks`` and every params schema module in ``pipelines.config`` must lie in a dep of that stage (a file, or a
 directory such as ``tasks/clean``). The package ``pipelines.config`` itself (loading, cross-cutting sections) and
 the other pipelines support modules (tracking, artifacts, launch...) run the stage but do not shape its output,
-so they are not deps: a change there would re-run every stage for nothing.
+so they are not deps: a change there would re-run every stage for nothing. ``pipelines.config`` imports every stage's
+schema (its ``Params`` has a typed section per stage); from there a stage reaches its own schema only, because the
+other sections are validated but read by their own stages alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import grimp
 import pytest
 
-from pipelines.versioning import StageSpec, read_stages
+from pipelines.stage_graph import StageSpec, read_stages
 from tests.conftest import REPO
 
 
@@ -37,10 +39,28 @@ def _shapes_output(module: str) -> bool:
     return module.startswith("tasks.") or (module.startswith("pipelines.config.") and module not in CROSS_CUTTING)
 
 
+PARAMS_MODEL = "pipelines.config"
+"""The module of the whole params model, which imports the schema module of every stage."""
+
+
+def reached_by(stage: str, graph: grimp.ImportGraph) -> set[str]:
+    """Every module ``flows.STAGE`` imports, directly or not, but through :data:`PARAMS_MODEL` only the stage's own
+    schema (``pipelines.config.STAGE``), not the other stages' sections."""
+    others = {f"{PARAMS_MODEL}.{s}" for s in read_stages(REPO)} - {f"{PARAMS_MODEL}.{stage}"}
+    todo, seen = [f"flows.{stage}"], {f"flows.{stage}"}
+    while todo:
+        module = todo.pop()
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in seen and not (module == PARAMS_MODEL and imported in others):
+                seen.add(imported)
+                todo.append(imported)
+    return seen
+
+
 def uncovered(spec: StageSpec, graph: grimp.ImportGraph) -> list[str]:
     """Modules the stage's flow reaches that no dep of the stage covers."""
     flow = f"flows.{spec.name}"
-    reached = {m for m in graph.find_upstream_modules(flow) if _shapes_output(m)} | {flow}
+    reached = {m for m in reached_by(spec.name, graph) if _shapes_output(m)} | {flow}
     deps = [(REPO / d).resolve() for d in spec.deps]
     missing = []
     for module in sorted(reached):
@@ -65,6 +85,10 @@ def test_the_check_fails_when_a_shared_module_is_missing(graph: grimp.ImportGrap
     assert uncovered(holed, graph) == ["tasks.records (tasks/records.py)"]
     no_schema = dataclasses.replace(spec, deps=tuple(d for d in spec.deps if d != "pipelines/config/clean.py"))
     assert uncovered(no_schema, graph) == ["pipelines.config.clean (pipelines/config/clean.py)"]
+    # flows.dedup reads its section as params.dedup: it reaches its schema through the params model only
+    dedup = read_stages(REPO)["dedup"]
+    no_schema = dataclasses.replace(dedup, deps=tuple(d for d in dedup.deps if d != "pipelines/config/dedup.py"))
+    assert uncovered(no_schema, graph) == ["pipelines.config.dedup (pipelines/config/dedup.py)"]
 
 
 TRAINING_STAGES = ("pretrain", "finetune", "distill")

@@ -2,17 +2,16 @@
 
 Every section is a pydantic model with a description per field; unknown keys are rejected. A bad file is
 one :class:`ParamsError` whose message names every offending key path (``collect.sources[0].max_docs``),
-raised before any stage does work. Each stage's section lives in its own module, ``pipelines/config/STAGE.py``
-(its ``SCHEMA``), which is a DVC dep of that stage: the defaults it fills in shape the stage's output. The stages
-themselves are those of ``dvc.yaml``, the one list of them; :func:`params_model` assembles the whole schema from it.
-This module also knows where the repository is and sets the process environment every lmforge process shares
-(telemetry off, Prefect home and API under the repo).
+raised before any stage does work. Each stage's section lives in its own module, ``pipelines/config/STAGE.py``,
+which is a DVC dep of that stage: the defaults it fills in shape the stage's output. :class:`Params` declares one
+typed field per stage (``params.dedup`` is a :class:`~pipelines.config.dedup.DedupParams`); the stages themselves
+are those of ``dvc.yaml``, the one list of them, and :func:`load_params` refuses a checkout whose dvc.yaml names a
+stage that :class:`Params` has no section for. This module also knows where the repository is and sets the process
+environment every lmforge process shares (telemetry off, Prefect home and API under the repo).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -20,10 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError
 
 from pipelines.config.base import Section
+from pipelines.config.clean import CleanParams
+from pipelines.config.collect import CollectParams
+from pipelines.config.dedup import DedupParams
+from pipelines.config.distill import DistillParams
+from pipelines.config.evaluate import EvaluateParams
+from pipelines.config.finetune import FinetuneParams
+from pipelines.config.pretrain import PretrainParams
 from pipelines.config.registry import RegistryParams
+from pipelines.config.tokenizer import TokenizerParams
+from pipelines.stage_graph import stage_names
 
 PARAMS_FILE = "params.yaml"
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +110,8 @@ class OperationsParams(Section):
     notify: NotifyParams = Field(default_factory=NotifyParams, description="Failure (and success) notification.")
 
 
-class Params(Section):
-    """The whole of params.yaml: the cross-cutting sections here, one field per stage added by :func:`params_model`
-    (``params.collect``, ``params.clean``...)."""
+class SharedParams(Section):
+    """The sections of params.yaml that are no stage's: tracking, orchestration, the registry, operations."""
 
     tracking: TrackingParams = Field(default_factory=TrackingParams, description="MLflow settings.")
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams, description="Prefect settings.")
@@ -113,39 +120,44 @@ class Params(Section):
                                          description="Retries and failure notifications.")
 
 
-def stage_schema(stage: str) -> type[Section]:
-    """The params model of ``stage``: ``SCHEMA`` of ``pipelines.config.STAGE``.
+def stage_section(schema: type[Section], stage: str) -> Any:
+    """The field of a stage's section in :class:`Params`: a section left out of params.yaml takes its schema's
+    defaults, unless the schema has a required field (then the section is required too).
+
+    Returns ``Any``, as :func:`pydantic.Field` does, so that the field keeps its declared type for a type checker.
+    """
+    if any(f.is_required() for f in schema.model_fields.values()):
+        return Field(description=f"{stage} stage.")
+    return Field(default_factory=schema, description=f"{stage} stage.")
+
+
+class Params(SharedParams):
+    """The whole of params.yaml: the shared sections, and one section per stage of dvc.yaml, in its order."""
+
+    collect: CollectParams = stage_section(CollectParams, "collect")
+    clean: CleanParams = stage_section(CleanParams, "clean")
+    dedup: DedupParams = stage_section(DedupParams, "dedup")
+    tokenizer: TokenizerParams = stage_section(TokenizerParams, "tokenizer")
+    pretrain: PretrainParams = stage_section(PretrainParams, "pretrain")
+    finetune: FinetuneParams = stage_section(FinetuneParams, "finetune")
+    distill: DistillParams = stage_section(DistillParams, "distill")
+    evaluate: EvaluateParams = stage_section(EvaluateParams, "evaluate")
+
+
+STAGE_SECTIONS: tuple[str, ...] = tuple(name for name in Params.model_fields if name not in SharedParams.model_fields)
+"""The stages :class:`Params` has a section for: those of this repository's dvc.yaml, in its order (a test keeps
+them in step). A checkout cut down to some of them (a test's) still validates every section."""
+
+
+def check_stage_sections(stages: Sequence[str]) -> None:
+    """Check that :class:`Params` has a section for each stage of dvc.yaml.
 
     Raises:
-        ParamsError: no schema module for a stage named in dvc.yaml.
+        ParamsError: naming each stage of dvc.yaml that has none.
     """
-    try:
-        module = importlib.import_module(f"pipelines.config.{stage}")
-    except ModuleNotFoundError:
-        raise ParamsError(f"dvc.yaml names stage {stage!r} but pipelines/config/{stage}.py does not exist") from None
-    return module.SCHEMA
-
-
-def stage_names(root: Path | None = None) -> tuple[str, ...]:
-    """The stages of ``dvc.yaml`` at ``root`` (default: this code's checkout), in DAG order."""
-    from pipelines.versioning import read_stages, topological_order
-
-    return tuple(topological_order(read_stages(root or CODE_ROOT)))
-
-
-@functools.cache
-def params_model(stages: tuple[str, ...]) -> type[Params]:
-    """The schema of the whole file for these stages: :class:`Params` plus one section per stage.
-
-    A section whose fields all have defaults may be left out of params.yaml; one with a required field may not.
-    """
-    fields: dict[str, Any] = {}
-    for stage in stages:
-        schema = stage_schema(stage)
-        required = any(f.is_required() for f in schema.model_fields.values())
-        fields[stage] = (schema, Field(description=f"{stage} stage.") if required else
-                         Field(default_factory=schema, description=f"{stage} stage."))
-    return create_model("Params", __base__=Params, **fields)
+    if missing := [s for s in stages if s not in STAGE_SECTIONS]:
+        raise ParamsError("; ".join(f"dvc.yaml names stage {s!r} but pipelines.config.Params has no section for it "
+                                    f"(a schema in pipelines/config/{s}.py and a field of Params)" for s in missing))
 
 
 # ----------------------------------------------------------------------------------------------------- loading
@@ -194,24 +206,22 @@ def format_validation_error(err: ValidationError, data: Any = None, filename: st
     return "\n".join(lines)
 
 
-def parse_params(data: Any, filename: str = PARAMS_FILE, stages: Sequence[str] | None = None) -> Params:
+def parse_params(data: Any, filename: str = PARAMS_FILE) -> Params:
     """Validate an already-loaded mapping.
 
     Args:
         data: the loaded YAML.
         filename: named in error messages.
-        stages: the stages it configures (default: those of this checkout's dvc.yaml).
 
     Raises:
         ParamsError: the mapping does not match the schema.
     """
     if not isinstance(data, dict):
         raise ParamsError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
-    model = params_model(tuple(stages) if stages is not None else stage_names())
     try:
         # strict, as JSON: a quoted number ("1000") or a quoted boolean is an error naming its key, not a value
         # coerced here that DVC (which compares the YAML text) would then report as a change on every status
-        return model.model_validate_json(json.dumps(data, default=str), strict=True)
+        return Params.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, data, filename)) from None
 
@@ -220,7 +230,8 @@ def load_params(root: Path | None = None) -> Params:
     """Read and validate ``params.yaml`` of the checkout at ``root``.
 
     Raises:
-        ParamsError: the file is missing, is not YAML, or does not match the schema.
+        ParamsError: the file is missing, is not YAML, or does not match the schema; or the checkout's dvc.yaml
+            names a stage that :class:`Params` has no section for.
     """
     root = root or find_root()
     path = root / PARAMS_FILE
@@ -230,7 +241,8 @@ def load_params(root: Path | None = None) -> Params:
         raise ParamsError(f"{path} not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ParamsError(f"{PARAMS_FILE} is not valid YAML: {err}") from None
-    return parse_params(data, PARAMS_FILE, stage_names(root))
+    check_stage_sections(stage_names(root))
+    return parse_params(data, PARAMS_FILE)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

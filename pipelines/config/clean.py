@@ -104,6 +104,3 @@ class CleanParams(Section):
             raise ValueError(f"each rule family may appear once; got {order}")
         return order
 
-
-SCHEMA = CleanParams
-"""The ``clean`` section of params.yaml."""

@@ -135,6 +135,3 @@ def source_pins(params: CollectParams, root: Path) -> list[str]:
             lines.append(hub_pin(f"source '{src.name}'", src.path, src.revision))
     return lines
 
-
-SCHEMA = CollectParams
-"""The ``collect`` section of params.yaml."""

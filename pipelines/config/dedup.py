@@ -62,6 +62,3 @@ class DedupParams(Section):
     parallel: ParallelParams = Field(default_factory=ParallelParams, description="Shard parallelism.")
     validation: DedupValidationParams = Field(default_factory=DedupValidationParams, description="Output gate.")
 
-
-SCHEMA = DedupParams
-"""The ``dedup`` section of params.yaml."""

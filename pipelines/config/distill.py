@@ -13,7 +13,7 @@ from pipelines.config.launch import LaunchParams
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import DistillSettings
 
-__all__ = ["DistillParams", "SCHEMA", "TEACHER_INPUTS"]
+__all__ = ["DistillParams", "TEACHER_INPUTS"]
 
 TEACHER_INPUTS: dict[str, tuple[str, ...]] = {
     "finetuned": ("data/finetune", "models/finetuned", "models/tokenizer"),
@@ -37,6 +37,3 @@ class DistillParams(DistillSettings, Section):
         """The stage's data deps in dvc.yaml: the teacher's model and the data it is distilled on."""
         return list(TEACHER_INPUTS[self.teacher])
 
-
-SCHEMA = DistillParams
-"""The ``distill`` section of params.yaml."""

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from pipelines.config.base import Section
 
-__all__ = ["EvaluateParams", "SCHEMA", "INPUTS"]
+__all__ = ["EvaluateParams", "INPUTS"]
 
 INPUTS: tuple[str, ...] = ("data/dedup", "data/finetune", "models/base", "models/finetuned", "models/student",
                            "models/tokenizer")
@@ -85,6 +85,3 @@ class EvaluateParams(Section):
         """The stage's data deps in dvc.yaml."""
         return list(INPUTS)
 
-
-SCHEMA = EvaluateParams
-"""The ``evaluate`` section of params.yaml."""

@@ -225,6 +225,3 @@ class FinetuneParams(FinetuneSettings, Section):
 
 PIPELINE_INPUTS: tuple[str, ...] = ("data/dedup", "data/tokens", "models/tokenizer", "models/base")
 """What the stage reads from the stages before it (the default tasks, the shift report's baseline, the model)."""
-
-SCHEMA = FinetuneParams
-"""The ``finetune`` section of params.yaml."""

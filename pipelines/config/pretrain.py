@@ -11,7 +11,7 @@ from pipelines.config.launch import LaunchParams
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import PretrainSettings
 
-__all__ = ["LaunchParams", "PretrainParams", "SCHEMA"]
+__all__ = ["LaunchParams", "PretrainParams"]
 
 
 class PretrainParams(PretrainSettings, Section):
@@ -24,6 +24,3 @@ class PretrainParams(PretrainSettings, Section):
                                          "to the repo.")
     launch: LaunchParams = Field(default_factory=LaunchParams, description="Process launch.")
 
-
-SCHEMA = PretrainParams
-"""The ``pretrain`` section of params.yaml."""

@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,14 +55,14 @@ class Written:
         except (OSError, yaml.YAMLError):
             return cls(stage, {}, str(root))  # no readable dvc.yaml: the stage graph's own check reports it
 
-        def paths(entries: object) -> list[str]:
+        def paths(entries: list[Any] | None) -> list[str]:
             return [os.path.normpath(os.path.join(os.path.abspath(root), next(iter(e)) if isinstance(e, dict) else e))
                     for e in entries or [] if isinstance(e, str | dict) and e]
 
         def overlaps(a: str, b: str) -> bool:
             return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
 
-        def written(body: dict) -> list[str]:
+        def written(body: dict[str, Any]) -> list[str]:
             return [p for key in ("outs", "metrics", "plots") for p in paths(body.get(key))]
 
         outs = {o: stage for o in written(stages.get(stage) or {})}

@@ -28,6 +28,3 @@ class TokenizerParams(Section):
             raise ValueError("bos_token, eos_token and pad_token must differ")
         return self
 
-
-SCHEMA = TokenizerParams
-"""The ``tokenizer`` section of params.yaml."""

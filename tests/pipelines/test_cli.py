@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.cli import plan_run
-from pipelines.versioning import StageGraphError
+from pipelines.stage_graph import StageGraphError, plan_run, stage_names
 from tests.conftest import REPO, _free_port, run_cli, subprocess_env
 
 GRAPH = """
@@ -54,10 +53,8 @@ def test_cli_unknown_stage_exits_2(repo_copy: Path) -> None:
 
 def test_status_before_any_run(repo_copy: Path) -> None:
     res = run_cli(repo_copy, "status")
-    from pipelines.config import stage_names
-
     assert res.returncode == 0
-    assert res.stdout == "".join(f"{s}: stale\n    never run (no entry in dvc.lock)\n" for s in stage_names())
+    assert res.stdout == "".join(f"{s}: stale\n    never run (no entry in dvc.lock)\n" for s in stage_names(repo_copy))
 
 
 @pytest.mark.slow
@@ -154,7 +151,7 @@ def test_tee_console_copies_this_process_and_its_children_to_the_log(tmp_path: P
     import subprocess
     import sys
 
-    from pipelines.runner import tee_console
+    from pipelines.process import tee_console
 
     log = tmp_path / "logs" / "run.log"
     with tee_console(log):
@@ -172,7 +169,8 @@ def test_a_sigterm_whose_exception_was_lost_still_ends_the_run_with_130() -> Non
     # Prefect's SIGTERM handler raised inside a weakref callback once: the exception was dropped and the run exited 0.
     # Simulate the loss with a handler that does nothing; the wakeup fd still tells the pipeline at its next check.
     script = ("import os, signal, sys\n"
-              "from pipelines.runner import guarded, raise_if_terminated\n"
+              "from pipelines.process import raise_if_terminated\n"
+              "from pipelines.runner import guarded\n"
               "def body():\n"
               "    signal.signal(signal.SIGTERM, lambda *a: None)\n"
               "    os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import ParamsError, find_root, load_params, parse_params
+from pipelines.config import STAGE_SECTIONS, ParamsError, find_root, load_params, parse_params
+from pipelines.stage_graph import stage_names
 from tests.conftest import REPO, run_cli
 
 
@@ -81,6 +82,31 @@ def test_not_yaml_and_no_checkout(tmp_path: Path) -> None:
         load_params(tmp_path)
     with pytest.raises(ParamsError, match="no lmforge checkout"):
         find_root(tmp_path.parent)
+
+
+def test_a_left_out_stage_section_takes_its_schemas_defaults(params: dict) -> None:
+    from pipelines.config.dedup import DedupParams
+
+    parsed = parse_params({"collect": params["collect"]})
+    assert parsed.dedup == DedupParams() and parsed.dedup.minhash.num_perm == 128
+    assert "collect: Field required" in _error({"dedup": params["dedup"]})  # a section with a required field
+    assert "dedupe: unknown key" in _error({**params, "dedupe": {}})  # no such section
+
+
+def test_every_stage_of_dvc_yaml_has_a_params_section(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    graph = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    graph["stages"]["report"] = {"cmd": "python -m flows.report", "deps": ["metrics/evaluate.json"]}
+    del graph["stages"]["distill"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(graph, sort_keys=False))
+    with pytest.raises(ParamsError) as info:
+        load_params(tmp_path)
+    assert str(info.value) == ("dvc.yaml names stage 'report' but pipelines.config.Params has no section for it (a "
+                               "schema in pipelines/config/report.py and a field of Params)")
+    del graph["stages"]["report"]  # a checkout cut down to some of the stages: every section is still validated
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(graph, sort_keys=False))
+    assert load_params(tmp_path).distill.teacher == "finetuned"
+    assert STAGE_SECTIONS == stage_names(REPO), "Params declares a section per stage of dvc.yaml, in its order"
 
 
 @pytest.mark.parametrize("command", [["run"], ["status"]])

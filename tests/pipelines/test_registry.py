@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines import registry, tracking
 from pipelines.config import ParamsError, TrackingParams, parse_params
@@ -25,6 +26,8 @@ stages:
 """
 # the registering stage here is finetune (the last of the graph), as evaluate will be in the pipeline: real stage
 # names, so that the checkout's params.yaml validates for `lmforge models`
+LEAST_PARAMS = "collect:\n  sources: [{name: docs, kind: default}]\n"
+"""params.yaml with the one section that has no defaults (collect's sources); every other section takes its own."""
 NAME = "lmforge-topic"
 # the checkouts here hold no code: the CLI runs from this one (its installed copy may be another checkout)
 
@@ -81,7 +84,7 @@ def repo(tmp_path: Path, model_dir: Path) -> Iterator[Path]:
         (tmp_path / split / "train.jsonl").write_text('{"text": "the cat", "label": "pets"}\n')
     shutil.copytree(model_dir, tmp_path / "models/finetuned/topic")
     shutil.copytree(model_dir.parent / "tokenizer", tmp_path / "models/tokenizer")
-    (tmp_path / "params.yaml").write_text("{}\n")  # every section takes its defaults
+    (tmp_path / "params.yaml").write_text(LEAST_PARAMS)
     for cmd in (["init", "-q"], ["add", "dvc.yaml"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
                                                        "graph"]):
         subprocess.run(["git", *cmd], cwd=tmp_path, check=True)
@@ -247,12 +250,12 @@ def test_cli_models_promote_and_errors(repo: Path) -> None:
 
 def test_without_a_store_or_server_exits_2(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text(GRAPH)
-    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "params.yaml").write_text(LEAST_PARAMS)
     res = run_cli(tmp_path, "models", timeout=60, PYTHONPATH=str(REPO))
     assert res.returncode == 2 and res.stderr.startswith("lmforge: error: no MLflow store at ")
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlruns.db").exists()
     # a tracking server that does not answer: one line, quickly (no retries with back-off)
-    (tmp_path / "params.yaml").write_text(f"tracking:\n  uri: http://127.0.0.1:{_free_port()}\n")
+    (tmp_path / "params.yaml").write_text(f"{LEAST_PARAMS}tracking:\n  uri: http://127.0.0.1:{_free_port()}\n")
     started = time.perf_counter()
     res = run_cli(tmp_path, "promote", NAME, "1", "--reason", "x", timeout=60, PYTHONPATH=str(REPO))
     assert res.returncode == 2 and res.stderr.startswith("lmforge: error: the MLflow store at http://127.0.0.1:")
@@ -261,9 +264,10 @@ def test_without_a_store_or_server_exits_2(tmp_path: Path) -> None:
 
 
 def test_registry_section_defaults_and_validation() -> None:
-    params = parse_params({}, stages=[])
+    least = yaml.safe_load(LEAST_PARAMS)
+    params = parse_params(least)
     assert params.registry == RegistryParams()
     assert params.registry.gates["sft"].direction == "lower"
     with pytest.raises(ParamsError, match=r"registry\.gates\.sft\.direction"):
-        parse_params({"registry": {"gates": {"sft": {"metric": "test.perplexity", "direction": "down"}}}}, stages=[])
+        parse_params({**least, "registry": {"gates": {"sft": {"metric": "test.perplexity", "direction": "down"}}}})
 

@@ -13,7 +13,7 @@ API_SCRIPT = textwrap.dedent("""
     import atexit, os, sys, urllib.request
     sys.path.insert(0, {repo!r})
     import psutil
-    from pipelines.runner import CommandAPI
+    from pipelines.prefect_api import CommandAPI
 
     api = CommandAPI()
     assert api.start() is True
@@ -64,7 +64,7 @@ def test_the_command_starts_its_own_prefect_api_and_stops_it(tmp_path: Path) -> 
 EXIT_SCRIPT = textwrap.dedent("""
     import atexit, sys, tempfile
     sys.path.insert(0, {repo!r})
-    from pipelines.runner import exit_without_teardown
+    from pipelines.process import exit_without_teardown
 
     atexit.register(lambda: open({marker!r}, "a").write("handler ran\\n"))
     keep = tempfile.TemporaryDirectory(dir={tmp!r})  # removed by its finalizer, an exit handler

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import stage_names
-from pipelines.versioning import (
-    StageGraphError,
-    digest,
-    downstream_closure,
-    read_stages,
-    topological_order,
-)
+from pipelines.stage_graph import StageGraphError, downstream_closure, read_stages, stage_names, topological_order
+from pipelines.versioning import digest
 from tests.conftest import BIN, REPO
 
 GRAPH = """
@@ -50,7 +44,8 @@ def test_cycle_is_an_error(tmp_path: Path) -> None:
 
 def test_repo_graph_is_the_pipeline_in_order() -> None:
     stages = read_stages(REPO)
-    assert stage_names() == ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
+    assert stage_names(REPO) == ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill",
+                                 "evaluate")
     assert tuple(topological_order(stages)) == tuple(stages), "dvc.yaml lists the stages in pipeline order"
     for name, spec in stages.items():
         assert spec.cmd == f"python -m flows.{name}"
@@ -91,7 +86,7 @@ def test_bytecode_caches_are_not_part_of_a_code_dep(tmp_path: Path) -> None:
 
 
 def test_collect_stage_hash_covers_its_source_data(repo_copy: Path, tmp_path: Path) -> None:
-    from pipelines.versioning import read_stages, stage_hash, sync_data_deps
+    from pipelines.versioning import stage_hash, sync_data_deps
 
     source = tmp_path / "outside" / "a.jsonl"
     source.parent.mkdir()
