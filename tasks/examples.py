@@ -96,7 +96,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
     """
     path = Path(root) / MANIFEST_FILE
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExamplesError(f"{path} not found: run the finetune stage's data step first") from None
     except (OSError, json.JSONDecodeError) as e:

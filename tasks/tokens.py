@@ -39,7 +39,7 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST_FILE
     if not path.is_file():
         raise TokenFileError(f"no {MANIFEST_FILE} in {out_dir}: run the tokenizer stage first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != MANIFEST_FORMAT:
         raise TokenFileError(f"{path} has format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}: "
                              "re-run the tokenizer stage")
@@ -55,6 +55,9 @@ def load_tokens(out_dir: Path, split: str) -> np.ndarray:
         raise TokenFileError(f"split {split!r} not in {Path(out_dir) / MANIFEST_FILE} "
                              f"(has {sorted(manifest['splits'])})")
     entry, dtype = manifest["splits"][split], np.dtype(manifest["dtype"]).newbyteorder("<")
+    tokens: np.ndarray
     if int(entry["tokens"]) == 0:
-        return np.zeros(0, dtype=dtype)  # mmap cannot map an empty file
-    return np.memmap(Path(out_dir) / entry["file"], dtype=dtype, mode="r", shape=(int(entry["tokens"]),))
+        tokens = np.zeros(0, dtype=dtype)  # mmap cannot map an empty file
+    else:
+        tokens = np.memmap(Path(out_dir) / entry["file"], dtype=dtype, mode="r", shape=(int(entry["tokens"]),))
+    return tokens

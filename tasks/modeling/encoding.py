@@ -209,7 +209,7 @@ class TaskBatches:
         self.probs = [weights[n] / total for n in self.names]
         self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
         self.balanced, self.rank, self.world_size = balanced, rank, world_size
-        self.by_class = {n: {} for n in self.names}
+        self.by_class: dict[str, dict[int, list[int]]] = {n: {} for n in self.names}
         for n in self.names:
             if kinds[n] == "classification":
                 for i, t in enumerate(train[n]["targets"]):

@@ -52,7 +52,8 @@ def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad
     import torch
     from torch import nn
 
-    class MultiTask(nn.Module):
+    # torch is not analysed by mypy (pyproject's [tool.mypy]): nn.Module is Any there
+    class MultiTask(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone

@@ -145,7 +145,7 @@ def resolve_shape(*, context: int, manifest: dict[str, Any], vocab_size: int | N
     if context > max_pos:
         raise ModelConfigError(f"context {context} exceeds model.max_position_embeddings {max_pos}: "
                                "lower context or raise max_position_embeddings")
-    kwargs = {"vocab_size": vocab_size or int(manifest["vocab_size"]), "hidden_size": hidden_size,
+    kwargs: dict[str, Any] = {"vocab_size": vocab_size or int(manifest["vocab_size"]), "hidden_size": hidden_size,
               "num_layers": num_layers, "num_heads": num_heads, "num_kv_heads": num_kv_heads or num_heads,
               "intermediate_size": intermediate_size, "max_position_embeddings": max_pos, "rope_theta": rope_theta,
               "tie_word_embeddings": tie_word_embeddings, "bos_token_id": manifest.get("bos_id"),

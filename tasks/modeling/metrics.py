@@ -49,7 +49,8 @@ class EarlyStopper:
 
     def __init__(self, *, patience: int, min_delta: float, enabled: bool = True) -> None:
         self.patience, self.min_delta, self.enabled = patience, min_delta, enabled
-        self.best, self.best_step, self.bad = -math.inf, None, 0
+        self.best, self.bad = -math.inf, 0
+        self.best_step: int | None = None
 
     def update(self, score: float, step: int) -> bool:
         """Record an evaluation; returns whether it is the new best."""

@@ -70,13 +70,13 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.training import prune
     from tasks.training.loop import train_step
     from tasks.training.schedule import lr_factor, set_scaled_lr
-    from tasks.training.teachers import CACHE_DIR, Teachers, new_student, task_set, teacher_dirs
+    from tasks.training.teachers import CACHE_DIR, Teachers, new_student, required, task_set, teacher_dirs
 
     ds_config, rank, world_size = ds.setup(cfg)
     is_main = rank == 0
     say = ds.printer(is_main)
     ts = task_set(cfg, info, tokenizer=AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir)))
-    names, labels, student_dir = ts.names, ts.labels, Path(cfg.student_dir)
+    names, labels, student_dir = ts.names, ts.labels, required(cfg.student_dir, "student_dir")
     teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
     batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
                           seed=cfg.seed, pad_id=ts.pad_id, rank=rank, world_size=world_size)
@@ -175,12 +175,12 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                                            for variant, per_task in entries.items()}
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         atomic_write_text(run_stats_path, json.dumps(run_stats, indent=2, sort_keys=True) + "\n")
-        for variant, per_task in entries.items():
+        for variant, by_task in entries.items():
             say(f"{NAME}: {variant:<10} | " + " | ".join(
                 f"{t}: params {m['params']} nonzero {m['nonzero_params']} p50 {m['latency_p50_ms']:.2f} ms "
                 + " ".join(f"{k} {v:.3f}" for k, v in m["test"].items() if k in QUALITY and v is not None)
                 + " | retention " + " ".join(f"{k} {v:.3f}" for k, v in m["retention"].items() if v is not None)
-                for t, m in per_task.items()))
+                for t, m in by_task.items()))
     torch.distributed.barrier()
     return {**summary, **run_stats}
 

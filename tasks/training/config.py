@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.fields import PydanticUndefined
 
-from tasks.modeling.errors import ConfigError
+from tasks.modeling.errors import ConfigError as ConfigError  # the recipes' error family, re-exported
 
 
 class Settings(BaseModel):
@@ -80,14 +79,11 @@ class TaskPaths(RecipePaths):
     plots_dir: Path = Field(description="Where learning_curves.png is written.")
 
 
-def default(block: type[BaseModel], name: str, value: Any = None, *, factory: Any = None) -> Any:
+def default(block: type[BaseModel], name: str, value: Any) -> Any:
     """``block``'s field ``name`` with another default: its type, bounds and description stay defined once, in the
     block, while a recipe whose sensible starting point differs (finetune's ``lr`` is not pretrain's) says so."""
     info = copy.copy(block.model_fields[name])
-    if factory is not None:
-        info.default, info.default_factory = PydanticUndefined, factory
-    else:
-        info.default, info.default_factory = value, None
+    info.default, info.default_factory = value, None
     return info
 
 

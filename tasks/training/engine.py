@@ -43,7 +43,7 @@ def cpu_has_fast_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN: go by the vector extension
-        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+        return bool(torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
 
 
 def setup_single_process_env() -> None:
@@ -132,7 +132,8 @@ def deepspeed_config(*, batch_size: int, grad_accum: int, grad_clip: float, zero
 
 def param_groups(model: Any, *, weight_decay: float) -> list[dict[str, Any]]:
     """Decay matrices only (nanoGPT): decaying norms' gains and biases only hurts."""
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
@@ -261,7 +262,7 @@ def recipe_main(name: str, doc: str | None, schema: type[Any], preflight: Callab
             precision = "fp32" if fp32_when is not None and fp32_when(cfg) else resolve_precision(cfg.precision)
             cfg = cfg.model_copy(update={"precision": precision})
         info = preflight(cfg)
-    except (ConfigError, *user_errors) as e:
+    except (ConfigError, *user_errors) as e:  # type: ignore[misc]  # mypy cannot see a starred tuple of classes
         print(f"{name}: error: {e}", file=sys.stderr)
         return preflight_exit if preflight_exit is not None else int(getattr(e, "exit_code", 2))
     return run_entry(name, lambda: train(cfg, info), user_errors=(ConfigError,))

@@ -190,7 +190,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
                  "tokens_per_second": round(trained * tokens_per_step / train_seconds, 1) if train_seconds else None,
                  "train_seconds": round(train_seconds, 3), "launch_to_first_step_seconds": launch_to_first_step}
     state = export.gather_state(engine, zero3=cfg.zero_stage == 3, is_main=is_main)
-    if is_main:
+    if state is not None:  # rank 0
         export.export_model(state, out_dir=cfg.out_dir, tokenizer_dir=cfg.tokenizer_dir, model_kwargs=model_kwargs,
                             dtype="bfloat16" if cfg.precision == "bf16" else "float32", summary=summary,
                             sample_prompts=cfg.sample_prompts, sample_max_new_tokens=cfg.sample_max_new_tokens)

@@ -66,7 +66,7 @@ def apply_masks(model: Any, masks: dict[str, torch.Tensor]) -> None:
 def sparsity(model: Any) -> float:
     """Fraction of the decoder-layer projection weights that are exactly zero."""
     weights = prunable_weights(model).values()
-    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / sum(int(w.numel()) for w in weights)
 
 
 def _layers(model: Any) -> list[Any]:
@@ -79,7 +79,8 @@ def _layers(model: Any) -> list[Any]:
     return layers
 
 
-def importance_scores(model: Any, batches: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor]) -> dict:
+def importance_scores(model: Any, batches: Iterable[Any],
+                      loss_fn: Callable[[Any, Any], torch.Tensor]) -> dict[str, Any]:
     """First-order Taylor importance of every attention head and MLP neuron (Michel et al. 2019).
 
     Gating a head's output by ``xi`` gives ``dL/dxi = sum(W_o[:, head] * grad W_o[:, head])`` (and likewise a
@@ -123,7 +124,7 @@ def importance_scores(model: Any, batches: Iterable[Any], loss_fn: Callable[[Any
     return {"heads": heads, "neurons": neurons}
 
 
-def magnitude_importance(model: Any) -> dict:
+def magnitude_importance(model: Any) -> dict[str, Any]:
     """Weight-magnitude importance in :func:`importance_scores`' format: a head's summed ``|w|`` over its q, k, v
     rows and o columns (k, v shared by the group), a neuron's over its gate and up rows and down column."""
     import torch
@@ -162,7 +163,7 @@ def _shrink(linear: Any, index: torch.Tensor, *, dim: int) -> None:
 
 
 def structured_prune(model: Any, *, heads_fraction: float, neurons_fraction: float,
-                     importance: dict | None = None) -> Any:
+                     importance: dict[str, Any] | None = None) -> Any:
     """Remove the least important attention heads and MLP neurons of every layer, shrinking the matrices and the
     config, in place. Every layer loses the same number (HF Llama has one head count and one MLP width).
 

@@ -48,7 +48,8 @@ def read_model_config(model_dir: Path, *, what: str) -> dict[str, Any]:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"no config.json in {model_dir}: {what}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return config
 
 
 def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -133,14 +134,23 @@ def task_set(cfg: DistillConfig, info: dict[str, Any], *, tokenizer: Any) -> Any
     from tasks.modeling.encoding import TaskSet, special_ids
 
     if cfg.teacher == "finetuned":
-        return TaskSet.from_examples(cfg.examples_dir, info["tasks"], tokenizer=tokenizer, max_length=cfg.max_length)
+        return TaskSet.from_examples(required(cfg.examples_dir, "examples_dir"), info["tasks"], tokenizer=tokenizer,
+                                     max_length=cfg.max_length)
     eos_id, pad_id = special_ids(tokenizer)
-    splits = read_manifest(cfg.tokens_dir)["splits"]
-    data = {split: {LM_TASK: lm_windows(cfg.tokens_dir, split if split in splits else "val", width=cfg.max_length)}
+    tokens_dir = required(cfg.tokens_dir, "tokens_dir")
+    splits = read_manifest(tokens_dir)["splits"]
+    data = {split: {LM_TASK: lm_windows(tokens_dir, split if split in splits else "val", width=cfg.max_length)}
             for split in ("train", "val", "test")}
     ts = TaskSet(kinds={LM_TASK: "sft"}, labels={}, weights={LM_TASK: 1.0}, data=data, eos_id=eos_id, pad_id=pad_id)
     ts.check_fits(cfg.max_length)
     return ts
+
+
+def required(path: Path | None, key: str) -> Path:
+    """A path setting the chosen teacher needs (preflight names a missing one first)."""
+    if path is None:
+        raise ConfigError(f"{key} is not set: the flow sets it for this teacher; set it in the run config")
+    return path
 
 
 def teacher_dirs(cfg: DistillConfig, names: list[str]) -> dict[str, Path]:
@@ -166,7 +176,7 @@ def new_student(cfg: DistillConfig, info: dict[str, Any], *, pad_id: int) -> Any
 
 def source_task(info: dict[str, Any]) -> str:
     """The task whose teacher gives the student its backbone: a causal LM's when there is one."""
-    tasks = info["tasks"]
+    tasks: dict[str, dict[str, Any]] = info["tasks"]
     return next((t for t in sorted(tasks) if tasks[t]["type"] != "classification"), sorted(tasks)[0])
 
 
