@@ -215,11 +215,14 @@ def run_cli(repo: Path, *args: str, timeout: float = 600, **env: str) -> subproc
 # The slowest files, longest first (seconds measured in one process on 2 cores). Under xdist (pyproject's addopts: a
 # worker per core, whole files to a worker, in this order) they start at once on different workers instead of one
 # of them starting last and ending the run alone; the rest follows in collection order. Only the order changes.
+# test_retrain.py makes the session's shared finished run (tests/e2e/conftest.py) and the other files that use it
+# come after test_stack.py: on 2 workers they start once it is made, instead of waiting for it on its lock.
 _SLOWEST_FIRST = {
-    "tests/e2e/test_pipeline.py": 520,
-    "tests/e2e/test_retrain.py": 320,
-    "tests/e2e/test_ui_lineage.py": 200,
+    "tests/e2e/test_pipeline.py": 400,
+    "tests/e2e/test_retrain.py": 450,
     "tests/e2e/test_stack.py": 300,
+    "tests/e2e/test_ui_lineage.py": 100,
+    "tests/e2e/test_rerun.py": 170,
     "tests/test_benchmarks.py": 200,
     "tests/e2e/test_kills.py": 110,
     "tests/flows/test_finetune.py": 100,

@@ -3,7 +3,10 @@ a local DVC remote (a directory, configured the way CI passes its secret), the e
 configuration of all eight stages. The first run trains everything, registers and promotes the first versions, pushes
 the data and commits dvc.lock and metrics/; a remote that does not answer stops the next run at `dvc pull`; a run on a
 fresh checkout (no data, no DVC cache) with a worse fine-tuning setting pulls everything back, re-runs finetune,
-distill and evaluate only, and its models are not promoted, the summary saying why and what the metrics did."""
+distill and evaluate only, and its models are not promoted, the summary saying why and what the metrics did.
+
+The first run is the session's shared finished run (tests/e2e/conftest.py makes it with this very command); the
+test checks what it did on a copy of it, then runs the next retrains in that copy."""
 
 from __future__ import annotations
 
@@ -15,61 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import BIN, _free_port, make_repo_copy, subprocess_env
-from tests.flows.test_distill import STUDENT
-from tests.flows.test_evaluate import SMALL
-from tests.flows.test_finetune import TUNE
-from tests.flows.test_pretrain import TINY
+from tests.conftest import BIN, _free_port, subprocess_env
+from tests.e2e.conftest import STAGES, FinishedRun, edit_params, git, retrain
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
 RERUN = ("finetune", "distill", "evaluate")
-VARIANTS = ("magnitude", "structured", "int8")
 TASKS = ("doc_section", "docstring")
-GIT_ID = {"GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@lmforge.invalid", "GIT_COMMITTER_NAME": "dev",
-          "GIT_COMMITTER_EMAIL": "dev@lmforge.invalid"}
-
-
-def _git(repo: Path, *args: str) -> str:
-    res = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=subprocess_env(**GIT_ID))
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
-
-
-def _edit_params(repo: Path, message: str, **sections: dict) -> None:
-    """Change params.yaml and commit it, as the push that triggers a retrain does."""
-    data = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        data[section] = {**data[section], **values}
-    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    _git(repo, "commit", "-qam", message)
-
-
-def _tiny(repo: Path) -> None:
-    """Every stage on the default corpus, the models tiny: two runs fit in a few minutes on 2 cores."""
-    # 100 + 80 steps: the first run's models must be clearly better than the second's (macro-F1 about 0.35 against
-    # about 0.28 for always answering the majority class), or the gate's refusal would be luck
-    _edit_params(repo, "tiny models", pretrain={**TINY, "context": 256, "steps": 100, "eval_every": 50,
-                                                "checkpoint_every": 50},
-                 finetune={**TUNE, "max_length": 256, "steps": 80, "batch_size": 16, "lr": 0.001, "head_lr": 0.003,
-                           "warmup_steps": 10, "eval_every": 20, "checkpoint_every": 20},
-                 distill={**STUDENT, "max_length": 256, "variants": {v: {"enabled": False} for v in VARIANTS}},
-                 evaluate={**SMALL, "harness": {"enabled": False}})
-
-
-def _retrain(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    # no git identity (a fresh CI runner, no global config): the script commits as its bot
-    empty = repo.parent / "empty-gitconfig"
-    empty.touch()
-    run_env = subprocess_env(LMFORGE_PYTHON=str(BIN / "python"), PREFECT_API_URL="", GIT_CONFIG_GLOBAL=str(empty),
-                             GIT_CONFIG_NOSYSTEM="1", **env)
-    for key in GIT_ID:
-        run_env.pop(key, None)
-    return subprocess.run(["bash", "infra/retrain.sh", *args], cwd=repo, env=run_env, capture_output=True, text=True,
-                          timeout=1800)
 
 
 def _champions(repo: Path) -> dict[str, str]:
@@ -80,23 +36,15 @@ def _champions(repo: Path) -> dict[str, str]:
     return {t: str(client.get_model_version_by_alias(f"lmforge-{t}", "champion").version) for t in TASKS}
 
 
-def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> None:
-    repo = make_repo_copy(tmp_path / "repo")
-    branch = _git(repo, "symbolic-ref", "--short", "HEAD")
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
-    _git(repo, "remote", "add", "origin", str(origin))
-    remote = tmp_path / "dvc-remote"
-    remote.mkdir()
-    _tiny(repo)
-    _git(repo, "push", "-q", "origin", branch)
-    env = {"LMFORGE_DVC_REMOTE_URL": str(remote)}
+@pytest.mark.timeout(2400)  # the first test to ask makes the shared run (minutes on a loaded machine)
+def test_retrain_promotes_first_then_refuses_a_worse_model(finished_run: FinishedRun) -> None:
+    tmp_path, repo, origin = finished_run.root, finished_run.repo, finished_run.origin
+    branch = finished_run.record["branch"]
+    env = {"LMFORGE_DVC_REMOTE_URL": str(finished_run.dvc_remote)}
 
-    # run 1: empty remote, no dvc.lock, no registry
+    # run 1 (the shared run, made in the original of this copy): empty remote, no dvc.lock, no registry
     summary = tmp_path / "summary-1.md"
-    started = time.monotonic()
-    first = _retrain(repo, "--push", "--skip-ci", "--summary", str(summary), **env)
-    first_s = time.monotonic() - started
+    first, first_s = finished_run.output(), finished_run.seconds
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-5000:]
     for stage in STAGES:
         assert f"{stage}: ran" in first.stdout
@@ -110,15 +58,15 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
         assert f"| {step} |" in text
     assert f"| lmforge run | ran {', '.join(STAGES)} |" in text
     # the commit: dvc.lock and metrics only, by the bot, marked so that CI does not run again; pushed to origin
-    head = _git(repo, "rev-parse", "HEAD")
-    assert _git(repo, "show", "--format=", "--name-only", "HEAD").splitlines() == [
+    head = git(repo, "rev-parse", "HEAD")
+    assert git(repo, "show", "--format=", "--name-only", "HEAD").splitlines() == [
         "dvc.lock", *[f"metrics/{s}.json" for s in sorted(STAGES)]]
-    subject, author = _git(repo, "log", "-1", "--format=%s%n%an").splitlines()
+    subject, author = git(repo, "log", "-1", "--format=%s%n%an").splitlines()
     assert subject == "retrain: first recorded run [skip ci]" and author == "lmforge-retrain"
     assert "- first recorded run: " in text
-    assert _git(repo, "ls-remote", str(origin), f"refs/heads/{branch}").split()[0] == head
+    assert git(repo, "ls-remote", str(origin), f"refs/heads/{branch}").split()[0] == head
     assert head[:12] in text
-    assert _git(repo, "status", "--porcelain") == ""
+    assert git(repo, "status", "--porcelain") == ""
     # the remote holds every out
     cloud = subprocess.run([str(BIN / "dvc"), "status", "-c"], cwd=repo, capture_output=True, text=True,
                            env=subprocess_env())
@@ -129,7 +77,7 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     for path in ("data", "models", ".dvc/cache", "checkpoints"):
         shutil.rmtree(repo / path)
     # a remote that does not answer: the retrain stops at dvc pull, runs and commits nothing
-    broken = _retrain(repo, "--summary", str(tmp_path / "summary-broken.md"),
+    broken = retrain(repo, "--summary", str(tmp_path / "summary-broken.md"),
                       LMFORGE_DVC_REMOTE_URL="s3://lmforge-ci/none", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
                       LMFORGE_DVC_REMOTE_ENDPOINT=f"http://127.0.0.1:{_free_port()}", AWS_MAX_ATTEMPTS="1")
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]
@@ -138,15 +86,15 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     failed = (tmp_path / "summary-broken.md").read_text()
     assert "**Failed at dvc pull:**" in failed and "failed to connect to s3" in failed
     assert "- not reached (an earlier step failed)" in failed
-    assert _git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "rev-parse", "HEAD") == head
 
     # run 2: learning rates far too small: the fine-tuned models and the students distilled from them get worse
-    _edit_params(repo, "smaller learning rates", finetune={"lr": 1e-7, "head_lr": 1e-7},
+    edit_params(repo, "smaller learning rates", finetune={"lr": 1e-7, "head_lr": 1e-7},
                  distill={"lr": 1e-7, "head_lr": 1e-7})
     before = {s: json.loads((repo / f"metrics/{s}.json").read_text()) for s in RERUN}
     summary = tmp_path / "summary-2.md"
     started = time.monotonic()
-    second = _retrain(repo, "--summary", str(summary), **env)
+    second = retrain(repo, "--summary", str(summary), **env)
     second_s = time.monotonic() - started
     assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-5000:]
     assert "pulled" in second.stderr
@@ -171,18 +119,18 @@ def test_retrain_promotes_first_then_refuses_a_worse_model(tmp_path: Path) -> No
     assert path == "metrics/finetune.json"  # dvc prints 5 significant digits
     assert float(was) == pytest.approx(old, rel=1e-4) and float(now) == pytest.approx(new, rel=1e-4)
     assert float(change) == pytest.approx(new - old, rel=1e-3, abs=1e-5)
-    message = _git(repo, "log", "-1", "--format=%B")
+    message = git(repo, "log", "-1", "--format=%B")
     assert message.startswith("retrain: params distill.head_lr, distill.lr, finetune.head_lr, finetune.lr")
     assert "[skip ci]" not in message
     assert f"finetune.doc_section.test.accuracy: {old} -> {new}" in message
     assert f"- finetune.doc_section.test.accuracy: {old} -> {new}" in text  # the summary's headline list
 
     # nothing changed since: nothing runs, nothing is registered or committed, and that is a success
-    head = _git(repo, "rev-parse", "HEAD")
+    head = git(repo, "rev-parse", "HEAD")
     summary = tmp_path / "summary-3.md"
-    third = _retrain(repo, "--summary", str(summary), **env)
+    third = retrain(repo, "--summary", str(summary), **env)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    assert "lmforge: nothing to do" in third.stdout and _git(repo, "rev-parse", "HEAD") == head
+    assert "lmforge: nothing to do" in third.stdout and git(repo, "rev-parse", "HEAD") == head
     text = summary.read_text()
     assert "- no model version registered by this run" in text and "| git commit | nothing changed |" in text
     assert "| lmforge run | nothing to do (every stage up to date) |" in text and "\nno metric changed\n" in text

@@ -1,55 +1,32 @@
 """Lineage as a person sees it: headless Chromium (Debian's) driving `lmforge ui` after a whole pipeline run.
 
-A tiny configuration runs all eight stages (so evaluate registers models and the gate names a champion); then
-`lmforge ui` serves the repository's MLflow store on 127.0.0.1 and the browser, which may reach nothing else,
-opens the experiment, expands the pipeline's parent run to its nested stage runs, opens the parent and one stage
-run (its dataset inputs and outputs with their DVC digests, the git commit, the parent), the stage's Data Docs in
-MLflow's artifact viewer, and the model registry: the champion version of a registered model, followed to the run
-that logged it. Every step asserts on visible text and leaves a screenshot in ``reports/ui/`` of the repository
-copy (and in ``$LMFORGE_UI_SCREENSHOTS`` when set).
+The session's shared finished run (tests/e2e/conftest.py: a tiny configuration of all eight stages, run while
+`lmforge ui --prefect` served the checkout's Prefect database, so evaluate registered models and the gate named a
+champion) is copied; then `lmforge ui` serves the copy's MLflow store on 127.0.0.1 and the browser, which may reach
+nothing else, opens the experiment, expands the pipeline's parent run to its nested stage runs, opens the parent
+and one stage run (its dataset inputs and outputs with their DVC digests, the git commit, the parent), the stage's
+Data Docs in MLflow's artifact viewer, and the model registry: the champion version of a registered model, followed
+to the run that logged it; then `lmforge ui --prefect` on the copy's Prefect database shows the pipeline's flow run
+and its stage subflow runs. Every step asserts on visible text and leaves a screenshot in ``reports/ui/`` of the
+repository copy (and in ``$LMFORGE_UI_SCREENSHOTS`` when set).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-import yaml
 
 from tests.browser import copy_screenshots, network_loads, offline_page, require_chromium
-from tests.conftest import _free_port, _group_members, run_cli, stop_process_group, subprocess_env, wait_http
-from tests.flows.test_distill import STUDENT
-from tests.flows.test_evaluate import SMALL
-from tests.flows.test_pretrain import TINY
+from tests.e2e.conftest import STAGES, FinishedRun, prefect_api, serving
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("collect", "clean", "dedup", "tokenizer", "pretrain", "finetune", "distill", "evaluate")
 TIMEOUT_MS = 90_000  # a React page on a busy 2-core machine; every wait is for a selector, never a sleep
-
-
-def _tiny(repo: Path) -> None:
-    """The default corpus and tasks, tiny models and few steps: all eight stages in a few minutes."""
-    data = yaml.safe_load((repo / "params.yaml").read_text())
-    data["tokenizer"]["vocab_size"] = 512
-    # finetune keeps its default max_length (the default tasks' examples need it): the base model must reach it
-    data["pretrain"] = {**TINY, "steps": 20, "model": {**TINY["model"], "max_position_embeddings": 256}}
-    data["finetune"].update(steps=10, warmup_steps=2, eval_every=5, batch_size=8)
-    data["distill"] = {**STUDENT, "max_length": 256}
-    data["evaluate"] = {**SMALL, "harness": {"enabled": False}}
-    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "tiny"],
-                   cwd=repo, check=True)
 
 
 def _truth(repo: Path) -> dict[str, Any]:
@@ -74,29 +51,34 @@ def _truth(repo: Path) -> dict[str, Any]:
             "model": model, "champion": champion, "source": source}
 
 
-def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
+@pytest.mark.timeout(2400)  # the first test to ask makes the shared run (minutes on a loaded machine)
+def test_lineage_in_the_mlflow_ui(finished_run: FinishedRun) -> None:
     require_chromium()
-    repo = repo_copy
-    _tiny(repo)
+    repo = finished_run.repo
     shots = repo / "reports" / "ui"
-    # `lmforge ui --prefect` before any run, on the copy's Prefect database (it creates it): the run below records
-    # its flow runs through its own ephemeral API into the database this server made and serves, and does so while
-    # the server serves it (so a run after `lmforge ui --prefect` works); the browser finds them there afterwards
-    with _serving(repo, "--prefect", log=repo.parent / "lmforge-ui-prefect.log", health="/api/health") as prefect:
-        started = (repo.parent / "lmforge-ui-prefect.log").read_text()
-        assert f"Prefect UI for the flow runs in {repo / '.prefect' / 'prefect.db'} (no `lmforge run`" in started
-        t0 = time.monotonic()
-        res = run_cli(repo, "run", timeout=1800, PREFECT_API_URL="")
-        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-        print(f"pipeline: {time.monotonic() - t0:.0f} s")
-        for stage in STAGES:
-            assert f"{stage}: ran" in res.stdout
-        truth = _truth(repo)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dedup = truth["dedup"]
-        assert dedup.data.tags["mlflow.source.git.commit"] == head
-        assert {"data/clean", "data/dedup"} <= set(truth["datasets"])
+    # `lmforge ui --prefect` was started before the run, on the checkout's Prefect database (it created it): the run
+    # recorded its flow runs through its own ephemeral API into the database that server made and served, while it
+    # served it (so a run after `lmforge ui --prefect` works), and that server showed them once the run had ended
+    started = finished_run.record["ui_started"]
+    assert f"Prefect UI for the flow runs in {repo / '.prefect' / 'prefect.db'} (no `lmforge run`" in started
+    res = finished_run.output()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    print(f"pipeline (the shared run): {finished_run.seconds:.0f} s")
+    for stage in STAGES:
+        assert f"{stage}: ran" in res.stdout
+    served = finished_run.record["served_during_run"]
+    assert served["lmforge"] == ["COMPLETED"] and all(served[s] == ["COMPLETED"] for s in STAGES), served
+    truth = _truth(repo)
+    # the commit the stages ran at: the one before the retrain's own commit of dvc.lock and metrics/
+    assert subprocess.run(["git", "log", "-1", "--format=%an"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip() == "lmforge-retrain"
+    head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dedup = truth["dedup"]
+    assert dedup.data.tags["mlflow.source.git.commit"] == head
+    assert {"data/clean", "data/dedup"} <= set(truth["datasets"])
+    # `lmforge ui --prefect` on this copy's Prefect database serves the browser below
+    with serving(repo, "--prefect", log=repo.parent / "lmforge-ui-prefect.log", health="/api/health") as prefect:
         # every report the run wrote (each stage's Data Docs, the evaluation report) is static and offline
         pages = sorted((repo / "reports" / "gx").rglob("*.html")) + [repo / "reports" / "evaluate" / "index.html"]
         assert {p.relative_to(repo / "reports" / "gx").parts[0] for p in pages[:-1]} >= {"collect", "clean",
@@ -106,7 +88,7 @@ def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
 
         shots.mkdir(parents=True, exist_ok=True)
         try:
-            with _serving(repo, log=shots / "lmforge-ui.log", health="/health") as base:
+            with serving(repo, log=shots / "lmforge-ui.log", health="/health") as base:
                 t1 = time.monotonic()
                 with offline_page(viewport=(1600, 1100)) as (page, log):
                     page.set_default_timeout(TIMEOUT_MS)
@@ -134,30 +116,6 @@ def test_lineage_in_the_mlflow_ui(repo_copy: Path) -> None:
         "05-dedup-datasets.png", "06-collect-data-docs-in-mlflow.png", "07-model-registry.png",
         "08-champion-version.png", "09-champion-source-run.png", "prefect-01-flow-runs.png",
         "prefect-02-pipeline-flow-run.png", "prefect-03-stage-subflow-runs.png"]
-
-
-@contextmanager
-def _serving(repo: Path, *args: str, log: Path, health: str) -> Iterator[str]:
-    """``lmforge ui ARGS`` on a free port of 127.0.0.1, in its own process group like a person's terminal (its
-    server's workers stop with it); yields its base URL once ``health`` answers, and checks nothing of it survives."""
-    port = _free_port()
-    with log.open("w") as out:
-        ui = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", *args, "--port", str(port)], cwd=repo,
-                              env=subprocess_env(PREFECT_API_URL=""), stdout=out, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        base, t0 = f"http://127.0.0.1:{port}", time.monotonic()
-        command = " ".join(["lmforge ui", *args])
-        wait_http(f"{base}{health}", ui, log, what=f"`{command}`")
-        print(f"`{command}` serving after {time.monotonic() - t0:.0f} s")
-        yield base
-        # the server and its workers: in a process group of their own, which `lmforge ui` stops when it is stopped
-        started = psutil.Process(ui.pid).children(recursive=True)
-        assert started
-    finally:
-        stop_process_group(ui)  # SIGTERM, as a person's terminal or a service manager sends it
-    gone, alive = psutil.wait_procs(started, timeout=30)
-    assert alive == [] and _group_members(ui.pid) == []  # no survivor of `lmforge ui`
 
 
 def _about_panel(page: Any) -> Any:
@@ -264,22 +222,15 @@ def _champion_to_its_run(page: Any, truth: dict[str, Any], shots: Path) -> None:
     page.screenshot(path=str(shots / "09-champion-source-run.png"), full_page=True)
 
 
-def _api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{base}/api{path}", data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
 def _flow_runs_in_the_prefect_ui(page: Any, base: str, truth: dict[str, Any], shots: Path) -> None:
     """`lmforge ui --prefect`: the pipeline's flow run (the one the MLflow parent run names) Completed on the runs
     page, its page, and its stage subflow runs, each Completed."""
     flow_run_id = truth["parent"].data.tags["lmforge.prefect_flow_run_id"]
     # what the server holds (its REST API): the pipeline flow run and one subflow run per stage, named by its flow
-    run = _api(base, f"/flow_runs/{flow_run_id}")
-    assert run["state_type"] == "COMPLETED" and _api(base, f"/flows/{run['flow_id']}")["name"] == "lmforge"
-    subflows = _api(base, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
-    flows = {f["id"]: f["name"] for f in _api(base, "/flows/filter", {
+    run = prefect_api(base, f"/flow_runs/{flow_run_id}")
+    assert run["state_type"] == "COMPLETED" and prefect_api(base, f"/flows/{run['flow_id']}")["name"] == "lmforge"
+    subflows = prefect_api(base, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
+    flows = {f["id"]: f["name"] for f in prefect_api(base, "/flows/filter", {
         "flows": {"id": {"any_": sorted({r["flow_id"] for r in subflows})}}})}
     stage_runs = {flows[r["flow_id"]]: r for r in subflows}
     assert set(STAGES) <= set(stage_runs) and {stage_runs[s]["state_type"] for s in STAGES} == {"COMPLETED"}
