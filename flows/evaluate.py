@@ -125,7 +125,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
         lineage = {"funnel": {r["name"]: r["docs"] for r in funnel}, "digests": digests}
         for (model, task), decision in decisions.items():
             path = card.write_task_card(
-                out_dir / "cards" / model / task, name=f"{decision.model} v{decision.version} ({model})", model=model,
+                out_dir / "cards" / model / task, name=decision.model, version=decision.version, model=model,
                 model_dir=models[task][model], task=task, kind=tasks[task]["type"], metrics=results[task][model],
                 lm=lm_results.get(f"{model}/{task}"), lineage=lineage, splits=splits[task],
                 pretraining=summary.texts_size(train), training={"source": str(models[task][model].relative_to(

@@ -9,7 +9,9 @@ and no stage runs twice for it.
 
 What a read may touch: the stage's deps (dvc.yaml's code deps and the data deps its params declare, as
 ``pipelines.versioning.sync_data_deps`` writes them), its outs, what the same run wrote or created before reading
-it (a staging directory, its own report), and :data:`RUN_STATE`. Not seen: reads by native code (pyarrow's parquet
+it (a staging directory, its own report), and :data:`RUN_STATE`; a listing may also be of a directory that holds an
+out (atomic writes sweep what a killed run left beside it). A listing of any other directory is a read: which files
+a glob finds is an input too. Not seen: reads by native code (pyarrow's parquet
 reader, safetensors, sqlite) and by other processes (training under DeepSpeed, Dask workers): those read the large
 data and model directories, which the deps name as a whole; the files read from Python are the metrics, configs,
 manifests and plots, the ones that slip through.
@@ -32,6 +34,7 @@ RUN_STATE = {
     "dvc.yaml": "the stage graph itself (tracking reads the stage's deps and outs from it)",
     "dvc.lock": "DVC's record of the last run",
     ".dvc": "DVC's own state and cache",
+    ".dvcignore": "DVC's ignore rules, read when it hashes a dep for the run's lineage",
     ".git": "the commit tagged on MLflow runs",
     "mlruns.db": "the MLflow store", "mlruns": "the MLflow store", "mlartifacts": "MLflow's artifacts",
     ".prefect": "Prefect's state",
@@ -160,5 +163,7 @@ def undeclared(run: FlowReads) -> list[str]:
             continue
         if kind == "read" and Path(path).is_dir():  # a directory opened to fsync it after a write: no content read
             continue
+        if kind == "list" and any(_under(Path(o), rel.as_posix()) for o in outs):
+            continue  # a directory the stage writes into, listed for what a killed run left there (staging siblings)
         bad.add(f"{rel.as_posix() or '.'} ({kind})")
     return sorted(bad)

@@ -138,8 +138,8 @@ def limitations(*, model: Mapping[str, Any], task: str, data: Mapping[str, Mappi
 def render_card(*, name: str, task: str, kind: str, model: Mapping[str, Any], lineage: Mapping[str, Any],
                 training: Mapping[str, Any], evaluation: Mapping[str, Mapping[str, float]], intended_use: str,
                 limitations: Sequence[str], intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-                counts: Mapping[str, Mapping[str, int]] | None = None, license_id: str = "apache-2.0",
-                language: str = "en", tags: Sequence[str] = ()) -> str:
+                counts: Mapping[str, Mapping[str, int]] | None = None, title: str | None = None,
+                license_id: str = "apache-2.0", language: str = "en", tags: Sequence[str] = ()) -> str:
     """The card's text (front matter and Markdown body); see :func:`write_model_card` for the arguments.
 
     Raises:
@@ -157,7 +157,7 @@ def render_card(*, name: str, task: str, kind: str, model: Mapping[str, Any], li
     front = _front_matter(name=name, task=task, kind=kind, model_type=model.get("model_type"), evaluation=evaluation,
                           license_id=license_id, language=language, tags=tags)
     auto = "AutoModelForSequenceClassification" if kind == "classification" else "AutoModelForCausalLM"
-    body = [f"# {name}", "",
+    body = [f"# {title or name}", "",
             f"{_model(model)}, made by lmforge for the `{task}` task ({kind}).", "",
             "## Intended use", "", intended_use.strip(), "",
             "## Limitations", "", *[f"- {item}" for item in limitations], "",
@@ -177,8 +177,8 @@ def write_model_card(model_dir: Path, *, name: str, task: str, kind: str, model:
                      lineage: Mapping[str, Any], training: Mapping[str, Any],
                      evaluation: Mapping[str, Mapping[str, float]], intended_use: str, limitations: Sequence[str],
                      intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-                     counts: Mapping[str, Mapping[str, int]] | None = None, license_id: str = "apache-2.0",
-                     language: str = "en", tags: Sequence[str] = ()) -> Path:
+                     counts: Mapping[str, Mapping[str, int]] | None = None, title: str | None = None,
+                     license_id: str = "apache-2.0", language: str = "en", tags: Sequence[str] = ()) -> Path:
     """Write ``model_dir/README.md``, a Hugging Face model card; returns its path.
 
     Args:
@@ -197,6 +197,7 @@ def write_model_card(model_dir: Path, *, name: str, task: str, kind: str, model:
         limitations: one sentence each.
         intervals: split -> metric -> (low, high), 95% confidence intervals of ``evaluation``'s values.
         counts: split -> metric -> the documents or examples that figure was measured on.
+        title: the card's heading (default ``name``), e.g. ``lmforge-doc_section v3 (student)``.
         license_id: SPDX-like license id of the Hub's list.
         language: ISO 639-1 code of the training text.
         tags: extra Hub tags.
@@ -208,13 +209,13 @@ def write_model_card(model_dir: Path, *, name: str, task: str, kind: str, model:
         raise CardError(f"no model directory {model_dir}: write the card after the model is saved")
     text = render_card(name=name, task=task, kind=kind, model=model, lineage=lineage, training=training,
                        evaluation=evaluation, intended_use=intended_use, limitations=limitations, intervals=intervals,
-                       counts=counts, license_id=license_id, language=language, tags=tags)
+                       counts=counts, title=title, license_id=license_id, language=language, tags=tags)
     path = model_dir / CARD_FILE
     atomic_write_text(path, text)
     return path
 
 
-def write_task_card(card_dir: Path, *, name: str, model: str, model_dir: Path, task: str, kind: str,
+def write_task_card(card_dir: Path, *, name: str, version: str, model: str, model_dir: Path, task: str, kind: str,
                     metrics: Mapping[str, Any], lm: Mapping[str, Any] | None, training: Mapping[str, Any],
                     lineage: Mapping[str, Any], splits: Mapping[str, Sequence[Any]],
                     pretraining: Mapping[str, int]) -> Path:
@@ -223,7 +224,7 @@ def write_task_card(card_dir: Path, *, name: str, model: str, model_dir: Path, t
 
     Args:
         card_dir: where ``README.md`` goes (created).
-        name: the card's title, e.g. ``lmforge-topic v3 (student)``.
+        name: the registered model's name (``lmforge-topic``); version: its registry version.
         model: which of the task's models (``finetuned``, ``student``, a variant).
         model_dir: the exported model the card describes.
         task: the task; kind: its kind (``classification``, ``sft``).
@@ -241,7 +242,8 @@ def write_task_card(card_dir: Path, *, name: str, model: str, model_dir: Path, t
     data = {"pretraining": pretraining, **{s: {"examples": len(splits[s])} for s in ("train", "test") if s in splits}}
     evaluation, intervals, counts = card_evaluation(kind, metrics, lm)
     Path(card_dir).mkdir(parents=True, exist_ok=True)
-    return write_model_card(Path(card_dir), name=name, task=task, kind=kind, model=facts, lineage=lineage,
+    return write_model_card(Path(card_dir), name=name, title=f"{name} v{version} ({model})", task=task, kind=kind,
+                            model=facts, lineage=lineage,
                             training={"model": model, **training}, evaluation=evaluation, intervals=intervals,
                             counts=counts, limitations=limitations(model=facts, task=task, data=data,
                                                                   distilled=model != "finetuned"),

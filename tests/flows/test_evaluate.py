@@ -128,9 +128,14 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
         facts = model_facts(repo_copy / directory / "qa")
         assert f"of {facts.parameters:,} parameters (layers {facts.layers}," in card, card
         assert f"{facts.parameters:,} parameters, a context of {facts.context} tokens" in card
-        assert "About a million" not in card and "| dedup/test | 4 | bits_per_byte |" in card
-        assert "| test | 3 | rougeL |" in card and "| kept | 446 |" in card
-    assert "Distilled from the fine-tuned model" in card and "torchao-quantized weights" in card
+        assert "About a million" not in card and "| test | 3 | rougeL |" in card and "| kept | 446 |" in card
+        assert 'models:/lmforge-qa@champion' in card and f"# lmforge-qa v{metrics[f'{model}.qa.registry_version']}" \
+            in card
+    # the language models (finetuned, student) have their figures on the corpus' test split, with its documents
+    assert "| dedup/test | 4 | bits_per_byte |" in (repo_copy / "reports/evaluate/cards/finetuned/qa/README.md"
+                                                    ).read_text()
+    assert "dedup/test" not in card and "Distilled from the fine-tuned model" in card
+    assert "torchao-quantized weights" in card
 
     champions = {t: _champion(repo_copy, t) for t in ("topic", "qa")}
     assert champions == {t: str(metrics[f"{t}.champion_version"]) for t in ("topic", "qa")}

@@ -72,8 +72,10 @@ def test_sft_card_is_text_generation(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
     path = _write(tmp_path, name="lmforge-docstring", task="docstring", kind="sft", intervals=None,
-                  evaluation={"test": {"perplexity": 21.4}}, tags=["sft"])
+                  evaluation={"test": {"perplexity": 21.4}}, tags=["sft"], title="lmforge-docstring v3 (student)")
     card = ModelCard.load(path)
+    assert card.text.lstrip().startswith("# lmforge-docstring v3 (student)\n")
+    assert 'models:/lmforge-docstring@champion' in card.text and card.data.model_name == "lmforge-docstring"
     assert card.data.pipeline_tag == "text-generation" and card.data.tags[-1] == "sft"
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("perplexity", 21.4)]
     assert "AutoModelForCausalLM" in card.text
