@@ -8,8 +8,9 @@ conftest checks the records after every test with :func:`undeclared`, so the flo
 and no stage runs twice for it.
 
 What a read may touch: the stage's deps (dvc.yaml's code deps and the data deps its params declare, as
-``pipelines.versioning.sync_data_deps`` writes them), its outs, what the same run wrote or created before reading
-it (a staging directory, its own report), and :data:`RUN_STATE`; a listing may also be of a directory that holds an
+``pipelines.versioning.sync_data_deps`` writes them), its outs (their staging and temporary siblings included: a
+resumable stage reads back what a killed run of it staged), what the same run wrote or created before reading it
+(its own report), and :data:`RUN_STATE`; a listing may also be of a directory that holds an
 out (atomic writes sweep what a killed run left beside it). A listing of any other directory is a read: which files
 a glob finds is an input too. Not seen: reads by native code (pyarrow's parquet
 reader, safetensors, sqlite) and by other processes (training under DeepSpeed, Dask workers): those read the large
@@ -20,6 +21,7 @@ manifests and plots, the ones that slip through.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -119,6 +121,16 @@ def install() -> Recorder:
     return RECORDER
 
 
+_HIDDEN = re.compile(r"^\.(?P<name>.+)\.(staging|tmp|old)-[^/]*$")
+"""``.NAME.staging-KEY`` (pipelines.artifacts.staged_output), ``.NAME.tmp-PID`` and ``.NAME.old-PID`` (tasks.atomic):
+NAME being written, or what a killed run left of it (a resumable stage picks its staging directory up again)."""
+
+
+def _published(rel: Path) -> Path:
+    """The path a staging or temporary path becomes once published: ``data/.clean.staging-k1/x`` -> ``data/clean/x``."""
+    return Path(*[m["name"] if (m := _HIDDEN.match(part)) else part for part in rel.parts])
+
+
 def _under(rel: Path, entry: str) -> bool:
     parts = Path(entry).parts
     return rel.parts[: len(parts)] == parts
@@ -152,7 +164,7 @@ def undeclared(run: FlowReads) -> list[str]:
     written: list[Path] = []
     bad: set[str] = set()
     for kind, path in run.events:
-        rel = Path(path).relative_to(root) if path != run.root else Path()
+        rel = _published(Path(path).relative_to(root) if path != run.root else Path())
         if kind == "write":
             written.append(rel)
             continue

@@ -74,7 +74,8 @@ def _worsen_classifier(model_dir: Path) -> None:
     model.save_pretrained(model_dir)
 
 
-def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_api: str) -> None:
+def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_api: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.distill import distill
     from flows.evaluate import evaluate
     from flows.finetune import finetune
@@ -128,14 +129,15 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
         facts = model_facts(repo_copy / directory / "qa")
         assert f"of {facts.parameters:,} parameters (layers {facts.layers}," in card, card
         assert f"{facts.parameters:,} parameters, a context of {facts.context} tokens" in card
-        assert "About a million" not in card and "| test | 3 | rougeL |" in card and "| kept | 446 |" in card
+        assert "About a million" not in card and "| kept | 446 |" in card and "| test | 6 | perplexity |" in card
         assert 'models:/lmforge-qa@champion' in card and f"# lmforge-qa v{metrics[f'{model}.qa.registry_version']}" \
             in card
-    # the language models (finetuned, student) have their figures on the corpus' test split, with its documents
-    assert "| dedup/test | 4 | bits_per_byte |" in (repo_copy / "reports/evaluate/cards/finetuned/qa/README.md"
-                                                    ).read_text()
-    assert "dedup/test" not in card and "Distilled from the fine-tuned model" in card
-    assert "torchao-quantized weights" in card
+    # the int8 variant: distilled, quantized, scored on the task's test split only
+    assert "Distilled from the fine-tuned model" in card and "torchao-quantized weights" in card
+    assert "dedup/test" not in card and "rougeL" not in card
+    # the language models (finetuned, student) complete prompts and are scored on the corpus' test split too
+    card = (repo_copy / "reports/evaluate/cards/finetuned/qa/README.md").read_text()
+    assert "| dedup/test | 4 | bits_per_byte |" in card and "| test | 3 | rougeL |" in card
 
     champions = {t: _champion(repo_copy, t) for t in ("topic", "qa")}
     assert champions == {t: str(metrics[f"{t}.champion_version"]) for t in ("topic", "qa")}
@@ -146,6 +148,7 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
     # every file evaluate reads is a dep: a changed metrics/distill.json makes it stale, to DVC and to lmforge
     from pipelines.versioning import Versioning
 
+    monkeypatch.chdir(repo_copy)  # DVC's API resolves a stage's paths from the working directory, as lmforge runs it
     versioning = Versioning(repo_copy)
     versioning.record("evaluate")
     assert versioning.stale_reasons("evaluate") == []
@@ -158,6 +161,7 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert "metrics/distill.json" in dvc.stdout, dvc.stdout + dvc.stderr
     (repo_copy / "metrics/distill.json").write_text(json.dumps(costs))
+    monkeypatch.undo()
 
     # a second evaluate with a worse fine-tuned classifier: registered, refused, champion unchanged; by default the
     # LM figures cover the whole test split
