@@ -144,3 +144,9 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
     return stats
 
+
+
+if __name__ == "__main__":
+    from pipelines.runner import stage_main
+
+    raise SystemExit(stage_main(STAGE, evaluate))

@@ -10,12 +10,13 @@ and no stage runs twice for it.
 What a read may touch: the stage's deps (dvc.yaml's code deps and the data deps its params declare, as
 ``pipelines.versioning.sync_data_deps`` writes them), its outs (their staging and temporary siblings included: a
 resumable stage reads back what a killed run of it staged), what the same run wrote or created before reading it
-(its own report), and :data:`RUN_STATE`; a listing may also be of a directory that holds an
-out (atomic writes sweep what a killed run left beside it). A listing of any other directory is a read: which files
-a glob finds is an input too. Not seen: reads by native code (pyarrow's parquet
-reader, safetensors, sqlite) and by other processes (training under DeepSpeed, Dask workers): those read the large
-data and model directories, which the deps name as a whole; the files read from Python are the metrics, configs,
-manifests and plots, the ones that slip through.
+(its own report), and :data:`RUN_STATE`. A listing may also be of a directory that holds an out or something the
+run wrote (atomic writes sweep what a killed run left beside a file; MLflow walks a report directory to log it); a
+listing of any other directory is a read, for which files a glob finds is an input too.
+
+Not seen: reads by native code (pyarrow's parquet reader, safetensors, sqlite) and by other processes (training
+under DeepSpeed, Dask workers). Those read the large data and model directories, which the deps name as a whole;
+the files read from Python are the metrics, configs, manifests and plots, the ones that slip through.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def undeclared(run: FlowReads) -> list[str]:
             continue
         if kind == "read" and Path(path).is_dir():  # a directory opened to fsync it after a write: no content read
             continue
-        if kind == "list" and any(_under(Path(o), rel.as_posix()) for o in outs):
-            continue  # a directory the stage writes into, listed for what a killed run left there (staging siblings)
+        if kind == "list" and any(_under(Path(o), rel.as_posix()) for o in [*outs, *map(str, written)]):
+            continue  # a directory the stage writes into: listed for what a killed run left there, or to log its files
         bad.add(f"{rel.as_posix() or '.'} ({kind})")
     return sorted(bad)
