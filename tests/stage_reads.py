@@ -11,8 +11,8 @@ What a read may touch: the stage's deps (dvc.yaml's code deps and the data deps 
 ``pipelines.versioning.sync_data_deps`` writes them), its outs (their staging and temporary siblings included: a
 resumable stage reads back what a killed run of it staged), what the same run wrote or created before reading it
 (its own report), and :data:`RUN_STATE`. A listing may also be of a directory that holds an out or something the
-run wrote (atomic writes sweep what a killed run left beside a file; MLflow walks a report directory to log it); a
-listing of any other directory is a read, for which files a glob finds is an input too.
+run writes (an atomic write sweeps what a killed run left beside its file first; MLflow walks a report directory to
+log it); a listing of any other directory is a read, for which files a glob finds is an input too.
 
 Not seen: reads by native code (pyarrow's parquet reader, safetensors, sqlite) and by other processes (training
 under DeepSpeed, Dask workers). Those read the large data and model directories, which the deps name as a whole;
@@ -163,6 +163,7 @@ def undeclared(run: FlowReads) -> list[str]:
     root = Path(run.root)
     allowed = [*deps, *outs, *RUN_STATE]
     written: list[Path] = []
+    writes = [str(_published(Path(p).relative_to(root))) for kind, p in run.events if kind == "write" and p != run.root]
     bad: set[str] = set()
     for kind, path in run.events:
         rel = _published(Path(path).relative_to(root) if path != run.root else Path())
@@ -176,7 +177,7 @@ def undeclared(run: FlowReads) -> list[str]:
             continue
         if kind == "read" and Path(path).is_dir():  # a directory opened to fsync it after a write: no content read
             continue
-        if kind == "list" and any(_under(Path(o), rel.as_posix()) for o in [*outs, *map(str, written)]):
-            continue  # a directory the stage writes into: listed for what a killed run left there, or to log its files
+        if kind == "list" and any(_under(Path(o), rel.as_posix()) for o in [*outs, *writes]):
+            continue  # a directory the run writes into: swept of what a killed run left there, walked to log its files
         bad.add(f"{rel.as_posix() or '.'} ({kind})")
     return sorted(bad)
