@@ -11,25 +11,40 @@ import pytest
 from tasks.evaluate.models import ModelFilesError, model_facts, task_models
 
 
-def test_facts_are_what_the_loaded_model_says(lm_inputs: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a tied head, saved as the pipeline saves its models."""
+    import torch
+
+    from tasks.training.model import build_llama
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("facts") / "lm"
+    build_llama(vocab_size=288, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
+                max_position_embeddings=96).save_pretrained(str(out))
+    return out
+
+
+def test_facts_are_what_the_loaded_model_says(lm_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(lm_inputs["lm"]))
-    facts = model_facts(lm_inputs["lm"])
+    model = AutoModelForCausalLM.from_pretrained(str(lm_dir))
+    facts = model_facts(lm_dir)
     assert facts.parameters == sum(p.numel() for p in model.parameters()) == model.num_parameters()
     assert (facts.architecture, facts.model_type, facts.quantization) == ("LlamaForCausalLM", "llama", None)
     assert (facts.layers, facts.hidden_size, facts.attention_heads, facts.vocab_size, facts.context) == (
         model.config.num_hidden_layers, model.config.hidden_size, model.config.num_attention_heads,
         model.config.vocab_size, model.config.max_position_embeddings)
-    assert facts.weight_bytes == (lm_inputs["lm"] / "model.safetensors").stat().st_size
+    assert facts.weight_bytes == (lm_dir / "model.safetensors").stat().st_size
+    assert model.config.tie_word_embeddings  # the head shares the embedding: counted once, as torch counts it
 
 
-def test_int8_weights_count_their_values_not_their_scales(lm_inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_int8_weights_count_their_values_not_their_scales(lm_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from tasks.training.compress import load_int8, quantize_int8, save_int8
 
-    model = AutoModelForCausalLM.from_pretrained(str(lm_inputs["lm"]))
+    model = AutoModelForCausalLM.from_pretrained(str(lm_dir))
     save_int8(quantize_int8(model), tmp_path / "int8")
     facts = model_facts(tmp_path / "int8")
     # int8 values plus a scale and zero point per row; the quantized head no longer shares the embedding's table, so
@@ -37,7 +52,7 @@ def test_int8_weights_count_their_values_not_their_scales(lm_inputs: dict[str, P
     loaded = load_int8(tmp_path / "int8")
     assert facts.quantization == "torchao" and facts.parameters == loaded.num_parameters()
     assert facts.parameters == model.num_parameters() + model.lm_head.weight.numel()
-    assert facts.weight_bytes < model_facts(lm_inputs["lm"]).weight_bytes
+    assert facts.weight_bytes < model_facts(lm_dir).weight_bytes
 
 
 def test_task_models_lists_what_was_exported_in_order(tmp_path: Path) -> None:
