@@ -145,7 +145,6 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
     return stats
 
 
-
 if __name__ == "__main__":
     from pipelines.runner import stage_main
 
