@@ -205,3 +205,17 @@ def test_evaluate_scores_whole_splits_by_default_and_declares_what_it_reads(para
         *INPUTS, *REPORTED]
     params["evaluate"]["lm"]["max_docs"] = 0
     assert "evaluate.lm.max_docs: Input should be greater than or equal to 1" in _error(params)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune", "distill"])
+def test_a_training_stage_declares_its_deepspeed_json_and_hostfile(stage: str, params: dict) -> None:
+    # both decide how the stage trains (the hostfile's slots are its processes): editing one makes it stale
+    default = load_params(REPO)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert getattr(default, stage).data_deps(REPO) == [d for d in stages[stage]["deps"]
+                                                       if d.split("/")[0] not in ("flows", "tasks", "pipelines")]
+    params[stage]["deepspeed_config"] = "infra/deepspeed/extra.json"
+    params[stage]["launch"] = {"launcher": "deepspeed", "hostfile": "infra/deepspeed/hostfile"}
+    deps = getattr(parse_params(params), stage).data_deps(REPO)
+    assert deps[-2:] == ["infra/deepspeed/extra.json", "infra/deepspeed/hostfile"]
+    assert deps[:-2] == getattr(default, stage).data_deps(REPO)
