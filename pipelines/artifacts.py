@@ -74,7 +74,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "distill": ("student.*.params_ratio", "student.*.speedup_p50", "student.*.retention.*",
                 "int8.*.size_ratio_vs_student"),
     "evaluate": ("*.champion.test.*", "*.champion_version", "base.lm.bits_per_byte", "unigram.lm.bits_per_byte",
-                 "tfidf_logreg.*.test.macro_f1", "contamination.*.share"),
+                 "base.lm.documents", "tfidf_logreg.*.test.macro_f1", "contamination.*.share"),
 }
 """Per stage, the metrics a person looks at first (a key, a suffix starting with a dot, or an fnmatch pattern with
 ``*``): the end-of-run table and the pipeline run's metrics."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ COMMIT_TAG = "mlflow.source.git.commit"
 MODEL_DIGEST_TAG = "lmforge.model_sha256"
 """The sha256 of the model directory's files (names, sizes, bytes): a re-run that rebuilt the same bytes is not a new
 version."""
+
+
+log = logging.getLogger("pipelines.registry")
 
 
 class RegistryError(Exception):
@@ -161,6 +165,61 @@ def unchanged(name: str, version: str, *, params: RegistryParams) -> Decision:
     where = f", the {params.alias}" if before == version else ""
     return Decision(name, version, False, f"the same model bytes as v{version}{where}: not registered again", before,
                     before)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model offered to the registry: its directory, its task kind and the metrics (``test.METRIC``) the gate
+    reads, with their confidence intervals."""
+
+    model_dir: Path
+    kind: str
+    metrics: Mapping[str, float]
+    intervals: Mapping[str, tuple[float, float]]
+
+
+def register(name: str, candidate: Candidate, *, task: str, params: RegistryParams,
+             digests: Mapping[str, str]) -> Decision:
+    """:func:`log_and_register` then :func:`gate`; a model whose bytes a version of ``name`` already holds (a re-run
+    rebuilt it) is not registered again and moves nothing (:func:`unchanged`)."""
+    if (same := registered_copy(name, candidate.model_dir)) is not None:
+        return unchanged(name, same, params=params)
+    version = log_and_register(candidate.model_dir, task=task, kind=candidate.kind, params=params,
+                               metrics=candidate.metrics, intervals=candidate.intervals, digests=digests)
+    return gate(name, version, params=params)
+
+
+def register_all(candidates: Mapping[tuple[str, str], Candidate], *, params: RegistryParams,
+                 digests: Mapping[str, str]) -> tuple[dict[tuple[str, str], Decision], dict[str, float]]:
+    """Register and gate every ``(model, task)`` in order (a task's first version becomes its champion).
+
+    Args:
+        candidates: by ``(model, task)``, e.g. ``("student", "topic")``.
+        params: the ``registry`` section.
+        digests: ``{path: DVC md5}`` of the data and models the candidates came from, tagged on each version.
+
+    Returns:
+        the decisions, and their flat metrics: ``MODEL.TASK.promoted``, ``MODEL.TASK.registry_version``,
+        ``TASK.champion_version`` and ``TASK.champion.METRIC`` (the gate metric of the champion after the run, maybe
+        an older version).
+    """
+    from mlflow import MlflowClient
+
+    decisions: dict[tuple[str, str], Decision] = {}
+    stats: dict[str, float] = {}
+    for (model, task), candidate in candidates.items():
+        d = decisions[model, task] = register(model_name(params, task), candidate, task=task, params=params,
+                                              digests=digests)
+        log.info("%s v%s (%s): %s", d.model, d.version, model, d.reason)
+        stats |= {f"{model}.{task}.promoted": int(d.promoted), f"{model}.{task}.registry_version": int(d.version),
+                  f"{task}.champion_version": int(d.champion_after or 0)}
+    last = {task: (decisions[model, task], c.kind) for (model, task), c in candidates.items()}  # after the task's run
+    for task, (d, kind) in last.items():
+        if (rule := params.gates.get(kind)) is not None and d.champion_after is not None:
+            raw = MlflowClient().get_model_version(d.model, d.champion_after).tags.get(f"{METRIC_TAG}{rule.metric}")
+            if raw is not None:
+                stats[f"{task}.champion.{rule.metric}"] = round(float(raw), 6)
+    return decisions, stats
 
 
 # ------------------------------------------------------------------------------------------------------------ gate

@@ -163,6 +163,13 @@ class StageRun:
         elif path.exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
+    def ui_url(self, base_url: str) -> str:
+        """The run's page in the MLflow UI served at ``base_url`` (``http://127.0.0.1:5000``)."""
+        import mlflow
+
+        experiment = mlflow.get_run(self.run_id).info.experiment_id
+        return f"{base_url.rstrip('/')}/#/experiments/{experiment}/runs/{self.run_id}"
+
     def log_dataset(self, path: Path, context: str) -> str:
         """Record ``path`` as an input or output dataset whose digest is its DVC hash; returns the digest."""
         import mlflow

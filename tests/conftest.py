@@ -146,6 +146,22 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             refresh_global_settings_context()
 
 
+@pytest.fixture(autouse=True)
+def stage_reads_are_deps() -> Iterator[None]:
+    """After each test: every file a stage's flow read while the test ran it is one of the stage's deps, outs or
+    its own writes (tests/stage_reads.py). The flow tests' runs on tiny data are the evidence; nothing runs twice."""
+    from tests.stage_reads import install, undeclared
+
+    recorder = install()
+    recorder.runs.clear()
+    yield
+    problems = {f"{run.stage} (root {run.root})": bad for run in recorder.runs.values() if (bad := undeclared(run))}
+    recorder.runs.clear()
+    if problems:
+        pytest.fail("stages read files that are not their dvc.yaml deps (add them to the deps, or to the stage's "
+                    f"params data_deps, or stop reading them): {problems}", pytrace=False)
+
+
 RUN_STATE = ("dvc.lock", "metrics", "mlruns.db", "mlruns", "mlartifacts", ".prefect", "checkpoints", "reports",
              ".dvc-storage", ".dvc/cache", ".dvc/tmp", "benchmarks/results")
 """What running the pipeline leaves in a checkout besides the dvc.yaml outs: never part of a test's copy."""

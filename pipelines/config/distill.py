@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from pipelines.config.base import Section
-from pipelines.config.launch import LaunchParams
+from pipelines.config.launch import LaunchParams, launch_files
 
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import DistillSettings
@@ -34,6 +34,7 @@ class DistillParams(DistillSettings, Section):
     launch: LaunchParams = Field(default_factory=LaunchParams, description="Process launch.")
 
     def data_deps(self, root: Path) -> list[str]:
-        """The stage's data deps in dvc.yaml: the teacher's model and the data it is distilled on."""
-        return list(TEACHER_INPUTS[self.teacher])
+        """The stage's data deps in dvc.yaml: the teacher's model and the data it is distilled on, then the DeepSpeed
+        JSON and hostfile when set."""
+        return [*TEACHER_INPUTS[self.teacher], *launch_files(self.launch, self.deepspeed_config)]
 

@@ -1,6 +1,5 @@
-"""Params of the evaluate stage: how much of each held-out set is scored (the stage has a budget of about a minute on
-two cores), the contamination threshold, the lm-evaluation-harness run, and whether models go to the registry (whose
-gate is the ``registry`` section)."""
+"""Params of the evaluate stage: how much of each held-out set is scored, the contamination threshold, the
+lm-evaluation-harness run, and whether models go to the registry (whose gate is the ``registry`` section)."""
 
 from __future__ import annotations
 
@@ -10,17 +9,23 @@ from pydantic import Field
 
 from pipelines.config.base import Section
 
-__all__ = ["EvaluateParams", "INPUTS"]
+__all__ = ["EvaluateParams", "INPUTS", "REPORTED"]
 
 INPUTS: tuple[str, ...] = ("data/dedup", "data/finetune", "models/base", "models/finetuned", "models/student",
-                           "models/tokenizer")
-"""What the stage reads from the stages before it (its data deps in dvc.yaml)."""
+                           "models/tokenizer", "metrics/distill.json")
+"""What the stage scores, from the stages before it; it does not run without them. metrics/distill.json holds the
+costs (latency, size) the stage reports beside the scores."""
+REPORTED: tuple[str, ...] = ("metrics/clean.json", "metrics/finetune.json",
+                             "reports/plots/finetune/learning_curves.png")
+"""What the report and the model cards show from the stages before it (the funnel, the train/test shift, the
+learning curves); left out of them when absent (a stage run on its own, on hand-made inputs)."""
 
 
 class LMEvalParams(Section):
     """Language-model quality (perplexity, bits per byte) of the base and every sft model on data/dedup's test split."""
 
-    max_docs: int = Field(8, ge=1, description="Test documents scored (the first ones): caps the stage's time.")
+    max_docs: int | None = Field(None, ge=1, description="Test documents scored, the first ones (null: the whole "
+                                 "split; metrics/evaluate.json says how many as MODEL.lm.documents).")
     max_train_docs: int | None = Field(None, ge=1, description="Training documents the unigram baseline counts "
                                        "(null: all of data/dedup/train).")
     batch_size: int = Field(8, ge=1, description="Windows per forward pass.")
@@ -57,8 +62,9 @@ class ContaminationParams(Section):
 class HarnessParams(Section):
     """lm-evaluation-harness on a local rolling-perplexity task built from data/dedup's test split, base model."""
 
-    enabled: bool = Field(True, description="Run the harness (about 10 s with the default limit).")
-    limit: int = Field(8, ge=1, description="Documents the harness scores.")
+    enabled: bool = Field(True, description="Run the harness.")
+    limit: int | None = Field(None, ge=1, description="Documents the harness scores, the first ones (null: the whole "
+                              "split, as the stage's own figures; harness.TASK.documents says how many).")
     batch_size: int = Field(8, ge=1, description="Requests per forward pass.")
 
 
@@ -82,6 +88,6 @@ class EvaluateParams(Section):
                                "when the tracking URI is not itself an http(s) server (`mlflow ui`'s default).")
 
     def data_deps(self, root: Path) -> list[str]:
-        """The stage's data deps in dvc.yaml."""
-        return list(INPUTS)
+        """The stage's data deps in dvc.yaml: every file it reads from the stages before it."""
+        return [*INPUTS, *REPORTED]
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from pipelines.config.base import Section
-from pipelines.config.launch import LaunchParams
+from pipelines.config.launch import LaunchParams, launch_files
 from pipelines.config.sources import HF_BUILDERS, Written, glob_deps, hf_local, hub_pin, repo_dep
 
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
@@ -187,7 +187,8 @@ class FinetuneParams(FinetuneSettings, Section):
 
     def data_deps(self, root: Path) -> list[str]:
         """The stage's data deps in dvc.yaml: its pipeline inputs, then the local data its tasks read (so new or
-        edited task files make the stage stale); hub datasets are pinned by their revision instead.
+        edited task files make the stage stale; hub datasets are pinned by their revision instead), then the
+        DeepSpeed JSON and hostfile when set.
 
         Raises:
             OutputOverlapError: task data reach into what finetune or a stage after it writes (upstream outputs,
@@ -211,7 +212,8 @@ class FinetuneParams(FinetuneSettings, Section):
                         for pattern in data.data_files or []:
                             local.update(glob_deps(pattern, root, written=written))
         outer = sorted(d for d in local if not any(o != d and Path(d).is_relative_to(o) for o in local))
-        return [*PIPELINE_INPUTS, *(d for d in outer if d not in PIPELINE_INPUTS)]
+        deps = [*PIPELINE_INPUTS, *(d for d in outer if d not in PIPELINE_INPUTS)]
+        return deps + [f for f in launch_files(self.launch, self.deepspeed_config) if f not in deps]
 
     def status_notes(self, root: Path) -> list[str]:
         """Lines for `lmforge status`: how each hub dataset of a task is pinned."""

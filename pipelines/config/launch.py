@@ -37,3 +37,9 @@ class LaunchParams(Section):
         if self.hostfile and self.launcher != "deepspeed":
             raise ValueError(f"hostfile is read by the deepspeed launcher only, not by {self.launcher!r}")
         return self
+
+
+def launch_files(launch: LaunchParams, deepspeed_config: str | None) -> list[str]:
+    """What a training stage's launch reads besides its data, as DVC deps (paths as params give them): the DeepSpeed
+    JSON merged over the generated one, and the hostfile (its slots decide the number of processes)."""
+    return [f for f in (deepspeed_config, launch.hostfile) if f]

@@ -3,15 +3,20 @@ JSON and the process launch (``pipelines.config.launch``, shared by the training
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from pipelines.config.base import Section
-from pipelines.config.launch import LaunchParams
+from pipelines.config.launch import LaunchParams, launch_files
 
 # the one definition of the training settings (DESIGN: each setting defined once); pure pydantic, no torch
 from tasks.training.config import PretrainSettings
 
-__all__ = ["LaunchParams", "PretrainParams"]
+__all__ = ["LaunchParams", "PIPELINE_INPUTS", "PretrainParams"]
+
+PIPELINE_INPUTS: tuple[str, ...] = ("data/tokens", "models/tokenizer")
+"""What the stage reads from the stages before it."""
 
 
 class PretrainParams(PretrainSettings, Section):
@@ -24,3 +29,6 @@ class PretrainParams(PretrainSettings, Section):
                                          "to the repo.")
     launch: LaunchParams = Field(default_factory=LaunchParams, description="Process launch.")
 
+    def data_deps(self, root: Path) -> list[str]:
+        """The stage's data deps in dvc.yaml: its pipeline inputs, then the DeepSpeed JSON and hostfile when set."""
+        return [*PIPELINE_INPUTS, *launch_files(self.launch, self.deepspeed_config)]

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.evaluate.lm import LMEvalError, scale_metrics
+from tasks.evaluate.lm import LMEvalError, lm_metrics, scale_metrics
 
 C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 """Inverse regularisation strengths tried for the logistic regression."""
@@ -112,3 +112,14 @@ def lead_baseline(prompts: Sequence[str], *, words: int | None = None) -> list[s
     if words is None:
         return [p.strip() for p in prompts]
     return [" ".join(p.split()[:words]) for p in prompts]
+
+
+def score_language_models(*, models: Mapping[str, Path], texts: Sequence[str], train_texts: Sequence[str],
+                          tokenizer_dir: Path, batch_size: int = 8) -> dict[str, dict[str, Any]]:
+    """:func:`tasks.evaluate.lm.lm_metrics` of every model on ``texts``, beside the add-one unigram baselines fitted on
+    ``train_texts``: ``unigram`` (the tokenizer's tokens) and ``unigram_byte`` (UTF-8 bytes). Each result carries
+    its ``documents``."""
+    out = {name: lm_metrics(model_dir=d, texts=texts, batch_size=batch_size) for name, d in models.items()}
+    out["unigram"] = unigram_metrics(train_texts=train_texts, texts=texts, tokenizer_dir=tokenizer_dir)
+    out["unigram_byte"] = unigram_metrics(train_texts=train_texts, texts=texts, unit="byte")
+    return out

@@ -8,7 +8,7 @@ test set of a few hundred examples they show how far apart two models must be be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +134,42 @@ def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 1
             ids = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits.argmax(-1).tolist()
             out += [model.config.id2label[j] for j in ids]
     return out
+
+
+def score_classifiers(*, models: Mapping[str, Path], splits: Mapping[str, Sequence[Mapping[str, Any]]],
+                      labels: Sequence[str], batch_size: int = 32, bootstrap: int = 1000, level: float = 0.95,
+                      tfidf_c: Sequence[float] = (1.0, 10.0), seed: int = 0,
+                      loaders: Mapping[str, Callable[[Path], Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every classifier of a task and the TF-IDF + logistic regression baseline on its test split.
+
+    Args:
+        models: ``{name: model directory}`` (``finetuned``, ``student``, variants).
+        splits: the task's ``train``, ``val`` and ``test`` rows (``text``, ``label``); the baseline fits on train and
+            picks its C on val.
+        labels: every label name, in the task's order.
+        batch_size: texts per forward pass.
+        bootstrap: resamples of the confidence intervals; level: their coverage.
+        tfidf_c: the baseline's C grid.
+        seed: seeds the bootstrap and the baseline.
+        loaders: ``{name: load(model_dir)}`` for models that plain ``from_pretrained`` does not load; None: the
+            int8 variant by the model layer's one documented loader (``tasks.modeling.quantize.load_int8``).
+
+    Returns:
+        ``{name: classification_metrics(...)}``, the baseline as ``tfidf_logreg``.
+    """
+    from tasks.evaluate.baselines import tfidf_logreg
+    from tasks.modeling.quantize import load_int8
+
+    test = splits["test"]
+    refs, texts = [r["label"] for r in test], [r["text"] for r in test]
+    predictions = {}
+    for name, model_dir in models.items():
+        load = (loaders if loaders is not None else {"int8": load_int8}).get(name)
+        predictions[name] = predict_labels(model_dir=model_dir, texts=texts, batch_size=batch_size,
+                                           model=load(model_dir) if load else None)
+    predictions["tfidf_logreg"] = tfidf_logreg(
+        train_texts=[r["text"] for r in splits["train"]], train_labels=[r["label"] for r in splits["train"]],
+        val_texts=[r["text"] for r in splits["val"]], val_labels=[r["label"] for r in splits["val"]],
+        test_texts=texts, labels=labels, c_grid=tuple(tfidf_c), seed=seed)["predictions"]
+    return {name: classification_metrics(references=refs, predictions=p, labels=labels, bootstrap=bootstrap,
+                                         level=level, seed=seed) for name, p in predictions.items()}

@@ -125,3 +125,16 @@ def check_contamination(report: Mapping[str, Mapping[str, Any]], *, max_share: f
         raise ContaminationError("evaluation data overlaps the training data beyond the allowed share "
                                  f"({max_share:.1%}): " + "; ".join(lines) + ". Remove those documents from the "
                                  "evaluation split (or the training data) and re-run.")
+
+
+def check_sets(*, train_texts: Iterable[str], eval_sets: Mapping[str, Sequence[Mapping[str, Any]]], n: int = N,
+               max_share: float) -> dict[str, dict[str, Any]]:
+    """:func:`training_ngrams` of ``train_texts``, :func:`overlap` of every evaluation set with them, then
+    :func:`check_contamination`; returns the overlap report.
+
+    Raises:
+        ContaminationError: a set's contaminated share exceeds ``max_share``.
+    """
+    report = overlap(train=training_ngrams(train_texts, n=n), eval_sets=eval_sets, n=n)
+    check_contamination(report, max_share=max_share)
+    return report

@@ -8,7 +8,7 @@ JSON lines beside the metrics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,71 @@ def evaluate_generation(*, model_dir: Path, rows: Sequence[dict[str, Any]], max_
     gens = generate(model_dir=model_dir, rows=rows, max_new_tokens=max_new_tokens, threads=threads)
     metrics = generation_metrics(references=[g["reference"] for g in gens], hypotheses=[g["completion"] for g in gens])
     return metrics, gens
+
+
+GENERATING = ("finetuned", "student")
+"""The sft models whose greedy completions are scored (the compressed variants get their test perplexity only)."""
+
+
+def sft_test_metrics(model_dir: Path, *, rows: Sequence[dict[str, Any]], tokenizer_dir: Path,
+                     batch_size: int) -> dict[str, Any]:
+    """An sft model's test loss and perplexity over response tokens (EOS included), exactly as the finetune stage
+    measures it: the model layer's encoding and :func:`tasks.modeling.evaluation.exported_test_metrics`."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from tasks.modeling.encoding import encode
+    from tasks.modeling.evaluation import exported_test_metrics
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    limit = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+    data = encode(list(rows), kind="sft", tokenizer=tokenizer, max_length=limit, eos_id=tokenizer.eos_token_id)
+    return exported_test_metrics(Path(model_dir), data, kind="sft", labels=None, batch_size=batch_size, samples=0,
+                                 max_new_tokens=1)
+
+
+def score_sft(*, models: Mapping[str, Path], rows: Sequence[dict[str, Any]],
+              test_metrics: Callable[[Path], Mapping[str, Any]], max_examples: int = 16,
+              max_new_tokens: int = 24) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Every sft model of a task on its test split, and the lead baseline.
+
+    Args:
+        models: ``{name: model directory}``.
+        rows: the test split (``prompt``, ``response``).
+        test_metrics: ``model directory -> {"perplexity", "loss", "examples"}`` over the whole split (response
+            tokens, as the finetune stage measures it).
+        max_examples: prompts completed per generating model (the first ones), and by the lead baseline.
+        max_new_tokens: the longest completion.
+
+    Returns:
+        ``({name: metrics}, {name: generations})``: every model's test perplexity, loss and examples, plus
+        :func:`generation_metrics` for :data:`GENERATING` and ``lead``, whose ``generated`` counts the prompts
+        completed (``examples`` stays the number of test examples the perplexity covers).
+    """
+    from tasks.evaluate.baselines import lead_baseline
+
+    first = list(rows[:max_examples])
+    out: dict[str, dict[str, Any]] = {}
+    gens: dict[str, list[dict[str, Any]]] = {}
+    for name, model_dir in models.items():
+        test = test_metrics(model_dir)
+        out[name] = {"perplexity": test["perplexity"], "loss": test["loss"], "examples": test["examples"]}
+        if name in GENERATING:
+            metrics, gens[name] = evaluate_generation(model_dir=model_dir, rows=first, max_new_tokens=max_new_tokens)
+            # ``examples`` stays the perplexity's count (the whole split); ``generated`` counts the completions
+            out[name] |= {k: v for k, v in metrics.items() if k != "examples"} | {"generated": metrics["examples"]}
+    lead = generation_metrics(references=[r["response"] for r in first],
+                              hypotheses=lead_baseline([r["prompt"] for r in first]))
+    out["lead"] = {k: v for k, v in lead.items() if k != "examples"} | {"generated": lead["examples"]}
+    return out, gens
+
+
+def save_generations(out_dir: Path, *, task: str, generations: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """Write each model's completions of ``task`` to ``out_dir/MODEL.TASK.jsonl`` (one JSON object a line)."""
+    import json
+
+    from tasks.atomic import atomic_write_text
+
+    for name, rows in generations.items():
+        atomic_write_text(Path(out_dir) / f"{name}.{task}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

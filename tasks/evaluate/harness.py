@@ -157,3 +157,14 @@ def run_harness(*, model_dir: Path, task_dir: Path, tasks: Sequence[str], batch_
     samples = {task: int(n.get("effective", n.get("original", 0))) if isinstance(n, dict) else int(n)
                for task, n in out.get("n-samples", {}).items()}
     return {"tasks": trimmed, "samples": samples, "seconds": seconds, "lm_eval_version": __version__}
+
+
+def rolling_scores(*, model_dir: Path, texts: Sequence[str], batch_size: int = 8,
+                   name: str = "lmforge_dedup_test") -> dict[str, Any]:
+    """The harness's rolling log-likelihood of a causal LM on ``texts``, as a local task ``name`` written to a
+    temporary directory: :func:`run_harness`'s result, whose ``samples`` is the number of documents scored."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lmforge-harness-") as tmp:
+        write_task(task_dir=Path(tmp), name=name, kind="rolling", rows=[{"text": t} for t in texts])
+        return run_harness(model_dir=model_dir, task_dir=Path(tmp), tasks=[name], batch_size=batch_size)

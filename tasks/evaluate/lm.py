@@ -28,11 +28,20 @@ class LMEvalError(Exception):
 
 
 def load_texts(records_dir: Path, *, limit: int | None = None) -> list[str]:
-    """The ``text`` column of a records directory's shards (a dedup split such as ``data/dedup/test``), in order.
+    """The non-empty ``text`` of a records directory's shards (a dedup split such as ``data/dedup/test``), in order.
 
     Args:
         records_dir: directory of ``part-*.parquet`` shards.
         limit: keep only the first ``limit`` documents (None: all).
+
+    Raises:
+        LMEvalError: no shard in ``records_dir``.
+    """
+    return [r["text"] for r in load_records(records_dir, limit=limit)]
+
+
+def load_records(records_dir: Path, *, limit: int | None = None) -> list[dict[str, str]]:
+    """``{"id", "text"}`` of a records directory's non-empty documents, in :func:`load_texts`' order.
 
     Raises:
         LMEvalError: no shard in ``records_dir``.
@@ -44,12 +53,12 @@ def load_texts(records_dir: Path, *, limit: int | None = None) -> list[str]:
     shards = iter_shards(Path(records_dir))
     if not shards:
         raise LMEvalError(f"no part-*.parquet in {records_dir}: run the dedup stage first")
-    texts: list[str] = []
+    rows: list[dict[str, str]] = []
     for shard in shards:
-        texts += [t for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist() if t]
-        if limit is not None and len(texts) >= limit:
-            return texts[:limit]
-    return texts
+        rows += [r for r in pq.read_table(shard, columns=["id", "text"]).to_pylist() if r["text"]]
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows[:limit]
 
 
 def texts_from_tokens(tokens_dir: Path, split: str, *, tokenizer_dir: Path, limit: int | None = None) -> list[str]:
@@ -194,3 +203,4 @@ def scale_metrics(*, nll: float, texts: Sequence[str], tokens: int) -> dict[str,
             "bits_per_byte": nll / max(n_bytes, 1) / math.log(2), "nats_per_char": nll / max(chars, 1),
             "byte_perplexity": math.exp(min(nll / max(n_bytes, 1), 50.0)),
             "word_perplexity": math.exp(min(nll / max(words, 1), 50.0))}
+

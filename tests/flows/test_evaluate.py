@@ -1,6 +1,8 @@
 """The evaluate stage over the tiny pipeline of the distill test (base, fine-tuned, student and variants): every model
-in metrics and in the report, a champion per task in the MLflow registry, a worse model refused by the gate on a
-second evaluate, and a planted train/test overlap failing the stage with exit 2 and the offending ids."""
+in metrics and in the report, the documents beside every LM figure, model cards that state what each model is, a
+champion per task in the MLflow registry, a changed metrics/distill.json making the stage stale, a worse model refused
+by the gate on a second evaluate, and a planted train/test overlap failing the stage with exit 2 and the offending
+ids."""
 
 from __future__ import annotations
 
@@ -47,6 +49,12 @@ def _with_evaluate(repo: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def _set_lm_docs(repo: Path, max_docs: int | None) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["evaluate"]["lm"]["max_docs"] = max_docs
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def _champion(repo: Path, task: str) -> str:
     from mlflow import MlflowClient
 
@@ -66,7 +74,8 @@ def _worsen_classifier(model_dir: Path) -> None:
     model.save_pretrained(model_dir)
 
 
-def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_api: str) -> None:
+def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_api: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.distill import distill
     from flows.evaluate import evaluate
     from flows.finetune import finetune
@@ -78,6 +87,8 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
     _base(repo_copy)
     finetune(params=load_params(repo_copy), root=repo_copy)
     distill(params=load_params(repo_copy), root=repo_copy)
+    # the clean stage's funnel, as metrics/clean.json holds it (clean did not run here): the report and cards show it
+    (repo_copy / "metrics/clean.json").write_text(json.dumps({"funnel.collected.docs": 500, "funnel.kept.docs": 446}))
     stats = evaluate(params=load_params(repo_copy), root=repo_copy)
 
     metrics = json.loads((repo_copy / "metrics/evaluate.json").read_text())
@@ -95,6 +106,12 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
     # the base LM beats the unigram baseline it was trained past, on the same text and scale
     assert metrics["base.lm.bits_per_byte"] < metrics["unigram.lm.bits_per_byte"]
     assert metrics["harness.lmforge_dedup_test.bits_per_byte"] > 0
+    # the number of documents beside every LM figure (SMALL: the first 4 of the 6 test documents, the harness 2)
+    assert metrics["base.lm.documents"] == metrics["unigram.lm.documents"] == metrics["finetuned.qa.lm.documents"] == 4
+    assert metrics["harness.lmforge_dedup_test.documents"] == 2
+    # sft: the perplexity covers the whole test split, the completions the first 3 prompts
+    assert metrics["finetuned.qa.test.examples"] == metrics["int8.qa.test.examples"] > metrics[
+        "finetuned.qa.test.generated"] == 3
     assert metrics["contamination.dedup/test.share"] == 0
     assert metrics["finetuned.topic.promoted"] == 1 and metrics["finetuned.qa.promoted"] == 1
 
@@ -103,7 +120,24 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
         assert model in page, model
     urls = re.findall(r"https?://[^\"'<\s]+", page)
     assert urls and all(u.startswith("http://127.0.0.1:5000/#/experiments/") for u in urls), urls
-    assert (repo_copy / "reports/evaluate/cards/finetuned/topic/README.md").is_file()
+    assert "<th>lm_documents</th>" in page and "446" in page  # the document counts; clean's funnel
+    # the model cards state what each model is, computed from its files, and what every figure was measured on
+    from tasks.evaluate.models import model_facts
+
+    for model, directory in (("finetuned", "models/finetuned"), ("int8", "models/student/variants/int8")):
+        card = (repo_copy / f"reports/evaluate/cards/{model}/qa/README.md").read_text()
+        facts = model_facts(repo_copy / directory / "qa")
+        assert f"of {facts.parameters:,} parameters (layers {facts.layers}," in card, card
+        assert f"{facts.parameters:,} parameters, a context of {facts.context} tokens" in card
+        assert "About a million" not in card and "| kept | 446 |" in card and "| test | 6 | perplexity |" in card
+        assert 'models:/lmforge-qa@champion' in card and f"# lmforge-qa v{metrics[f'{model}.qa.registry_version']}" \
+            in card
+    # the int8 variant: distilled, quantized, scored on the task's test split only
+    assert "Distilled from the fine-tuned model" in card and "torchao-quantized weights" in card
+    assert "dedup/test" not in card and "rougeL" not in card
+    # the language models (finetuned, student) complete prompts and are scored on the corpus' test split too
+    card = (repo_copy / "reports/evaluate/cards/finetuned/qa/README.md").read_text()
+    assert "| dedup/test | 4 | bits_per_byte |" in card and "| test | 3 | rougeL |" in card
 
     champions = {t: _champion(repo_copy, t) for t in ("topic", "qa")}
     assert champions == {t: str(metrics[f"{t}.champion_version"]) for t in ("topic", "qa")}
@@ -111,9 +145,30 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
     assert run.info.status == "FINISHED"
     assert {"data/finetune", "models/student"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
 
-    # a second evaluate with a worse fine-tuned classifier: registered, refused, champion unchanged
+    # every file evaluate reads is a dep: a changed metrics/distill.json makes it stale, to DVC and to lmforge
+    from pipelines.versioning import Versioning
+
+    monkeypatch.chdir(repo_copy)  # DVC's API resolves a stage's paths from the working directory, as lmforge runs it
+    versioning = Versioning(repo_copy)
+    versioning.record("evaluate")
+    assert versioning.stale_reasons("evaluate") == []
+    costs = json.loads((repo_copy / "metrics/distill.json").read_text())
+    (repo_copy / "metrics/distill.json").write_text(json.dumps({**costs, "student.topic.latency_p50_ms": 1e6}))
+    assert any("metrics/distill.json" in r for r in versioning.stale_reasons("evaluate")), \
+        versioning.stale_reasons("evaluate")
+    versioning.close()
+    dvc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "evaluate"], cwd=repo_copy,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert "metrics/distill.json" in dvc.stdout, dvc.stdout + dvc.stderr
+    (repo_copy / "metrics/distill.json").write_text(json.dumps(costs))
+    monkeypatch.undo()
+
+    # a second evaluate with a worse fine-tuned classifier: registered, refused, champion unchanged; by default the
+    # LM figures cover the whole test split
     _worsen_classifier(repo_copy / "models/finetuned/topic")
+    _set_lm_docs(repo_copy, None)
     again = evaluate(params=load_params(repo_copy), root=repo_copy)
+    assert again["base.lm.documents"] == 6 and again["base.lm.bits_per_byte"] != metrics["base.lm.bits_per_byte"]
     assert again["finetuned.topic.test.macro_f1"] < metrics["finetuned.topic.test.macro_f1"]
     assert again["finetuned.topic.promoted"] == 0
     assert again["finetuned.topic.registry_version"] > metrics["int8.topic.registry_version"]

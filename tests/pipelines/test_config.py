@@ -214,3 +214,34 @@ def test_finetune_task_data_are_deps_and_hub_tasks_say_how_they_are_pinned(tmp_p
     assert cfg.data_deps(tmp_path) == [*PIPELINE_INPUTS, "/elsewhere/qa.jsonl", "tasks_data/by_label",
                                        "tasks_data/csv"]
     assert cfg.status_notes(tmp_path) == ["task 'b': hub dataset org/instructions: pinned at revision abc"]
+
+
+def test_evaluate_scores_whole_splits_by_default_and_declares_what_it_reads(params: dict) -> None:
+    from pipelines.config.evaluate import INPUTS, REPORTED, EvaluateParams
+
+    cfg = load_params(REPO).evaluate
+    # null: data/dedup's whole test split, for the stage's own figures and the harness alike
+    assert cfg.lm.max_docs is None and cfg.harness.limit is None
+    assert EvaluateParams().lm.max_docs is None
+    # every file it reads from the stages before it is a dep, the other stages' metrics included
+    assert {"metrics/distill.json", "metrics/clean.json", "metrics/finetune.json"} <= set(INPUTS + REPORTED)
+    assert cfg.data_deps(REPO) == [*INPUTS, *REPORTED]
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert [d for d in stages["evaluate"]["deps"] if d.split("/")[0] not in ("flows", "tasks", "pipelines")] == [
+        *INPUTS, *REPORTED]
+    params["evaluate"]["lm"]["max_docs"] = 0
+    assert "evaluate.lm.max_docs: Input should be greater than or equal to 1" in _error(params)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune", "distill"])
+def test_a_training_stage_declares_its_deepspeed_json_and_hostfile(stage: str, params: dict) -> None:
+    # both decide how the stage trains (the hostfile's slots are its processes): editing one makes it stale
+    default = load_params(REPO)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert getattr(default, stage).data_deps(REPO) == [d for d in stages[stage]["deps"]
+                                                       if d.split("/")[0] not in ("flows", "tasks", "pipelines")]
+    params[stage]["deepspeed_config"] = "infra/deepspeed/extra.json"
+    params[stage]["launch"] = {"launcher": "deepspeed", "hostfile": "infra/deepspeed/hostfile"}
+    deps = getattr(parse_params(params), stage).data_deps(REPO)
+    assert deps[-2:] == ["infra/deepspeed/extra.json", "infra/deepspeed/hostfile"]
+    assert deps[:-2] == getattr(default, stage).data_deps(REPO)

@@ -140,6 +140,33 @@ def test_gate_first_better_worse_and_not_significant(repo: Path) -> None:
     assert tags[v4].startswith("refused: ") and "not significantly better than champion v2" in tags[v4]
 
 
+def test_register_all_gates_in_order_and_never_registers_the_same_bytes_twice(repo: Path) -> None:
+    # what the evaluate stage does with a task's models: the first becomes champion, a better one takes over, a re-run
+    # of the same bytes moves nothing; the flat metrics say so, with the champion's gate metric
+    import json
+    import shutil
+
+    student = repo / "models/student/topic"
+    shutil.copytree(repo / "models/finetuned/topic", student)
+    config = json.loads((student / "config.json").read_text())
+    (student / "config.json").write_text(json.dumps({**config, "lmforge_note": "other bytes"}))
+    f1 = "test.macro_f1"
+    candidates = {("finetuned", "topic"): registry.Candidate(repo / "models/finetuned/topic", "classification",
+                                                             {f1: 0.6}, {}),
+                  ("student", "topic"): registry.Candidate(student, "classification", {f1: 0.7}, {f1: (0.65, 0.75)})}
+    with tracking.pipeline_run(STORE, repo, ["finetune"]):
+        with tracking.stage_run("finetune", NoParams(), root=repo, tracking=STORE):
+            decisions, stats = registry.register_all(candidates, params=RegistryParams(), digests={})
+            again, stats_again = registry.register_all(candidates, params=RegistryParams(), digests={})
+    assert [(d.model, d.version, d.promoted) for d in decisions.values()] == [(NAME, "1", True), (NAME, "2", True)]
+    assert stats == {"finetuned.topic.promoted": 1, "finetuned.topic.registry_version": 1,
+                     "student.topic.promoted": 1, "student.topic.registry_version": 2, "topic.champion_version": 2,
+                     "topic.champion.test.macro_f1": 0.7}
+    assert [(d.version, d.promoted) for d in again.values()] == [("1", False), ("2", False)]
+    assert "the same model bytes as v2, the champion" in again["student", "topic"].reason
+    assert stats_again == {**stats, "finetuned.topic.promoted": 0, "student.topic.promoted": 0}
+
+
 def test_lower_is_better_and_missing_metric() -> None:
     rule = GateRule(metric="test.perplexity", direction="lower", margin=0.5, require_ci=True)
     ok, why = registry.judge(rule, 10.0, (9.0, 11.4), 12.0, "1")

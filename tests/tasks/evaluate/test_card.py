@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluate.card import CardError, render_card, write_model_card
+from tasks.evaluate.card import CardError, limitations, render_card, write_model_card
 
 LINEAGE = {
     "sources": [{"kind": "stdlib", "docs": 2900}, "local jsonl: data/extra/*.jsonl"],
@@ -18,12 +18,15 @@ LINEAGE = {
 TRAINING = {"base model": "models/base (1,054,208 parameters)", "steps": 300, "lr": 0.0003, "precision": "bf16"}
 EVALUATION = {"val": {"accuracy": 0.85, "macro_f1": 0.7}, "test": {"accuracy": 0.836, "macro_f1": 0.635}}
 INTERVALS = {"test": {"macro_f1": (0.58, 0.69)}}
+COUNTS = {"test": {"accuracy": 250, "macro_f1": 250}}
+MODEL = {"architecture": "LlamaForSequenceClassification", "model_type": "llama", "parameters": 1054208, "layers": 4,
+         "hidden_size": 128, "attention_heads": 4, "vocab_size": 2048, "context": 256, "quantization": None}
 
 
 def _write(model_dir: Path, **over: object) -> Path:
     args: dict[str, object] = {
         "name": "lmforge-doc_section", "task": "doc_section", "kind": "classification", "lineage": LINEAGE,
-        "training": TRAINING, "evaluation": EVALUATION, "intervals": INTERVALS,
+        "model": MODEL, "training": TRAINING, "evaluation": EVALUATION, "intervals": INTERVALS, "counts": COUNTS,
         "intended_use": "Tag a paragraph of Python documentation with its section kind.",
         "limitations": ["Trained on standard-library documentation only.", "Three labels; rare ones score low."]}
     return write_model_card(model_dir, **{**args, **over})
@@ -57,7 +60,10 @@ def test_card_body_lineage_training_evaluation(tmp_path: Path) -> None:
     assert "| dropped_near | 105 |" in body and "| threshold | 0.7 |" in body
     assert "| `data/finetune` | `0f343b0931126a20f133d67c2b018a3b.dir` |" in body
     assert "| steps | 300 |" in body and "| lr | 0.0003 |" in body
-    assert "| test | macro_f1 | 0.635 | [0.58, 0.69] |" in body and "| val | accuracy | 0.85 | - |" in body
+    assert "| test | 250 | macro_f1 | 0.635 | [0.58, 0.69] |" in body and "| val | - | accuracy | 0.85 | - |" in body
+    # what the model is, from the facts given (model_facts reads them from its files), never a fixed sentence
+    assert ("A `LlamaForSequenceClassification` of 1,054,208 parameters (layers 4, hidden size 128, attention heads 4, "
+            "vocabulary 2,048, context 256), made by lmforge for the `doc_section` task") in body
     assert "- Three labels; rare ones score low." in body
     assert "AutoModelForSequenceClassification" in body and 'models:/lmforge-doc_section@champion' in body
 
@@ -66,8 +72,10 @@ def test_sft_card_is_text_generation(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
     path = _write(tmp_path, name="lmforge-docstring", task="docstring", kind="sft", intervals=None,
-                  evaluation={"test": {"perplexity": 21.4}}, tags=["sft"])
+                  evaluation={"test": {"perplexity": 21.4}}, tags=["sft"], title="lmforge-docstring v3 (student)")
     card = ModelCard.load(path)
+    assert card.text.lstrip().startswith("# lmforge-docstring v3 (student)\n")
+    assert 'models:/lmforge-docstring@champion' in card.text and card.data.model_name == "lmforge-docstring"
     assert card.data.pipeline_tag == "text-generation" and card.data.tags[-1] == "sft"
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("perplexity", 21.4)]
     assert "AutoModelForCausalLM" in card.text
@@ -81,6 +89,36 @@ def test_card_errors(tmp_path: Path) -> None:
     with pytest.raises(CardError, match="unknown lineage key\\(s\\) source: use sources, funnel"):
         _write(tmp_path, lineage={"source": []})
     with pytest.raises(CardError, match="no evaluation results"):
-        render_card(name="m", task="t", kind="sft", lineage={}, training={}, evaluation={"test": {}},
+        render_card(name="m", task="t", kind="sft", model=MODEL, lineage={}, training={}, evaluation={"test": {}},
                     intended_use="x", limitations=[])
+    with pytest.raises(CardError, match="parameters unknown"):
+        _write(tmp_path, model={"architecture": "LlamaForCausalLM"})
     assert not (tmp_path / "README.md").exists()
+
+
+def test_a_corpus_split_is_its_own_dataset_with_its_document_count(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    path = _write(tmp_path, kind="sft", intervals=None, evaluation={
+        "test": {"perplexity": 21.4, "rougeL": 0.13}, "dedup/test": {"bits_per_byte": 1.79}},
+        counts={"test": {"perplexity": 40, "rougeL": 16}, "dedup/test": {"bits_per_byte": 15}})
+    card = ModelCard.load(path)
+    assert {(r.dataset_type, r.dataset_split, r.metric_type) for r in card.data.eval_results} == {
+        ("lmforge/doc_section", "test", "perplexity"), ("lmforge/doc_section", "test", "rougeL"),
+        ("lmforge/dedup", "test", "bits_per_byte")}
+    assert "| dedup/test | 15 | bits_per_byte | 1.79 | - |" in card.text
+    assert "| test | 16 | rougeL | 0.13 |" in card.text
+
+
+def test_limitations_are_the_facts_given() -> None:
+    data = {"pretraining": {"documents": 2320, "bytes": 4_100_000}, "train": {"examples": 480},
+            "test": {"examples": 60}}
+    fine = limitations(model=MODEL, task="doc_section", data=data)
+    assert fine == ["1,054,208 parameters, a context of 256 tokens: longer inputs are cut.",
+                    "It learned from 2,320 documents (4.10 MB) of the corpus' train split (pretraining) and 480 "
+                    "`doc_section` training examples, nothing else: text unlike them is outside what it knows.",
+                    "Its scores hold for the 60 examples of the `doc_section` test split, not for other text."]
+    student = limitations(model={**MODEL, "parameters": 300_000}, task="doc_section", data=data, distilled=True)
+    assert student[0].startswith("300,000 parameters") and student[1] == (
+        "Distilled from the fine-tuned model on its 480 `doc_section` training examples; that model was pretrained "
+        "on 2,320 documents (4.10 MB) of the corpus' train split. It has seen nothing else.")
