@@ -239,3 +239,21 @@ def finished_run(_finished_run_dir: Path, tmp_path: Path) -> FinishedRun:
     shutil.rmtree(dest / "repo/.dvc/tmp", ignore_errors=True)  # DVC's state of the original's files (by inode)
     _relocate(_finished_run_dir, dest)
     return FinishedRun(dest, json.loads((dest / "run.json").read_text()))
+
+
+def lock_md5(repo: Path, out: str = "data/raw", stage: str = "collect") -> str:
+    """The hash ``dvc.lock`` records for one out of one stage."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return str(next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out))
+
+
+def lock_outs(repo: Path) -> dict[str, str]:
+    """Every out ``dvc.lock`` records, with its hash."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st["outs"]}
+
+
+def run_dvc(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``dvc ARGS`` in ``repo`` with the tests' environment."""
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=subprocess_env(**env), capture_output=True,
+                          text=True, timeout=600)

@@ -15,24 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, run_cli, subprocess_env
+from tests.conftest import run_cli, subprocess_env
+from tests.e2e.conftest import lock_md5, lock_outs, run_dvc
 
 pytestmark = pytest.mark.slow
-
-
-def _lock_md5(repo: Path, out: str = "data/raw", stage: str = "collect") -> str:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
-
-
-def _all_outs(repo: Path) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st["outs"]}
-
-
-def _dvc(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=subprocess_env(**env), capture_output=True,
-                          text=True, timeout=600)
 
 
 def _set_params(repo: Path, **collect: object) -> None:
@@ -80,7 +66,7 @@ def test_default_pipeline_run_status_and_lineage(repo_copy: Path) -> None:
     generated = model.generate(input_ids=torch.tensor([[0]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert generated.shape == (1, 5)
     assert {"data/raw", "data/clean", "data/dedup", "models/tokenizer", "data/tokens", "data/finetune",
-            "models/finetuned", "models/student"} <= set(_all_outs(repo))
+            "models/finetuned", "models/student"} <= set(lock_outs(repo))
     _check_finetuned(repo)
     from transformers import AutoTokenizer
 
@@ -101,13 +87,13 @@ def test_default_pipeline_run_status_and_lineage(repo_copy: Path) -> None:
     assert metrics["kept"] > 500 and metrics["kept"] == metrics["source.stdlib.kept"]
     assert metrics["gx_failed"] == 0 and metrics["shards"] >= 1
     assert (repo / "reports/gx/collect/index.html").is_file()
-    first = _lock_md5(repo)
+    first = lock_md5(repo)
     # git sees only what the user commits after a run (data and models live in DVC's cache and remote)
     status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
     assert sorted(status.splitlines()) == ["?? dvc.lock", "?? metrics/"], status
 
     # DVC agrees nothing is stale, and a second run does nothing, quickly and without starting Prefect
-    st = _dvc(repo, "status")
+    st = run_dvc(repo, "status")
     assert st.returncode == 0 and "Data and pipelines are up to date" in st.stdout, st.stdout + st.stderr
     t0 = time.monotonic()
     again = run_cli(repo, "run", **env)

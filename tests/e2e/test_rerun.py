@@ -14,25 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, run_cli, subprocess_env
-from tests.e2e.conftest import FinishedRun
+from tests.conftest import run_cli
+from tests.e2e.conftest import FinishedRun, lock_md5, lock_outs, run_dvc
 
 pytestmark = pytest.mark.slow
-
-
-def _lock_md5(repo: Path, out: str = "data/raw", stage: str = "collect") -> str:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
-
-
-def _all_outs(repo: Path) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st["outs"]}
-
-
-def _dvc(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=subprocess_env(**env), capture_output=True,
-                          text=True, timeout=600)
 
 
 def _set_section(repo: Path, section: str, **values: object) -> None:
@@ -46,9 +31,9 @@ def test_forced_rerun_reproduces_then_a_param_makes_its_stages_stale(finished_ru
     repo = finished_run.repo
     env = {"PREFECT_API_URL": ""}  # the README path: ephemeral Prefect API, sqlite MLflow under the repo
     (repo / ".dvc/config.local").unlink()  # the retrain's CI remote: this test uses the checkout's own
-    outs_first = _all_outs(repo)
+    outs_first = lock_outs(repo)
     assert len(outs_first) > 10
-    st = _dvc(repo, "status")
+    st = run_dvc(repo, "status")
     assert st.returncode == 0 and "Data and pipelines are up to date" in st.stdout, st.stdout + st.stderr
 
     # same inputs, same bytes: a forced re-run reproduces the output hash exactly
@@ -60,7 +45,7 @@ def test_forced_rerun_reproduces_then_a_param_makes_its_stages_stale(finished_ru
     # only the files that carry this run's measurements (distill's batch-1 latencies, which evaluate reports beside
     # its scores, and the latency axis of the variants plot) may differ
     measured = {"metrics/distill.json", "metrics/evaluate.json", "reports/plots/distill/variants.png"}
-    again_outs = _all_outs(repo)
+    again_outs = lock_outs(repo)
     assert {k: v for k, v in again_outs.items() if k not in measured} == {
         k: v for k, v in outs_first.items() if k not in measured}
     assert measured <= set(again_outs)
@@ -80,18 +65,18 @@ def test_forced_rerun_reproduces_then_a_param_makes_its_stages_stale(finished_ru
     st = run_cli(repo, "status")
     assert st.returncode == 0 and "evaluate: stale" in st.stdout and "evaluate.seed" in st.stdout, st.stdout
     assert "collect: up to date" in st.stdout, st.stdout
-    rep = _dvc(repo, "repro", **env)
+    rep = run_dvc(repo, "repro", **env)
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "Running stage 'evaluate'" in rep.stdout and "Running stage 'collect'" not in rep.stdout, rep.stdout
     locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["evaluate"]["params"]["params.yaml"]
     assert locked["evaluate"]["seed"] == 1
-    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
+    assert "Data and pipelines are up to date" in run_dvc(repo, "status").stdout
 
     # the local DVC remote is configured: push, lose the data, pull it back
-    assert _dvc(repo, "push").returncode == 0
-    digest_before = _lock_md5(repo)
+    assert run_dvc(repo, "push").returncode == 0
+    digest_before = lock_md5(repo)
     subprocess.run(["rm", "-rf", str(repo / "data/raw"), str(repo / ".dvc/cache")], check=True)
-    pulled = _dvc(repo, "pull")
+    pulled = run_dvc(repo, "pull")
     assert pulled.returncode == 0, pulled.stderr
-    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
-    assert _lock_md5(repo) == digest_before
+    assert "Data and pipelines are up to date" in run_dvc(repo, "status").stdout
+    assert lock_md5(repo) == digest_before
