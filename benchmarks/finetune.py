@@ -173,7 +173,7 @@ def _setup(config: Path) -> tuple[Any, dict[str, Any], Any, dict[str, list[str]]
 
     from tasks.examples import load_split
     from tasks.modeling.encoding import TaskBatches, check_tasks, encode
-    from tasks.training.config import load_config
+    from tasks.training.blocks import load_config
     from tasks.training.finetune import FinetuneConfig
 
     cfg = load_config(config, FinetuneConfig)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.training.config import ConfigError
+from tasks.modeling.errors import ConfigError
 from tasks.training.distill import SUMMARY_FILE
 from tasks.training.teachers import DistillConfig
 from tasks.training.teachers import preflight as distill_preflight

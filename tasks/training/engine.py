@@ -250,7 +250,7 @@ def recipe_main(name: str, doc: str | None, schema: type[Any], preflight: Callab
     import sys
 
     from tasks.modeling.errors import ConfigError
-    from tasks.training.config import load_config
+    from tasks.training.blocks import load_config
 
     parser = argparse.ArgumentParser(prog=f"python -m tasks.training.{name}", description=(doc or "").split("\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="the run's JSON config")

@@ -35,8 +35,10 @@ from pydantic import Field
 
 from tasks.modeling import checkpoint
 from tasks.modeling.encoding import check_tasks
+from tasks.modeling.errors import ConfigError
 from tasks.tokens import TokenFileError, read_manifest
-from tasks.training.config import ConfigError, FinetuneSettings, TaskPaths
+from tasks.training.blocks import TaskPaths
+from tasks.training.config import FinetuneSettings
 
 NAME = "finetune"
 SUMMARY_FILE = "finetune_summary.json"

@@ -35,7 +35,8 @@ from pydantic import Field
 from tasks.modeling import checkpoint
 from tasks.modeling.llama import resolve_shape
 from tasks.tokens import load_tokens, read_manifest
-from tasks.training.config import PretrainSettings, RecipePaths
+from tasks.training.blocks import RecipePaths
+from tasks.training.config import PretrainSettings
 from tasks.training.data import check_tokens
 
 NAME = "pretrain"

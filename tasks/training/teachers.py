@@ -17,8 +17,10 @@ from pydantic import Field
 
 from tasks.modeling import checkpoint
 from tasks.modeling.encoding import check_tasks
+from tasks.modeling.errors import ConfigError
 from tasks.tokens import TokenFileError, read_manifest
-from tasks.training.config import ConfigError, DistillSettings, TaskPaths
+from tasks.training.blocks import TaskPaths
+from tasks.training.config import DistillSettings
 
 LM_TASK = "lm"
 """``teacher: base``: the one task, plain causal-LM distillation over windows of the packed tokens."""

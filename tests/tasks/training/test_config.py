@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.config.pretrain import PretrainParams
-from tasks.training.config import ConfigError, ModelShape, PretrainSettings, load_config
+from tasks.training.blocks import load_config
+from tasks.training.config import ConfigError, ModelShape, PretrainSettings
 from tasks.training.pretrain import PretrainConfig
 
 
@@ -85,15 +86,16 @@ def test_settings_recipe_and_components_import_nothing_heavy() -> None:
 def test_task_recipes_compose_shared_blocks_each_field_defined_once() -> None:
     from pipelines.config.distill import DistillParams
     from pipelines.config.finetune import FinetuneParams
-    from tasks.training import config
-    from tasks.training.config import DistillSettings, FinetuneSettings, TaskTrainingSettings
+    from tasks.training import blocks
+    from tasks.training.blocks import TaskTrainingSettings
+    from tasks.training.config import DistillSettings, FinetuneSettings
     from tasks.training.distill import DistillConfig
     from tasks.training.finetune import FinetuneConfig
 
-    blocks = [config.RunBlock, config.OptimizerBlock, config.WarmupBlock, config.ScheduleBlock, config.EngineBlock,
-              config.CadenceBlock, config.EvaluationBlock]
+    parts = [blocks.RunBlock, blocks.OptimizerBlock, blocks.WarmupBlock, blocks.ScheduleBlock, blocks.EngineBlock,
+             blocks.CadenceBlock, blocks.EvaluationBlock]
     owners: dict[str, list[str]] = {}
-    for block in blocks:
+    for block in parts:
         own = set(block.model_fields) - {f for base in block.__mro__[1:] if hasattr(base, "model_fields")
                                          for f in base.model_fields}
         for name in own:
