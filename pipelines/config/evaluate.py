@@ -56,7 +56,7 @@ class ContaminationParams(Section):
     n: int = Field(13, ge=2, description="The n-gram length (13: the GPT-3 paper's and lm-eval's decontamination).")
     max_share: float = Field(0.35, ge=0, le=1, description="Largest share of an evaluation set's documents allowed "
                              "to share an n-gram with training data; above it the stage fails (exit 2) naming the "
-                             "ids. The default corpus shares boilerplate across splits (~20-23% measured).")
+                             "ids (the default corpus's figures: docs/measurements.md).")
 
 
 class HarnessParams(Section):
