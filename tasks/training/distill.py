@@ -114,7 +114,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
         checkpoint.record_identity(checkpoint_dir=ckpt_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY))
     progress = fit(engine, optimizer, cfg=cfg, progress=progress, batches=batches, evaluator=evaluator,
                    loss_fn=teachers.loss, parts=("train_loss", "hard_loss", "kd_loss"), checkpoint_dir=ckpt_dir,
-                   sink=sink, say=say, name=NAME, world_size=world_size, is_main=is_main)
+                   say=say, name=NAME, world_size=world_size, is_main=is_main)
 
     # export the best evaluation's student
     stopper = evaluator.stopper

@@ -200,7 +200,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         sink.log({f"shift_{k}_{t}": v for t, e in shift["tasks"].items() for k, v in e.items()
                   if k in ("byte_token_rate", "perplexity_ratio", "js_divergence") and v is not None}, 0)
     progress = fit(engine, optimizer, cfg=cfg, progress=progress, batches=batches, evaluator=evaluator,
-                   loss_fn=loss_fn, parts=("train_loss",), checkpoint_dir=ckpt_dir, sink=sink, say=say, name=NAME,
+                   loss_fn=loss_fn, parts=("train_loss",), checkpoint_dir=ckpt_dir, say=say, name=NAME,
                    world_size=world_size, is_main=is_main, before_step=before_step)
     apply_trainable(engine.module, parts_at(progress.step))  # every head trainable again (for the count below)
 

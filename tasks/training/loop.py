@@ -89,7 +89,7 @@ def resume(engine: Any, evaluator: Any, *, checkpoint_dir: Path, name: str, say:
 
 
 def fit(engine: Any, optimizer: Any, *, cfg: Any, progress: Progress, batches: Any, evaluator: Any, loss_fn: LossFn,
-        parts: tuple[str, ...], checkpoint_dir: Path, sink: Any, say: Callable[[str], None], name: str,
+        parts: tuple[str, ...], checkpoint_dir: Path, say: Callable[[str], None], name: str,
         world_size: int, is_main: bool, before_step: Callable[[int], None] | None = None) -> Progress:
     """Train up to ``cfg.steps`` (or an early stop), evaluating at the start, every ``cfg.eval_every`` steps and at
     the end, checkpointing every ``cfg.checkpoint_every``; returns ``progress`` with this run's timings in ``stats``.
@@ -101,7 +101,7 @@ def fit(engine: Any, optimizer: Any, *, cfg: Any, progress: Progress, batches: A
     """
     import torch
 
-    names = evaluator.names
+    names, sink = evaluator.names, evaluator.sink  # one MLflow sink for the run: the evaluator's
     if progress.step == 0:
         evaluator(engine, 0)  # the starting point
     launch_to_first_step = seconds_since_launch()

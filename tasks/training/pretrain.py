@@ -113,8 +113,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     train_tokens, val_tokens = load_tokens(cfg.tokens_dir, "train"), load_tokens(cfg.tokens_dir, "val")
     windows = RandomWindows(train_tokens, cfg.context, cfg.batch_size, cfg.seed, rank, world_size,
                             step=step * cfg.grad_accum)
-    sink = telemetry.MlflowSink(run_id=cfg.mlflow.run_id if cfg.mlflow else None,
-                                tracking_uri=cfg.mlflow.tracking_uri if cfg.mlflow else None, enabled=is_main)
+    sink = telemetry.MlflowSink.to(cfg.mlflow, enabled=is_main)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * world_size * cfg.context
 
     def evaluate() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,25 @@ def encoded(n: int, seed: int) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture()
-def engine() -> Any:
+def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real DeepSpeed engine in this process, its rendezvous variables set through monkeypatch and its process
+    group destroyed afterwards: a later subprocess of this worker must not inherit RANK or MASTER_PORT (it would
+    rendezvous on this port, which is still bound)."""
+    import torch.distributed as dist
+
+    from pipelines.net import free_port
     from tasks.training import engine as ds
 
-    ds.setup_single_process_env()
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
     ds.init_distributed()
     model = tiny_multitask(0)
     config = ds.deepspeed_config(batch_size=4, grad_accum=1, grad_clip=1.0, zero_stage=0, precision="fp32")
     eng, _ = ds.build_engine(model, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, ds_config=config)
-    return eng
+    yield eng
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def evaluator(path: Path, *, min_delta: float = 0.0) -> Any:
