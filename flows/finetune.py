@@ -28,6 +28,7 @@ from pipelines.launch import launch_training, read_hostfile, write_run_config
 from tasks.atomic import atomic_dir
 from tasks.finetune.gate import validate_examples
 from tasks.finetune.prepare import check_tasks, prepare_tasks
+from tasks.modeling import source
 from tasks.modeling.checkpoint import RUN_STATS_FILE
 from tasks.modeling.evaluation import EVALUATIONS_FILE, read_evaluations
 from tasks.plots import search_plot
@@ -45,36 +46,57 @@ class SearchError(Exception):
 
 
 def preflight(params: Params, root: Path) -> None:
-    """Resolve every task's local data before anything is written (the pipeline calls it before its parent run).
+    """Resolve every task's local data and the checkpoint before anything is written (the pipeline calls it before
+    its parent run).
 
     Raises:
-        the data step's error naming the task and the missing path.
+        the data step's error naming the task and the missing path; CheckpointError naming ``finetune.checkpoint``.
     """
     check_tasks(tasks=[t.model_dump(mode="json") for t in params.finetune.tasks], base_dir=root)
+    base_checkpoint(params, root, digest=False)
     if params.finetune.launch.hostfile:
         read_hostfile(root / params.finetune.launch.hostfile)
 
 
+def base_checkpoint(params: Params, root: Path, *, digest: bool = True) -> source.Checkpoint | Path | None:
+    """The checkpoint ``finetune.checkpoint`` names, resolved (a hub id downloaded, with retries) and checked for the
+    tasks' types: described (digest, license) when ``digest``, else its directory; None for models/base."""
+    spec = params.finetune.checkpoint
+    if spec is None:
+        return None
+    kinds = {t.type for t in params.finetune.tasks}
+    directory = source.resolve(spec.path, revision=spec.revision, root=root, setting="finetune.checkpoint",
+                               retry=operations.retrying(params.operations.retries, "downloading a checkpoint"))
+    config = source.check(directory, setting="finetune.checkpoint", needs_decoder="sft" in kinds,
+                          classification="classification" in kinds)
+    return source.describe(directory, source=spec.path, revision=spec.revision, config=config) if digest \
+        else directory
+
+
 def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir: Path, plots_dir: Path,
-               run_id: str, tracking_uri: str, **overrides: Any) -> dict[str, Any]:
-    """The recipe's JSON config: the training settings as validated (plus a trial's overrides) and the paths."""
-    settings = cfg.model_dump(mode="json", exclude={"tasks", "search", "launch", "deepspeed_config"})
+               run_id: str, tracking_uri: str, base: Path | None = None, **overrides: Any) -> dict[str, Any]:
+    """The recipe's JSON config: the training settings as validated (plus a trial's overrides) and the paths;
+    ``base``: a checkpoint directory (its weights and tokenizer) in place of models/base."""
+    settings = cfg.model_dump(mode="json", exclude={"tasks", "search", "launch", "deepspeed_config", "checkpoint"})
     for key, value in overrides.items():  # "lora.rank" -> settings["lora"]["rank"]
         node = settings
         *parents, leaf = key.split(".")
         for part in parents:
             node = node[part]
         node[leaf] = value
+    own = base is None
     return {**settings, "examples_dir": str(root / artifacts.EXAMPLES_DIR),
-            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR),
-            "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR), "tokens_dir": str(root / artifacts.TOKENS_DIR),
+            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR if own else base),
+            "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR if own else base),
+            "tokens_dir": str(root / artifacts.TOKENS_DIR) if own else None,
             "out_dir": str(out_dir),
             "checkpoint_dir": str(checkpoint_dir), "plots_dir": str(plots_dir),
             "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
             "deepspeed_config": str(root / cfg.deepspeed_config) if cfg.deepspeed_config else None}
 
 
-def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str) -> tuple[Path, list[dict]]:
+def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str,
+           base: Path | None) -> tuple[Path, list[dict]]:
     """Run the Optuna study; returns the best trial's model directory and every trial's record."""
     import mlflow
     import optuna
@@ -109,7 +131,8 @@ def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str
 
         with tracking.trial_run(STAGE, trial.number, values) as run_id:
             config = run_config(cfg, root, out_dir=where / "model", checkpoint_dir=where / "checkpoints",
-                                plots_dir=where / "plots", run_id=run_id, tracking_uri=tracking_uri, **values)
+                                plots_dir=where / "plots", run_id=run_id, tracking_uri=tracking_uri, base=base,
+                                **values)
             launch_training(recipe.__name__, write_run_config(where / "run.json", config), cfg.launch, root,
                             log=log, on_line=report)
             if pruned:
@@ -145,10 +168,15 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
     preflight(params, root)
     out_dir, plots_dir = root / artifacts.FINETUNED_DIR, artifacts.report_dir(root, STAGE, "plots")
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
+        checkpoint = base_checkpoint(params, root)
+        assert not isinstance(checkpoint, Path)  # described (digest=True)
+        base = None if checkpoint is None else checkpoint.dir
+        if checkpoint is not None:  # the base checkpoint is an input of this run, by its content digest
+            run.log_checkpoint(checkpoint.record())
         with artifacts.staged_output(root / artifacts.EXAMPLES_DIR) as staged:
             data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
                                        dedup_dir=root / artifacts.DEDUP_DIR,
-                                       tokenizer_dir=root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
+                                       tokenizer_dir=base or root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
                                        base_dir=root, out_dir=staged,
                                        retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
             gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
@@ -158,7 +186,7 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
         tracking_uri = mlflow.get_tracking_uri()
         stats: dict[str, Any] = {**data_stats, **gate.stats()}
         if cfg.search.enabled:
-            best_dir, trials = search(cfg, root, checkpoints, tracking_uri)
+            best_dir, trials = search(cfg, root, checkpoints, tracking_uri, base)
             with atomic_dir(out_dir) as tmp:  # the best trial's model, published whole
                 shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
             shutil.copytree(best_dir.parent / "plots", plots_dir, dirs_exist_ok=True)
@@ -169,7 +197,7 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
             stats["search.pruned"] = sum(t["state"] == "pruned" for t in trials)
         else:
             config = run_config(cfg, root, out_dir=out_dir, checkpoint_dir=checkpoints, plots_dir=plots_dir,
-                                run_id=run.run_id, tracking_uri=tracking_uri)
+                                run_id=run.run_id, tracking_uri=tracking_uri, base=base)
             launch_training(recipe.__name__, write_run_config(checkpoints / "run.json", config), cfg.launch, root,
                             log=log, on_command=lambda cmd: mlflow.set_tag("lmforge.launch_command", shlex.join(cmd)))
         summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))

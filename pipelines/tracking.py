@@ -170,6 +170,23 @@ class StageRun:
         experiment = mlflow.get_run(self.run_id).info.experiment_id
         return f"{base_url.rstrip('/')}/#/experiments/{experiment}/runs/{self.run_id}"
 
+    def log_checkpoint(self, record: Mapping[str, Any]) -> None:
+        """Record the checkpoint a stage starts from (``tasks.modeling.source.Checkpoint.record()``): an input of the
+        run named by its source and content digest, and tags naming its revision, hub commit, architecture and
+        license (what the model card and the registry repeat)."""
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(record["dir"]))
+        ds = MetaDataset(source=source, name=f"checkpoint:{record['source']}",  # type: ignore[abstract]
+                         digest=str(record["digest"])[-32:])
+        mlflow.log_input(ds, context="base_checkpoint", tags={"sha256": str(record["digest"])})
+        mlflow.set_tags({f"lmforge.base_checkpoint.{k}": str(record[k])[:5000] for k in
+                         ("source", "revision", "commit", "digest", "model_type", "license") if record.get(k)})
+
     def log_dataset(self, path: Path, context: str) -> str:
         """Record ``path`` as an input or output dataset whose digest is its DVC hash; returns the digest."""
         import mlflow

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from pipelines.config.base import Section
+from pipelines.config.checkpoint import CheckpointParams
 from pipelines.config.launch import LaunchParams, launch_files
 from pipelines.config.sources import HF_BUILDERS, Written, glob_deps, hf_local, hub_pin, repo_dep
 
@@ -167,6 +168,10 @@ class FinetuneParams(FinetuneSettings, Section):
     task at once. The training settings are :class:`tasks.training.config.FinetuneSettings`, the very class of the
     entry point's run config (defined once); this section adds the tasks, the search and the process launch."""
 
+    checkpoint: CheckpointParams | None = Field(None, description="Start from this Hugging Face checkpoint (its "
+                                                "weights and tokenizer) instead of models/base, lmforge's own "
+                                                "pretrained model (null). Encoders (BERT family) take classification "
+                                                "tasks; causal LMs (Llama, GPT-2, Qwen2, ...) take every task type.")
     tasks: list[TaskParams] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1,
                                     description="Tasks trained together (multi-task: one backbone, a head per "
                                     "classification task, the LM head for sft tasks).")
@@ -212,12 +217,15 @@ class FinetuneParams(FinetuneSettings, Section):
                         for pattern in data.data_files or []:
                             local.update(glob_deps(pattern, root, written=written))
         outer = sorted(d for d in local if not any(o != d and Path(d).is_relative_to(o) for o in local))
-        deps = [*PIPELINE_INPUTS, *(d for d in outer if d not in PIPELINE_INPUTS)]
+        # from a checkpoint: its directory replaces lmforge's own model, tokenizer and packed tokens
+        inputs = [*PIPELINE_INPUTS] if self.checkpoint is None else \
+            ["data/dedup", *self.checkpoint.data_deps(root, "finetune")]
+        deps = [*inputs, *(d for d in outer if d not in inputs)]
         return deps + [f for f in launch_files(self.launch, self.deepspeed_config) if f not in deps]
 
     def status_notes(self, root: Path) -> list[str]:
-        """Lines for `lmforge status`: how each hub dataset of a task is pinned."""
-        lines = []
+        """Lines for `lmforge status`: the checkpoint and how each hub dataset of a task is pinned."""
+        lines = [] if self.checkpoint is None else [self.checkpoint.status_note("finetune.checkpoint", root)]
         for task in self.tasks:
             for data in task.data:
                 if isinstance(data, HFData) and hf_local(data.path, root) is None and data.path not in HF_BUILDERS:

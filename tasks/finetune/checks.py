@@ -66,17 +66,27 @@ def example_id(task_type: str, values: Mapping[str, str]) -> str:
 
 
 def load_tokenizer(tokenizer_dir: Path) -> Any:
-    """The ``tokenizers.Tokenizer`` of the tokenizer stage; text spelling a special token stays plain text.
+    """The ``tokenizers.Tokenizer`` of the tokenizer stage or of a checkpoint (a checkpoint saved with a slow
+    tokenizer's files only, such as BERT's ``vocab.txt``, is converted by transformers); text spelling a special token
+    stays plain text.
 
     Raises:
-        TokenizerMissingError: no ``tokenizer.json`` in ``tokenizer_dir``.
+        TokenizerMissingError: no tokenizer in ``tokenizer_dir``.
     """
     from tokenizers import Tokenizer
 
+    from tasks.modeling.source import TOKENIZER_FILES
+
     path = Path(tokenizer_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise TokenizerMissingError(f"no tokenizer.json in {tokenizer_dir}: run the tokenizer stage first")
-    tokenizer = Tokenizer.from_file(str(path))
+    if path.is_file():
+        tokenizer = Tokenizer.from_file(str(path))
+    elif any((Path(tokenizer_dir) / name).is_file() for name in TOKENIZER_FILES):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)).backend_tokenizer
+    else:
+        raise TokenizerMissingError(f"no tokenizer (tokenizer.json, vocab.txt, ...) in {tokenizer_dir}: run the "
+                                    "tokenizer stage first, or save the checkpoint's tokenizer with it")
     tokenizer.encode_special_tokens = True  # as training encodes: data can never inject control ids
     return tokenizer
 

@@ -166,11 +166,16 @@ class TaskSet:
 
 
 def special_ids(tokenizer: Any) -> tuple[int, int]:
-    """``(eos_id, pad_id)`` of a tokenizer; ConfigError when it lacks either (a task model needs both)."""
-    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-        raise ConfigError(f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS or pad token: use "
-                          "the tokenizer stage's (or set both tokens)")
-    return int(tokenizer.eos_token_id), int(tokenizer.pad_token_id)
+    """``(eos_id, pad_id)`` of a tokenizer. A tokenizer without a pad token (GPT-2's, Llama's) pads with its EOS, as
+    is usual (the tokenizer is changed, so that the export carries it); an encoder's (BERT's) end of sequence is its
+    separator. ConfigError when it has neither an end-of-sequence token nor a separator."""
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(tokenizer, "sep_token_id", None)
+    if eos is None:
+        raise ConfigError(f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS (or separator) "
+                          "token: use the tokenizer stage's, or save the checkpoint's tokenizer with one")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(eos))
+    return int(eos), int(tokenizer.pad_token_id)
 
 
 def class_weights(targets: list[int], num_labels: int) -> list[float]:

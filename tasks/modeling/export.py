@@ -76,46 +76,50 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
-def save_task_models(out: Path, *, llama: Any, heads: dict[str, Any], labels: dict[str, list[str]],
-                     sft_tasks: list[str], tokenizer_dir: Path, dtype: str, chat_template: str) -> None:
-    """One Hugging Face model directory per task under ``out``: a ``LlamaForSequenceClassification`` (the backbone
-    plus the task's ``score`` weight, ``id2label``/``label2id`` from ``labels``) per classification task, the causal
-    LM with a chat template in its tokenizer per sft task; each with the tokenizer.
+def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str]], sft_tasks: list[str], tokenizer: Any,
+                     dtype: str, chat_template: str) -> None:
+    """One Hugging Face model directory per task under ``out``: the task's ``AutoModelForSequenceClassification``
+    (the shared backbone and the task's head, ``id2label``/``label2id`` from ``labels``) per classification task, the
+    causal LM with a chat template in its tokenizer per sft task; each with the tokenizer.
 
     Args:
         out: the directory to write into (the inside of an ``atomic_dir``).
-        llama: the trained LlamaForCausalLM (LoRA already merged), on the CPU.
-        heads: ``{task: score weight (classes, hidden)}`` of the classification tasks.
+        module: the trained multi-task module (:func:`tasks.modeling.heads.build_multitask`; LoRA already merged),
+            on the CPU.
         labels: ``{task: label names}`` in head order.
         sft_tasks: the sft tasks' names.
-        tokenizer_dir: the tokenizer copied into every directory.
+        tokenizer: the tokenizer training used (its pad token set), saved into every directory.
         dtype: ``bfloat16`` or ``float32``, the saved weights' type.
         chat_template: the sft tokenizer's ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``).
     """
     import copy
 
     import torch
-    from transformers import AutoTokenizer, LlamaForSequenceClassification
 
     torch_dtype = getattr(torch, dtype)
-    llama = llama.to(torch_dtype)
-    llama.config.use_cache, llama.config.attention_dropout = True, 0.0
-    body = {k: v for k, v in llama.state_dict().items() if k.startswith("model.")}
-    for task, weight in sorted(heads.items()):
-        config = copy.deepcopy(llama.config)
-        config.architectures = ["LlamaForSequenceClassification"]
+    module = module.to(torch_dtype).eval()
+    lm = module.lm()
+    lm.config.use_cache = True
+    if hasattr(lm.config, "attention_dropout"):
+        lm.config.attention_dropout = 0.0
+    for task in sorted(labels):
+        classifier = module.classifier(task)
+        config = classifier.config
+        config.use_cache = True
+        if hasattr(config, "attention_dropout"):
+            config.attention_dropout = 0.0
+        config.architectures = [type(classifier).__name__]
         config.num_labels = len(labels[task])
         config.id2label = dict(enumerate(labels[task]))
         config.label2id = {label: i for i, label in enumerate(labels[task])}
+        config.pad_token_id = tokenizer.pad_token_id
         config.dtype = torch_dtype
-        classifier = LlamaForSequenceClassification(config).to(torch_dtype)
-        classifier.load_state_dict({**body, "score.weight": weight.to(torch_dtype)}, strict=True)
         classifier.save_pretrained(str(out / task))
-        AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out / task))
-    llama.config.architectures = ["LlamaForCausalLM"]
-    llama.config.dtype = torch_dtype
-    for task in sorted(sft_tasks):
-        llama.save_pretrained(str(out / task))
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        tokenizer.chat_template = chat_template
         tokenizer.save_pretrained(str(out / task))
+    lm.config.architectures = [type(lm).__name__]
+    lm.config.dtype = torch_dtype
+    for task in sorted(sft_tasks):
+        lm.save_pretrained(str(out / task))
+        with_template = copy.deepcopy(tokenizer)
+        with_template.chat_template = chat_template
+        with_template.save_pretrained(str(out / task))

@@ -1,10 +1,15 @@
-"""The multi-task model: one pretrained Llama backbone, a classification head per classification task, the LM head
+"""The multi-task model: one pretrained backbone of any architecture transformers knows (lmforge's own Llama, a
+GPT-2, Qwen2 or Llama checkpoint, a BERT-family encoder), a classification head per classification task, the LM head
 for sft tasks; and their losses.
 
-A classification head computes exactly what ``transformers.LlamaForSequenceClassification`` does: ``score``, a Linear
-without bias, over the final hidden state of the last non-pad token. So the exported classifier (the backbone's
-weights plus ``score.weight``) loads with ``AutoModelForSequenceClassification`` and gives the same logits. Dropout
-on the pooled features (active in training only) regularises the head.
+A classification task's model IS transformers' ``AutoModelForSequenceClassification`` for the backbone's architecture
+(``LlamaForSequenceClassification``: ``score`` over the last non-pad token; ``BertForSequenceClassification``: the
+pooler, dropout and ``classifier``...), built from the backbone's config with the shared backbone put in place of its
+own. So the exported classifier (``save_pretrained`` of that very model) loads with
+``AutoModelForSequenceClassification`` and gives the logits training computed. Only the head's own modules are
+registered under ``heads.<task>`` (the backbone once, under ``backbone``), so every parameter appears once in the
+state dict. Where the architecture's head has no dropout of its own (the decoders' ``score``), dropout on the pooled
+features (active in training only) regularises it.
 """
 
 from __future__ import annotations
@@ -14,42 +19,78 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from transformers import LlamaForCausalLM
 
 HEAD_PREFIX = "heads."
 """Parameter names of the new classification heads start with this (they get ``head_lr``)."""
 
 
-def load_backbone(base_model_dir: Path, *, attention_dropout: float = 0.0, dtype: str = "float32") -> LlamaForCausalLM:
-    """The pretrained Llama of ``base_model_dir`` (Hugging Face format), in training mode, with attention dropout."""
-    import torch
-    from transformers import LlamaForCausalLM
+def load_backbone(base_model_dir: Path, *, attention_dropout: float = 0.0, dtype: str = "float32",
+                  causal: bool | None = None) -> Any:
+    """The pretrained model of ``base_model_dir`` (Hugging Face format), in training mode: the causal LM
+    (``AutoModelForCausalLM``) for a decoder, the bare encoder (``AutoModel``) otherwise.
 
-    model = LlamaForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype),
-                                             attention_dropout=attention_dropout)
+    Args:
+        base_model_dir: lmforge's models/base or any checkpoint directory.
+        attention_dropout: set on architectures whose config has it (Llama, Qwen2...).
+        dtype: the parameters' dtype.
+        causal: force the causal LM (True) or the bare model (False); None decides from the config
+            (``tasks.modeling.source.is_decoder``).
+    """
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from tasks.modeling.source import is_decoder
+
+    config = AutoConfig.from_pretrained(str(base_model_dir))
+    if hasattr(config, "attention_dropout"):
+        config.attention_dropout = attention_dropout
+    if causal is None:
+        causal = is_decoder(json.loads((Path(base_model_dir) / "config.json").read_text(encoding="utf-8")))
+    auto = AutoModelForCausalLM if causal else AutoModel
+    model = auto.from_pretrained(str(base_model_dir), config=config, dtype=getattr(torch, dtype))
     model.config.use_cache = False
     model.train()
     return model
 
 
-def last_token_index(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
-    """Index of each row's last non-pad token, as ``LlamaForSequenceClassification`` finds it (the last position
-    when there is no pad id)."""
-    import torch
+def body_of(model: Any) -> Any:
+    """The transformer body of a causal LM (``LlamaModel``, ``GPT2Model``...) or of a bare encoder (itself), through
+    a peft wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model
 
-    if pad_token_id is None:
-        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
-    non_pad = (input_ids != pad_token_id).int()
-    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
-    return (positions * non_pad).argmax(-1)
+
+def classifier_for(body: Any, *, num_labels: int, pad_token_id: int | None) -> Any:
+    """``AutoModelForSequenceClassification`` of the body's architecture with ``num_labels`` classes and ``body``
+    itself as its transformer (seed torch's RNG first: the head starts random, initialised as the architecture does).
+    """
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(body.config)
+    config.num_labels, config.pad_token_id, config.architectures = num_labels, pad_token_id, None
+    config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    model = AutoModelForSequenceClassification.from_config(config, dtype=next(body.parameters()).dtype)
+    setattr(model, model.base_model_prefix, body)  # the shared backbone replaces the model's own (freed here)
+    return model
+
+
+def head_modules(classifier: Any) -> dict[str, Any]:
+    """The classifier's own modules (everything but its transformer body), by attribute name."""
+    return {name: child for name, child in classifier.named_children() if name != classifier.base_model_prefix}
 
 
 def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad_token_id: int | None) -> Any:
-    """A :class:`torch.nn.Module` around ``backbone`` (a LlamaForCausalLM, or a peft model around one) with a new
-    ``score`` head of ``heads[task]`` classes per classification task (seed torch's RNG first: the heads start
-    random). ``forward(input_ids, attention_mask, task)`` returns classification logits (batch, classes) for a task
-    with a head, LM logits (batch, time, vocab) otherwise."""
-    import torch
+    """A :class:`torch.nn.Module` around ``backbone`` (a causal LM or bare encoder, or a peft model around one) with
+    a sequence classifier of ``heads[task]`` classes per classification task (seed torch's RNG first).
+    ``forward(input_ids, attention_mask, task)`` returns classification logits (batch, classes) for a task with a
+    head, LM logits (batch, time, vocab) otherwise; :meth:`classifier` gives a task's full
+    ``AutoModelForSequenceClassification`` (what is exported)."""
+    import torch.nn.functional as F
     from torch import nn
 
     # torch is not analysed by mypy (pyproject's [tool.mypy]): nn.Module is Any there
@@ -57,26 +98,34 @@ def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
-            llama = self.llama()
-            hidden = llama.config.hidden_size
-            self.heads = nn.ModuleDict({name: nn.Linear(hidden, n, bias=False) for name, n in sorted(heads.items())})
-            for head in self.heads.values():  # as LlamaPreTrainedModel initialises score
-                nn.init.normal_(head.weight, std=llama.config.initializer_range)
-            self.pooled_dropout = nn.Dropout(dropout)
+            body = body_of(backbone)
+            classifiers = {name: classifier_for(body, num_labels=n, pad_token_id=pad_token_id)
+                           for name, n in sorted(heads.items())}
+            self.heads = nn.ModuleDict({name: nn.ModuleDict(head_modules(c)) for name, c in classifiers.items()})
+            # not registered as submodules (the body would appear once per task); they share the registered modules
+            self._classifiers = classifiers
             self.pad_token_id = pad_token_id
+            for head in self.heads.values():
+                linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+                if dropout > 0 and linears and not any(isinstance(m, nn.Dropout) for m in head.modules()):
+                    final = linears[-1]
+                    final.register_forward_pre_hook(
+                        lambda m, args: (F.dropout(args[0], dropout, m.training), *args[1:]))
 
-        def llama(self) -> Any:
-            """The LlamaForCausalLM (inside peft when LoRA wraps it; its layers carry the adapters in place)."""
+        def lm(self) -> Any:
+            """The causal LM (inside peft when LoRA wraps it; its layers carry the adapters in place)."""
             return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
 
+        llama = lm  # the name recipes and tests used when the backbone was always lmforge's Llama
+
+        def classifier(self, task: str) -> Any:
+            """The task's ``AutoModelForSequenceClassification`` (shared backbone, the task's head)."""
+            return self._classifiers[task]
+
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str) -> torch.Tensor:
-            llama = self.llama()
-            if task not in self.heads:
-                return llama(input_ids=input_ids, attention_mask=attention_mask).logits
-            hidden = llama.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
-            pooled = hidden[rows, last_token_index(input_ids, self.pad_token_id)]
-            return self.heads[task](self.pooled_dropout(pooled))
+            if task in self.heads:
+                return self._classifiers[task](input_ids=input_ids, attention_mask=attention_mask).logits
+            return self.lm()(input_ids=input_ids, attention_mask=attention_mask).logits
 
     return MultiTask()
 
@@ -115,7 +164,7 @@ def param_groups(model: Any, *, lr: float, head_lr: float, weight_decay: float) 
 def load_exported(module: Any, task_dirs: dict[str, Path], *, heads_only: bool = False) -> Any:
     """Load task models exported by :func:`tasks.modeling.export.save_task_models` (a directory per task, one shared
     backbone) into a multi-task ``module`` of the same shape: the backbone from them (the LM head from a causal LM's
-    files, or the tied embeddings), each classification head from its task's ``score``. ``heads_only``: the heads
+    files, or the tied embeddings), each classification head from its task's files. ``heads_only``: the heads
     alone (the backbone was changed since, e.g. pruned). Returns ``module``.
 
     Raises:
@@ -128,26 +177,34 @@ def load_exported(module: Any, task_dirs: dict[str, Path], *, heads_only: bool =
         files[task] = {}
         for path in sorted(Path(directory).glob("*.safetensors")):
             files[task].update(load_file(str(path)))
-    heads = {f"{task}.weight": files[task]["score.weight"] for task in module.heads}
+    heads = {f"{task}.{k}": files[task][k] for task in module.heads for k in module.heads[task].state_dict()}
     if heads_only:
         module.heads.load_state_dict(heads, strict=True)
         return module
     state = module.state_dict()
     loaded: dict[str, Any] = {}
-    llama = module.llama()
+    lm = module.lm()
+    # the body's names in a classifier's files carry its base_model_prefix when the backbone is a bare encoder
+    prefix = "" if lm.base_model is not lm else f"{lm.base_model_prefix}."
     for key in state:
         if key.startswith(HEAD_PREFIX):
             loaded[key] = heads[key[len(HEAD_PREFIX):]]
             continue
         inner = key.split(".", 1)[1]  # backbone.model.layers.0... -> model.layers.0...
-        found = next((f[inner] for f in files.values() if inner in f), None)
-        if found is None and inner == "lm_head.weight":
+        found = next((f[name] for f in files.values() for name in (inner, prefix + inner) if name in f), None)
+        if found is None and inner == _module_name(lm, lm.get_output_embeddings()) + ".weight":
             # tied: the embeddings; untied with classification tasks only: no task uses the LM head, keep it
-            found = next(f["model.embed_tokens.weight"] for f in files.values()) if llama.config.tie_word_embeddings \
-                else state[key]
+            embed = _module_name(lm, lm.get_input_embeddings()) + ".weight"
+            found = next((f[name] for f in files.values() for name in (embed, prefix + embed) if name in f), None) \
+                if lm.config.tie_word_embeddings else state[key]
         if found is None:
             raise ValueError(f"{inner} is in none of {sorted(str(d) for d in task_dirs.values())}: export the task "
                              "models of one run together (save_task_models)")
         loaded[key] = found
     module.load_state_dict(loaded, strict=True)
     return module
+
+
+def _module_name(model: Any, module: Any) -> str:
+    """The dotted name of ``module`` inside ``model`` ("" when it is not there, e.g. None)."""
+    return next((name for name, m in model.named_modules() if m is module), "") if module is not None else ""

@@ -45,9 +45,11 @@ class RecipePaths(Settings):
 
     def check_paths(self) -> None:
         """ConfigError unless the tokenizer and the DeepSpeed JSON (when given) are there."""
-        if not (Path(self.tokenizer_dir) / "tokenizer.json").is_file():
-            raise ConfigError(f"no tokenizer.json in tokenizer_dir {self.tokenizer_dir}: run the tokenizer stage "
-                              "first")
+        from tasks.modeling.source import TOKENIZER_FILES
+
+        if not any((Path(self.tokenizer_dir) / name).is_file() for name in TOKENIZER_FILES):
+            raise ConfigError(f"no tokenizer (tokenizer.json, vocab.txt, ...) in tokenizer_dir {self.tokenizer_dir}: "
+                              "run the tokenizer stage first, or save the checkpoint's tokenizer with it")
         if self.deepspeed_config is not None and not Path(self.deepspeed_config).is_file():
             raise ConfigError(f"deepspeed_config {self.deepspeed_config} does not exist: fix the path or remove it")
 

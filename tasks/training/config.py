@@ -78,9 +78,11 @@ class LoraSettings(Settings):
     rank: int = Field(8, ge=1, description="Rank r of each adapter's A (r x in) and B (out x r) matrices.")
     alpha: float = Field(16.0, gt=0, description="Scale: the update is (alpha / rank) * B @ A.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1,
-                                      description="Names of the Linear modules that get adapters (Llama: q_proj, "
-                                      "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).")
+    target_modules: list[str] | None = Field(None, min_length=1,
+                                             description="Names of the linear modules that get adapters (Llama: "
+                                             "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; BERT: "
+                                             "query, key, value, dense; GPT-2: c_attn, c_proj, c_fc); null: every "
+                                             "linear layer but the output layer (peft's all-linear).")
 
 
 class FinetuneSettings(TaskTrainingSettings):

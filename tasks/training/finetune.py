@@ -1,5 +1,5 @@
-"""Fine-tune the pretrained Llama on every task at once with DeepSpeed: ``python -m tasks.training.finetune --config
-run.json``.
+"""Fine-tune a pretrained model (lmforge's own Llama or any Hugging Face checkpoint) on every task at once with
+DeepSpeed: ``python -m tasks.training.finetune --config run.json``.
 
 Launch it like pretrain (``torchrun`` or ``deepspeed`` for several processes; plain ``python`` runs one). The model
 layer (``tasks.modeling``: task data, heads, evaluation, checkpoints, export) and the shared loop
@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.modeling import checkpoint
+from tasks.modeling import checkpoint, source
 from tasks.modeling.encoding import check_tasks
 from tasks.modeling.errors import ConfigError
 from tasks.tokens import TokenFileError, read_manifest
@@ -47,7 +47,6 @@ SAMPLE_PROMPTS = 3
 """SFT: test prompts completed greedily by the exported model, into the summary."""
 VAL_SCORE = "mean over tasks of: classification val macro-F1; sft -(val loss per response token)"
 """What early stopping, the best checkpoint and reduce-on-plateau follow (higher is better)."""
-LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # what the weights, optimizer state, data order and stopping depend on; logging, checkpoint cadence and paths may
 # change freely between a run and its resumption
 RUN_IDENTITY = ("strategy", "freeze_embeddings", "freeze_layers", "unfreeze_every", "lora", "seed", "batch_size",
@@ -62,8 +61,11 @@ class FinetuneConfig(FinetuneSettings, TaskPaths):
 
     examples_dir: Path = Field(description="Task data: manifest.json and <task>/{train,val,test}.jsonl "
                                "(tasks.examples).")
-    base_model_dir: Path = Field(description="The pretrained LlamaForCausalLM in Hugging Face format.")
-    tokens_dir: Path = Field(description="Packed pretraining tokens (tasks.tokens): the shift report's baseline.")
+    base_model_dir: Path = Field(description="The pretrained model in Hugging Face format: models/base or any "
+                                 "checkpoint (a causal LM, or an encoder for classification tasks).")
+    tokens_dir: Path | None = Field(None, description="Packed pretraining tokens of this model's tokenizer "
+                                    "(tasks.tokens): the shift report's baseline; null (a checkpoint's own "
+                                    "tokenizer): no corpus baseline.")
 
 
 def preflight(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -76,28 +78,29 @@ def preflight(cfg: FinetuneConfig) -> dict[str, Any]:
         ConfigError, ExamplesError, TokenFileError.
     """
     tasks = check_tasks(cfg.examples_dir)
-    config_path = Path(cfg.base_model_dir) / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"no config.json in base_model_dir {cfg.base_model_dir}: run the pretrain stage first")
-    base = json.loads(config_path.read_text(encoding="utf-8"))
-    positions, layers = int(base.get("max_position_embeddings", 0)), int(base.get("num_hidden_layers", 0))
-    if cfg.max_length > positions:
+    sft = sorted(t for t, entry in tasks.items() if entry["type"] == "sft")
+    base = source.check(Path(cfg.base_model_dir), setting="base_model_dir", needs_decoder=bool(sft),
+                        classification=any(entry["type"] == "classification" for entry in tasks.values()))
+    from transformers import AutoConfig
+
+    shape = AutoConfig.from_pretrained(str(cfg.base_model_dir))  # maps GPT-2's n_positions, n_layer...
+    positions, layers = int(getattr(shape, "max_position_embeddings", 0) or 0), int(shape.num_hidden_layers)
+    if positions and cfg.max_length > positions:
         raise ConfigError(f"max_length {cfg.max_length} exceeds the base model's max_position_embeddings "
                           f"{positions}: lower max_length (and the data step's limit)")
     if cfg.freeze_layers > layers:
         raise ConfigError(f"freeze_layers {cfg.freeze_layers} exceeds the base model's {layers} layers")
-    if cfg.strategy == "lora" and (bad := sorted(set(cfg.lora.target_modules) - set(LLAMA_LINEARS))):
-        raise ConfigError(f"lora.target_modules {bad} are not Llama linear layers; choose from {list(LLAMA_LINEARS)}")
     if cfg.unfreeze_every is not None and cfg.precision == "bf16":
         raise ConfigError("unfreeze_every needs precision fp32: DeepSpeed's bf16 optimizer fixes the trainable "
                           "parameters at the start; set precision: fp32 (or auto, which picks fp32 for it)")
     cfg.check_paths()
-    manifest = read_manifest(cfg.tokens_dir)
-    if not {"train", "val"} <= set(manifest["splits"]):
-        raise TokenFileError(f"{cfg.tokens_dir} lacks a train or val split: re-run the tokenizer stage")
+    if cfg.tokens_dir is not None:
+        manifest = read_manifest(cfg.tokens_dir)
+        if not {"train", "val"} <= set(manifest["splits"]):
+            raise TokenFileError(f"{cfg.tokens_dir} lacks a train or val split: re-run the tokenizer stage")
     checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY),
                             name=NAME)
-    return {"tasks": tasks, "base": base}
+    return {"tasks": tasks, "base": base, "layers": layers, "decoder": source.is_decoder(base)}
 
 
 def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
@@ -110,12 +113,25 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.modeling import export
     from tasks.modeling.encoding import TaskBatches, TaskSet, class_weights
     from tasks.modeling.evaluation import exported_test_metrics
-    from tasks.modeling.heads import build_multitask, classification_loss, load_backbone, param_groups, response_loss
+    from tasks.modeling.heads import (
+        build_multitask,
+        classification_loss,
+        load_backbone,
+        param_groups,
+        response_loss,
+    )
     from tasks.modeling.llama import count_params
     from tasks.modeling.metrics import learning_curves
     from tasks.tokens import load_tokens
     from tasks.training import engine as ds
-    from tasks.training.freezing import add_lora, apply_trainable, backbone_state, merged_llama, trainable_parts
+    from tasks.training.freezing import (
+        add_lora,
+        apply_trainable,
+        backbone_state,
+        layer_count,
+        merged_backbone,
+        trainable_parts,
+    )
     from tasks.training.loop import fit, new_evaluator, resume
     from tasks.training.shift import shift_report
     from tasks.training.telemetry import log_outcome
@@ -131,28 +147,33 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
 
     # the base model, and how far each task's text is from what it was pretrained on (before any training)
     torch.manual_seed(cfg.seed)
-    llama = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout)
-    llama.config.pad_token_id = ts.pad_id  # pooling finds the last non-pad token by it, in training and the export
+    causal = bool(info["decoder"])
+    backbone = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout, causal=causal)
+    backbone.config.pad_token_id = ts.pad_id  # pooling finds the last non-pad token by it, in training and export
+    num_layers = int(info["layers"])
+    if (cfg.freeze_layers or cfg.unfreeze_every is not None) and layer_count(backbone) != num_layers:
+        raise ConfigError(f"freeze_layers / unfreeze_every: the {backbone.config.model_type} model's parameter names "
+                          f"show {layer_count(backbone)} numbered layers, not its {num_layers}: freeze by layer is "
+                          "not supported for this architecture")
     shift: dict[str, Any] = {}
-    if is_main:
+    if is_main and causal and cfg.tokens_dir is not None:
         train_data = ts.data["train"]
         streams = {t: [i for seq in train_data[t]["ids"] for i in seq + [ts.eos_id]] for t in names}
         counts = {t: {label: train_data[t]["targets"].count(k) for k, label in enumerate(labels[t])}
                   if t in labels else None for t in names}
-        shift = shift_report(model=llama, tokenizer=tokenizer, task_tokens=streams, label_counts=counts,
+        shift = shift_report(model=backbone, tokenizer=tokenizer, task_tokens=streams, label_counts=counts,
                              train_tokens=load_tokens(cfg.tokens_dir, "train"),
                              val_tokens=load_tokens(cfg.tokens_dir, "val"),
-                             width=min(cfg.max_length, llama.config.max_position_embeddings))
+                             width=min(cfg.max_length, backbone.config.max_position_embeddings))
         for warning in shift["warnings"]:
             print(f"{NAME}: warning: {warning}", flush=True)
 
     # the model and what trains
     if cfg.strategy == "lora":
-        llama = add_lora(llama, rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                         target_modules=cfg.lora.target_modules)
-    model = build_multitask(llama, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
+        backbone = add_lora(backbone, rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                            target_modules=cfg.lora.target_modules)
+    model = build_multitask(backbone, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
                             pad_token_id=ts.pad_id)
-    num_layers = int(info["base"]["num_hidden_layers"])
 
     def parts_at(step: int) -> set[str]:
         return trainable_parts(step, num_layers=num_layers, strategy=cfg.strategy,
@@ -196,7 +217,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
                           seed=cfg.seed, pad_id=ts.pad_id, balanced=cfg.sampling == "balanced", rank=rank,
                           world_size=world_size)
-    if is_main and progress.resumed_from is None:
+    if is_main and progress.resumed_from is None and shift:
         sink.log({f"shift_{k}_{t}": v for t, e in shift["tasks"].items() for k, v in e.items()
                   if k in ("byte_token_rate", "perplexity_ratio", "js_divergence") and v is not None}, 0)
     progress = fit(engine, optimizer, cfg=cfg, progress=progress, batches=batches, evaluator=evaluator,
@@ -214,16 +235,20 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
         with atomic_dir(Path(cfg.out_dir)) as tmp:
             if cfg.strategy == "lora":
-                merged = merged_llama(base_model_dir=cfg.base_model_dir, state=best_state, rank=cfg.lora.rank,
-                                      alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                                      target_modules=cfg.lora.target_modules, dtype="float32",
-                                      adapter_dir=tmp / "adapter")
+                merged = merged_backbone(base_model_dir=cfg.base_model_dir, state=best_state, rank=cfg.lora.rank,
+                                         alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, causal=causal,
+                                         target_modules=cfg.lora.target_modules, dtype="float32",
+                                         adapter_dir=tmp / "adapter")
             else:
-                merged = load_backbone(cfg.base_model_dir)
+                merged = load_backbone(cfg.base_model_dir, causal=causal)
                 merged.load_state_dict(backbone_state(best_state), strict=True)
-            export.save_task_models(tmp, llama=merged, heads={t: best_state[f"heads.{t}.weight"] for t in labels},
-                                    labels=labels, sft_tasks=[t for t in names if t not in labels],
-                                    tokenizer_dir=cfg.tokenizer_dir, dtype=dtype, chat_template=CHAT_TEMPLATE)
+            merged.config.pad_token_id = ts.pad_id
+            final = build_multitask(merged, heads={t: len(labels[t]) for t in labels}, dropout=0.0,
+                                    pad_token_id=ts.pad_id)
+            final.heads.load_state_dict({k[len("heads."):]: v for k, v in best_state.items()
+                                         if k.startswith("heads.")}, strict=True)
+            export.save_task_models(tmp, module=final, labels=labels, sft_tasks=[t for t in names if t not in labels],
+                                    tokenizer=tokenizer, dtype=dtype, chat_template=CHAT_TEMPLATE)
             for t in names:
                 test = exported_test_metrics(tmp / t, ts.data["test"][t], kind=ts.kinds[t], labels=labels.get(t),
                                              batch_size=cfg.batch_size, samples=SAMPLE_PROMPTS,

@@ -4,8 +4,10 @@ A frozen parameter has ``requires_grad = False``: it gets no gradient, so the to
 decay) and DeepSpeed does not reduce it; its bytes are exactly the base model's after training. Gradual unfreezing
 turns parameters on during the run, which needs ZeRO stage 0 (ZeRO 1-3 fix their flat buffers at the start).
 
-Parts of a Llama parameter name: ``embed`` (``embed_tokens``, and the LM head when tied), ``layer.<i>``, ``norm``
-(the final norm), ``lm_head`` (untied), ``head`` (a new classification head), ``adapter`` (LoRA's A and B).
+Parts of a parameter name, whatever the architecture calls them: ``embed`` (Llama's ``embed_tokens``, GPT-2's ``wte``
+and ``wpe``, BERT's ``embeddings.*``; the LM head when tied), ``layer.<i>`` (Llama's ``layers.<i>``, BERT's
+``encoder.layer.<i>``, GPT-2's ``h.<i>``...), ``norm`` (what follows the layers: the final norm, BERT's pooler),
+``lm_head`` (untied), ``head`` (a new classification head), ``adapter`` (LoRA's A and B).
 
 LoRA: the update of a target layer is ``(alpha / rank) * B @ A``; B starts at zero, so training starts from the base
 model exactly. The base weights stay frozen (bit-identical); the new classification heads train fully (they live
@@ -20,7 +22,8 @@ from typing import Any
 
 from tasks.modeling.heads import HEAD_PREFIX
 
-_LAYER = re.compile(r"\blayers\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+_EMBED = re.compile(r"embed|(?:^|\.)w[tp]e\.")
 
 
 def part_of(name: str) -> str:
@@ -31,7 +34,7 @@ def part_of(name: str) -> str:
         return "adapter"
     if (m := _LAYER.search(name)) is not None:
         return f"layer.{int(m.group(1))}"
-    if "embed_tokens" in name:
+    if _EMBED.search(name):
         return "embed"
     if "lm_head" in name:
         return "lm_head"
@@ -78,6 +81,11 @@ def apply_trainable(model: Any, parts: set[str]) -> int:
     return total
 
 
+def layer_count(model: Any) -> int:
+    """How many numbered transformer layers the parameter names of ``model`` show (0 when none is recognised)."""
+    return len({m.group(1) for name, _ in model.named_parameters() if (m := _LAYER.search(name)) is not None})
+
+
 def unfreeze_steps(*, num_layers: int, unfreeze_every: int | None) -> list[int]:
     """The steps at which the trainable set changes under gradual unfreezing (empty when off)."""
     if unfreeze_every is None:
@@ -85,14 +93,29 @@ def unfreeze_steps(*, num_layers: int, unfreeze_every: int | None) -> list[int]:
     return [k * unfreeze_every for k in range(1, num_layers + 2)]
 
 
-def add_lora(llama: Any, *, rank: int, alpha: float, dropout: float, target_modules: list[str]) -> Any:
-    """Wrap a LlamaForCausalLM in a peft model with adapters on ``target_modules`` (seed torch's RNG first: A is
-    random). Only the adapters train."""
+def add_lora(model: Any, *, rank: int, alpha: float, dropout: float, target_modules: list[str] | None) -> Any:
+    """Wrap a causal LM or bare encoder in a peft model with adapters on ``target_modules`` (None: every linear layer
+    but the output layer, peft's ``all-linear``, whatever the architecture names them; seed torch's RNG first: A is
+    random). Only the adapters train.
+
+    Raises:
+        ConfigError: a target module name matches no layer of this architecture.
+    """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                        bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(llama, config)
+    from tasks.modeling.errors import ConfigError
+
+    causal = model.get_output_embeddings() is not None
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules="all-linear" if target_modules is None else list(target_modules),
+                        bias="none", task_type="CAUSAL_LM" if causal else "FEATURE_EXTRACTION")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:  # peft: "Target modules {...} not found in the base model"
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in
+                        ("Linear", "Conv1D")})
+        raise ConfigError(f"lora.target_modules {target_modules} do not fit this {model.config.model_type} model "
+                          f"({err}); its linear layers are named {names}, or set null for all of them") from err
 
 
 def backbone_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -100,23 +123,25 @@ def backbone_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
 
 
-def merged_llama(*, base_model_dir: Path, state: dict[str, Any], rank: int, alpha: float, dropout: float,
-                 target_modules: list[str], dtype: str, adapter_dir: Path | None = None) -> Any:
-    """A plain LlamaForCausalLM with the trained adapters of ``state`` merged into the base weights
-    (``merge_and_unload``); the adapter alone is saved to ``adapter_dir`` first when given (loadable with
-    ``PeftModel.from_pretrained`` on the base model).
+def merged_backbone(*, base_model_dir: Path, state: dict[str, Any], rank: int, alpha: float, dropout: float,
+                    target_modules: list[str] | None, dtype: str, causal: bool,
+                    adapter_dir: Path | None = None) -> Any:
+    """The plain backbone (causal LM or encoder, as trained) with the trained adapters of ``state`` merged into the
+    base weights (``merge_and_unload``); the adapter alone is saved to ``adapter_dir`` first when given (loadable
+    with ``PeftModel.from_pretrained`` on the base model).
 
     Args:
         base_model_dir: the base model the adapters were trained on.
         state: the multi-task module's state dict (backbone entries carry the peft names).
         rank, alpha, dropout, target_modules: the LoRA settings of the run.
         dtype: the merged model's parameter dtype.
+        causal: the backbone was the causal LM (else the bare encoder).
         adapter_dir: where to save the adapter (``save_pretrained``), or None.
     """
     from tasks.modeling.heads import load_backbone
 
-    llama = load_backbone(base_model_dir, dtype=dtype)
-    peft_model = add_lora(llama, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)
+    model = load_backbone(base_model_dir, dtype=dtype, causal=causal)
+    peft_model = add_lora(model, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)
     missing, unexpected = peft_model.load_state_dict(backbone_state(state), strict=False)
     if unexpected or any("lora_" in k for k in missing):
         raise RuntimeError(f"LoRA state does not fit the peft model: missing {missing[:3]}, unexpected "

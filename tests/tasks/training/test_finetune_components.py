@@ -1,5 +1,6 @@
-"""The fine-tuning components in-process, on a tiny Llama: the sft loss mask, the classification head against
-``LlamaForSequenceClassification``, the unfreezing schedule, LoRA's merge, batches, schedules, early stopping."""
+"""The fine-tuning components in-process, on a tiny Llama (and BERT, GPT-2, Llama checkpoints where the architecture
+matters): the sft loss mask, the classification head against the architecture's own sequence classifier, the
+unfreezing schedule, LoRA's merge, batches, schedules, early stopping."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.assets.checkpoints import ARCHITECTURES, save_checkpoint
 from tests.tasks.training.finetune_fixtures import classification_rows, save_base_model, write_examples
 
 
@@ -43,33 +45,42 @@ def test_prompt_tokens_carry_no_loss(inputs: dict[str, Path]) -> None:
     assert grad_rows[-1] == 0  # nothing follows the EOS
 
 
-def test_classification_head_exports_as_llama_for_sequence_classification(inputs: dict[str, Path],
-                                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("architecture", ["lmforge", *ARCHITECTURES])
+def test_classification_head_exports_as_the_architectures_sequence_classifier(inputs: dict[str, Path],
+                                                                               tmp_path: Path,
+                                                                               architecture: str) -> None:
+    """lmforge's own Llama and checkpoints of other architectures: the exported task model is transformers' own
+    sequence classifier of that architecture and gives the training module's logits on a padded batch."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tasks.examples import CHAT_TEMPLATE
-    from tasks.modeling.encoding import collate, encode
+    from tasks.modeling.encoding import collate, encode, special_ids
     from tasks.modeling.export import save_task_models
     from tasks.modeling.heads import build_multitask, load_backbone
 
-    tok = AutoTokenizer.from_pretrained(str(inputs["tokenizer"]))
+    base = inputs["base"] if architecture == "lmforge" else save_checkpoint(architecture, tmp_path / architecture)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    _, pad = special_ids(tok)  # GPT-2's tokenizer has no pad token: its EOS pads
     torch.manual_seed(0)
-    module = build_multitask(load_backbone(inputs["base"]), heads={"topic": 2}, dropout=0.3,
-                             pad_token_id=tok.pad_token_id).eval()
-    save_task_models(tmp_path, llama=module.backbone, heads={"topic": module.heads["topic"].weight.detach()},
-                     labels={"topic": ["pets", "sky"]}, sft_tasks=[], tokenizer_dir=inputs["tokenizer"],
-                     dtype="float32", chat_template=CHAT_TEMPLATE)
-    exported = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "topic")).eval()
+    module = build_multitask(load_backbone(base), heads={"topic": 2}, dropout=0.3, pad_token_id=pad).eval()
+    save_task_models(tmp_path / "out", module=module, labels={"topic": ["pets", "sky"]}, sft_tasks=[],
+                     tokenizer=tok, dtype="float32", chat_template=CHAT_TEMPLATE)
+    exported = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out" / "topic")).eval()
+    assert type(exported).__name__.endswith("ForSequenceClassification")
+    assert exported.config.model_type == ("llama" if architecture == "lmforge" else architecture)
     assert exported.config.id2label == {0: "pets", 1: "sky"} and exported.config.label2id == {"pets": 0, "sky": 1}
-    enc = encode(classification_rows(6, 0), kind="classification", tokenizer=tok, max_length=64,
-                 labels=["pets", "sky"])
-    x, mask, _ = collate(enc["ids"], enc["targets"], pad_id=tok.pad_token_id, kind="classification")
+    rows = [{**row, "text": row["text"] + " and the dog ran home." * (i % 3)}  # lengths differ on every tokenizer
+            for i, row in enumerate(classification_rows(6, 0))]
+    enc = encode(rows, kind="classification", tokenizer=tok, max_length=64, labels=["pets", "sky"])
+    x, mask, _ = collate(enc["ids"], enc["targets"], pad_id=pad, kind="classification")
     assert (mask == 0).any()  # the batch is padded: pooling must find the last real token
     with torch.no_grad():
         mine = module(input_ids=x, attention_mask=mask, task="topic")
         theirs = exported(input_ids=x, attention_mask=mask).logits
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    # the exported tokenizer pads as training did
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "out" / "topic")).pad_token_id == pad
 
 
 def test_unfreezing_schedule_opens_a_layer_from_the_top_every_k_steps_and_embeddings_last(
@@ -106,7 +117,7 @@ def test_lora_merge_is_base_plus_scaled_low_rank_update_and_the_adapter_loads(in
     from peft import PeftModel
 
     from tasks.modeling.heads import build_multitask, load_backbone
-    from tasks.training.freezing import add_lora, merged_llama, part_of
+    from tasks.training.freezing import add_lora, merged_backbone, part_of
 
     base = load_backbone(inputs["base"])
     torch.manual_seed(0)
@@ -119,8 +130,9 @@ def test_lora_merge_is_base_plus_scaled_low_rank_update_and_the_adapter_loads(in
             if "lora_B" in name:
                 p.normal_(std=0.1)
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    merged = merged_llama(base_model_dir=inputs["base"], state=state, rank=4, alpha=8.0, dropout=0.0,
-                          target_modules=["q_proj", "v_proj"], dtype="float32", adapter_dir=tmp_path / "adapter")
+    merged = merged_backbone(base_model_dir=inputs["base"], state=state, rank=4, alpha=8.0, dropout=0.0,
+                             target_modules=["q_proj", "v_proj"], dtype="float32", causal=True,
+                             adapter_dir=tmp_path / "adapter")
     prefix = "backbone.base_model.model.model.layers.1.self_attn.q_proj"
     a, b = state[f"{prefix}.lora_A.default.weight"], state[f"{prefix}.lora_B.default.weight"]
     expected = base.model.layers[1].self_attn.q_proj.weight + (8.0 / 4) * b @ a
