@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect import flow
 
-from pipelines import artifacts, registry, tracking
+from pipelines import artifacts, operations, registry, tracking
 from pipelines.config import Params
 from pipelines.config.evaluate import INPUTS, REPORTED
 from pipelines.versioning import digest
@@ -27,6 +27,7 @@ from tasks.evaluate import baselines, card, classification, contamination, gener
 from tasks.evaluate.models import task_models
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
+from tasks.modeling import source
 
 STAGE = "evaluate"
 log = logging.getLogger("flows.evaluate")
@@ -67,6 +68,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
     train, test = lm.load_texts(dedup / "train"), lm.load_records(dedup / "test")
     texts = [r["text"] for r in test][:cfg.lm.max_docs]
     reported = {p: json.loads((root / p).read_text()) for p in REPORTED if p.endswith(".json") and (root / p).exists()}
+    untouched = untouched_checkpoints(params, root)
     out_dir = root / artifacts.REPORTS_DIR / STAGE
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         with timed("contamination"):
@@ -77,7 +79,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
         with timed("language models"):
             lms = {"base": root / artifacts.BASE_MODEL_DIR} | {
                 f"{name}/{t}": d for t, info in tasks.items() if info["type"] == "sft"
-                for name, d in models[t].items() if name in generation.GENERATING}
+                for name, d in models[t].items() if name in generation.GENERATING} | {
+                name: d for name, (d, decoder) in untouched.items() if decoder}  # beside what was made from them
             lm_results = baselines.score_language_models(
                 models=lms, texts=texts, train_texts=train[:cfg.lm.max_train_docs],
                 tokenizer_dir=root / artifacts.TOKENIZER_DIR, batch_size=cfg.lm.batch_size)
@@ -87,13 +90,14 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                 if info["type"] == "classification":
                     results[task] = classification.score_classifiers(
                         models=models[task], splits=splits[task], labels=list(info["labels"]), seed=cfg.seed,
+                        probe=untouched["finetune_checkpoint"][0] if "finetune_checkpoint" in untouched else None,
                         **cfg.classification.model_dump())
                 else:
                     results[task], gens = generation.score_sft(
                         models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(
                             exclude={"sft_batch_size"}), test_metrics=partial(
                             generation.sft_test_metrics, rows=splits[task]["test"],
-                            tokenizer_dir=root / artifacts.TOKENIZER_DIR, batch_size=cfg.generation.sft_batch_size))
+                            batch_size=cfg.generation.sft_batch_size))
                     generation.save_generations(out_dir / "generations", task=task, generations=gens)
         with timed("lm-evaluation-harness"):
             harness_out = harness.rolling_scores(model_dir=root / artifacts.BASE_MODEL_DIR, texts=texts[
@@ -102,6 +106,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                                      costs=json.loads(artifacts.metrics_path(root, "distill").read_text()))
         digests = {p: digest(root / p, root) for p in ("data/finetune", "models/tokenizer",
                                                         str(artifacts.FINETUNED_DIR), str(artifacts.STUDENT_DIR))}
+        if based_on := summary.base_checkpoint(root / artifacts.FINETUNED_DIR):  # a checkpoint lmforge did not train
+            digests["base_checkpoint"] = based_on
         with timed("registry"):  # finetuned first: a task's first version becomes its champion
             candidates = {(m, t): registry.Candidate(d, tasks[t]["type"], *summary.gate_metrics(tasks[t]["type"],
                                                                                                results[t][m]))
@@ -116,7 +122,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                 model_dir=models[task][model], task=task, kind=tasks[task]["type"], metrics=results[task][model],
                 lm=lm_results.get(f"{model}/{task}"), lineage=lineage, splits=splits[task],
                 pretraining=summary.texts_size(train), training={"source": str(models[task][model].relative_to(
-                    root)), **summary.costs(stats, model=model, task=task)})
+                    root)), **({"base checkpoint": based_on} if based_on else {}),
+                    **summary.costs(stats, model=model, task=task)})
             run.log_artifact(path, f"cards/{model}/{task}")
         run.log_stats(stats)
         base_url = params.tracking.uri if params.tracking.uri.startswith(("http://", "https://")) else cfg.mlflow_ui_url
@@ -130,6 +137,21 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
         run.log_artifact(out_dir, "report")
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
     return stats
+
+
+def untouched_checkpoints(params: Params, root: Path) -> dict[str, tuple[Path, bool]]:
+    """The checkpoints the pipeline started from, untouched, scored beside what was made from them: ``checkpoint``
+    (``pretrain.checkpoint``, next to the continued-pretrained models/base) and ``finetune_checkpoint`` (a linear
+    probe next to the fine-tuned classifiers; its perplexity when it is a causal LM) -> ``(directory, decoder)``."""
+    out: dict[str, tuple[Path, bool]] = {}
+    for name, spec, setting in (("checkpoint", getattr(params.pretrain, "checkpoint", None), "pretrain.checkpoint"),
+                                ("finetune_checkpoint", params.finetune.checkpoint, "finetune.checkpoint")):
+        if spec is not None:
+            directory = source.resolve(spec.path, revision=spec.revision, root=root, setting=setting,
+                                       retry=operations.retrying(params.operations.retries, "downloading a checkpoint"))
+            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+            out[name] = (directory, source.is_decoder(config))
+    return out
 
 
 if __name__ == "__main__":

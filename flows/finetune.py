@@ -74,7 +74,8 @@ def base_checkpoint(params: Params, root: Path, *, digest: bool = True) -> sourc
 
 
 def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir: Path, plots_dir: Path,
-               run_id: str, tracking_uri: str, base: Path | None = None, **overrides: Any) -> dict[str, Any]:
+               run_id: str, tracking_uri: str, base: source.Checkpoint | None = None,
+               **overrides: Any) -> dict[str, Any]:
     """The recipe's JSON config: the training settings as validated (plus a trial's overrides) and the paths;
     ``base``: a checkpoint directory (its weights and tokenizer) in place of models/base."""
     settings = cfg.model_dump(mode="json", exclude={"tasks", "search", "launch", "deepspeed_config", "checkpoint"})
@@ -85,10 +86,11 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
             node = node[part]
         node[leaf] = value
     own = base is None
+    record = None if base is None else {k: v for k, v in base.record().items() if k != "dir"}  # no local path
     return {**settings, "examples_dir": str(root / artifacts.EXAMPLES_DIR),
-            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR if own else base),
-            "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR if own else base),
-            "tokens_dir": str(root / artifacts.TOKENS_DIR) if own else None,
+            "base_model_dir": str(root / artifacts.BASE_MODEL_DIR if base is None else base.dir),
+            "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR if base is None else base.dir),
+            "tokens_dir": str(root / artifacts.TOKENS_DIR) if own else None, "base_checkpoint": record,
             "out_dir": str(out_dir),
             "checkpoint_dir": str(checkpoint_dir), "plots_dir": str(plots_dir),
             "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
@@ -96,7 +98,7 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
 
 
 def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str,
-           base: Path | None) -> tuple[Path, list[dict]]:
+           base: source.Checkpoint | None) -> tuple[Path, list[dict]]:
     """Run the Optuna study; returns the best trial's model directory and every trial's record."""
     import mlflow
     import optuna
@@ -168,15 +170,15 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
     preflight(params, root)
     out_dir, plots_dir = root / artifacts.FINETUNED_DIR, artifacts.report_dir(root, STAGE, "plots")
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
-        checkpoint = base_checkpoint(params, root)
-        assert not isinstance(checkpoint, Path)  # described (digest=True)
-        base = None if checkpoint is None else checkpoint.dir
-        if checkpoint is not None:  # the base checkpoint is an input of this run, by its content digest
-            run.log_checkpoint(checkpoint.record())
+        base = base_checkpoint(params, root)
+        assert not isinstance(base, Path)  # described (digest=True)
+        if base is not None:  # the base checkpoint is an input of this run, by its content digest
+            run.log_checkpoint(base.record())
         with artifacts.staged_output(root / artifacts.EXAMPLES_DIR) as staged:
             data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
                                        dedup_dir=root / artifacts.DEDUP_DIR,
-                                       tokenizer_dir=base or root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
+                                       tokenizer_dir=root / artifacts.TOKENIZER_DIR if base is None else base.dir,
+                                       max_length=cfg.max_length,
                                        base_dir=root, out_dir=staged,
                                        retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
             gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))

@@ -46,8 +46,8 @@ def sync_data_deps(root: Path, params: Params | None = None) -> dict[str, list[s
     params = params if params is not None else load_params(root)  # callers that validated params pass them
     changed: dict[str, list[str]] = {}
     for name, spec in read_stages(root).items():
-        wanted = getattr(getattr(params, name, None), "data_deps", None)
-        if wanted is not None and list(spec.data_deps) != (deps := list(wanted(root))):
+        wanted = params.stage_data_deps(name, root)
+        if wanted is not None and list(spec.data_deps) != (deps := wanted):
             changed[name] = deps
     if not changed:
         return changed

@@ -147,9 +147,9 @@ def declared(run: FlowReads) -> tuple[list[str], list[str]] | None:
     if spec is None:
         return None
     deps = list(spec.deps)
-    wanted = getattr(getattr(run.params, run.stage, None), "data_deps", None)
+    wanted = run.params.stage_data_deps(run.stage, Path(run.root)) if run.params is not None else None
     if wanted is not None:
-        deps = [d for d in deps if Path(d).parts[0] in CODE] + list(wanted(Path(run.root)))
+        deps = [d for d in deps if Path(d).parts[0] in CODE] + wanted
     return deps, list(spec.outs)
 
 

@@ -143,6 +143,20 @@ class Params(SharedParams):
     distill: DistillParams = stage_section(DistillParams, "distill")
     evaluate: EvaluateParams = stage_section(EvaluateParams, "evaluate")
 
+    def stage_data_deps(self, name: str, root: Path) -> list[str] | None:
+        """A stage's data deps in dvc.yaml from its section (``data_deps``), None for a stage without params-named
+        inputs; evaluate also reads the untouched checkpoints ``pretrain.checkpoint`` and ``finetune.checkpoint``
+        name (it scores them beside what was made from them), so a local one is its dep too."""
+        wanted = getattr(getattr(self, name, None), "data_deps", None)
+        if wanted is None:
+            return None
+        deps = list(wanted(root))
+        if name == "evaluate":
+            for spec in (getattr(self.pretrain, "checkpoint", None), self.finetune.checkpoint):
+                if spec is not None:
+                    deps += [d for d in spec.data_deps(root, name) if d not in deps]
+        return deps
+
 
 STAGE_SECTIONS: tuple[str, ...] = tuple(name for name in Params.model_fields if name not in SharedParams.model_fields)
 """The stages :class:`Params` has a section for: those of this repository's dvc.yaml, in its order (a test keeps

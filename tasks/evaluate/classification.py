@@ -129,8 +129,9 @@ def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 1
     out: list[str] = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
+            # as training encodes (tokenizer(text)): BERT's [CLS] ... [SEP]; lmforge's tokenizer adds nothing
             enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=limit,
-                            return_tensors="pt", add_special_tokens=False)
+                            return_tensors="pt")
             ids = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits.argmax(-1).tolist()
             out += [model.config.id2label[j] for j in ids]
     return out
@@ -139,7 +140,8 @@ def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 1
 def score_classifiers(*, models: Mapping[str, Path], splits: Mapping[str, Sequence[Mapping[str, Any]]],
                       labels: Sequence[str], batch_size: int = 32, bootstrap: int = 1000, level: float = 0.95,
                       tfidf_c: Sequence[float] = (1.0, 10.0), seed: int = 0,
-                      loaders: Mapping[str, Callable[[Path], Any]] | None = None) -> dict[str, dict[str, Any]]:
+                      loaders: Mapping[str, Callable[[Path], Any]] | None = None,
+                      probe: Path | None = None) -> dict[str, dict[str, Any]]:
     """Every classifier of a task and the TF-IDF + logistic regression baseline on its test split.
 
     Args:
@@ -153,6 +155,8 @@ def score_classifiers(*, models: Mapping[str, Path], splits: Mapping[str, Sequen
         seed: seeds the bootstrap and the baseline.
         loaders: ``{name: load(model_dir)}`` for models that plain ``from_pretrained`` does not load; None: the
             int8 variant by the model layer's one documented loader (``tasks.modeling.quantize.load_int8``).
+        probe: the untouched checkpoint the models were fine-tuned from: scored as ``checkpoint_probe``, a linear
+            probe on its frozen features (:func:`tasks.evaluate.probe.linear_probe`); None: no such row.
 
     Returns:
         ``{name: classification_metrics(...)}``, the baseline as ``tfidf_logreg``.
@@ -171,5 +175,10 @@ def score_classifiers(*, models: Mapping[str, Path], splits: Mapping[str, Sequen
         train_texts=[r["text"] for r in splits["train"]], train_labels=[r["label"] for r in splits["train"]],
         val_texts=[r["text"] for r in splits["val"]], val_labels=[r["label"] for r in splits["val"]],
         test_texts=texts, labels=labels, c_grid=tuple(tfidf_c), seed=seed)["predictions"]
+    if probe is not None:
+        from tasks.evaluate.probe import linear_probe
+
+        predictions["checkpoint_probe"] = linear_probe(model_dir=probe, splits=dict(splits), labels=labels,
+                                                       seed=seed, batch_size=batch_size)["predictions"]
     return {name: classification_metrics(references=refs, predictions=p, labels=labels, bootstrap=bootstrap,
                                          level=level, seed=seed) for name, p in predictions.items()}

@@ -109,20 +109,20 @@ GENERATING = ("finetuned", "student")
 """The sft models whose greedy completions are scored (the compressed variants get their test perplexity only)."""
 
 
-def sft_test_metrics(model_dir: Path, *, rows: Sequence[dict[str, Any]], tokenizer_dir: Path,
-                     batch_size: int) -> dict[str, Any]:
+def sft_test_metrics(model_dir: Path, *, rows: Sequence[dict[str, Any]], batch_size: int,
+                     tokenizer_dir: Path | None = None) -> dict[str, Any]:
     """An sft model's test loss and perplexity over response tokens (EOS included), exactly as the finetune stage
-    measures it: the model layer's encoding and :func:`tasks.modeling.evaluation.exported_test_metrics`."""
-    import json
+    measures it: the model layer's encoding and :func:`tasks.modeling.evaluation.exported_test_metrics`, with the
+    model's own tokenizer (``tokenizer_dir`` None) or the one given."""
+    from transformers import AutoConfig, AutoTokenizer
 
-    from transformers import AutoTokenizer
-
-    from tasks.modeling.encoding import encode
+    from tasks.modeling.encoding import encode, special_ids
     from tasks.modeling.evaluation import exported_test_metrics
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    limit = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
-    data = encode(list(rows), kind="sft", tokenizer=tokenizer, max_length=limit, eos_id=tokenizer.eos_token_id)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
+    eos, _ = special_ids(tokenizer)
+    limit = int(AutoConfig.from_pretrained(str(model_dir)).max_position_embeddings)  # GPT-2: n_positions
+    data = encode(list(rows), kind="sft", tokenizer=tokenizer, max_length=limit, eos_id=eos)
     return exported_test_metrics(Path(model_dir), data, kind="sft", labels=None, batch_size=batch_size, samples=0,
                                  max_new_tokens=1)
 

@@ -9,6 +9,7 @@ means little without what it was measured on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 COST_KEYS = ("latency_p50_ms", "tokens_per_second", "params", "size_bytes")
@@ -151,3 +152,17 @@ def shift(finetune: Mapping[str, Any]) -> list[dict[str, Any]]:
 def texts_size(texts: Sequence[str]) -> dict[str, int]:
     """``{"documents", "bytes"}`` of a list of documents (UTF-8)."""
     return {"documents": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts)}
+
+
+def base_checkpoint(finetuned_dir: Path) -> str | None:
+    """One line naming the checkpoint the fine-tuned models started from (source, revision or hub commit, content
+    digest, license), from their ``finetune_summary.json``; None when it was lmforge's own models/base."""
+    import json
+
+    path = Path(finetuned_dir) / "finetune_summary.json"
+    record = json.loads(path.read_text(encoding="utf-8")).get("base_checkpoint") if path.is_file() else None
+    if not record:
+        return None
+    pin = record.get("commit") or record.get("revision")
+    return (f"{record['source']}{f'@{pin}' if pin else ''} ({record.get('model_type')}, {record['digest']}, "
+            f"license: {record.get('license') or 'not stated'})")

@@ -53,7 +53,7 @@ RUN_IDENTITY = ("strategy", "freeze_embeddings", "freeze_layers", "unfreeze_ever
                 "grad_accum", "max_length", "lr", "head_lr", "min_lr_ratio", "schedule", "warmup_steps",
                 "plateau_factor", "plateau_patience", "weight_decay", "betas", "grad_clip", "dropout",
                 "class_weights", "sampling", "early_stopping", "eval_every", "eval_max_examples", "zero_stage",
-                "precision")
+                "precision", "base_checkpoint")
 
 
 class FinetuneConfig(FinetuneSettings, TaskPaths):
@@ -63,6 +63,10 @@ class FinetuneConfig(FinetuneSettings, TaskPaths):
                                "(tasks.examples).")
     base_model_dir: Path = Field(description="The pretrained model in Hugging Face format: models/base or any "
                                  "checkpoint (a causal LM, or an encoder for classification tasks).")
+    base_checkpoint: dict[str, Any] | None = Field(None, description="What base_model_dir is when it is a checkpoint "
+                                                   "lmforge did not train (source, revision, commit, digest, "
+                                                   "license): written into the summary for the model cards and the "
+                                                   "registry; part of the run's identity.")
     tokens_dir: Path | None = Field(None, description="Packed pretraining tokens of this model's tokenizer "
                                     "(tasks.tokens): the shift report's baseline; null (a checkpoint's own "
                                     "tokenizer): no corpus baseline.")
@@ -205,7 +209,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
             apply_trainable(engine.module, parts_at(step))
         if idle_heads_rest:  # the heads of the tasks not drawn now get no gradient: no moment, no decay
             for t, head in engine.module.heads.items():
-                head.weight.requires_grad_(t == batches.task(step))
+                head.requires_grad_(t == batches.task(step))
 
     # resume, then the loop
     ckpt_dir = Path(cfg.checkpoint_dir)
@@ -230,7 +234,8 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     summary = {"val_score": VAL_SCORE, "best_step": stopper.best_step, "best_val_score": stopper.best,
                "steps_run": progress.step, "stopped_early": progress.stopped_early, "params": n_params,
                "trainable_params": count_params(engine.module, trainable_only=True), "strategy": cfg.strategy,
-               "world_size": world_size, "precision": cfg.precision, "tasks": {}, "history": history, "shift": shift}
+               "world_size": world_size, "precision": cfg.precision, "tasks": {}, "history": history, "shift": shift,
+               "base_checkpoint": cfg.base_checkpoint}
     if is_main:
         dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
         with atomic_dir(Path(cfg.out_dir)) as tmp:

@@ -240,8 +240,8 @@ def test_lora_trains_adapters_and_heads_only_and_exports_adapter_and_merged_mode
 
 @pytest.mark.parametrize(("name", "over", "message"), [
     ("max_length", {"max_length": 128}, "max_length 128 exceeds the base model's max_position_embeddings 96"),
-    ("no_base", {"base_model_dir": "/nonexistent"}, "no config.json in base_model_dir /nonexistent"),
-    ("lora_target", {"strategy": "lora", "lora": {"target_modules": ["qkv"]}}, "are not Llama linear layers"),
+    ("no_base", {"base_model_dir": "/nonexistent"}, "/nonexistent is not a Hugging Face checkpoint (no config.json)"),
+    ("lora_target", {"strategy": "lora", "lora": {"target_modules": ["qkv"]}}, "do not fit this llama model"),
     ("unfreeze_zero", {"unfreeze_every": 5, "zero_stage": 2}, "unfreeze_every needs zero_stage 0"),
     ("no_manifest", {"examples_dir": "/nonexistent"}, "run the finetune stage's data step first"),
 ])
