@@ -152,7 +152,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     # the base model, and how far each task's text is from what it was pretrained on (before any training)
     torch.manual_seed(cfg.seed)
     causal = bool(info["decoder"])
-    backbone = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout, causal=causal)
+    # loaded straight in the run's precision: a bf16 run never holds an fp32 copy of a large checkpoint's weights
+    backbone = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout, causal=causal,
+                             dtype="bfloat16" if cfg.precision == "bf16" else "float32")
     backbone.config.pad_token_id = ts.pad_id  # pooling finds the last non-pad token by it, in training and export
     num_layers = int(info["layers"])
     if (cfg.freeze_layers or cfg.unfreeze_every is not None) and layer_count(backbone) != num_layers:

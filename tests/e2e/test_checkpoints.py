@@ -1,0 +1,97 @@
+"""A checkpoint lmforge did not train, through the README's `lmforge run`: a BERT-family encoder (tiny, saved with
+`save_pretrained` and a WordPiece vocabulary the tokenizers library learned) fine-tuned on the default classification
+task, distilled, evaluated beside a linear probe of the untouched checkpoint, registered and served by
+`mlflow.pyfunc.load_model`; and a hub id with the hub unreachable, which is exit 2 with nothing written.
+
+On a copy of the session's shared finished run (tests/e2e/conftest.py), so only finetune, distill and evaluate run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.assets.checkpoints import save_checkpoint
+from tests.conftest import _free_port, run_cli
+from tests.e2e.conftest import FinishedRun
+
+pytestmark = pytest.mark.slow
+
+
+def _finetune(repo: Path, **values: object) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["finetune"].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _running_runs(repo: Path) -> int:
+    with sqlite3.connect(repo / "mlruns.db") as db:
+        return int(db.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0])
+
+
+@pytest.mark.timeout(2400)
+def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_served(
+        finished_run: FinishedRun) -> None:
+    from tasks.modeling.source import content_digest
+
+    repo = finished_run.repo
+    env = {"PREFECT_API_URL": ""}
+    lock_before = (repo / "dvc.lock").read_text()
+
+    # a hub id while the hub cannot be reached: one clear error naming the setting, nothing written or left running
+    _finetune(repo, checkpoint={"path": "someone/tiny-bert", "revision": "v1"},
+              tasks=[{"name": "doc_section", "type": "classification", "data": [{"kind": "default"}]}])
+    port = _free_port()
+    res = run_cli(repo, "run", timeout=600, HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_OFFLINE="0",
+                  HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2", HF_HOME=str(repo.parent / "hf-home"), **env)
+    assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "finetune.checkpoint.path 'someone/tiny-bert' at revision 'v1' could not be fetched" in res.stderr
+    assert "Traceback" not in res.stderr and (repo / "dvc.lock").read_text() == lock_before
+    assert _running_runs(repo) == 0
+
+    # a local checkpoint directory: a DVC dep of finetune (and evaluate, which probes it untouched)
+    texts = [json.loads(line)["text"] for f in sorted((repo / "data/dedup/train").glob("*.jsonl"))
+             for line in f.read_text().splitlines()][:400]
+    save_checkpoint("bert", repo / "hf" / "bert", texts=texts, positions=512)
+    _finetune(repo, checkpoint={"path": "hf/bert"}, max_length=512)
+    status = run_cli(repo, "status", **env)
+    assert "finetune.checkpoint: local checkpoint hf/bert" in status.stdout, status.stdout
+    res = run_cli(repo, "run", timeout=1800, **env)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    for stage in ("finetune", "distill", "evaluate"):
+        assert f"{stage}: ran" in res.stdout, res.stdout
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert "hf/bert" in stages["finetune"]["deps"] and "hf/bert" in stages["evaluate"]["deps"]
+    assert "models/base" not in stages["finetune"]["deps"]
+
+    # the fine-tuned classifier and its student are BERTs that plain transformers loads
+    tuned = json.loads((repo / "models/finetuned/doc_section/config.json").read_text())
+    assert tuned["architectures"] == ["BertForSequenceClassification"] and tuned["num_hidden_layers"] == 2
+    student = json.loads((repo / "models/student/doc_section/config.json").read_text())
+    assert student["model_type"] == "bert" and student["num_hidden_layers"] == 1
+    summary = json.loads((repo / "models/finetuned/finetune_summary.json").read_text())
+    assert summary["base_checkpoint"]["digest"] == content_digest(repo / "hf" / "bert")[0]
+
+    # evaluate: the untouched checkpoint's linear probe beside the fine-tuned model, with intervals
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    probe = {k: v for k, v in metrics.items() if "checkpoint_probe" in k and "macro_f1" in k}
+    assert probe, sorted(metrics)[:50]
+    card = (repo / "reports/evaluate/cards/finetuned/doc_section/README.md").read_text()
+    assert "hf/bert" in card and content_digest(repo / "hf" / "bert")[0] in card
+
+    # the registry's champion names its base checkpoint and serves as the README says
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns.db'}")
+    version = mlflow.MlflowClient().get_model_version_by_alias("lmforge-doc_section", "champion")
+    assert content_digest(repo / "hf" / "bert")[0] in version.tags.get("lmforge.digest.base_checkpoint", "")
+    model = mlflow.pyfunc.load_model("models:/lmforge-doc_section@champion")
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"text": ["The for statement iterates over the items of any sequence."]}))
+    labels = set(json.loads((repo / "data/finetune/manifest.json").read_text())["tasks"]["doc_section"]["labels"])
+    assert len(out) == 1 and str(out.iloc[0]["label"] if hasattr(out, "iloc") else out[0]["label"]) in labels
