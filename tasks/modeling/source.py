@@ -203,6 +203,7 @@ def check(directory: Path, *, setting: str, needs_decoder: bool = False, classif
         raise CheckpointError(f"{setting}: {directory} has no tokenizer (tokenizer.json, vocab.txt, vocab.json + "
                               "merges.txt or tokenizer.model): save the tokenizer with the model "
                               "(tokenizer.save_pretrained(dir))")
+    check_vocabulary(directory, config, setting=setting)
     if needs_decoder and not is_decoder(config):
         raise CheckpointError(f"{setting}: {directory} is a {model_type} encoder, which cannot generate: sft tasks, "
                               "continued pretraining and LM students need a causal LM checkpoint (Llama, GPT-2, Qwen2, "
@@ -211,6 +212,23 @@ def check(directory: Path, *, setting: str, needs_decoder: bool = False, classif
         raise CheckpointError(f"{setting}: transformers has no sequence-classification model for {model_type}: "
                               "classification tasks cannot use this checkpoint")
     return dict(config)
+
+
+def check_vocabulary(directory: Path, config: dict[str, Any], *, setting: str) -> None:
+    """CheckpointError when the tokenizer cannot be loaded or has ids the model has no embedding for (a tokenizer
+    saved from another model: every such id would be an index error in the middle of training)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except Exception as err:  # any of the tokenizer formats' own errors: the directory is the user's to fix
+        raise CheckpointError(f"{setting}: the tokenizer in {directory} cannot be loaded ({type(err).__name__}: "
+                              f"{str(err)[:300]})") from err
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise CheckpointError(f"{setting}: the tokenizer in {directory} has {len(tokenizer)} tokens but the model's "
+                              f"vocab_size is {vocab}: the tokenizer belongs to another model; save the model's own "
+                              "tokenizer with it")
 
 
 def describe(directory: Path, *, source: str, revision: str | None, config: dict[str, Any]) -> Checkpoint:

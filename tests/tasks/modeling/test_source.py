@@ -40,6 +40,12 @@ def test_check_names_the_setting_and_what_is_wrong(saved: dict[str, Path], tmp_p
         source.check(saved["bert"], setting="s", needs_decoder=True)
     with pytest.raises(source.CheckpointError, match=r"s: .* is not a Hugging Face checkpoint \(no config.json\)"):
         source.check(tmp_path, setting="s")
+    other = tmp_path / "other-vocabulary"
+    shutil.copytree(saved["gpt2"], other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "vocab_size": 50}))
+    with pytest.raises(source.CheckpointError, match=r"has \d+ tokens but the model's vocab_size is 50"):
+        source.check(other, setting="s")
     broken = tmp_path / "no-tokenizer"
     shutil.copytree(saved["gpt2"], broken)
     for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
