@@ -353,7 +353,11 @@ def _scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))}
 
 
-def _split(task_dir: Path, split: str) -> tuple[list[str], list[str]]:
+Split = tuple[list[str], list[str]]
+"""(texts, labels) of one split."""
+
+
+def _split(task_dir: Path, split: str) -> Split:
     from tasks.examples import read_rows
 
     rows = list(read_rows(task_dir / f"{split}.jsonl"))
@@ -361,25 +365,46 @@ def _split(task_dir: Path, split: str) -> tuple[list[str], list[str]]:
 
 
 def tfidf_baseline(task_dir: Path, labels: list[str]) -> dict[str, Any]:
-    """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression: fit on train, C by val macro-F1, test scores."""
+    """TF-IDF + logistic regression on ``task_dir``'s train/val/test jsonl files (see :func:`tfidf_logreg`)."""
+    train, val, test = (_split(task_dir, s) for s in ("train", "val", "test"))
+    return tfidf_logreg(train, val, test, labels)
+
+
+def tfidf_logreg(train: Split, val: Split, test: Split, labels: list[str]) -> dict[str, Any]:
+    """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression: fit on train, C by val macro-F1, test scores.
+
+    Args:
+        train: (texts, labels) to fit on.
+        val: (texts, labels) that choose C from ``C_GRID``.
+        test: (texts, labels) scored.
+        labels: the label set (macro-F1 averages over all of them).
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (_split(task_dir, s) for s in ("train", "val", "test"))
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    train = vec.fit_transform(x_train)
+    matrix = vec.fit_transform(x_train)
     val_f1, fitted = {}, {}
     for c in C_GRID:
-        fitted[c] = LogisticRegression(C=c, max_iter=5000).fit(train, y_train)
+        fitted[c] = LogisticRegression(C=c, max_iter=5000).fit(matrix, y_train)
         val_f1[c] = _scores(y_val, list(fitted[c].predict(vec.transform(x_val))), labels)["macro_f1"]
     best = max(C_GRID, key=lambda c: (val_f1[c], -c))  # ties: the stronger regularisation
-    test = _scores(y_test, list(fitted[best].predict(vec.transform(x_test))), labels)
-    return {**test, "C": best, "val_macro_f1_by_C": {str(c): v for c, v in val_f1.items()},
+    scores = _scores(y_test, list(fitted[best].predict(vec.transform(x_test))), labels)
+    return {**scores, "C": best, "val_macro_f1_by_C": {str(c): v for c, v in val_f1.items()},
             "test_examples": len(y_test), "features": len(vec.vocabulary_)}
 
 
 def finetuned_scores(task_dir: Path, model_dir: Path, labels: list[str], batch_size: int = 16) -> dict[str, Any]:
-    """The exported classifier, loaded as a user would, on the test split (right-padded batches, as the recipe)."""
+    """The exported classifier on ``task_dir``'s test split (see :func:`classifier_scores`)."""
+    texts, gold = _split(task_dir, "test")
+    return classifier_scores(model_dir, texts, gold, labels, batch_size)
+
+
+def classifier_scores(model_dir: Path, texts: list[str], gold: list[str], labels: list[str],
+                      batch_size: int = 16) -> dict[str, Any]:
+    """An exported classifier, loaded as a user would (``AutoModelForSequenceClassification``), scored on ``texts``
+    against ``gold`` (right-padded batches, as the recipe); texts past the model's positions are cut and counted."""
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -389,9 +414,8 @@ def finetuned_scores(task_dir: Path, model_dir: Path, labels: list[str], batch_s
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if sorted(names) != sorted(labels):
-        raise SystemExit(f"benchmarks.finetune: {model_dir} predicts {names}, the task's labels are {labels}: "
+        raise SystemExit(f"benchmarks: {model_dir} predicts {names}, the task's labels are {labels}: "
                          "re-run `lmforge run finetune` so model and data match")
-    texts, gold = _split(task_dir, "test")
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 1_000_000)
     predictions, truncated = [], 0
     torch.set_num_threads(THREADS)

@@ -203,3 +203,90 @@ def test_finetune_benchmark_quality_only_without_a_finetune_run_says_how_to_make
                           "--json", str(tmp_path / "out.json")], cwd=REPO, env=subprocess_env(), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and "lmforge run finetune" in res.stderr and not (tmp_path / "out.json").exists()
+
+
+def _fake_sdist(path: Path, lines: list[str]) -> Path:
+    """A file laid out like the vaderSentiment source distribution, its movie-review file holding ``lines``."""
+    import io
+    import tarfile
+
+    from benchmarks.sentiment_data import INNER, MEMBER
+
+    def tar_gz(name: str, payload: bytes) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        return buf.getvalue()
+
+    path.write_bytes(tar_gz(INNER, tar_gz(MEMBER, "\n".join(lines).encode())))
+    return path
+
+
+def test_checkpoint_benchmark_data_labels_by_the_rating_sign_and_splits_by_label_with_a_seed(tmp_path: Path) -> None:
+    from benchmarks.sentiment_data import label_examples, read_ratings, split_examples
+
+    lines = [f"{i}\t{(-1) ** i * (1 + i % 3) / 2}\tsentence number {i} of the reviews" for i in range(1, 101)]
+    lines += ["101\t0.0\ta sentence nobody leans on", "102\t2.5\tsaid twice", "103\t-1.0\tsaid twice", ""]
+    rows = read_ratings(_fake_sdist(tmp_path / "vader.tar.gz", lines))
+    assert len(rows) == 103 and rows[0] == ("1", "sentence number 1 of the reviews", -1.0)
+    examples, dropped = label_examples(rows)
+    assert dropped == {"neutral": 1, "repeated_text": 2, "empty": 0}  # both copies of a repeated text go
+    assert len(examples) == 100
+    assert {e["label"] for e in examples if int(e["id"]) % 2} == {"negative"}  # odd ids were rated below 0
+    assert {e["label"] for e in examples if not int(e["id"]) % 2} == {"positive"}
+    splits = split_examples(examples, seed=0, limit=None)
+    assert {s: len(r) for s, r in splits.items()} == {"train": 80, "val": 10, "test": 10}
+    for rows_ in splits.values():  # stratified: half of each split is each label
+        assert sum(e["label"] == "positive" for e in rows_) * 2 == len(rows_)
+    ids = [e["id"] for r in splits.values() for e in r]
+    assert sorted(ids, key=int) == sorted((e["id"] for e in examples), key=int)  # disjoint, nothing lost
+    assert split_examples(examples, seed=0, limit=None) == splits
+    assert split_examples(examples, seed=1, limit=None)["test"] != splits["test"]
+    small = split_examples(examples, seed=0, limit=40)
+    assert {s: len(r) for s, r in small.items()} == {"train": 32, "val": 4, "test": 4}
+
+
+def test_checkpoint_benchmark_refuses_a_source_that_is_not_the_published_sdist(tmp_path: Path) -> None:
+    fake = _fake_sdist(tmp_path / "vaderSentiment-3.3.2.tar.gz", ["1\t1.0\tgood"])
+    res = subprocess.run([sys.executable, "-m", "benchmarks.checkpoint", "--data-only", "--data", str(tmp_path / "d"),
+                          "--source", str(fake)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "SHA-256" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "d" / "train.csv").exists()
+
+
+@slow
+def test_checkpoint_benchmark_scores_every_row_on_the_same_test_split(tmp_path: Path) -> None:
+    from pipelines.config.finetune import FinetuneParams
+
+    out, work = tmp_path / "checkpoint.json", tmp_path / "work"
+    short = ["pretrain.steps=20", "pretrain.warmup_steps=5", "pretrain.eval_every=10", "pretrain.checkpoint_every=10",
+             "finetune.steps=12", "finetune.warmup_steps=4", "finetune.eval_every=6", "finetune.checkpoint_every=6"]
+    res = subprocess.run([sys.executable, "-m", "benchmarks.checkpoint", "--limit", "300", "--work", str(work),
+                          "--json", str(out), *(a for s in short for a in ("--set", s))], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=1500)
+    result = json.loads(out.read_text())
+    data, rows = result["data"], result["rows"]
+    sizes = {s: sum(n.values()) for s, n in data["splits"].items()}
+    assert sizes == {"train": 240, "val": 30, "test": 30} and "MIT" in data["license"]
+    assert 0 <= rows["tfidf"]["accuracy"] <= 1 and rows["tfidf"]["test_examples"] == 30
+    ready = "checkpoint" in FinetuneParams.model_fields  # issue 24: finetune from any Hugging Face checkpoint
+    for side in ("own", "checkpoint") if ready else ("own",):
+        row = rows[side]
+        assert "error" not in row, row.get("error")
+        # lmforge kept exactly the benchmark's splits, and its own test figures are those of the exported model
+        assert row["lmforge_splits"] == sizes and row["lmforge_quarantined"] == {}
+        assert row["test_examples"] == 30 and row["recipe_test"]["examples"] == 30
+        assert row["recipe_test"]["accuracy"] == pytest.approx(row["accuracy"])
+        assert row["recipe_test"]["macro_f1"] == pytest.approx(row["macro_f1"])
+        assert row["wall_s"] > 0
+    assert rows["own"]["upstream"]["returncode"] == 0 and rows["own"]["params"] < 5e6
+    if ready:
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        checkpoint = rows["checkpoint"]
+        assert 20e6 < checkpoint["params"] < 25e6 and checkpoint["checkpoint"]["license"] == "apache-2.0"
+    else:  # until then the checkpoint row fails on the unknown key, and says so
+        assert res.returncode == 1 and "finetune.checkpoint" in rows["checkpoint"]["error"]
+    assert "all-MiniLM-L6-v2" in res.stdout and "TF-IDF" in res.stdout
