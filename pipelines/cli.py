@@ -7,6 +7,7 @@
     lmforge ui [--prefect] [--port N]                  MLflow UI (--prefect: Prefect's, the flow runs) on 127.0.0.1
     lmforge models                                     registered models: versions, aliases, gate metric, verdict
     lmforge promote NAME VERSION --reason TEXT         move the champion alias by hand (rollback: an older version)
+    lmforge predict TASK TEXT [TEXT ...] [--version N] answer texts with a task's registered model (the champion)
 
 The no-op path (nothing stale) asks DVC and exits before Prefect, MLflow or any heavy library is imported.
 ``run`` and ``promote`` hold the checkout's workspace lock (pipelines.lock): a second one refuses at once, naming
@@ -83,6 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("name", metavar="NAME", help="registered model, e.g. lmforge-doc_section")
     pr.add_argument("version", metavar="VERSION", help="its version number (see `lmforge models`)")
     pr.add_argument("--reason", required=True, help="why, recorded on the version (lmforge.promotion tag)")
+    pt = sub.add_parser("predict", help="answer texts with a task's registered model (the champion by default)",
+                        description="Load the registered model of TASK (lmforge-TASK) at the champion alias, or "
+                        "--version, from the MLflow store in params.yaml, as mlflow.pyfunc.load_model does, and print "
+                        "its answer to each TEXT: label and score for a classifier, the generated text for an sft "
+                        "model.")
+    pt.add_argument("task", metavar="TASK", help="fine-tuning task (e.g. doc_section) or registered model name")
+    pt.add_argument("texts", nargs="+", metavar="TEXT", help="input texts, one answer each")
+    pt.add_argument("--version", metavar="N", help="this version instead of the champion (see `lmforge models`)")
+    pt.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens to generate (sft models; default 32)")
+    pt.add_argument("--json", action="store_true", help="one JSON object per text instead of the table")
     return p
 
 
@@ -284,11 +295,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    params = _open_registry()
+    from pipelines.predict import predict, render
+
+    answers = predict(args.task, args.texts, params=params.registry, version=args.version,
+                      max_new_tokens=args.max_new_tokens)
+    print(render(answers, args.texts, as_json=args.json))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "status": cmd_status, "schedule": cmd_schedule, "ui": cmd_ui, "models": cmd_models,
-               "promote": cmd_promote}[args.command]
+               "promote": cmd_promote, "predict": cmd_predict}[args.command]
     code = guarded(lambda: handler(args))
     return exit_without_teardown(code) if argv is None else code  # as the command: no module teardown at exit
 
