@@ -24,7 +24,7 @@ from pipelines.config import Params
 from pipelines.config.evaluate import INPUTS, REPORTED
 from pipelines.versioning import digest
 from tasks.evaluate import baselines, card, classification, contamination, generation, harness, lm, summary
-from tasks.evaluate.models import task_models
+from tasks.evaluate.models import made_from, task_models
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
 
@@ -104,7 +104,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                                                         str(artifacts.FINETUNED_DIR), str(artifacts.STUDENT_DIR))}
         with timed("registry"):  # finetuned first: a task's first version becomes its champion
             candidates = {(m, t): registry.Candidate(d, tasks[t]["type"], *summary.gate_metrics(tasks[t]["type"],
-                                                                                               results[t][m]))
+                                                                                               results[t][m]),
+                                                     base=made_from(m) or str(artifacts.BASE_MODEL_DIR))
                           for t in tasks for m, d in models[t].items()} if cfg.register_models else {}
             decisions, registered = registry.register_all(candidates, params=params.registry, digests=digests)
         stats |= registered

@@ -278,7 +278,7 @@ def _open_registry() -> Params:
 
 def cmd_models(args: argparse.Namespace) -> int:
     params = _open_registry()
-    from pipelines.registry import models_table
+    from pipelines.catalog import models_table
 
     print(models_table(params.registry))
     return EXIT_OK
