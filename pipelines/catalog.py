@@ -1,5 +1,6 @@
-"""``lmforge models``: what is registered, for a person choosing a model: per version its aliases, what it is (the
-model kind), what it was made from, its key metric with its interval, and what the gate said.
+"""What is registered, for a person choosing a model. ``lmforge models``: per version its aliases, what it is (the
+model kind), what it was made from, its key metric with its interval, and what the gate said. The evaluate report's
+decision: per task, the champion after the gate, the one before it, and what the gate did with this run's models.
 
 Everything shown is read back from the version's tags (``pipelines.registry`` writes them), so a version registered
 by another checkout or by CI reads the same. Versions registered before the kind and base tags existed show ``-``.
@@ -7,8 +8,21 @@ by another checkout or by CI reads the same. Versions registered before the kind
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pipelines.config.registry import RegistryParams
-from pipelines.registry import BASE_TAG, KIND_TAG, MODEL_TAG, PROMOTION_TAG, version_interval, version_metric
+from pipelines.registry import (
+    BASE_TAG,
+    KIND_TAG,
+    METRIC_TAG,
+    MODEL_TAG,
+    PIPELINE_TAG,
+    PROMOTION_TAG,
+    Decision,
+    version_interval,
+    version_metric,
+)
 
 HEADER = ("MODEL", "VERSION", "ALIASES", "KIND", "BASE", "METRIC", "PROMOTION")
 
@@ -42,3 +56,46 @@ def models_table(params: RegistryParams) -> str:
         return "no registered models yet: the evaluate stage registers them (`lmforge run`)"
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows)
+
+
+def _facts(client: Any, name: str, version: str | None, this_run: set[str]) -> dict[str, Any] | None:
+    """What a version is and scored, as plain data for the report (None for no version)."""
+    if version is None:
+        return None
+    mv = client.get_model_version(name, version)
+    metrics = {k.removeprefix(METRIC_TAG): float(v) for k, v in mv.tags.items()
+               if k.startswith(METRIC_TAG) and not k.endswith(".ci")}
+    return {"version": str(mv.version), "model": mv.tags.get(MODEL_TAG, ""), "base": mv.tags.get(BASE_TAG, ""),
+            "run_id": mv.run_id or "", "pipeline_run_id": mv.tags.get(PIPELINE_TAG, ""), "metrics": metrics,
+            "intervals": {m: list(ci) for m in metrics if (ci := version_interval(mv, m))},
+            "promotion": mv.tags.get(PROMOTION_TAG, ""), "this_run": str(mv.version) in this_run}
+
+
+def decision_facts(decisions: Mapping[tuple[str, str], Decision], params: RegistryParams,
+                   kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Per task, what the registry holds after the evaluate stage's gate, as plain data for the report: the gate
+    rule, the champion and the champion before this run (each with its kind, base, source run and tagged metrics
+    with intervals), and what the gate did with each of this run's models.
+
+    Args:
+        decisions: :func:`pipelines.registry.register_all`'s, by ``(model, task)`` in registration order.
+        params: the ``registry`` section.
+        kinds: the task kind of each task (``classification``, ``sft``).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    out: dict[str, dict[str, Any]] = {}
+    for (model, task), d in decisions.items():
+        entry = out.setdefault(task, {"task_kind": kinds.get(task, ""), "registered_model": d.model,
+                                      "gate": params.gates[kinds[task]].model_dump() if kinds.get(task) in
+                                      params.gates else None, "candidates": [], "before": d.champion_before})
+        entry["candidates"].append({"model": model, "version": d.version, "promoted": d.promoted,
+                                    "reason": d.reason})
+        entry["after"] = d.champion_after
+    for entry in out.values():
+        mine = {c["version"] for c in entry["candidates"]}  # a re-run's same bytes are its earlier version
+        name, before, after = entry["registered_model"], entry.pop("before"), entry.pop("after")
+        entry["champion"] = _facts(client, name, after, mine)
+        entry["previous"] = _facts(client, name, before, mine) if before != after else None
+    return out
