@@ -25,7 +25,6 @@ from pipelines import artifacts, operations, tracking
 from pipelines.config import Params, flatten
 from pipelines.config.finetune import FinetuneParams
 from pipelines.launch import launch_training, read_hostfile, write_run_config
-from tasks.atomic import atomic_dir
 from tasks.finetune.gate import validate_examples
 from tasks.finetune.prepare import check_tasks, prepare_tasks
 from tasks.modeling.checkpoint import RUN_STATS_FILE
@@ -56,7 +55,7 @@ def preflight(params: Params, root: Path) -> None:
 
 
 def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir: Path, plots_dir: Path,
-               run_id: str, tracking_uri: str, **overrides: Any) -> dict[str, Any]:
+               run_id: str, tracking_uri: str, examples_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
     """The recipe's JSON config: the training settings as validated (plus a trial's overrides) and the paths."""
     settings = cfg.model_dump(mode="json", exclude={"tasks", "search", "launch", "deepspeed_config"})
     for key, value in overrides.items():  # "lora.rank" -> settings["lora"]["rank"]
@@ -65,7 +64,7 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
         for part in parents:
             node = node[part]
         node[leaf] = value
-    return {**settings, "examples_dir": str(root / artifacts.EXAMPLES_DIR),
+    return {**settings, "examples_dir": str(examples_dir or root / artifacts.EXAMPLES_DIR),
             "base_model_dir": str(root / artifacts.BASE_MODEL_DIR),
             "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR), "tokens_dir": str(root / artifacts.TOKENS_DIR),
             "out_dir": str(out_dir),
@@ -74,7 +73,8 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
             "deepspeed_config": str(root / cfg.deepspeed_config) if cfg.deepspeed_config else None}
 
 
-def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str) -> tuple[Path, list[dict]]:
+def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str,
+           examples_dir: Path | None = None) -> tuple[Path, list[dict]]:
     """Run the Optuna study; returns the best trial's model directory and every trial's record."""
     import mlflow
     import optuna
@@ -109,7 +109,8 @@ def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str
 
         with tracking.trial_run(STAGE, trial.number, values) as run_id:
             config = run_config(cfg, root, out_dir=where / "model", checkpoint_dir=where / "checkpoints",
-                                plots_dir=where / "plots", run_id=run_id, tracking_uri=tracking_uri, **values)
+                                plots_dir=where / "plots", run_id=run_id, tracking_uri=tracking_uri,
+                                examples_dir=examples_dir, **values)
             launch_training(recipe.__name__, write_run_config(where / "run.json", config), cfg.launch, root,
                             log=log, on_line=report)
             if pruned:
@@ -143,24 +144,24 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
 
     cfg = params.finetune
     preflight(params, root)
-    out_dir, plots_dir = root / artifacts.FINETUNED_DIR, artifacts.report_dir(root, STAGE, "plots")
-    with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
-        with artifacts.staged_output(root / artifacts.EXAMPLES_DIR) as staged:
-            data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
-                                       dedup_dir=root / artifacts.DEDUP_DIR,
-                                       tokenizer_dir=root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
-                                       base_dir=root, out_dir=staged,
-                                       retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
-            gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
-            gate.raise_for_failure()
+    plots_dir = artifacts.report_dir(root, STAGE, "plots")
+    # the task data and the models trained on it are published together when the stage succeeds, or not at all
+    with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run, artifacts.staged_outputs(
+            root, root / artifacts.EXAMPLES_DIR, root / artifacts.FINETUNED_DIR) as (staged, out_dir):
+        data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
+                                   dedup_dir=root / artifacts.DEDUP_DIR,
+                                   tokenizer_dir=root / artifacts.TOKENIZER_DIR, max_length=cfg.max_length,
+                                   base_dir=root, out_dir=staged,
+                                   retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
+        gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
+        gate.raise_for_failure()
         checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]
         checkpoints.mkdir(parents=True, exist_ok=True)
         tracking_uri = mlflow.get_tracking_uri()
         stats: dict[str, Any] = {**data_stats, **gate.stats()}
         if cfg.search.enabled:
-            best_dir, trials = search(cfg, root, checkpoints, tracking_uri)
-            with atomic_dir(out_dir) as tmp:  # the best trial's model, published whole
-                shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+            best_dir, trials = search(cfg, root, checkpoints, tracking_uri, examples_dir=staged)
+            shutil.copytree(best_dir, out_dir, dirs_exist_ok=True)  # the best trial's model
             shutil.copytree(best_dir.parent / "plots", plots_dir, dirs_exist_ok=True)
             search_plot(trials, plots_dir / "search.png", title="finetune search")
             artifacts.atomic_write_text(plots_dir / "search.json", json.dumps(trials, indent=2) + "\n")
@@ -169,7 +170,7 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
             stats["search.pruned"] = sum(t["state"] == "pruned" for t in trials)
         else:
             config = run_config(cfg, root, out_dir=out_dir, checkpoint_dir=checkpoints, plots_dir=plots_dir,
-                                run_id=run.run_id, tracking_uri=tracking_uri)
+                                run_id=run.run_id, tracking_uri=tracking_uri, examples_dir=staged)
             launch_training(recipe.__name__, write_run_config(checkpoints / "run.json", config), cfg.launch, root,
                             log=log, on_command=lambda cmd: mlflow.set_tag("lmforge.launch_command", shlex.join(cmd)))
         summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))

@@ -138,6 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(root: Path, params: Params, plan: list[str], forced: list[str]) -> int:
+    from pipelines.artifacts import finish_publication
+
+    finish_publication(root)  # outputs a killed stage was publishing together, before DVC compares them
     versioning = Versioning(root, params)
     try:
         stale = {s: r for s, r in versioning.stale_map([s for s in plan if s not in forced]).items() if r}
