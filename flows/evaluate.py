@@ -19,12 +19,12 @@ from typing import Any
 
 from prefect import flow
 
-from pipelines import artifacts, operations, registry, tracking
+from pipelines import artifacts, catalog, operations, registry, tracking
 from pipelines.config import Params
 from pipelines.config.evaluate import INPUTS, REPORTED
 from pipelines.versioning import digest
-from tasks.evaluate import baselines, card, classification, contamination, generation, harness, lm, summary
-from tasks.evaluate.models import task_models
+from tasks.evaluate import baselines, card, classification, contamination, decision, generation, harness, lm, summary
+from tasks.evaluate.models import made_from, task_models
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
 from tasks.modeling import source
@@ -110,15 +110,21 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
             digests["base_checkpoint"] = based_on
         with timed("registry"):  # finetuned first: a task's first version becomes its champion
             candidates = {(m, t): registry.Candidate(d, tasks[t]["type"], *summary.gate_metrics(tasks[t]["type"],
-                                                                                               results[t][m]))
+                                                                                               results[t][m]),
+                                                     base=made_from(m) or based_on or str(artifacts.BASE_MODEL_DIR))
                           for t in tasks for m, d in models[t].items()} if cfg.register_models else {}
             decisions, registered = registry.register_all(candidates, params=params.registry, digests=digests)
         stats |= registered
+        kinds = {t: info["type"] for t, info in tasks.items()}  # the decision per task: registry facts beside scores
+        verdicts = decision.decide(catalog.decision_facts(decisions, params.registry, kinds), results, kinds,
+                                   {t: [m for m in results[t] if m not in models[t]] for t in tasks})
+        for line in decision.lines(verdicts):
+            log.info(line)
         funnel = summary.funnel(reported.get("metrics/clean.json", {}))
         lineage = {"funnel": {r["name"]: r["docs"] for r in funnel}, "digests": digests}
-        for (model, task), decision in decisions.items():
+        for (model, task), made in decisions.items():
             path = card.write_task_card(
-                out_dir / "cards" / model / task, name=decision.model, version=decision.version, model=model,
+                out_dir / "cards" / model / task, name=made.model, version=made.version, model=model,
                 model_dir=models[task][model], task=task, kind=tasks[task]["type"], metrics=results[task][model],
                 lm=lm_results.get(f"{model}/{task}"), lineage=lineage, splits=splits[task],
                 pretraining=summary.texts_size(train), training={"source": str(models[task][model].relative_to(
@@ -127,7 +133,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
             run.log_artifact(path, f"cards/{model}/{task}")
         run.log_stats(stats)
         base_url = params.tracking.uri if params.tracking.uri.startswith(("http://", "https://")) else cfg.mlflow_ui_url
-        write_report(out_dir=out_dir, columns=summary.COLUMNS, quality="macro_f1", latency="latency_p50_ms",
+        write_report(out_dir=out_dir, tables=summary.TABLES, decisions=verdicts, quality="macro_f1",
+                     latency="latency_p50_ms",
                      models=summary.report_rows(results, stats, {f"{m}/{t}": d.promoted for (m, t), d in
                                                                  decisions.items()}),
                      bar_metrics=("macro_f1", "perplexity", "rougeL"), confusion=summary.confusion(results),

@@ -25,7 +25,6 @@ from pipelines import artifacts, operations, tracking
 from pipelines.config import Params, flatten
 from pipelines.config.finetune import FinetuneParams
 from pipelines.launch import launch_training, read_hostfile, write_run_config
-from tasks.atomic import atomic_dir
 from tasks.finetune.gate import validate_examples
 from tasks.finetune.prepare import check_tasks, prepare_tasks
 from tasks.modeling import source
@@ -75,9 +74,10 @@ def base_checkpoint(params: Params, root: Path, *, digest: bool = True) -> sourc
 
 def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir: Path, plots_dir: Path,
                run_id: str, tracking_uri: str, base: source.Checkpoint | None = None,
-               **overrides: Any) -> dict[str, Any]:
+               examples_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
     """The recipe's JSON config: the training settings as validated (plus a trial's overrides) and the paths;
-    ``base``: a checkpoint directory (its weights and tokenizer) in place of models/base."""
+    ``base``: a checkpoint (its weights and tokenizer) in place of models/base; ``examples_dir``: the staged task
+    data."""
     settings = cfg.model_dump(mode="json", exclude={"tasks", "search", "launch", "deepspeed_config", "checkpoint"})
     for key, value in overrides.items():  # "lora.rank" -> settings["lora"]["rank"]
         node = settings
@@ -87,7 +87,7 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
         node[leaf] = value
     own = base is None
     record = None if base is None else {k: v for k, v in base.record().items() if k != "dir"}  # no local path
-    return {**settings, "examples_dir": str(root / artifacts.EXAMPLES_DIR),
+    return {**settings, "examples_dir": str(examples_dir or root / artifacts.EXAMPLES_DIR),
             "base_model_dir": str(root / artifacts.BASE_MODEL_DIR if base is None else base.dir),
             "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR if base is None else base.dir),
             "tokens_dir": str(root / artifacts.TOKENS_DIR) if own else None, "base_checkpoint": record,
@@ -98,7 +98,7 @@ def run_config(cfg: FinetuneParams, root: Path, *, out_dir: Path, checkpoint_dir
 
 
 def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str,
-           base: source.Checkpoint | None) -> tuple[Path, list[dict]]:
+           base: source.Checkpoint | None, examples_dir: Path | None = None) -> tuple[Path, list[dict]]:
     """Run the Optuna study; returns the best trial's model directory and every trial's record."""
     import mlflow
     import optuna
@@ -134,7 +134,7 @@ def search(cfg: FinetuneParams, root: Path, checkpoints: Path, tracking_uri: str
         with tracking.trial_run(STAGE, trial.number, values) as run_id:
             config = run_config(cfg, root, out_dir=where / "model", checkpoint_dir=where / "checkpoints",
                                 plots_dir=where / "plots", run_id=run_id, tracking_uri=tracking_uri, base=base,
-                                **values)
+                                examples_dir=examples_dir, **values)
             launch_training(recipe.__name__, write_run_config(where / "run.json", config), cfg.launch, root,
                             log=log, on_line=report)
             if pruned:
@@ -168,29 +168,28 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
 
     cfg = params.finetune
     preflight(params, root)
-    out_dir, plots_dir = root / artifacts.FINETUNED_DIR, artifacts.report_dir(root, STAGE, "plots")
-    with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
+    plots_dir = artifacts.report_dir(root, STAGE, "plots")
+    # the task data and the models trained on it are published together when the stage succeeds, or not at all
+    with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run, artifacts.staged_outputs(
+            root, root / artifacts.EXAMPLES_DIR, root / artifacts.FINETUNED_DIR) as (staged, out_dir):
         base = base_checkpoint(params, root)
         assert not isinstance(base, Path)  # described (digest=True)
         if base is not None:  # the base checkpoint is an input of this run, by its content digest
             run.log_checkpoint(base.record())
-        with artifacts.staged_output(root / artifacts.EXAMPLES_DIR) as staged:
-            data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
-                                       dedup_dir=root / artifacts.DEDUP_DIR,
-                                       tokenizer_dir=root / artifacts.TOKENIZER_DIR if base is None else base.dir,
-                                       max_length=cfg.max_length,
-                                       base_dir=root, out_dir=staged,
-                                       retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
-            gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
-            gate.raise_for_failure()
+        data_stats = prepare_tasks(tasks=[t.model_dump(mode="json") for t in cfg.tasks],
+                                   dedup_dir=root / artifacts.DEDUP_DIR,
+                                   tokenizer_dir=root / artifacts.TOKENIZER_DIR if base is None else base.dir,
+                                   max_length=cfg.max_length, base_dir=root, out_dir=staged,
+                                   retry=operations.retrying(params.operations.retries, "opening a hub dataset"))
+        gate = validate_examples(staged, report_dir=artifacts.report_dir(root, STAGE, "gx"))
+        gate.raise_for_failure()
         checkpoints = root / artifacts.CHECKPOINTS_DIR / STAGE / run.stage_hash[:16]
         checkpoints.mkdir(parents=True, exist_ok=True)
         tracking_uri = mlflow.get_tracking_uri()
         stats: dict[str, Any] = {**data_stats, **gate.stats()}
         if cfg.search.enabled:
-            best_dir, trials = search(cfg, root, checkpoints, tracking_uri, base)
-            with atomic_dir(out_dir) as tmp:  # the best trial's model, published whole
-                shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+            best_dir, trials = search(cfg, root, checkpoints, tracking_uri, base, examples_dir=staged)
+            shutil.copytree(best_dir, out_dir, dirs_exist_ok=True)  # the best trial's model
             shutil.copytree(best_dir.parent / "plots", plots_dir, dirs_exist_ok=True)
             search_plot(trials, plots_dir / "search.png", title="finetune search")
             artifacts.atomic_write_text(plots_dir / "search.json", json.dumps(trials, indent=2) + "\n")
@@ -199,7 +198,7 @@ def finetune(params: Params, root: Path) -> dict[str, Any]:
             stats["search.pruned"] = sum(t["state"] == "pruned" for t in trials)
         else:
             config = run_config(cfg, root, out_dir=out_dir, checkpoint_dir=checkpoints, plots_dir=plots_dir,
-                                run_id=run.run_id, tracking_uri=tracking_uri, base=base)
+                                run_id=run.run_id, tracking_uri=tracking_uri, base=base, examples_dir=staged)
             launch_training(recipe.__name__, write_run_config(checkpoints / "run.json", config), cfg.launch, root,
                             log=log, on_command=lambda cmd: mlflow.set_tag("lmforge.launch_command", shlex.join(cmd)))
         summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))

@@ -16,9 +16,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import atomic_write_text, replace_dir, sweep
+from tasks.atomic import atomic_write_text, fsync_tree, replace_dir, sweep
 
-__all__ = ["atomic_write_text", "staged_output", "write_metrics", "metrics_path", "report_dir"]
+__all__ = ["atomic_write_text", "staged_output", "staged_outputs", "finish_publication", "write_metrics",
+           "metrics_path", "report_dir"]
 
 RAW_DIR = Path("data/raw")
 CLEAN_DIR = Path("data/clean")
@@ -60,6 +61,67 @@ def staged_output(final: Path, resume_key: str | None = None) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_dir(staging, final)
+
+
+_TOGETHER = ".{name}.staging-together"
+PUBLISH_JOURNAL = Path(".lmforge/publish.json")
+"""The renames of a publication of several outputs under way (:func:`staged_outputs`): left behind by a process
+killed between them, finished by the next command (:func:`finish_publication`)."""
+
+
+@contextmanager
+def staged_outputs(root: Path, *finals: Path) -> Iterator[tuple[Path, ...]]:
+    """Yield one new, empty staging directory per output in ``finals``; when the body succeeds they are published
+    together, when it fails (or the process dies) none is, and the outputs stay as they were.
+
+    For a stage with several outputs that belong together (finetune's task data and the models trained on it): a
+    kill at any point leaves the previous outputs, never new data beside an old model. The staging names are fixed
+    per output (``.NAME.staging-together``, one writer per checkout holds the workspace lock), so a process the body
+    starts (a training run, resumed after a kill) is handed the same paths each time. Publishing is a few renames:
+    a journal written first lets :func:`finish_publication` complete them if the process dies between two.
+    """
+    finish_publication(root)
+    stagings = tuple(Path(f).parent / _TOGETHER.format(name=Path(f).name) for f in finals)
+    for staging in stagings:
+        shutil.rmtree(staging, ignore_errors=True)  # a killed run's partial output: made again from the inputs
+        staging.mkdir(parents=True)
+    try:
+        yield stagings
+    except BaseException:
+        for staging in stagings:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for staging in stagings:
+        fsync_tree(staging)  # complete on disk before the journal promises them
+    pairs = [(str(s), str(f)) for s, f in zip(stagings, finals, strict=True)]
+    journal = root / PUBLISH_JOURNAL
+    journal.parent.mkdir(exist_ok=True)
+    atomic_write_text(journal, json.dumps(pairs))
+    _publish(journal, pairs)
+
+
+def _publish(journal: Path, pairs: list[tuple[str, str]]) -> list[Path]:
+    done = []
+    for staging, final in pairs:
+        if Path(staging).is_dir():  # not yet renamed
+            replace_dir(Path(staging), Path(final))
+            done.append(Path(final))
+    journal.unlink(missing_ok=True)
+    return done
+
+
+def finish_publication(root: Path) -> list[Path]:
+    """Complete the publication a process killed between its renames left (its journal); returns the outputs it
+    published. The staged outputs were complete before the journal was written, so finishing is always right."""
+    journal = root / PUBLISH_JOURNAL
+    if not journal.is_file():
+        return []
+    try:
+        pairs = [(str(s), str(f)) for s, f in json.loads(journal.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):  # a journal cut short: written atomically, so never; but never a crash
+        journal.unlink(missing_ok=True)
+        return []
+    return _publish(journal, pairs)
 
 
 TRAINED_THIS_RUN = "trained_this_run"

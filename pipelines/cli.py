@@ -1,12 +1,13 @@
 """``lmforge``: one command line for the whole pipeline.
 
-    lmforge run [STAGE ...] [--force] [--from STAGE] [--wait [SECONDS]]   run stale stages (all by default)
-    lmforge status [STAGE ...]                         which stages are stale, and why
+    lmforge run [STAGE ...] [--force] [--from STAGE] [--wait [SECONDS]] [-S KEY=VALUE ...]   run stale stages
+    lmforge status [STAGE ...] [-S KEY=VALUE ...]      which stages are stale (with the overrides: would be), and why
     lmforge schedule --cron "0 3 * * *" [--pool P]    run the pipeline on a schedule (no server: in the foreground;
                                                        Prefect server: a served or work-pool deployment)
     lmforge ui [--prefect] [--port N]                  MLflow UI (--prefect: Prefect's, the flow runs) on 127.0.0.1
     lmforge models                                     registered models: versions, aliases, gate metric, verdict
     lmforge promote NAME VERSION --reason TEXT         move the champion alias by hand (rollback: an older version)
+    lmforge predict TASK TEXT [TEXT ...] [--version N] answer texts with a task's registered model (the champion)
 
 The no-op path (nothing stale) asks DVC and exits before Prefect, MLflow or any heavy library is imported.
 ``run`` and ``promote`` hold the checkout's workspace lock (pipelines.lock): a second one refuses at once, naming
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from pipelines import overrides
 from pipelines.config import Params, apply_orchestration, load_params
 from pipelines.lock import workspace_lock
 from pipelines.notify import RUN_LOG_ENV
@@ -31,7 +35,7 @@ from pipelines.prefect_api import command_api
 from pipelines.process import exit_without_teardown, mark_owner, raise_if_terminated, reap_orphans, tee_console
 from pipelines.runner import EXIT_OK, LOGS_DIR, guarded, prepare, quiet_user_errors
 from pipelines.stage_graph import check_stage_names, plan_run, read_stages, topological_order
-from pipelines.ui import MLFLOW_PORT, PREFECT_PORT, check_port_free, mlflow_command, serve
+from pipelines.ui import MLFLOW_PORT, PREFECT_PORT
 from pipelines.versioning import Versioning, status_notes
 
 
@@ -49,9 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", nargs="?", type=_seconds, const=math.inf, default=0.0, metavar="SECONDS",
                      help="when another lmforge command holds this checkout, wait for it (at most SECONDS; no "
                      "value: as long as it takes) instead of refusing at once")
+    run.add_argument(*SET_FLAGS, **_set_option("set params.yaml's KEY (a dotted path: finetune.steps, "
+                     "finetune.tasks[0].weight) to VALUE (YAML) before running, validated against the schema; as "
+                     "`dvc exp run -S` does, the value is written into params.yaml, so that dvc.lock records what ran "
+                     "(`git diff params.yaml` shows it); repeatable"))
     st = sub.add_parser("status", help="which stages are stale and why (from DVC)",
                         description="Show, per stage, whether it is up to date and what changed (deps, params, outs).")
     st.add_argument("stages", nargs="*", metavar="STAGE", help="stages to check (default: all)")
+    st.add_argument(*SET_FLAGS, **_set_option("which stages would be stale with params.yaml's KEY set to VALUE, as "
+                    "`lmforge run -S KEY=VALUE` would set it (nothing is written); repeatable"))
     sc = sub.add_parser("schedule", help="run the pipeline on a cron (or interval) schedule",
                         description="Run the stale stages of this checkout at cron (UTC) or interval times. With no "
                         "Prefect server (orchestration.prefect_api_url null, no PREFECT_API_URL): a foreground "
@@ -83,7 +93,24 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("name", metavar="NAME", help="registered model, e.g. lmforge-doc_section")
     pr.add_argument("version", metavar="VERSION", help="its version number (see `lmforge models`)")
     pr.add_argument("--reason", required=True, help="why, recorded on the version (lmforge.promotion tag)")
+    pt = sub.add_parser("predict", help="answer texts with a task's registered model (the champion by default)",
+                        description="Load the registered model of TASK (lmforge-TASK) at the champion alias, or "
+                        "--version, from the MLflow store in params.yaml, as mlflow.pyfunc.load_model does, and print "
+                        "its answer to each TEXT: label and score for a classifier, the generated text for an sft "
+                        "model.")
+    pt.add_argument("task", metavar="TASK", help="fine-tuning task (e.g. doc_section) or registered model name")
+    pt.add_argument("texts", nargs="+", metavar="TEXT", help="input texts, one answer each")
+    pt.add_argument("--version", metavar="N", help="this version instead of the champion (see `lmforge models`)")
+    pt.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens to generate (sft models; default 32)")
+    pt.add_argument("--json", action="store_true", help="one JSON object per text instead of the table")
     return p
+
+
+SET_FLAGS = ("-S", "--set")
+
+
+def _set_option(help_text: str) -> dict[str, Any]:
+    return {"dest": "overrides", "action": "append", "default": [], "metavar": "KEY=VALUE", "help": help_text}
 
 
 def _seconds(text: str) -> float:
@@ -98,14 +125,22 @@ def _seconds(text: str) -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     root = prepare()
-    params = load_params(root)  # params errors before any work
+    # params errors (overrides included) before any work
+    params = overrides.resolve(root, args.overrides)[0] if args.overrides else load_params(root)
     plan, forced = plan_run(root, args.stages, args.force, args.from_stage)
     # what is stale is read under the lock: another run may be rewriting outputs and dvc.lock right now
     with workspace_lock(root, wait=args.wait):
+        if args.overrides:  # written under the lock: params.yaml is what the run reads, then records in dvc.lock
+            params, changes = overrides.apply(root, args.overrides)
+            print(overrides.announce(changes))
+            os.environ[overrides.OVERRIDES_ENV] = json.dumps({c.key: c.new for c in changes}, default=str)
         return _run_locked(root, params, plan, forced)
 
 
 def _run_locked(root: Path, params: Params, plan: list[str], forced: list[str]) -> int:
+    from pipelines.artifacts import finish_publication
+
+    finish_publication(root)  # outputs a killed stage was publishing together, before DVC compares them
     versioning = Versioning(root, params)
     try:
         stale = {s: r for s, r in versioning.stale_map([s for s in plan if s not in forced]).items() if r}
@@ -166,18 +201,27 @@ def _number(value: float) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     root = prepare()
-    params = load_params(root)
-    order = topological_order(read_stages(root))
+    params, changes = overrides.resolve(root, args.overrides) if args.overrides else (load_params(root), [])
+    graph = read_stages(root)
+    order = topological_order(graph)
     check_stage_names(args.stages, order)
-    versioning = Versioning(root, params)
+    versioning = Versioning(root, load_params(root) if changes else params)  # DVC reads params.yaml as it is
     notes = status_notes(root, params)
     try:
-        for stage, reasons in versioning.stale_map([s for s in order if not args.stages or s in args.stages]).items():
+        stale = versioning.stale_map(order)
+    finally:
+        versioning.close()
+    if changes:
+        stale = overrides.stale_with(graph, stale, changes)
+        print(f"with {' '.join(f'-S {c.key}={json.dumps(c.new)}' for c in changes)} (not written: `lmforge run -S "
+              "...` writes it into params.yaml and runs):")
+    for stage, reasons in stale.items():
+        if not args.stages or stage in args.stages:
             print(f"{stage}: {'stale' if reasons else 'up to date'}")
             for r in reasons + notes.get(stage, []):
                 print(f"    {r}")
-    finally:
-        versioning.close()
+    for line in overrides.explain(root):
+        print(line)
     return EXIT_OK
 
 
@@ -218,39 +262,10 @@ def _port(text: str) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from pipelines.ui import open_ui
+
     root = prepare()
-    params = load_params(root)
-    if args.prefect:
-        return _prefect_ui(params, args.port)
-    from pipelines.tracking import resolve_uri
-
-    uri = resolve_uri(params.tracking.uri, root)
-    artifacts = params.tracking.artifact_root
-    artifacts = artifacts if "://" in artifacts else (root / artifacts).resolve().as_uri()
-    port = args.port or MLFLOW_PORT
-    check_port_free(port)
-    print(f"MLflow UI for {uri}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)", flush=True)
-    return serve(mlflow_command(uri, artifacts, port), os.environ.copy())
-
-
-def _prefect_ui(params: Params, port: int | None) -> int:
-    """The Prefect UI: the configured server's address, or a server on this checkout's Prefect database."""
-    apply_orchestration(params.orchestration)
-    from pipelines.ui import configured_prefect_ui, prefect_command, prefect_database, prefect_env
-
-    if url := configured_prefect_ui():
-        if port is not None:
-            print(f"lmforge: --port {port} not used: runs go to the configured Prefect server", file=sys.stderr)
-        print(f"Prefect UI of the configured server (orchestration.prefect_api_url or PREFECT_API_URL)\n  {url}")
-        return EXIT_OK
-    port = port or PREFECT_PORT
-    check_port_free(port)
-    database = prefect_database()
-    fresh = "://" not in database and not Path(database).is_file()
-    note = " (no `lmforge run` has recorded a flow run here yet)" if fresh else ""
-    print(f"Prefect UI for the flow runs in {database}{note}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)",
-          flush=True)
-    return serve(prefect_command(port), prefect_env(port))
+    return open_ui(root, load_params(root), prefect=args.prefect, port=args.port)
 
 
 def _open_registry() -> Params:
@@ -267,7 +282,7 @@ def _open_registry() -> Params:
 
 def cmd_models(args: argparse.Namespace) -> int:
     params = _open_registry()
-    from pipelines.registry import models_table
+    from pipelines.catalog import models_table
 
     print(models_table(params.registry))
     return EXIT_OK
@@ -284,11 +299,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    params = _open_registry()
+    from pipelines.predict import predict, render
+
+    answers = predict(args.task, args.texts, params=params.registry, version=args.version,
+                      max_new_tokens=args.max_new_tokens)
+    print(render(answers, args.texts, as_json=args.json))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "status": cmd_status, "schedule": cmd_schedule, "ui": cmd_ui, "models": cmd_models,
-               "promote": cmd_promote}[args.command]
+               "promote": cmd_promote, "predict": cmd_predict}[args.command]
     code = guarded(lambda: handler(args))
     return exit_without_teardown(code) if argv is None else code  # as the command: no module teardown at exit
 

@@ -97,15 +97,17 @@ class CommandAPI:
         import subprocess
 
         from pipelines.net import free_port
+        from pipelines.process import die_with_parent
 
         spec = importlib.util.find_spec("prefect")
         if spec is None or spec.origin is None:
             raise PrefectAPIError("Prefect is not installed in this environment")
         port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir",
-                                         str(Path(spec.origin).resolve().parents[1]), "--factory",
-                                         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
-                                         str(port), "--log-level", "error", "--lifespan", "on"], env=self._env)
+        # the server goes with the command whatever ends it (a SIGKILL orphaned it, serving until the next run)
+        self.process = subprocess.Popen(die_with_parent([
+            sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).resolve().parents[1]), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+            "--lifespan", "on"]), env=self._env)
         self.url = f"http://127.0.0.1:{port}/api"
 
     def _name_api(self) -> None:

@@ -42,6 +42,25 @@ def mark_owner() -> None:
     os.environ[OWNER_ENV] = f"{me.pid}:{me.create_time():.3f}"
 
 
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: kept across exec\n"
+    "if os.getppid() != int(sys.argv[1]):  # the parent died before the line above: nobody to serve\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+def die_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` wrapped so that the kernel kills it (SIGKILL) when this process dies, however it dies (SIGKILL
+    included): a tiny Python prologue asks Linux for a parent-death signal, then execs ``cmd`` (``cmd[0]`` a path).
+    Elsewhere than Linux, ``cmd`` unchanged (:func:`reap_orphans` still stops what a killed command left).
+
+    The signal follows the thread that started the child: call this from the main thread of a command."""
+    if not sys.platform.startswith("linux"):
+        return cmd
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
+
+
 def reap_orphans(root: Path) -> list[int]:
     """Stop what an earlier lmforge command in this checkout started and left behind when it was killed with
     SIGKILL (its ephemeral Prefect API keeps serving on 127.0.0.1 otherwise): processes whose environment names

@@ -30,6 +30,12 @@ SERVING_MODEL = Path(__file__).with_name("serving_model.py")
 """The pyfunc logged as "models from code" (see that module)."""
 PROMOTION_TAG, METRIC_TAG, DIGEST_TAG = "lmforge.promotion", "lmforge.metric.", "lmforge.digest."
 TASK_TAG, KIND_TAG, PIPELINE_TAG = "lmforge.task", "lmforge.kind", "lmforge.pipeline_run_id"
+MODEL_TAG, BASE_TAG = "lmforge.model", "lmforge.base"
+"""What a version is (``finetuned``, ``student``, ``magnitude``, ``structured``, ``int8``: the task kind is
+``lmforge.kind``) and what it was made from (``models/base``, ``finetuned v3``)."""
+MODEL_KINDS = {"finetuned": "fine-tuned", "student": "student", "magnitude": "magnitude-pruned student",
+               "structured": "structured-pruned student", "int8": "int8-quantized student"}
+"""How each model kind reads in a version's description."""
 COMMIT_TAG = "mlflow.source.git.commit"
 MODEL_DIGEST_TAG = "lmforge.model_sha256"
 """The sha256 of the model directory's files (names, sizes, bytes): a re-run that rebuilt the same bytes is not a new
@@ -89,7 +95,7 @@ def _example(kind: str, text: str) -> Any:
 
 def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryParams, metrics: Mapping[str, float],
                      intervals: Mapping[str, tuple[float, float]] | None = None, digests: Mapping[str, str],
-                     example: str = "the cat sat on the mat.") -> str:
+                     example: str = "the cat sat on the mat.", model: str = "", base: str = "") -> str:
     """Log ``model_dir`` (Hugging Face format, tokenizer inside) as a pyfunc in the active run and register it as a
     new version of ``lmforge-TASK``; returns the version.
 
@@ -102,6 +108,8 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
         intervals: ``{metric: (low, high)}`` confidence intervals of those metrics, if any.
         digests: ``{path: DVC md5}`` of the data and tokenizer the model came from.
         example: the input example logged with the model (MLflow runs it once through the model as a check).
+        model: what the model is (``finetuned``, ``student``, a variant's name); tagged and described.
+        base: what it was made from (``models/base``, ``finetuned v3``); tagged and described.
 
     Raises:
         RegistryError: no active run to log into.
@@ -117,7 +125,7 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
         signature=_signature(kind), input_example=_example(kind, example), pip_requirements=_requirements(),
         registered_model_name=name, await_registration_for=0)
     version = str(info.registered_model_version)
-    tags = {TASK_TAG: task, KIND_TAG: kind, MODEL_DIGEST_TAG: model_digest(model_dir),
+    tags = {TASK_TAG: task, KIND_TAG: kind, MODEL_DIGEST_TAG: model_digest(model_dir), MODEL_TAG: model, BASE_TAG: base,
             PIPELINE_TAG: run.data.tags.get("mlflow.parentRunId", ""),
             COMMIT_TAG: run.data.tags.get(COMMIT_TAG, ""),
             **{f"{DIGEST_TAG}{path}": md5 for path, md5 in digests.items()},
@@ -126,7 +134,20 @@ def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryP
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=describe(task=task, kind=kind, model=model, base=base,
+                                                                    metrics=metrics, intervals=intervals or {}))
     return version
+
+
+def describe(*, task: str, kind: str, model: str, base: str, metrics: Mapping[str, float],
+             intervals: Mapping[str, tuple[float, float]]) -> str:
+    """A version's description in the registry (what the MLflow UI shows first): what the model is, for which task,
+    made from what, and its key metrics with their intervals."""
+    what = MODEL_KINDS.get(model, model or "model")
+    numbers = "; ".join(f"{k} {float(v):.4g}" + (f" [{intervals[k][0]:.4g}, {intervals[k][1]:.4g}]" if k in intervals
+                                                 else "") for k, v in metrics.items())
+    return f"{what} model of task {task} ({kind})" + (f", from {base}" if base else "") + (
+        f". {numbers}" if numbers else "")
 
 
 def model_digest(model_dir: Path) -> str:
@@ -176,16 +197,20 @@ class Candidate:
     kind: str
     metrics: Mapping[str, float]
     intervals: Mapping[str, tuple[float, float]]
+    base: str = ""
+    """What it was made from: a path or source (``models/base``), or the name of another candidate of the same task
+    registered before it (``finetuned``), which becomes that one's version (``finetuned v3``)."""
 
 
-def register(name: str, candidate: Candidate, *, task: str, params: RegistryParams,
-             digests: Mapping[str, str]) -> Decision:
+def register(name: str, candidate: Candidate, *, task: str, params: RegistryParams, digests: Mapping[str, str],
+             model: str = "", base: str = "") -> Decision:
     """:func:`log_and_register` then :func:`gate`; a model whose bytes a version of ``name`` already holds (a re-run
     rebuilt it) is not registered again and moves nothing (:func:`unchanged`)."""
     if (same := registered_copy(name, candidate.model_dir)) is not None:
         return unchanged(name, same, params=params)
     version = log_and_register(candidate.model_dir, task=task, kind=candidate.kind, params=params,
-                               metrics=candidate.metrics, intervals=candidate.intervals, digests=digests)
+                               metrics=candidate.metrics, intervals=candidate.intervals, digests=digests,
+                               model=model, base=base)
     return gate(name, version, params=params)
 
 
@@ -208,8 +233,10 @@ def register_all(candidates: Mapping[tuple[str, str], Candidate], *, params: Reg
     decisions: dict[tuple[str, str], Decision] = {}
     stats: dict[str, float] = {}
     for (model, task), candidate in candidates.items():
+        made_from = decisions.get((candidate.base, task))
+        base = f"{candidate.base} v{made_from.version}" if made_from else candidate.base
         d = decisions[model, task] = register(model_name(params, task), candidate, task=task, params=params,
-                                              digests=digests)
+                                              digests=digests, model=model, base=base)
         log.info("%s v%s (%s): %s", d.model, d.version, model, d.reason)
         stats |= {f"{model}.{task}.promoted": int(d.promoted), f"{model}.{task}.registry_version": int(d.version),
                   f"{task}.champion_version": int(d.champion_after or 0)}
@@ -246,12 +273,14 @@ def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:
         raise RegistryError(f"{name} has no version {version!r}; see `lmforge models`") from None
 
 
-def _value(mv: ModelVersion, metric: str) -> float | None:
+def version_metric(mv: ModelVersion, metric: str) -> float | None:
+    """The value of ``metric`` tagged on a version, or None."""
     raw = mv.tags.get(f"{METRIC_TAG}{metric}")
     return float(raw) if raw is not None else None
 
 
-def _interval(mv: ModelVersion, metric: str) -> tuple[float, float] | None:
+def version_interval(mv: ModelVersion, metric: str) -> tuple[float, float] | None:
+    """The confidence interval of ``metric`` tagged on a version, or None."""
     raw = mv.tags.get(f"{METRIC_TAG}{metric}.ci")
     return (float(raw.split()[0]), float(raw.split()[1])) if raw else None
 
@@ -305,8 +334,8 @@ def gate(name: str, version: str, *, params: RegistryParams) -> Decision:
     elif before == version:
         ok, reason = False, f"already {params.alias}"
     else:
-        ok, reason = judge(rule, _value(mv, rule.metric), _interval(mv, rule.metric), _value(champ, rule.metric),
-                           str(champ.version))
+        ok, reason = judge(rule, version_metric(mv, rule.metric), version_interval(mv, rule.metric),
+                           version_metric(champ, rule.metric), str(champ.version))
     if ok:
         client.set_registered_model_alias(name, params.alias, version)
     client.set_model_version_tag(name, version, PROMOTION_TAG, f"{'promoted' if ok else 'refused'}: {reason}")
@@ -355,26 +384,3 @@ def open_store(tracking: TrackingParams, root: Path) -> None:
     except Exception as err:  # a server that is down fails with requests' or MLflow's errors, after retries
         raise RegistryError(f"the MLflow store at {uri} does not answer ({type(err).__name__}): start it, or fix "
                             "tracking.uri in params.yaml") from None
-
-
-def models_table(params: RegistryParams) -> str:
-    """Every registered model's versions, newest first: aliases, the gate metric, what the gate said."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    rows = [("MODEL", "VERSION", "ALIASES", "METRIC", "PROMOTION")]
-    for model in sorted(client.search_registered_models(), key=lambda m: m.name):
-        versions = client.search_model_versions(f"name = '{model.name}'")
-        for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
-            rule = params.gates.get(mv.tags.get(KIND_TAG, ""))
-            value = _value(mv, rule.metric) if rule else None
-            metric = f"{rule.metric} {value:.4g}" if rule and value is not None else "-"
-            ci = _interval(mv, rule.metric) if rule else None
-            metric += f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-            # the model's alias map, not mv.aliases: versions found by a search come without their aliases
-            aliases = ",".join(sorted(a for a, v in model.aliases.items() if str(v) == str(mv.version))) or "-"
-            rows.append((model.name, str(mv.version), aliases, metric, mv.tags.get(PROMOTION_TAG, "-")))
-    if len(rows) == 1:
-        return "no registered models yet: the evaluate stage registers them (`lmforge run`)"
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows)

@@ -127,6 +127,9 @@ def stage_main(stage: str, flow_fn: Callable[..., Any]) -> int:
             return locked(root, params)
 
     def locked(root: Path, params: Any) -> int:
+        from pipelines.artifacts import finish_publication
+
+        finish_publication(root)  # outputs a killed stage was publishing together
         reap_orphans(root)
         mark_owner()
         apply_orchestration(params.orchestration)

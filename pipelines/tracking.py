@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import overrides
 from pipelines.config import TrackingParams, flatten
 from pipelines.stage_graph import read_stages
 from pipelines.versioning import digest, stage_hash
@@ -213,7 +214,8 @@ def pipeline_run(params: TrackingParams, root: Path, stages: list[str]) -> Itera
     import mlflow
 
     reap_dead_runs(configure(params, root))
-    tags = {**git_state(root), **owner_tags(), "lmforge.kind": "pipeline", "lmforge.stages": ",".join(stages)}
+    tags = {**git_state(root), **owner_tags(), "lmforge.kind": "pipeline", "lmforge.stages": ",".join(stages),
+            **overrides.tags()}
     if fid := _prefect_flow_run_id():
         tags["lmforge.prefect_flow_run_id"] = fid
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -243,7 +245,7 @@ def stage_run(stage: str, params: BaseModel, *, root: Path, tracking: TrackingPa
     parent = active.info.run_id if active else os.environ.get(PARENT_RUN_ENV)
     shash = stage_hash(spec, root, {stage: section})
     tags = {**git_state(root), **owner_tags(), "lmforge.kind": "stage", "lmforge.stage": stage,
-            "lmforge.dvc_stage_hash": shash}
+            "lmforge.dvc_stage_hash": shash, **overrides.tags(spec.params)}
     if fid := _prefect_flow_run_id():
         tags["lmforge.prefect_flow_run_id"] = fid
     if parent:

@@ -21,6 +21,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
 
 MLFLOW_PORT = 5000
 PREFECT_PORT = 4200  # Prefect's own default, and the stack's
@@ -124,3 +128,39 @@ def serve(cmd: list[str], env: dict[str, str]) -> int:
         stop_group(proc, timeout=10)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever outlived the leader in its group
+
+
+def open_ui(root: Path, params: Params, *, prefect: bool, port: int | None) -> int:
+    """``lmforge ui``: serve MLflow's UI for the store in params (or, with ``prefect``, :func:`_prefect_ui`) until
+    Ctrl-C; returns the exit code."""
+    if prefect:
+        return _prefect_ui(params, port)
+    from pipelines.tracking import resolve_uri
+
+    uri = resolve_uri(params.tracking.uri, root)
+    artifacts = params.tracking.artifact_root
+    artifacts = artifacts if "://" in artifacts else (root / artifacts).resolve().as_uri()
+    port = port or MLFLOW_PORT
+    check_port_free(port)
+    print(f"MLflow UI for {uri}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)", flush=True)
+    return serve(mlflow_command(uri, artifacts, port), os.environ.copy())
+
+
+def _prefect_ui(params: Params, port: int | None) -> int:
+    """The Prefect UI: the configured server's address, or a server on this checkout's Prefect database."""
+    from pipelines.config import apply_orchestration
+
+    apply_orchestration(params.orchestration)
+    if url := configured_prefect_ui():
+        if port is not None:
+            print(f"lmforge: --port {port} not used: runs go to the configured Prefect server", file=sys.stderr)
+        print(f"Prefect UI of the configured server (orchestration.prefect_api_url or PREFECT_API_URL)\n  {url}")
+        return 0
+    port = port or PREFECT_PORT
+    check_port_free(port)
+    database = prefect_database()
+    fresh = "://" not in database and not Path(database).is_file()
+    note = " (no `lmforge run` has recorded a flow run here yet)" if fresh else ""
+    print(f"Prefect UI for the flow runs in {database}{note}\n  http://127.0.0.1:{port}\n(Ctrl-C stops it)",
+          flush=True)
+    return serve(prefect_command(port), prefect_env(port))

@@ -32,6 +32,12 @@ def task_models(*, finetuned_dir: Path, student_dir: Path, task: str) -> dict[st
     return {name: d for name, d in dirs.items() if (d / "config.json").is_file()}
 
 
+def made_from(name: str) -> str | None:
+    """The model of the same task that ``name`` was made from (``student`` <- ``finetuned``, a variant <- ``student``),
+    or None for the fine-tuned model (made from the pretrained backbone, which the flow names)."""
+    return "student" if name in VARIANTS else "finetuned" if name == "student" else None
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What a saved model is: its architecture and size, as its files say."""

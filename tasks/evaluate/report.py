@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import atomic_write_bytes, atomic_write_text
+from tasks.evaluate.decision import TaskDecision, render
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child
-{text-align:left}tr.baseline td{color:#666;font-style:italic}img{max-width:100%;border:1px solid #eee}
-.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"""
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;font-size:14px;max-width:1340px}
+table{border-collapse:collapse;margin:1em 0;max-width:100%}th,td{border:1px solid #ccc;padding:3px 6px;
+text-align:right}th{background:#f3f3f3;font-weight:600}td:first-child,th:first-child{text-align:left}
+tr.baseline td{color:#666;font-style:italic}img{max-width:100%;border:1px solid #eee}
+.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}#decision .task{margin:0 0 1.5em}
+#decision p.use{font-size:16px;font-weight:600}#decision p.warn{background:#fff1f0;border-left:4px solid #c0392b;
+padding:6px 10px}#decision td.verdict,#decision td:nth-child(2){text-align:left}#decision td.verdict{max-width:520px}
+#decision tr.champion td{background:#eef6ff;font-weight:600}#decision th:last-child{text-align:left}"""
 
 
 def _cell(v: Any) -> str:
@@ -38,7 +43,8 @@ def table(rows: Sequence[Mapping[str, Any]], *, columns: Sequence[str] | None = 
     if not rows:
         return "<p>(none)</p>"
     cols = list(columns or dict.fromkeys(k for r in rows for k in r if k != key))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in [key, *cols])
+    # a long column name may break after an underscore: the table fits the page instead of running off it
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in [key, *cols])
     body = "".join(f"<tr{' class=' + repr(css_class[i]) if css_class and i in css_class else ''}>"
                    + "".join(f"<td>{_cell(r.get(c))}</td>" for c in [key, *cols]) + "</tr>"
                    for i, r in enumerate(rows))
@@ -49,10 +55,35 @@ def _figure(fig: Any, path: Path) -> Path:
     import io
 
     buf = io.BytesIO()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure with its own engine (constrained: a legend outside) keeps it
+        fig.tight_layout()
     fig.savefig(buf, format="png", metadata={"Software": None})
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def quality_latency_figure(models: Sequence[Mapping[str, Any]], *, quality: str, latency: str) -> Any:
+    """Quality against latency, one marker per model (squares: baselines), named in a legend beside the axes: models
+    of the same size sit on top of each other, and labels written at the points overlapped there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [m for m in models if isinstance(m.get(quality), int | float) and isinstance(m.get(latency), int | float)]
+    # constrained layout makes room for the legend beside the axes (tight_layout would leave it cut off)
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=100, layout="constrained")
+    cmap = plt.get_cmap("tab20")
+    for i, m in enumerate(points):
+        ax.scatter(m[latency], m[quality], marker="s" if m.get("baseline") else "o", color=cmap(i % 20), s=40,
+                   label=str(m["name"]), alpha=0.85)
+    ax.set_xlabel(latency)
+    ax.set_ylabel(quality)
+    ax.set_title(f"{quality} vs {latency}" + ("" if points else " (no model has both)"))
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
+                  ncols=1 + len(points) // 16)
+    return fig
 
 
 def _plots(out: Path, models: Sequence[Mapping[str, Any]], *, quality: str, latency: str,
@@ -62,27 +93,22 @@ def _plots(out: Path, models: Sequence[Mapping[str, Any]], *, quality: str, late
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
-    points = [m for m in models if isinstance(m.get(quality), int | float) and isinstance(m.get(latency), int | float)]
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-    for m in points:
-        ax.scatter(m[latency], m[quality], marker="s" if m.get("baseline") else "o")
-        ax.annotate(str(m["name"]), (m[latency], m[quality]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel(latency)
-    ax.set_ylabel(quality)
-    ax.set_title(f"{quality} vs {latency}" + ("" if points else " (no model has both)"))
-    written.append(_figure(fig, out / "quality_vs_latency.png"))
-    plt.close(fig)
+    written = [_figure(quality_latency_figure(models, quality=quality, latency=latency),
+                       out / "quality_vs_latency.png")]
+    plt.close("all")
     for metric in bar_metrics:
         have = [m for m in models if isinstance(m.get(metric), int | float)]
         if not have:  # an empty chart says nothing; the table shows the metric is missing
             continue
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(have)), 3.6), dpi=100)
-        ax.bar([str(m["name"]) for m in have], [m[metric] for m in have],
+        # constrained: the slanted names stay inside the picture, each ending under its bar
+        fig, ax = plt.subplots(figsize=(min(13.0, max(5.0, 0.8 * len(have) + 2)), 4.2), dpi=100,
+                               layout="constrained")
+        ax.bar(range(len(have)), [m[metric] for m in have],
                color=["#999" if m.get("baseline") else "#3a7bd5" for m in have])
+        ax.set_xticks(range(len(have)), [str(m["name"]) for m in have], rotation=35, ha="right",
+                      rotation_mode="anchor", fontsize=8)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} by model (grey: baselines)")
-        ax.tick_params(axis="x", rotation=20)
         written.append(_figure(fig, out / f"compare_{metric}.png"))
         plt.close(fig)
     if confusion:
@@ -107,7 +133,8 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
                  bar_metrics: Sequence[str] = ("bits_per_byte",), confusion: Mapping[str, Any] | None = None,
                  learning_curves: Sequence[Path] = (), funnel: Sequence[Mapping[str, Any]] = (),
                  shift: Sequence[Mapping[str, Any]] = (), contamination: Mapping[str, Mapping[str, Any]] | None = None,
-                 mlflow_runs: Mapping[str, str] | None = None, title: str = "lmforge evaluation") -> Path:
+                 mlflow_runs: Mapping[str, str] | None = None, title: str = "lmforge evaluation",
+                 tables: Mapping[str, Sequence[str]] | None = None, decisions: Sequence[TaskDecision] = ()) -> Path:
     """Write ``out_dir/index.html`` and its plots (PNG files beside it); returns the HTML file.
 
     Args:
@@ -124,12 +151,21 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
         contamination: :func:`tasks.evaluate.contamination.overlap`'s report.
         mlflow_runs: ``{label: URL}`` of the MLflow runs: the only absolute links in the page.
         title: the page title.
+        tables: instead of one table of ``columns``, one table per title with its columns (a row appears in a table
+            when it has a value in one of its columns but the first): narrow enough for a 1,400-pixel page.
+        decisions: the decision per task (``tasks.evaluate.decision``), shown first.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(out, models, quality=quality, latency=latency, bar_metrics=bar_metrics, confusion=confusion)
-    baseline_rows = {i: "baseline" for i, m in enumerate(models) if m.get("baseline")}
-    model_rows = [{k: v for k, v in m.items() if k != "baseline"} for m in models]
+    groups = dict(tables) if tables else {"": list(columns or [])}
+    model_tables = []
+    for heading, cols in groups.items():
+        shown = [m for m in models if not tables or any(m.get(c) is not None for c in cols[1:])]
+        rows = [{k: v for k, v in m.items() if k != "baseline"} for m in shown]
+        marks = {i: "baseline" for i, m in enumerate(shown) if m.get("baseline")}
+        model_tables.append((f"<h3>{html.escape(heading)}</h3>" if heading else "")
+                            + table(rows, columns=cols or None, css_class=marks))
     figures = "".join(f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"><figcaption>'
                       f"{html.escape(p.stem)}</figcaption></figure>" for p in plots)
     # relative links: the report folder can be opened (or copied with its neighbours) without a server
@@ -142,8 +178,8 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
               for name, r in sorted((contamination or {}).items())]
     links = "".join(f'<li><a href="{html.escape(url, quote=True)}">{html.escape(label)}</a></li>'
                     for label, url in sorted((mlflow_runs or {}).items()))
-    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Models and baselines</h2>",
-            table(model_rows, columns=columns, css_class=baseline_rows),
+    body = [f"<h1>{html.escape(title)}</h1>", render(decisions) if decisions else "",
+            "<h2>Models and baselines</h2>", *model_tables,
             f'<h2>Plots</h2><div class="plots">{figures}</div>',
             f'<h2>Learning curves</h2><div class="plots">{curves or "<p>(none)</p>"}</div>',
             "<h2>Data funnel</h2>", table(list(funnel)), "<h2>Distribution shift</h2>", table(list(shift)),

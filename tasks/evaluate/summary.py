@@ -20,6 +20,11 @@ LM_KEYS = ("perplexity", "bits_per_byte", "documents")
 # are per token and per byte of the lm_documents of data/dedup's test split
 COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "examples", "perplexity", "lm_perplexity", "bits_per_byte",
            "lm_documents", "rougeL", "bleu", "chrf", "generated", *COST_KEYS, "promoted")
+TABLES = {"Tasks: test split quality": ("task", "accuracy", "macro_f1", "macro_f1_ci", "examples", "perplexity",
+                                         "rougeL", "bleu", "chrf", "generated", "promoted"),
+          "Language modelling (data/dedup test split) and costs": ("task", "lm_perplexity", "bits_per_byte",
+                                                                  "lm_documents", *COST_KEYS)}
+"""The report's model tables: :data:`COLUMNS` in two, so that each fits a 1,400-pixel page."""
 BASELINES = ("tfidf_logreg", "lead")
 GENERATED = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "mean_words")
 """Metrics of greedy completions: measured on the ``generated`` first test prompts, not every ``examples``."""

@@ -1,9 +1,10 @@
 """Local files of a task: jsonl / json / csv / tsv (plain, .gz or .zst) and parquet, found by glob patterns and read
 by ``tasks.readers``.
 
-A line or row that cannot be parsed is quarantined (``invalid_json``, ``not_an_object``, ``undecodable``,
-``tasks.readers.items``); a file that cannot be read on (cut short, corrupt parquet, a JSON document that does not
-parse, a byte that is not UTF-8 in a csv) raises :class:`UnreadableFileError` naming it, because nothing of it can be
+A line or row that cannot be parsed is quarantined (``invalid_json``, ``not_an_object``, ``undecodable``: a csv row
+with a byte that is not UTF-8 too, ``tasks.readers.items``), with its file and line; a file that cannot be read on
+(cut short, corrupt parquet, a JSON document that does not parse, a csv header that is not UTF-8) raises
+:class:`UnreadableFileError` naming it and the line or row where reading stopped, because nothing of it can be
 trusted.
 """
 

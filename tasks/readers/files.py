@@ -6,7 +6,6 @@ parquet compresses its own pages). A stage names the formats it offers; the suff
 
 from __future__ import annotations
 
-import csv
 import glob
 import os
 from collections.abc import Collection, Iterator, Sequence
@@ -121,5 +120,5 @@ def read_file(path: Path, fmt: str, *, limit: int | None = None, columns: Collec
         raise ReadError("truncated", f"file ends early: {exc}") from None
     except OSError as exc:
         raise ReadError("unreadable", f"{type(exc).__name__}: {exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:  # csv/tsv decode as they go: a bad byte or row stops the file
-        raise ReadError("unreadable", f"{type(exc).__name__}: {exc}") from None
+    except UnicodeDecodeError as exc:  # a reader that decodes a stream as it goes (csv/tsv quarantine bad rows instead)
+        raise ReadError("undecodable", str(exc)) from None

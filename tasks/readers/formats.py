@@ -113,14 +113,44 @@ def iter_json(path: Path, limit: int | None) -> Iterator[Item]:
         yield item
 
 
+def _undecodable(values: list[str]) -> str | None:
+    """What is not UTF-8 in a row decoded with ``surrogateescape`` (each such byte became a lone surrogate), or None."""
+    for column, value in enumerate(values):
+        for offset, char in enumerate(value):
+            if "\udc80" <= char <= "\udcff":
+                return f"byte 0x{ord(char) - 0xDC00:02x} at character {offset} of field {column + 1} is not UTF-8"
+    return None
+
+
 def iter_delimited(path: Path, delimiter: str) -> Iterator[Item]:
     """CSV/TSV with a header row: each row a dict (``at``: the physical line it ends on). A short row leaves its last
-    fields None (missing); a long one's extra values are dropped. A byte that is not UTF-8 stops the file."""
-    # newline="": the csv module handles quoted line breaks itself
-    with io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        for row in reader:
-            yield Record(At("line", reader.line_num), {k: v for k, v in row.items() if k is not None})
+    fields None (missing); a long one's extra values are dropped. A row with a byte that is not UTF-8 is
+    ``undecodable`` (the rows around it are read); a header that is not UTF-8, or text the csv module cannot parse
+    (a NUL byte, a field over its size limit), stops the file with a ``ReadError`` at that line."""
+    # surrogateescape: a bad byte becomes a lone surrogate in its row instead of an error somewhere in a decoded chunk
+    # (whose offset names no line); newline="": the csv module handles quoted line breaks itself
+    with io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            if bad := _undecodable(header):
+                raise ReadError("undecodable", f"header row: {bad}", at=At("line", reader.line_num))
+            for values in reader:
+                at = At("line", reader.line_num)
+                if bad := _undecodable(values):
+                    raw = delimiter.join(values).encode("utf-8", "surrogateescape")
+                    yield Quarantined(at, "undecodable", bad, raw_excerpt(raw))
+                elif values:  # a blank line is no row (as csv.DictReader has it)
+                    row = dict(zip(header, values, strict=False))
+                    yield Record(at, row | {k: None for k in header[len(values):]})
+        except csv.Error as exc:
+            raise ReadError("unreadable", f"csv: {exc}", at=At("line", reader.line_num)) from None
+        except EOFError as exc:  # the rows before it were yielded; the line after them is cut
+            raise ReadError("truncated", f"file ends early: {exc}", at=At("line", reader.line_num + 1)) from None
+        except OSError as exc:
+            raise ReadError("unreadable", f"{type(exc).__name__}: {exc}", at=At("line", reader.line_num + 1)) from None
 
 
 def iter_parquet(path: Path, columns: Collection[str]) -> Iterator[Item]:

@@ -48,7 +48,8 @@ def _bpe(out: Path, *, specials: list[str], texts: list[str] | None) -> Path:
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_corpus(texts), vocab_size=1000 if texts else 300, min_frequency=1, special_tokens=specials, show_progress=False)
+    bpe.train_from_iterator(_corpus(texts), vocab_size=1000 if texts else 300, min_frequency=1,
+                            special_tokens=specials, show_progress=False)
     out.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(out))  # vocab.json + merges.txt
     return out

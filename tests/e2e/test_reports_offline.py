@@ -91,3 +91,93 @@ def test_evaluate_report_renders_offline(tmp_path: Path) -> None:
         page.screenshot(path=str(shots / "evaluate-report.png"), full_page=True)
     assert log.problems() == []
     copy_screenshots(shots)
+
+
+def _wide_rows() -> list[dict]:
+    """The report rows of a default run (3 language models; 2 tasks x 5 models + baselines), every column filled
+    with values as wide as the real ones."""
+    from tasks.evaluate.summary import COLUMNS
+
+    rows = [{"name": n, "task": "lm", "baseline": n != "base", "lm_perplexity": 581.23, "bits_per_byte": 1.8734,
+             "lm_documents": 15} for n in ("base", "unigram", "unigram_byte")]
+    for task in ("doc_section", "docstring"):
+        for model in ("finetuned", "student", "magnitude", "structured", "int8", "tfidf_logreg", "lead"):
+            rows.append({"name": f"{model}/{task}", "baseline": model in ("tfidf_logreg", "lead"),
+                         **{c: 0.123456 for c in COLUMNS}, "task": task, "macro_f1_ci": [0.61234, 0.75432],
+                         "examples": 1234, "params": 1054208, "size_bytes": 4216832, "promoted": False,
+                         "latency_p50_ms": 3.21, "tokens_per_second": 12345.6})
+    return rows
+
+
+def test_evaluate_report_opens_with_the_decision_and_fits_the_page(tmp_path: Path) -> None:
+    # issue 27 item 1: a table wider than a 1,400-pixel window (the latency columns cut off), and no word on which
+    # model to use; now the page opens with the decision per task and its tables fit
+    from tasks.evaluate.decision import decide
+    from tasks.evaluate.summary import TABLES
+    from tests.tasks.evaluate.test_decision import GATE, scores, version
+
+    facts = {"doc_section": {"registered_model": "lmforge-doc_section", "gate": GATE, "previous": None,
+                             "champion": version("5", "int8", "student v4", 0.685, (0.62, 0.75), this_run=False),
+                             "candidates": [{"model": "finetuned", "version": "6", "promoted": False,
+                                             "reason": "test.macro_f1 0.67 is not > 0.695 (champion v5 0.685 + "
+                                             "margin 0.01)"}]}}
+    verdicts = decide(facts, {"doc_section": {"finetuned": scores(0.67, (0.6, 0.73)),
+                                              "tfidf_logreg": scores(0.711, (0.65, 0.77))}},
+                      {"doc_section": "classification"}, {"doc_section": ["tfidf_logreg"]})
+    index = write_report(out_dir=tmp_path / "reports" / "evaluate", models=_wide_rows(), tables=TABLES,
+                         decisions=verdicts, quality="macro_f1", latency="latency_p50_ms",
+                         bar_metrics=("macro_f1",))
+    shots = tmp_path / "reports" / "ui"
+    shots.mkdir(parents=True)
+    with offline_page(viewport=(1400, 900)) as (page, log):
+        page.goto(index.as_uri())
+        decision = page.locator("#decision")
+        decision.wait_for(timeout=20_000)
+        text = decision.inner_text()
+        assert "Use lmforge-doc_section v5 (alias champion): int8 model from student v4, test macro_f1 0.685 " \
+               "[0.620, 0.750], registered by evaluate run run5 in an earlier run." in text
+        assert "Warning: A baseline beats the champion: tfidf_logreg has test macro_f1 0.711" in text
+        assert "v6 (fine-tuned): kept out: test.macro_f1 0.67 is not > 0.695" in text
+        assert "the tables below show this run's models, not it" in text
+        # the decision comes first: above the model tables, within the first screen
+        top = decision.bounding_box()
+        assert top is not None and top["y"] < 200
+        assert page.locator("h2").first.inner_text() == "Decision"
+        # nothing runs off a 1,400-pixel window: the page does not scroll sideways, every table ends inside it
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+        widths = page.locator("table").evaluate_all("ts => ts.map(t => t.getBoundingClientRect().right)")
+        assert widths and max(widths) <= 1400, widths
+        headers = page.locator("th").all_inner_texts()
+        assert "latency_p50_ms" in [h.replace("\u200b", "").replace("\n", "") for h in headers]
+        page.screenshot(path=str(shots / "evaluate-decision.png"), full_page=True)
+    assert log.problems() == []
+    copy_screenshots(shots)
+
+
+def test_quality_vs_latency_labels_do_not_overlap() -> None:
+    # the scatter wrote each model's name at its point: models of one size (a student and its pruned variants) sat
+    # together and their labels overlapped; now every name is in a legend beside the axes
+    import itertools
+
+    from tasks.evaluate.report import quality_latency_figure
+
+    rows = _wide_rows()
+    for i, r in enumerate(rows):  # the five models of a task at nearly the same latency and score
+        r["latency_p50_ms"], r["macro_f1"] = 3.2 + (i % 5) * 0.01, 0.68 + (i % 5) * 0.002
+    fig = quality_latency_figure(rows, quality="macro_f1", latency="latency_p50_ms")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    [ax] = fig.axes
+    drawn_ticks = [label for axis in (ax.xaxis, ax.yaxis) for tick, label in zip(
+        axis.get_major_ticks(), axis.get_majorticklabels(), strict=False)
+        if min(axis.get_view_interval()) <= tick.get_loc() <= max(axis.get_view_interval())]
+    texts = [t for t in [*ax.get_legend().get_texts(), ax.title, ax.xaxis.label, ax.yaxis.label, *drawn_ticks]
+             if t.get_text().strip() and t.get_visible()]
+    names = {str(r["name"]) for r in rows}
+    assert names <= {t.get_text() for t in texts}  # every model is named
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    width, height = fig.canvas.get_width_height()
+    for name, box in boxes:
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, f"{name} is cut off"
+    overlapping = [(a, b) for (a, x), (b, y) in itertools.combinations(boxes, 2) if x.overlaps(y)]
+    assert overlapping == []

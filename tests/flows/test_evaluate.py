@@ -120,7 +120,11 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
         assert model in page, model
     urls = re.findall(r"https?://[^\"'<\s]+", page)
     assert urls and all(u.startswith("http://127.0.0.1:5000/#/experiments/") for u in urls), urls
-    assert "<th>lm_documents</th>" in page and "446" in page  # the document counts; clean's funnel
+    assert "<th>lm_<wbr>documents</th>" in page and "446" in page  # the document counts; clean's funnel
+    # the decision per task opens the page (issue 27 item 1): the first version of each task is its champion
+    assert page.index('<section id="decision">') < page.index("<h2>Models and baselines</h2>")
+    topic_v = metrics["topic.champion_version"]
+    assert f"Use lmforge-topic v{topic_v} (alias champion): fine-tuned model from models/base, test macro_f1 " in page
     # the model cards state what each model is, computed from its files, and what every figure was measured on
     from tasks.evaluate.models import model_facts
 
@@ -173,6 +177,9 @@ def test_evaluate_scores_reports_registers_and_gates(repo_copy: Path, prefect_ap
     assert again["finetuned.topic.promoted"] == 0
     assert again["finetuned.topic.registry_version"] > metrics["int8.topic.registry_version"]
     assert _champion(repo_copy, "topic") == champions["topic"]
+    page = (repo_copy / "reports/evaluate/index.html").read_text()
+    assert f"v{again['finetuned.topic.registry_version']} (fine-tuned): kept out: test.macro_f1 " in page
+    assert f"The champion did not change in this run (v{champions['topic']})." in page
     # the models whose bytes did not change are the versions they were: not registered again, nothing moved
     from mlflow import MlflowClient
 

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.artifacts import atomic_write_text, staged_output, write_metrics
+from pipelines.artifacts import (
+    PUBLISH_JOURNAL,
+    atomic_write_text,
+    finish_publication,
+    staged_output,
+    staged_outputs,
+    write_metrics,
+)
 
 
 def _tree(path: Path) -> dict[str, bytes]:
@@ -107,3 +114,68 @@ def test_resumable_staging_survives_failure_and_is_reused(tmp_path: Path) -> Non
     with staged_output(final, resume_key="new") as out:
         assert list(out.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean"]
+
+
+_TOGETHER = """
+import os, signal, sys, time
+from pathlib import Path
+import pipelines.artifacts as artifacts
+root, when = Path(sys.argv[1]), sys.argv[2]
+renames = []
+real = artifacts.replace_dir
+def replace_dir(staging, final):  # SIGKILL between the two renames of the publication
+    real(staging, final)
+    renames.append(final)
+    if when == "between":
+        os.kill(os.getpid(), signal.SIGKILL)
+artifacts.replace_dir = replace_dir
+with artifacts.staged_outputs(root, root / "data/task", root / "models/tuned") as (data, model):
+    (data / "v.txt").write_text("new data")
+    (model / "v.txt").write_text("new model")
+    if when == "body":
+        print("staged", flush=True)
+        time.sleep(600)
+"""
+
+
+def _old_outputs(root: Path) -> None:
+    for final, text in ((root / "data/task", "old data"), (root / "models/tuned", "old model")):
+        with staged_output(final) as out:
+            (out / "v.txt").write_text(text)
+
+
+def test_outputs_staged_together_survive_a_sigkill_in_the_body_unpublished(tmp_path: Path) -> None:
+    # issue 27 item 6: a stage with two outputs (finetune's data and models) publishes both or neither
+    _old_outputs(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", _TOGETHER, str(tmp_path), "body"], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "staged"
+    assert (tmp_path / "data/.task.staging-together/v.txt").read_text() == "new data"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _tree(tmp_path / "data/task") == {"v.txt": b"old data"}
+    assert _tree(tmp_path / "models/tuned") == {"v.txt": b"old model"}
+    assert finish_publication(tmp_path) == []  # nothing was being published
+    # the next run's staging starts empty (the killed run's is dropped) and publishes both
+    with staged_outputs(tmp_path, tmp_path / "data/task", tmp_path / "models/tuned") as (data, model):
+        assert list(data.iterdir()) == [] and list(model.iterdir()) == []
+        (data / "v.txt").write_text("next data")
+        (model / "v.txt").write_text("next model")
+    assert _tree(tmp_path / "data/task") == {"v.txt": b"next data"}
+    assert _tree(tmp_path / "models/tuned") == {"v.txt": b"next model"}
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["task"]
+    assert not (tmp_path / PUBLISH_JOURNAL).exists()
+
+
+def test_a_sigkill_between_the_renames_is_finished_by_the_next_command(tmp_path: Path) -> None:
+    _old_outputs(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", _TOGETHER, str(tmp_path), "between"],
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    # killed after the first rename: new data beside the old model, and the journal that says what remains
+    assert _tree(tmp_path / "data/task") == {"v.txt": b"new data"}
+    assert _tree(tmp_path / "models/tuned") == {"v.txt": b"old model"}
+    assert (tmp_path / PUBLISH_JOURNAL).is_file()
+    assert finish_publication(tmp_path) == [tmp_path / "models/tuned"]  # what `lmforge run` does first
+    assert _tree(tmp_path / "models/tuned") == {"v.txt": b"new model"}
+    assert not (tmp_path / PUBLISH_JOURNAL).exists() and finish_publication(tmp_path) == []

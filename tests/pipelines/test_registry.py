@@ -3,6 +3,7 @@ that moves ``champion``, manual promotion and rollback, lineage through the MLfl
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import registry, tracking
+from pipelines import catalog, registry, tracking
 from pipelines.config import ParamsError, TrackingParams, parse_params
 from pipelines.config.base import Section
 from pipelines.config.registry import GateRule, RegistryParams
@@ -34,41 +35,6 @@ NAME = "lmforge-topic"
 
 class NoParams(Section):
     """A stage without params (the runs here only carry lineage)."""
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real LlamaForSequenceClassification of a few thousand parameters, with a real BPE tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForSequenceClassification
-
-    from tasks.examples import CHAT_TEMPLATE
-    from tasks.modeling.llama import build_llama
-    from tasks.tokenizer.bpe import train_tokenizer
-    from tests.tasks.training.corpus import documents, write_split
-
-    root = tmp_path_factory.mktemp("registry-model")
-    tok_dir = root / "tokenizer"
-    train_tokenizer(train_dir=write_split(root / "docs", documents(60, 0)), out_dir=tok_dir, vocab_size=300,
-                    min_frequency=2)
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    torch.manual_seed(0)
-    lm = build_llama(vocab_size=len(tok), hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
-                     intermediate_size=32, max_position_embeddings=64, bos_token_id=tok.bos_token_id,
-                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    config = lm.config
-    config.num_labels, config.id2label, config.label2id = 2, {0: "pets", 1: "sky"}, {"pets": 0, "sky": 1}
-    config.architectures = ["LlamaForSequenceClassification"]
-    lm.save_pretrained(str(root / "lm"))
-    tok.chat_template = CHAT_TEMPLATE
-    tok.save_pretrained(str(root / "lm"))
-    tok.chat_template = None
-    model = LlamaForSequenceClassification(config)
-    assert sum(p.numel() for p in model.parameters()) < 10_000
-    out = root / "model"
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
 
 
 @pytest.fixture
@@ -146,25 +112,43 @@ def test_register_all_gates_in_order_and_never_registers_the_same_bytes_twice(re
     import json
     import shutil
 
-    student = repo / "models/student/topic"
-    shutil.copytree(repo / "models/finetuned/topic", student)
-    config = json.loads((student / "config.json").read_text())
-    (student / "config.json").write_text(json.dumps({**config, "lmforge_note": "other bytes"}))
+    student, int8 = repo / "models/student/topic", repo / "models/student/variants/int8/topic"
+    for other, note in ((student, "student"), (int8, "int8")):
+        shutil.copytree(repo / "models/finetuned/topic", other)
+        config = json.loads((other / "config.json").read_text())
+        (other / "config.json").write_text(json.dumps({**config, "lmforge_note": note}))
     f1 = "test.macro_f1"
     candidates = {("finetuned", "topic"): registry.Candidate(repo / "models/finetuned/topic", "classification",
-                                                             {f1: 0.6}, {}),
-                  ("student", "topic"): registry.Candidate(student, "classification", {f1: 0.7}, {f1: (0.65, 0.75)})}
+                                                             {f1: 0.6}, {}, base="models/base"),
+                  ("student", "topic"): registry.Candidate(student, "classification", {f1: 0.7}, {f1: (0.65, 0.75)},
+                                                           base="finetuned"),
+                  ("int8", "topic"): registry.Candidate(int8, "classification", {f1: 0.69}, {f1: (0.64, 0.74)},
+                                                        base="student")}
     with tracking.pipeline_run(STORE, repo, ["finetune"]):
         with tracking.stage_run("finetune", NoParams(), root=repo, tracking=STORE):
             decisions, stats = registry.register_all(candidates, params=RegistryParams(), digests={})
             again, stats_again = registry.register_all(candidates, params=RegistryParams(), digests={})
-    assert [(d.model, d.version, d.promoted) for d in decisions.values()] == [(NAME, "1", True), (NAME, "2", True)]
+    assert [(d.model, d.version, d.promoted) for d in decisions.values()] == [(NAME, "1", True), (NAME, "2", True),
+                                                                              (NAME, "3", False)]
     assert stats == {"finetuned.topic.promoted": 1, "finetuned.topic.registry_version": 1,
-                     "student.topic.promoted": 1, "student.topic.registry_version": 2, "topic.champion_version": 2,
+                     "student.topic.promoted": 1, "student.topic.registry_version": 2,
+                     "int8.topic.promoted": 0, "int8.topic.registry_version": 3, "topic.champion_version": 2,
                      "topic.champion.test.macro_f1": 0.7}
-    assert [(d.version, d.promoted) for d in again.values()] == [("1", False), ("2", False)]
+    assert [(d.version, d.promoted) for d in again.values()] == [("1", False), ("2", False), ("3", False)]
     assert "the same model bytes as v2, the champion" in again["student", "topic"].reason
     assert stats_again == {**stats, "finetuned.topic.promoted": 0, "student.topic.promoted": 0}
+    # issue 27 item 3: what each version is, made from what, and its key metric, in `lmforge models` and in the
+    # version's description (the first thing the MLflow UI shows of it)
+    table = [re.split(" {2,}", line)[:6] for line in catalog.models_table(RegistryParams()).splitlines()]
+    assert table == [["MODEL", "VERSION", "ALIASES", "KIND", "BASE", "METRIC"],
+                     [NAME, "3", "-", "int8", "student v2", "test.macro_f1 0.69 [0.64, 0.74]"],
+                     [NAME, "2", "champion", "student", "finetuned v1", "test.macro_f1 0.7 [0.65, 0.75]"],
+                     [NAME, "1", "-", "fine-tuned", "models/base", "test.macro_f1 0.6"]]
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_model_version(NAME, "3").description == (
+        "int8-quantized student model of task topic (classification), from student v2. "
+        "test.macro_f1 0.69 [0.64, 0.74]")
 
 
 def test_lower_is_better_and_missing_metric() -> None:
@@ -242,10 +226,11 @@ def test_manual_promote_rollback_and_models_table(repo: Path) -> None:
     _, [(v1, _), (v2, second)] = _pipeline(repo, ({"test.macro_f1": 0.5}, None, None),
                                            ({"test.macro_f1": 0.8}, None, None))
     assert second.promoted
-    lines = registry.models_table(RegistryParams()).splitlines()
-    assert lines[0].split() == ["MODEL", "VERSION", "ALIASES", "METRIC", "PROMOTION"]
-    assert lines[1].split()[:6] == [NAME, v2, "champion", "test.macro_f1", "0.8", "promoted:"]
-    assert lines[2].split()[:6] == [NAME, v1, "-", "test.macro_f1", "0.5", "promoted:"]
+    lines = catalog.models_table(RegistryParams()).splitlines()
+    assert lines[0].split() == ["MODEL", "VERSION", "ALIASES", "KIND", "BASE", "METRIC", "PROMOTION"]
+    # registered without saying what they are (as before the kind and base tags): "-"
+    assert lines[1].split()[:8] == [NAME, v2, "champion", "-", "-", "test.macro_f1", "0.8", "promoted:"]
+    assert lines[2].split()[:8] == [NAME, v1, "-", "-", "-", "test.macro_f1", "0.5", "promoted:"]
     # rollback: promote the older version by hand, with a reason
     d = registry.promote(NAME, v1, reason="v2 mislabels pets", params=RegistryParams())
     assert (d.champion_before, d.champion_after) == (v2, v1)
@@ -253,7 +238,7 @@ def test_manual_promote_rollback_and_models_table(repo: Path) -> None:
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == v1
     promotion = client.get_model_version(NAME, v1).tags["lmforge.promotion"]
     assert promotion == f"manual: v2 mislabels pets (champion was v{v2})"
-    assert registry.models_table(RegistryParams()).splitlines()[2].split()[:3] == [NAME, v1, "champion"]
+    assert catalog.models_table(RegistryParams()).splitlines()[2].split()[:3] == [NAME, v1, "champion"]
     with pytest.raises(registry.RegistryError, match=f"^{NAME} has no version '9'; see `lmforge models`$"):
         registry.promote(NAME, "9", reason="x", params=RegistryParams())
     with pytest.raises(registry.RegistryError, match="needs a reason"):
@@ -265,7 +250,7 @@ def test_cli_models_promote_and_errors(repo: Path) -> None:
     _, [(v1, _), (v2, _)] = _pipeline(repo, ({"test.macro_f1": 0.5}, None, None), ({"test.macro_f1": 0.8}, None, None))
     res = run_cli(repo, "models", timeout=120, PYTHONPATH=str(REPO))
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[1].split()[:5] == [NAME, v2, "champion", "test.macro_f1", "0.8"]
+    assert res.stdout.splitlines()[1].split()[:7] == [NAME, v2, "champion", "-", "-", "test.macro_f1", "0.8"]
     res = run_cli(repo, "promote", NAME, v1, "--reason", "roll back", timeout=120, PYTHONPATH=str(REPO))
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"{NAME}: champion v{v2} -> v{v1} (manual: roll back (champion was v{v2}))\n"

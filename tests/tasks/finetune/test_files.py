@@ -103,10 +103,58 @@ def test_truncated_gzip_raises_naming_the_file(tmp_path: Path) -> None:
         read(tmp_path, "*.gz")
 
 
-def test_undecodable_csv_raises_naming_the_file(tmp_path: Path) -> None:
-    (tmp_path / "u.csv").write_bytes(b"text,label\nok,a\n\xff\xfe,b\n")
-    with pytest.raises(UnreadableFileError, match="u.csv: cannot be read as csv"):
-        read(tmp_path, "u.csv")
+def sentences_csv(rows: int) -> bytes:
+    """A labelled CSV as the csv module writes it (CRLF, quoted fields with commas), header on line 1."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["sentence", "label"])
+    writer.writerows([f"sentence {i}, with a comma", "pos" if i % 2 else "neg"] for i in range(rows))
+    return buf.getvalue().encode()
+
+
+def test_one_latin1_line_in_a_csv_is_quarantined_with_file_and_line(tmp_path: Path) -> None:
+    # issue 27 item 5: one latin-1 line at line 606 (byte offset ~20k) rejected the whole file as "cannot be read as
+    # csv", pointing at a position in a decoded chunk; now that row alone is quarantined, the others are read
+    lines = sentences_csv(700).split(b"\r\n")
+    lines[605] = '"café au lait, bitte",pos'.encode("latin-1")
+    data = b"\r\n".join(lines)
+    assert data.index(b"caf\xe9") > 8192  # past the first chunk a text decoder reads
+    (tmp_path / "s.csv").write_bytes(data)
+    items = read(tmp_path, "s.csv", fields={**DEFAULT_FIELDS, "text": "sentence"})
+    [bad] = [i for i in items if isinstance(i, Bad)]
+    assert (bad.where, bad.reason) == ("s.csv:606", "undecodable")
+    assert bad.detail == "byte 0xe9 at character 3 of field 1 is not UTF-8"
+    assert bad.record == "caf\\xe9 au lait, bitte,pos"
+    assert len(items) == 700 and [i.where for i in items[603:606]] == ["s.csv:605", "s.csv:606", "s.csv:607"]
+    # inside a quoted field that spans lines, the row is quarantined at the line it ends on
+    (tmp_path / "m.csv").write_bytes(b'text,label\nok,a\n"two\nlines \xff",b\nfine,c\n')
+    assert [(i.where, getattr(i, "reason", "kept")) for i in read(tmp_path, "m.csv")] == [
+        ("m.csv:2", "kept"), ("m.csv:4", "undecodable"), ("m.csv:5", "kept")]
+
+
+def test_a_csv_that_cannot_be_read_names_the_right_line(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_bytes(b"text,lab\xe9l\nok,a\n")
+    with pytest.raises(UnreadableFileError, match=r"^h.csv:1: cannot be read as csv \(header row: byte 0xe9 "):
+        read(tmp_path, "h.csv")
+    data = sentences_csv(700)
+    cut = gzip.compress(data)[: len(gzip.compress(data)) // 2]
+    (tmp_path / "c.csv.gz").write_bytes(cut)
+    import zlib
+
+    readable = zlib.decompressobj(31)
+    whole = readable.decompress(cut) + readable.flush()
+    line = whole.count(b"\n") + 1  # the line the readable bytes stop in
+    with pytest.raises(UnreadableFileError, match=rf"^c.csv.gz:{line}: cannot be read as csv \(file ends early"):
+        read(tmp_path, "c.csv.gz", fields={**DEFAULT_FIELDS, "text": "sentence"})
+    csv.field_size_limit(100)
+    try:
+        (tmp_path / "big.csv").write_bytes(b"text,label\nok,a\n" + b"x" * 200 + b",b\n")
+        with pytest.raises(UnreadableFileError, match=r"^big.csv:3: cannot be read as csv \(csv: field larger"):
+            read(tmp_path, "big.csv")
+    finally:
+        csv.field_size_limit(131072)
 
 
 def test_bad_lines_are_quarantined_not_raised(tmp_path: Path) -> None:
