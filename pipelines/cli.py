@@ -36,7 +36,7 @@ from pipelines.process import exit_without_teardown, mark_owner, raise_if_termin
 from pipelines.runner import EXIT_OK, LOGS_DIR, guarded, prepare, quiet_user_errors
 from pipelines.stage_graph import check_stage_names, plan_run, read_stages, topological_order
 from pipelines.ui import MLFLOW_PORT, PREFECT_PORT
-from pipelines.versioning import Versioning, status_notes
+from pipelines.versioning import Versioning, status_notes, sync_data_deps
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             params, changes = overrides.apply(root, args.overrides)
             print(overrides.announce(changes))
             os.environ[overrides.OVERRIDES_ENV] = json.dumps({c.key: c.new for c in changes}, default=str)
+        # the graph as params make it (finetune.checkpoint replaces models/base): upstream stages are planned from
+        # the data deps params name now, not from those dvc.yaml held before
+        if sync_data_deps(root, params):
+            plan, forced = plan_run(root, args.stages, args.force, args.from_stage)
         return _run_locked(root, params, plan, forced)
 
 
