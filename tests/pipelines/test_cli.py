@@ -41,6 +41,21 @@ def test_plan_all_named_forced_and_from(graph_root: Path) -> None:
     assert plan_run(graph_root, [], False, "b") == (["a", "b", "c"], ["b", "c"])
 
 
+def test_a_checkpoint_for_finetune_takes_pretrain_out_of_its_plan(repo_copy: Path) -> None:
+    """finetune.checkpoint replaces models/base: `lmforge run finetune` plans from the deps params name now."""
+    from pipelines.config import load_params
+    from pipelines.versioning import sync_data_deps
+
+    assert "pretrain" in plan_run(repo_copy, ["finetune"], False, None)[0]
+    (repo_copy / "hf" / "bert").mkdir(parents=True)
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    data["finetune"].update(checkpoint={"path": "hf/bert"},
+                            tasks=[{"name": "t", "type": "classification", "data": [{"kind": "default"}]}])
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert sync_data_deps(repo_copy, load_params(repo_copy))["finetune"][:2] == ["data/dedup", "hf/bert"]
+    assert plan_run(repo_copy, ["finetune"], False, None)[0] == ["collect", "clean", "dedup", "finetune"]
+
+
 def test_unknown_stage_is_an_error(graph_root: Path) -> None:
     with pytest.raises(StageGraphError, match="unknown stage\\(s\\): nope; stages are: a, b, c, x"):
         plan_run(graph_root, ["nope"], False, None)
