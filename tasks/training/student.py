@@ -60,7 +60,7 @@ def student_config(teacher: Any, *, num_layers: int, hidden_size: int | None = N
 
     config = copy.deepcopy(teacher)
     config.num_hidden_layers = num_layers
-    config.architectures, config.pad_token_id, config.use_cache = None, pad_token_id, False
+    config.architectures, config.pad_token_id = None, pad_token_id
     if hasattr(config, "attention_dropout"):
         config.attention_dropout = dropout
     heads = int(teacher.num_attention_heads)
@@ -97,7 +97,7 @@ def new_backbone(config: Any, *, causal: bool) -> Any:
     from transformers import AutoModel, AutoModelForCausalLM
 
     model = (AutoModelForCausalLM if causal else AutoModel).from_config(config, dtype=torch.float32)
-    model.config.use_cache = False
+    model.config.use_cache = False  # after building: the generation config keeps the teacher's (the export's)
     return model.train()
 
 

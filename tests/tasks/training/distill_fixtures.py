@@ -1,6 +1,7 @@
 """Tiny distillation inputs: fine-tuned-style teachers (one Hugging Face directory per task, written by
-``export.save_task_models`` from the finetune fixtures' tiny Llama or a tiny BERT/GPT-2 checkpoint), the run configs of the distill (KD) and compress
-recipes, and the two recipes run one after the other as the distill stage runs them."""
+``export.save_task_models`` from the finetune fixtures' tiny Llama or a tiny BERT/GPT-2 checkpoint), the run configs
+of the distill (KD) and compress recipes, and the two recipes run one after the other as the distill stage runs
+them."""
 
 from __future__ import annotations
 
