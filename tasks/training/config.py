@@ -128,8 +128,9 @@ class StudentShape(Settings):
     """The distilled student: the teacher's architecture with fewer layers (any architecture: Llama, GPT-2, BERT...),
     built fresh or from a subset of the teacher's layers; Llama students may also be narrower or have other heads."""
 
-    num_layers: int = Field(2, ge=1, description="Transformer layers (fewer than the teacher's: the default teacher "
-                            "has 4; docs/measurements.md says what 1 and 2 layers kept).")
+    num_layers: int | None = Field(None, ge=1, description="Transformer layers (null: half the teacher's, at least 1, "
+                                   "DistilBERT's; as many as `layers` lists when given). The default teacher has 4; "
+                                   "docs/measurements.md says what 1 and 2 layers kept.")
     hidden_size: int | None = Field(None, ge=8, description="Model width (null: the teacher's). Llama only (another "
                                     "architecture: null or the teacher's); equal to the teacher's, the embeddings, "
                                     "final norm, layers and classification heads can be copied from it.")
@@ -141,6 +142,9 @@ class StudentShape(Settings):
                                           "A narrower MLP than the teacher's starts from the teacher layer's "
                                           "strongest neurons (Llama gate/up/down, BERT intermediate/output, GPT-2 "
                                           "c_fc/c_proj).")
+    mlp_fraction: float | None = Field(None, gt=0, le=1, description="MLP width as a fraction of the teacher's "
+                                       "(rounded; instead of intermediate_size): the same cut for any teacher, e.g. "
+                                       "0.5 keeps half of each layer's strongest neurons.")
     init: Literal["scratch", "teacher_layers"] = Field(
         "teacher_layers", description="scratch: random weights; teacher_layers (DistilBERT's recipe): copy the "
         "embeddings, final norm (BERT's pooler) and the chosen teacher layers into the student wherever the shapes "
@@ -154,7 +158,9 @@ class StudentShape(Settings):
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         if self.num_kv_heads is not None and self.num_heads is not None and self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
-        if self.layers is not None and len(self.layers) != self.num_layers:
+        if self.intermediate_size is not None and self.mlp_fraction is not None:
+            raise ValueError("give intermediate_size or mlp_fraction, not both")
+        if self.layers is not None and self.num_layers is not None and len(self.layers) != self.num_layers:
             raise ValueError(f"layers lists {len(self.layers)} teacher layers for {self.num_layers} student layers: "
                              "give one per student layer (or null)")
         if self.layers is not None and min(self.layers) < 0:
@@ -163,7 +169,8 @@ class StudentShape(Settings):
 
 
 class MagnitudeVariant(Settings):
-    """Unstructured magnitude pruning of the student (global), then KD recovery with the masks held."""
+    """Unstructured magnitude pruning of the student's layer projections (global over the layers; nn.Linear or
+    GPT-2's Conv1D), then KD recovery with the masks held."""
 
     enabled: bool = Field(True, description="Make this variant.")
     sparsity: float = Field(0.5, gt=0, lt=1, description="Fraction of the prunable weights set to zero.")
@@ -171,19 +178,22 @@ class MagnitudeVariant(Settings):
 
 
 class StructuredVariant(Settings):
-    """Structured pruning: whole attention heads and MLP neurons removed, the config shrunk, then KD recovery."""
+    """Structured pruning: whole attention heads and MLP neurons removed, the config shrunk, then KD recovery. Heads
+    go for the Llama attention layout only: a BERT or GPT-2 student prunes MLP neurons and records the skip."""
 
     enabled: bool = Field(True, description="Make this variant.")
     heads_fraction: float = Field(0.5, ge=0, lt=1, description="Fraction of attention heads (key/value groups) "
-                                  "removed per layer; the kept count must divide hidden_size (4 heads: 0, 0.5, 0.75).")
+                                  "removed per layer; the kept count must divide hidden_size (4 heads: 0, 0.5, 0.75). "
+                                  "Llama only: other architectures skip it (summary's skipped).")
     neurons_fraction: float = Field(0.25, ge=0, lt=1, description="Fraction of MLP neurons removed per layer.")
     recovery_steps: int = Field(10, ge=0, description="KD steps after pruning.")
 
 
 class Int8Variant(Settings):
     """int8 quantization of the final student for CPU inference: torchao weight-only int8 (per-row scales) of the
-    decoder's linear layers and the embedding table, saved as safetensors (``tasks.modeling.quantize``); weight-only
-    gives the size saving at float speed on CPUs, where dynamic int8 activations were slower than float32."""
+    layers' linear projections and the embedding tables, saved as safetensors (``tasks.modeling.quantize``);
+    weight-only gives the size saving at float speed on CPUs, where dynamic int8 activations were slower than
+    float32. GPT-2's Conv1D layers stay float (torchao cannot multiply them; the skip is recorded)."""
 
     enabled: bool = Field(True, description="Make this variant.")
 

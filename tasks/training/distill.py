@@ -75,7 +75,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     init_report: dict[str, Any] = {"init": cfg.student.init}
     if cfg.student.init == "teacher_layers":
         mapping = layer_map(teacher_layers=int(info["configs"][source].num_hidden_layers),
-                            student_layers=cfg.student.num_layers, layers=cfg.student.layers)
+                            student_layers=int(backbone.config.num_hidden_layers), layers=cfg.student.layers)
         copied = init_from_teacher(backbone, teachers.models[source], layers=mapping)
         init_report.update(layers=mapping, copied=len(copied["copied"]), neuron_subsets=len(copied["neurons"]),
                            kept=copied["kept"])

@@ -37,17 +37,29 @@ def layer_map(*, teacher_layers: int, student_layers: int, layers: list[int] | N
     return [round(i * (teacher_layers - 1) / max(student_layers - 1, 1)) for i in range(student_layers)]
 
 
-def student_config(teacher: Any, *, num_layers: int, hidden_size: int | None = None, num_heads: int | None = None,
-                   num_kv_heads: int | None = None, intermediate_size: int | None = None,
-                   pad_token_id: int | None = None, dropout: float = 0.0, setting: str = "student") -> Any:
-    """The student's config: a copy of the teacher's (``transformers.PretrainedConfig``) with ``num_layers`` layers.
+def student_layers(teacher_layers: int, *, num_layers: int | None, layers: list[int] | None = None) -> int:
+    """How many layers the student has: ``num_layers``, else as many as ``layers`` names, else half the teacher's (at
+    least 1; DistilBERT's every other layer)."""
+    if num_layers is not None:
+        return num_layers
+    return len(layers) if layers else max(1, teacher_layers // 2)
+
+
+def student_config(teacher: Any, *, num_layers: int | None, hidden_size: int | None = None,
+                   num_heads: int | None = None, num_kv_heads: int | None = None,
+                   intermediate_size: int | None = None, mlp_fraction: float | None = None,
+                   layers: list[int] | None = None, pad_token_id: int | None = None, dropout: float = 0.0,
+                   setting: str = "student") -> Any:
+    """The student's config: a copy of the teacher's (``transformers.PretrainedConfig``) with fewer layers.
 
     Args:
         teacher: the teacher's config (``AutoConfig.from_pretrained``).
-        num_layers: the student's layers.
+        num_layers: the student's layers (None: :func:`student_layers`).
         hidden_size, num_heads: Llama only (None: the teacher's).
         num_kv_heads: Llama only; None: the teacher's when ``num_heads`` is the teacher's, else ``num_heads``.
-        intermediate_size: the MLP width (None: the teacher's).
+        intermediate_size: the MLP width (None: the teacher's, or ``mlp_fraction`` of it).
+        mlp_fraction: the MLP width as a fraction of the teacher's, rounded.
+        layers: the teacher layers the student copies (their count is the default ``num_layers``).
         pad_token_id: the padding id the classifiers pool by.
         dropout: the attention dropout, on architectures whose config has one (Llama, Qwen2...).
         setting: the params key, for messages.
@@ -59,7 +71,7 @@ def student_config(teacher: Any, *, num_layers: int, hidden_size: int | None = N
     from tasks.modeling.layout import mlp_width, width_key
 
     config = copy.deepcopy(teacher)
-    config.num_hidden_layers = num_layers
+    config.num_hidden_layers = student_layers(int(teacher.num_hidden_layers), num_layers=num_layers, layers=layers)
     config.architectures, config.pad_token_id = None, pad_token_id
     if hasattr(config, "attention_dropout"):
         config.attention_dropout = dropout
@@ -81,6 +93,11 @@ def student_config(teacher: Any, *, num_layers: int, hidden_size: int | None = N
                 raise ConfigError(f"{setting}.{key} {value} differs from the {teacher.model_type} teacher's {theirs}: "
                                   f"only {', '.join(RESHAPEABLE)} students change width or heads; set it to null "
                                   "(the teacher's)")
+    if mlp_fraction is not None and (width := mlp_width(teacher)) is not None:
+        intermediate_size = max(1, round(mlp_fraction * width))
+    elif mlp_fraction is not None:
+        raise ConfigError(f"{setting}.mlp_fraction: the {teacher.model_type} config has no MLP width to cut; set it to "
+                          "null")
     if intermediate_size is not None and intermediate_size != mlp_width(teacher):
         if (key := width_key(config)) is None:
             raise ConfigError(f"{setting}.intermediate_size: the {teacher.model_type} config has no MLP width to set; "

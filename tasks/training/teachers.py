@@ -131,10 +131,7 @@ def preflight(cfg: DistillConfig, *, resume: bool = True) -> dict[str, Any]:
         depth = int(conf.num_hidden_layers)
         if cfg.student.layers is not None and max(cfg.student.layers) >= depth:
             raise ConfigError(f"student.layers {cfg.student.layers} names a layer the teacher lacks (it has {depth})")
-    shape = cfg.student
-    student = student_config(configs[source_task({"tasks": tasks})], num_layers=shape.num_layers,
-                             hidden_size=shape.hidden_size, num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads,
-                             intermediate_size=shape.intermediate_size)
+    student = student_config(configs[source_task({"tasks": tasks})], **shape_of(cfg))
     if student.model_type == "llama" and (student.hidden_size // student.num_attention_heads) % 2:
         raise ConfigError("student head size hidden_size/num_heads is odd: rotary embeddings need an even one; "
                           "change student.hidden_size or student.num_heads")
@@ -196,12 +193,16 @@ def new_student(cfg: DistillConfig, info: dict[str, Any], *, pad_id: int) -> Any
     from tasks.modeling.source import is_decoder
     from tasks.training.student import new_backbone, student_config
 
-    source, shape = source_task(info), cfg.student
-    config = student_config(info["configs"][source], num_layers=shape.num_layers, hidden_size=shape.hidden_size,
-                            num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads,
-                            intermediate_size=shape.intermediate_size, dropout=cfg.dropout,
+    source = source_task(info)
+    config = student_config(info["configs"][source], **shape_of(cfg), dropout=cfg.dropout,
                             pad_token_id=pad_id)  # pooling finds the last non-pad token by it, in training and export
     return new_backbone(config, causal=is_decoder(info["teachers"][source]))
+
+
+def shape_of(cfg: DistillConfig) -> dict[str, Any]:
+    """``cfg.student``'s shape settings, as :func:`tasks.training.student.student_config` takes them."""
+    return cfg.student.model_dump(include={"num_layers", "hidden_size", "num_heads", "num_kv_heads",
+                                           "intermediate_size", "mlp_fraction", "layers"})
 
 
 def source_task(info: dict[str, Any]) -> str:
