@@ -260,10 +260,12 @@ def structured_prune(model: Any, *, heads_fraction: float, neurons_fraction: flo
             for proj in mlp.inputs:
                 shrink(proj, keep, makes=True)
             shrink(mlp.output, keep, makes=False)
-            if hasattr(owner := getattr(layer, "mlp", None), "intermediate_size"):  # Llama's MLP keeps its own
+            owner: Any = getattr(layer, "mlp", None)
+            if hasattr(owner, "intermediate_size"):  # Llama's MLP keeps its own
                 owner.intermediate_size = kept_neurons
     # the layers share the model's config object; set it on every config in case a wrapper holds a copy
-    configs = {id(c): c for c in (getattr(m, "config", None) for m in model.modules()) if hasattr(c, "model_type")}
+    configs: dict[int, Any] = {id(c): c for c in (getattr(m, "config", None) for m in model.modules())
+                               if hasattr(c, "model_type")}
     for cfg in configs.values():
         if (key := width_key(cfg)) is not None:
             setattr(cfg, key, kept_neurons)

@@ -99,10 +99,10 @@ def student_config(teacher: Any, *, num_layers: int | None, hidden_size: int | N
         raise ConfigError(f"{setting}.mlp_fraction: the {teacher.model_type} config has no MLP width to cut; set it to "
                           "null")
     if intermediate_size is not None and intermediate_size != mlp_width(teacher):
-        if (key := width_key(config)) is None:
+        if (width_name := width_key(config)) is None:
             raise ConfigError(f"{setting}.intermediate_size: the {teacher.model_type} config has no MLP width to set; "
                               "set it to null (the teacher's)")
-        setattr(config, key, intermediate_size)
+        setattr(config, width_name, intermediate_size)
     return config
 
 

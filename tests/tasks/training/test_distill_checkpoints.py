@@ -31,7 +31,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     teachers = save_teachers(checkpoint, tokenizer_dir=checkpoint, out=root / "teachers", sft=arch == "gpt2")
     inputs = {"examples": write_examples(root / "examples", tasks=tasks), "teachers": teachers,
               "tokenizer": teachers / "topic", "tokens": root}  # the teacher's own tokenizer, as the flow passes
-    config = run_config(inputs, root / "run", student={"num_layers": 1}, steps=8, eval_every=4, checkpoint_every=8,
+    config = run_config(inputs, root / "run", student={"mlp_fraction": 0.5}, steps=8, eval_every=4, checkpoint_every=8,
                         variants={"magnitude": {"recovery_steps": 1}, "structured": {"recovery_steps": 1}})
     res = distill(config)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -44,12 +44,15 @@ def test_the_student_is_the_teachers_architecture_with_half_its_layers(run: dict
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     s, out = run["summary"], run["out"]
-    init = s["student_init"]
+    init = s["student_init"]  # params.yaml's default student: half the layers, half of each MLP's neurons
     assert init["layers"] == [0] and init["heads_from_teacher"] == ["topic"] and init["kept"] == []
+    assert init["neuron_subsets"] == 4  # the one layer's MLP: two weights, two biases
     classifier = AutoModelForSequenceClassification.from_pretrained(str(out / "topic"))
     teacher = AutoModelForSequenceClassification.from_pretrained(str(run["teachers"] / "topic"))
     assert type(classifier).__name__ == CLASSIFIERS[run["arch"]] and classifier.config.num_hidden_layers == 1
     assert teacher.config.num_hidden_layers == 2 and classifier.num_parameters() < teacher.num_parameters()
+    key = "intermediate_size" if run["arch"] == "bert" else "n_inner"
+    assert getattr(classifier.config, key) == (32 if run["arch"] == "bert" else 64)  # half the teacher's 64 / 4 x 32
     assert classifier.config.id2label == {0: "pets", 1: "sky"}
     if run["arch"] == "gpt2":
         lm = AutoModelForCausalLM.from_pretrained(str(out / "complete"))
