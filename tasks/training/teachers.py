@@ -56,10 +56,7 @@ def read_model_config(model_dir: Path, *, what: str) -> dict[str, Any]:
 
 
 def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-    )
+    from transformers.models.auto import modeling_auto as auto
 
     if cfg.examples_dir is None:
         raise ConfigError("teacher finetuned needs examples_dir (the finetune stage's task data)")
@@ -67,8 +64,8 @@ def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, A
     for name, task in tasks.items():
         conf = read_model_config(Path(cfg.teacher_dir) / name, what=f"run the finetune stage (task {name!r})")
         arch, model_type = (conf.get("architectures") or ["?"])[0], str(conf.get("model_type"))
-        mapping = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task["type"] == "classification" \
-            else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        mapping = auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task["type"] == "classification" \
+            else auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         want = mapping.get(model_type, f"a {task['type']} model")
         if arch != want:
             raise ConfigError(f"teacher {Path(cfg.teacher_dir) / name} is a {arch}, task {name!r} ({task['type']}) "
