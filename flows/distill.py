@@ -49,6 +49,17 @@ def preflight(params: Params, root: Path) -> None:
         read_hostfile(root / params.distill.launch.hostfile)
 
 
+def teacher_tokenizer(root: Path, teacher: str) -> Path:
+    """The tokenizer the teacher was trained with, saved beside its weights: models/base's, or the first task model's
+    of models/finetuned (finetune saves the same one into every task; a checkpoint's own, not lmforge's BPE, when
+    finetune started from a checkpoint)."""
+    if teacher == "base":
+        return root / artifacts.BASE_MODEL_DIR
+    finetuned = root / artifacts.FINETUNED_DIR
+    tasks = sorted(p for p in finetuned.iterdir() if (p / "config.json").is_file()) if finetuned.is_dir() else []
+    return tasks[0] if tasks else finetuned  # none: the recipe says which stage to run
+
+
 def run_config(cfg: DistillParams, root: Path, *, out_dir: Path, checkpoint_dir: Path, plots_dir: Path,
                run_id: str, tracking_uri: str) -> dict[str, Any]:
     """The recipe's JSON config: the distillation settings as validated and the paths of the chosen teacher."""
@@ -58,7 +69,7 @@ def run_config(cfg: DistillParams, root: Path, *, out_dir: Path, checkpoint_dir:
             "teacher_dir": str(root / (artifacts.FINETUNED_DIR if finetuned else artifacts.BASE_MODEL_DIR)),
             "examples_dir": str(root / artifacts.EXAMPLES_DIR) if finetuned else None,
             "tokens_dir": None if finetuned else str(root / artifacts.TOKENS_DIR),
-            "tokenizer_dir": str(root / artifacts.TOKENIZER_DIR), "out_dir": str(out_dir),
+            "tokenizer_dir": str(teacher_tokenizer(root, cfg.teacher)), "out_dir": str(out_dir),
             "checkpoint_dir": str(checkpoint_dir), "plots_dir": str(plots_dir),
             "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
             "deepspeed_config": str(root / cfg.deepspeed_config) if cfg.deepspeed_config else None}
@@ -95,6 +106,8 @@ def distill(params: Params, root: Path) -> dict[str, Any]:
         summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         run_stats = json.loads((checkpoints / RUN_STATS_FILE).read_text(encoding="utf-8"))
         stats = summary_metrics(summary, run_stats.get(MEASUREMENTS_KEY, {}))
+        for what, why in sorted((summary.get("skipped") or {}).items()):  # what this architecture did not allow
+            log.warning("distill: skipped %s: %s", what, why)
         if summary.get("variants"):
             variants_plot(stats, plots_dir / "variants.png", title="distill: quality against batch-1 latency")
         run.log_stats(stats)
@@ -109,7 +122,9 @@ def distill(params: Params, root: Path) -> dict[str, Any]:
 def summary_metrics(summary: dict[str, Any], measurements: dict[str, Any]) -> dict[str, Any]:
     """The flat numbers for metrics/distill.json: the run's outcome, then per model (teacher, student and each
     variant) and task ``MODEL.TASK.KEY``: parameters, size, test quality and its retention of the teacher's (from
-    the reproducible summary), and the batch-1 latency, tokens/s and speed-up (measured this run)."""
+    the reproducible summary), and the batch-1 latency, tokens/s and speed-up (measured this run); and, as text,
+    ``skipped.VARIANT.PART``: what the teacher's architecture did not allow and why (MLflow takes the numbers only;
+    the reasons reach it in the summary artifact)."""
     out: dict[str, Any] = {k: summary[k] for k in ("best_step", "best_val_score", "steps_run") if k in summary}
     out["stopped_early"] = int(bool(summary.get("stopped_early")))
     for source in (summary.get("variants") or {}, measurements):
@@ -118,6 +133,8 @@ def summary_metrics(summary: dict[str, Any], measurements: dict[str, Any]) -> di
                 for key, value in flatten(values).items():
                     if isinstance(value, int | float) and not isinstance(value, bool):
                         out[f"{model}.{task}.{key}"] = round(value, 6) if isinstance(value, float) else value
+    for what, why in (summary.get("skipped") or {}).items():  # the reason, beside the numbers it explains
+        out[f"skipped.{what}"] = why
     for key in [k for k in out if k.startswith("int8.") and k.endswith(".size_bytes")]:
         student = out.get(f"student.{key.removeprefix('int8.')}")
         if student and out[key]:  # how many times smaller on disk than the float student it was made from

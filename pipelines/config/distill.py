@@ -16,16 +16,19 @@ from tasks.training.config import DistillSettings
 __all__ = ["DistillParams", "TEACHER_INPUTS"]
 
 TEACHER_INPUTS: dict[str, tuple[str, ...]] = {
-    "finetuned": ("data/finetune", "models/finetuned", "models/tokenizer"),
-    "base": ("data/tokens", "models/base", "models/tokenizer"),
+    "finetuned": ("data/finetune", "models/finetuned"),
+    "base": ("data/tokens", "models/base"),
 }
 """What the stage reads from the stages before it, by teacher: the task data and the fine-tuned models, or the packed
-tokens and the pretrained model (so `teacher: base` does not wait for, nor re-run after, finetune)."""
+tokens and the pretrained model (so `teacher: base` does not wait for, nor re-run after, finetune). The tokenizer is
+the teacher's own, saved in its directory (a checkpoint's when finetune or pretrain started from one), not
+models/tokenizer."""
 
 
 class DistillParams(DistillSettings, Section):
-    """The distill stage: a smaller student trained on the teacher's soft targets (models/finetuned per task, or
-    models/base over the corpus), then pruned and quantized; every model measured the same way. The training
+    """The distill stage: a smaller student of the teacher's architecture (Llama, GPT-2, BERT...) trained on the
+    teacher's soft targets (models/finetuned per task, or models/base over the corpus), then pruned and quantized;
+    every model measured the same way. The training
     settings are :class:`tasks.training.config.DistillSettings`, the very class of the entry point's run config
     (defined once); this section adds where the DeepSpeed JSON is and how the processes are started."""
 

@@ -97,8 +97,8 @@ def measure_model(model: Any, *, model_dir: Path | None, kind: str, data: dict[s
     """Size, sparsity, latency and quality of one model on one task's test split.
 
     Args:
-        model: a transformers model (``LlamaForSequenceClassification`` for classification, ``LlamaForCausalLM``
-            for sft/lm), float or int8 (:func:`tasks.modeling.quantize.quantize_int8`); put in eval mode.
+        model: a transformers model of any architecture (a ``...ForSequenceClassification`` for classification, a
+            causal LM for sft/lm), float or int8 (:func:`tasks.modeling.quantize.quantize_int8`); put in eval mode.
         model_dir: its saved directory (``size_bytes`` and ``weights_bytes`` are None without one).
         kind: ``classification``, ``sft`` or ``lm`` (every token scored).
         data: :func:`tasks.modeling.encoding.encode`'s result for the test split.

@@ -1,6 +1,10 @@
-"""int8 for CPU inference, and the decoder projections that compression touches.
+"""int8 for CPU inference, and the layer projections that compression touches.
 
-:func:`quantize_int8`: torchao's int8 weight-only scheme through transformers' ``TorchAoConfig``.
+:func:`quantize_int8`: torchao's int8 weight-only scheme through transformers' ``TorchAoConfig``, for any architecture
+whose layers are ``nn.Linear`` (Llama, BERT...). GPT-2's layers are transformers' ``Conv1D`` (``x @ W + b`` through
+``torch.addmm``), which torchao's int8 tensors do not implement (0.18: ``NotImplementedError`` for ``aten.addmm``):
+its layers stay float and only its embeddings and LM head become int8; :func:`int8_skips` says so, and the compress
+recipe records it in the summary and the stage's metrics.
 ``torch.ao.quantization.quantize_dynamic`` warns it is deprecated (torch 2.13); torchao's dynamic-activation scheme
 ran about 4x slower than float32 on this CPU, weight-only about as fast. The saved directory loads with plain
 ``AutoModelFor...from_pretrained`` (torchao installed), or ``model = load_int8(path)``: the one documented call the
@@ -9,15 +13,11 @@ evaluate stage and users use.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-
-_PROJ = re.compile(r"(^|\.)layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$")
-
 
 class CompressionError(ValueError):
     """A compression setting does not fit the model; the message says which values would."""
@@ -26,15 +26,27 @@ class CompressionError(ValueError):
 
 
 def prunable_weights(model: Any) -> dict[str, torch.nn.Parameter]:
-    """``{parameter name: weight}`` of the decoder layers' Linear projections (what pruning and int8 touch)."""
-    from torch import nn
+    """``{parameter name: weight}`` of the transformer layers' projections, ``nn.Linear`` or GPT-2's ``Conv1D``
+    (Llama's q/k/v/o/gate/up/down, BERT's query/key/value/dense, GPT-2's c_attn/c_proj/c_fc): what pruning touches.
+    """
+    from tasks.modeling.layout import layer_projections
 
-    out = {f"{name}.weight": m.weight for name, m in model.named_modules()
-           if isinstance(m, nn.Linear) and _PROJ.search(name)}
+    out = {f"{name}.weight": m.weight for name, m in layer_projections(model).items()}
     if not out:
-        raise CompressionError(f"{type(model).__name__} has no Llama decoder-layer projections to compress: pass a "
-                               "transformers Llama or finetune's multi-task module (not a peft-wrapped one)")
+        raise CompressionError(f"{type(model).__name__} has no transformer-layer projections to compress: pass a "
+                               "transformers model or the multi-task module around one (not a peft-wrapped one)")
     return out
+
+
+def int8_skips(model: Any) -> dict[str, str]:
+    """What :func:`quantize_int8` leaves in float for this model, and why (empty: every layer projection is int8)."""
+    from tasks.modeling.layout import is_conv1d, layer_projections
+
+    if any(is_conv1d(m) for m in layer_projections(model).values()):
+        return {"layers": f"{model.config.model_type}'s layer projections are transformers Conv1D, which torchao's "
+                          "int8 tensors cannot multiply (no aten.addmm): they stay float32; the embeddings and LM "
+                          "head are int8"}
+    return {}
 
 
 def _torchao_quietly() -> None:
@@ -53,9 +65,10 @@ def _torchao_quietly() -> None:
 
 
 def quantize_int8(model: Any) -> Any:
-    """An int8 copy of a transformers model for CPU inference: the decoder layers' Linear weights become int8 with a
-    float scale per output row (torchao ``Int8WeightOnlyConfig``) and so does the token embedding, one scale per row
-    (``IntxWeightOnlyConfig``; a tied LM head reads the same int8 table); a classification ``score`` stays float32.
+    """An int8 copy of a transformers model for CPU inference: the layers' Linear weights become int8 with a float
+    scale per output row (torchao ``Int8WeightOnlyConfig``; biases stay float) and so do the embedding tables, one
+    scale per row (``IntxWeightOnlyConfig``; a tied LM head gets its own int8 copy); a classification head (and
+    BERT's pooler) stays float32, and so do Conv1D layers (:func:`int8_skips`).
     The embedding is half the parameters of the default student: without it the file shrank only 1.6x, with it 3.8x.
     ``model`` itself is left as it was (a bf16 model is converted to float32 first).
 
@@ -77,8 +90,12 @@ def quantize_int8(model: Any) -> Any:
     from torchao.quantization.granularity import PerAxis
     from transformers import TorchAoConfig
 
-    plan: dict[str, Any] = {n: Int8WeightOnlyConfig() for n, m in model.named_modules()
-                            if isinstance(m, nn.Linear) and _PROJ.search(n)}
+    from tasks.modeling.layout import layer_projections
+
+    # a module's name also selects its bias, which transformers would then quantize too (int8 biases fail in the
+    # forward): a biased projection is named by its weight
+    plan: dict[str, Any] = {n if m.bias is None else f"{n}.weight": Int8WeightOnlyConfig()
+                            for n, m in layer_projections(model).items() if isinstance(m, nn.Linear)}
     plan.update({n: IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
                  for n, m in model.named_modules() if isinstance(m, nn.Embedding)})
     float_copy = copy.deepcopy(model).float()

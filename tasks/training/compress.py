@@ -9,7 +9,9 @@ meets it:
 3. the variants: magnitude pruning (global, the masks held through recovery) and structured pruning (whole heads
    and MLP neurons removed, the config shrunk), each followed by ``recovery_steps`` of the KD loop's steps
    (``tasks.training.loop.train_step`` with the teachers' loss, a cosine from ``lr * RECOVERY_LR_SCALE``, data steps
-   after the student's); int8 weight-only of the student (``tasks.modeling.quantize``);
+   after the student's); int8 weight-only of the student (``tasks.modeling.quantize``). What an architecture does not
+   allow is skipped, never a crash: attention heads outside the Llama layout (BERT, GPT-2: MLP neurons only), GPT-2's
+   Conv1D layers in int8 (embeddings and LM head only); the reasons go to the summary's ``skipped``;
 4. every model (teacher, student, each variant) measured on the test split: size, batch-1 latency, quality and its
    retention of the teacher's (``tasks.modeling.measure``);
 5. all exported atomically to ``out_dir``: the student per task, ``variants/<variant>/<task>/`` and
@@ -75,19 +77,20 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     ds_config, rank, world_size = ds.setup(cfg)
     is_main = rank == 0
     say = ds.printer(is_main)
-    ts = task_set(cfg, info, tokenizer=AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir)))
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir))
+    ts = task_set(cfg, info, tokenizer=tokenizer)
     names, labels, student_dir = ts.names, ts.labels, required(cfg.student_dir, "student_dir")
     teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
     batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
                           seed=cfg.seed, pad_id=ts.pad_id, rank=rank, world_size=world_size)
     torch.manual_seed(cfg.seed)
 
-    def student(llama: Any = None) -> Any:
-        """The student as the multi-task module (around ``llama`` when given: a pruned one, heads loaded only)."""
-        module = build_multitask(llama if llama is not None else new_student(cfg, info, pad_id=ts.pad_id),
+    def student(backbone: Any = None) -> Any:
+        """The student as the multi-task module (around ``backbone`` when given: a pruned one, heads loaded only)."""
+        module = build_multitask(backbone if backbone is not None else new_student(cfg, info, pad_id=ts.pad_id),
                                  heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
                                  pad_token_id=ts.pad_id)
-        return load_exported(module, {t: student_dir / t for t in names}, heads_only=llama is not None)
+        return load_exported(module, {t: student_dir / t for t in names}, heads_only=backbone is not None)
 
     def recover(module: Any, steps: int, masks: Any = None) -> tuple[Any, float]:
         """``steps`` KD steps for a pruned module, with its own engine and AdamW; returns the module and seconds."""
@@ -108,23 +111,32 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
             train_step(eng, batches, cfg.steps + s, grad_accum=cfg.grad_accum, loss_fn=teachers.loss,
                        world_size=world_size)
             if masks is not None:  # pruned weights stay zero whatever AdamW's moments say
-                prune.apply_masks(eng.module.llama(), masks)
+                prune.apply_masks(eng.module.lm(), masks)
         return eng.module.eval(), time.perf_counter() - t0
 
     pruned: dict[str, Any] = {}
     recovery: dict[str, Any] = {}
+    skipped: dict[str, str] = {}  # "<variant>.<part>": why this architecture does not allow it
     if (mag := cfg.variants.magnitude).enabled:
         module = student()
-        masks = prune.magnitude_prune(module.llama(), sparsity=mag.sparsity)
+        masks = prune.magnitude_prune(module.lm(), sparsity=mag.sparsity)
         pruned["magnitude"], seconds = recover(module, mag.recovery_steps, masks)
         recovery["magnitude"] = {"sparsity": mag.sparsity, "recovery_steps": mag.recovery_steps,
                                  "recovery_seconds": round(seconds, 3)}
     if (struct := cfg.variants.structured).enabled:
-        shrunk = prune.structured_prune(student().llama(), heads_fraction=struct.heads_fraction,
-                                        neurons_fraction=struct.neurons_fraction)
-        pruned["structured"], seconds = recover(student(shrunk), struct.recovery_steps)
-        recovery["structured"] = {"heads_fraction": struct.heads_fraction, "recovery_steps": struct.recovery_steps,
-                                  "neurons_fraction": struct.neurons_fraction, "recovery_seconds": round(seconds, 3)}
+        backbone = student().lm()
+        cannot = prune.structured_skips(backbone, heads_fraction=struct.heads_fraction)
+        skipped.update({f"structured.{part}": why for part, why in cannot.items()})
+        if "variant" not in cannot:
+            heads_fraction = 0.0 if "heads" in cannot else struct.heads_fraction
+            shrunk = prune.structured_prune(backbone, heads_fraction=heads_fraction,
+                                            neurons_fraction=struct.neurons_fraction)
+            pruned["structured"], seconds = recover(student(shrunk), struct.recovery_steps)
+            recovery["structured"] = {"heads_fraction": heads_fraction, "recovery_steps": struct.recovery_steps,
+                                      "neurons_fraction": struct.neurons_fraction,
+                                      "recovery_seconds": round(seconds, 3)}
+    for what, why in sorted(skipped.items()):
+        say(f"{NAME}: skipped {what}: {why}")
 
     summary = json.loads((student_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     summary["recovery"] = {k: {n: v for n, v in e.items() if n != "recovery_seconds"} for k, e in recovery.items()}
@@ -147,16 +159,16 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
             dirs: dict[str, dict[str, Path]] = {"teacher": teachers.dirs, "student": {t: tmp / t for t in names}}
             for variant, module in pruned.items():
                 module = module.cpu().float()
-                export.save_task_models(tmp / "variants" / variant, llama=module.llama(), labels=labels, dtype=dtype,
-                                        heads={t: module.heads[t].weight.detach() for t in labels},
-                                        sft_tasks=[t for t in names if t not in labels],
-                                        tokenizer_dir=cfg.tokenizer_dir, chat_template=CHAT_TEMPLATE)
+                export.save_task_models(tmp / "variants" / variant, module=module, labels=labels, dtype=dtype,
+                                        sft_tasks=[t for t in names if t not in labels], tokenizer=tokenizer,
+                                        chat_template=CHAT_TEMPLATE)
                 dirs[variant] = {t: tmp / "variants" / variant / t for t in names}
             if cfg.variants.int8.enabled:
                 dirs["int8"] = {t: tmp / "variants" / "int8" / t for t in names}
                 for t in names:
-                    quantize.save_int8(quantize.quantize_int8(load(tmp / t, t)), dirs["int8"][t],
-                                       tokenizer_dir=cfg.tokenizer_dir)
+                    model = load(tmp / t, t)
+                    skipped.update({f"int8.{part}": why for part, why in quantize.int8_skips(model).items()})
+                    quantize.save_int8(quantize.quantize_int8(model), dirs["int8"][t], tokenizer_dir=tmp / t)
             say(f"{NAME}: measuring {sorted(dirs)} on the test split")
             measured: dict[str, dict[str, Any]] = {}
             for variant, per_task in dirs.items():
@@ -173,6 +185,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                                              for t, e in per_task.items()} for variant, per_task in entries.items()}
             run_stats[MEASUREMENTS_KEY] = {variant: {t: {k: e[k] for k in TIMINGS} for t, e in per_task.items()}
                                            for variant, per_task in entries.items()}
+            summary["skipped"] = dict(sorted(skipped.items()))
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         atomic_write_text(run_stats_path, json.dumps(run_stats, indent=2, sort_keys=True) + "\n")
         for variant, by_task in entries.items():

@@ -42,9 +42,9 @@ class ModelShape(Settings):
 
     @model_validator(mode="after")
     def _heads(self) -> ModelShape:
-        if self.hidden_size % self.num_heads:
+        if self.hidden_size is not None and self.num_heads is not None and self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
-        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+        if self.num_kv_heads is not None and self.num_heads is not None and self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
         return self
 
@@ -125,30 +125,42 @@ class FinetuneSettings(TaskTrainingSettings):
 
 
 class StudentShape(Settings):
-    """The distilled student: a smaller Llama, built fresh or from a subset of the teacher's layers."""
+    """The distilled student: the teacher's architecture with fewer layers (any architecture: Llama, GPT-2, BERT...),
+    built fresh or from a subset of the teacher's layers; Llama students may also be narrower or have other heads."""
 
-    num_layers: int = Field(2, ge=1, description="Decoder layers (fewer than the teacher's: the default teacher "
-                            "has 4; docs/measurements.md says what 1 and 2 layers kept).")
-    hidden_size: int = Field(128, ge=8, description="Model width; equal to the teacher's, the embeddings, final norm, "
-                             "layers and classification heads can be copied from it.")
-    num_heads: int = Field(4, ge=1, description="Query heads; must divide hidden_size.")
+    num_layers: int | None = Field(None, ge=1, description="Transformer layers (null: half the teacher's, at least 1, "
+                                   "DistilBERT's; as many as `layers` lists when given). The default teacher has 4; "
+                                   "docs/measurements.md says what 1 and 2 layers kept.")
+    hidden_size: int | None = Field(None, ge=8, description="Model width (null: the teacher's). Llama only (another "
+                                    "architecture: null or the teacher's); equal to the teacher's, the embeddings, "
+                                    "final norm, layers and classification heads can be copied from it.")
+    num_heads: int | None = Field(None, ge=1, description="Query heads; must divide hidden_size (null: the "
+                                  "teacher's). Llama only (another architecture: null or the teacher's).")
     num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (null: the teacher's when num_heads "
-                                     "equals the teacher's, else num_heads).")
-    intermediate_size: int = Field(172, ge=8, description="MLP width (a narrower MLP than the teacher's starts from "
-                                   "the teacher layer's strongest neurons).")
+                                     "equals the teacher's, else num_heads). Llama only.")
+    intermediate_size: int | None = Field(None, ge=8, description="MLP width (null: the teacher's; GPT-2's n_inner). "
+                                          "A narrower MLP than the teacher's starts from the teacher layer's "
+                                          "strongest neurons (Llama gate/up/down, BERT intermediate/output, GPT-2 "
+                                          "c_fc/c_proj).")
+    mlp_fraction: float | None = Field(None, gt=0, le=1, description="MLP width as a fraction of the teacher's "
+                                       "(rounded; instead of intermediate_size): the same cut for any teacher, e.g. "
+                                       "0.5 keeps half of each layer's strongest neurons.")
     init: Literal["scratch", "teacher_layers"] = Field(
         "teacher_layers", description="scratch: random weights; teacher_layers (DistilBERT's recipe): copy the "
-        "embeddings, final norm and the chosen teacher layers into the student wherever the shapes allow.")
+        "embeddings, final norm (BERT's pooler) and the chosen teacher layers into the student wherever the shapes "
+        "allow.")
     layers: list[int] | None = Field(None, description="teacher_layers: the teacher layer copied into each student "
-                                     "layer, in order (null: every other layer, 0, 2, 4...).")
+                                     "layer, in order (null: every other layer, 0, 2, 4..., as DistilBERT).")
 
     @model_validator(mode="after")
     def _shape(self) -> StudentShape:
-        if self.hidden_size % self.num_heads:
+        if self.hidden_size is not None and self.num_heads is not None and self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
-        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+        if self.num_kv_heads is not None and self.num_heads is not None and self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
-        if self.layers is not None and len(self.layers) != self.num_layers:
+        if self.intermediate_size is not None and self.mlp_fraction is not None:
+            raise ValueError("give intermediate_size or mlp_fraction, not both")
+        if self.layers is not None and self.num_layers is not None and len(self.layers) != self.num_layers:
             raise ValueError(f"layers lists {len(self.layers)} teacher layers for {self.num_layers} student layers: "
                              "give one per student layer (or null)")
         if self.layers is not None and min(self.layers) < 0:
@@ -157,7 +169,8 @@ class StudentShape(Settings):
 
 
 class MagnitudeVariant(Settings):
-    """Unstructured magnitude pruning of the student (global), then KD recovery with the masks held."""
+    """Unstructured magnitude pruning of the student's layer projections (global over the layers; nn.Linear or
+    GPT-2's Conv1D), then KD recovery with the masks held."""
 
     enabled: bool = Field(True, description="Make this variant.")
     sparsity: float = Field(0.5, gt=0, lt=1, description="Fraction of the prunable weights set to zero.")
@@ -165,19 +178,22 @@ class MagnitudeVariant(Settings):
 
 
 class StructuredVariant(Settings):
-    """Structured pruning: whole attention heads and MLP neurons removed, the config shrunk, then KD recovery."""
+    """Structured pruning: whole attention heads and MLP neurons removed, the config shrunk, then KD recovery. Heads
+    go for the Llama attention layout only: a BERT or GPT-2 student prunes MLP neurons and records the skip."""
 
     enabled: bool = Field(True, description="Make this variant.")
     heads_fraction: float = Field(0.5, ge=0, lt=1, description="Fraction of attention heads (key/value groups) "
-                                  "removed per layer; the kept count must divide hidden_size (4 heads: 0, 0.5, 0.75).")
+                                  "removed per layer; the kept count must divide hidden_size (4 heads: 0, 0.5, 0.75). "
+                                  "Llama only: other architectures skip it (summary's skipped).")
     neurons_fraction: float = Field(0.25, ge=0, lt=1, description="Fraction of MLP neurons removed per layer.")
     recovery_steps: int = Field(10, ge=0, description="KD steps after pruning.")
 
 
 class Int8Variant(Settings):
     """int8 quantization of the final student for CPU inference: torchao weight-only int8 (per-row scales) of the
-    decoder's linear layers and the embedding table, saved as safetensors (``tasks.modeling.quantize``); weight-only
-    gives the size saving at float speed on CPUs, where dynamic int8 activations were slower than float32."""
+    layers' linear projections and the embedding tables, saved as safetensors (``tasks.modeling.quantize``);
+    weight-only gives the size saving at float speed on CPUs, where dynamic int8 activations were slower than
+    float32. GPT-2's Conv1D layers stay float (torchao cannot multiply them; the skip is recorded)."""
 
     enabled: bool = Field(True, description="Make this variant.")
 
@@ -196,9 +212,10 @@ class DistillSettings(TaskTrainingSettings):
     the shared optimisation, schedule, evaluation and DeepSpeed blocks, and the compressed variants."""
 
     teacher: Literal["finetuned", "base"] = Field(
-        "finetuned", description="finetuned: one fine-tuned model per task (models/finetuned/<task>) over the task "
-        "data, a student per task sharing one backbone; base: the pretrained LM over the packed tokens, plain "
-        "causal-LM distillation, the student exported as lm/.")
+        "finetuned", description="finetuned: one fine-tuned model per task (models/finetuned/<task>, of whatever "
+        "architecture finetune trained: Llama, GPT-2, BERT...) over the task data, a student per task sharing one "
+        "backbone of the same architecture and tokenizer; base: the pretrained causal LM (models/base, any decoder) "
+        "over the packed tokens, plain causal-LM distillation, the student exported as lm/.")
     student: StudentShape = Field(default_factory=StudentShape, description="Student shape and initialisation.")
     temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both distributions in the KL term "
                                "(the term is scaled by T^2 so its gradients keep their size as T changes).")

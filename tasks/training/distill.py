@@ -7,11 +7,12 @@ teachers and the KD loss from ``tasks.training.teachers``. In the order a reader
 
 1. read and check the config, the task manifest and rows (or the packed tokens), the teachers' configs (no torch
    yet: a bad config or bad data exits 2 in a second, before any training);
-2. load the tokenizer and tokenize every task (``teacher: base``: ``max_length``-token windows of the packed tokens);
-3. load the teachers and build the student: a smaller Llama from ``student``, started from the teacher's
-   embeddings, final norm and every other layer (``init: teacher_layers``, DistilBERT) or from scratch, a ``score``
-   head per classification task (the teacher's when widths match), the LM head for sft; hand it with a two-rate AdamW
-   to ``deepspeed.initialize``;
+2. load the teacher's tokenizer (``tokenizer_dir``) and tokenize every task (``teacher: base``: ``max_length``-token
+   windows of the packed tokens);
+3. load the teachers and build the student (``tasks.training.student``): the teacher's architecture (Llama, GPT-2,
+   BERT...) with fewer layers, started from the teacher's embeddings, final norm and every other layer (``init:
+   teacher_layers``, DistilBERT) or from scratch, the architecture's classification head per classification task (the
+   teacher's when shapes match), the LM head for sft; hand it with a two-rate AdamW to ``deepspeed.initialize``;
 4. optionally run each teacher once over its training split and keep its logits on disk (``cache_teacher``), and
    time a few steps' teacher work live against the cache;
 5. resume from ``checkpoint_dir/latest`` if present, then the loop with the KD loss ``alpha * T^2 *
@@ -54,34 +55,34 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.modeling.llama import count_params
     from tasks.modeling.metrics import learning_curves
     from tasks.training import engine as ds
-    from tasks.training import kd
     from tasks.training.loop import fit, new_evaluator, resume
+    from tasks.training.student import copy_heads, init_from_teacher, layer_map
     from tasks.training.teachers import Teachers, new_student, source_task, task_set, teacher_dirs
     from tasks.training.telemetry import log_outcome
 
     ds_config, rank, world_size = ds.setup(cfg)
     is_main = rank == 0
     say = ds.printer(is_main)
-    ts = task_set(cfg, info, tokenizer=AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir)))
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir))
+    ts = task_set(cfg, info, tokenizer=tokenizer)
     names, labels = ts.names, ts.labels
 
     # the teachers and the student started from them
     teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
     source = source_task(info)
     torch.manual_seed(cfg.seed)
-    llama = new_student(cfg, info, pad_id=ts.pad_id)
+    backbone = new_student(cfg, info, pad_id=ts.pad_id)
     init_report: dict[str, Any] = {"init": cfg.student.init}
     if cfg.student.init == "teacher_layers":
-        mapping = kd.layer_map(teacher_layers=int(info["teachers"][source]["num_hidden_layers"]),
-                               student_layers=cfg.student.num_layers, layers=cfg.student.layers)
-        copied = kd.init_from_teacher(llama, teachers.models[source], layers=mapping)
+        mapping = layer_map(teacher_layers=int(info["configs"][source].num_hidden_layers),
+                            student_layers=int(backbone.config.num_hidden_layers), layers=cfg.student.layers)
+        copied = init_from_teacher(backbone, teachers.models[source], layers=mapping)
         init_report.update(layers=mapping, copied=len(copied["copied"]), neuron_subsets=len(copied["neurons"]),
                            kept=copied["kept"])
-    model = build_multitask(llama, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
+    model = build_multitask(backbone, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
                             pad_token_id=ts.pad_id)
     if cfg.student.init == "teacher_layers":
-        init_report["heads_from_teacher"] = kd.copy_heads(model.heads, {t: teachers.models[t].score.weight
-                                                                        for t in labels})
+        init_report["heads_from_teacher"] = copy_heads(model.heads, {t: teachers.models[t] for t in labels})
     n_params = count_params(model)
     groups = param_groups(model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     engine, optimizer = ds.build_engine(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
@@ -130,10 +131,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
         best.load_state_dict(evaluator.best_state, strict=True)
         best = best.cpu().float()
         with atomic_dir(Path(cfg.out_dir)) as tmp:
-            export.save_task_models(tmp, llama=best.llama(), labels=labels,
-                                    heads={t: best.heads[t].weight.detach() for t in labels},
-                                    sft_tasks=[t for t in names if t not in labels], tokenizer_dir=cfg.tokenizer_dir,
-                                    dtype="bfloat16" if cfg.precision == "bf16" else "float32",
+            export.save_task_models(tmp, module=best, labels=labels, sft_tasks=[t for t in names if t not in labels],
+                                    tokenizer=tokenizer, dtype="bfloat16" if cfg.precision == "bf16" else "float32",
                                     chat_template=CHAT_TEMPLATE)
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         with atomic_path(Path(cfg.plots_dir) / CURVES_FILE) as png:

@@ -1,5 +1,5 @@
-"""Knowledge distillation components: the KD loss (full and top-k), the student's shape and its initialisation from
-the teacher, the teacher's logits (live or cached on disk).
+"""Knowledge distillation components: the KD loss (full and top-k) and the teacher's logits (live or cached on disk);
+the student and its initialisation from the teacher are ``tasks.training.student``.
 
 The loss of a batch is ``alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * hard`` (Hinton et al. 2015): ``p_T`` the
 teacher's softmax at temperature ``T``, ``q_T`` the student's, ``hard`` the usual cross-entropy against the labels.
@@ -68,102 +68,6 @@ def target_positions(student_logits: torch.Tensor, targets: torch.Tensor) -> tup
     ``targets[t + 1]`` is not -100 (as ``multitask.response_loss`` counts them), row-major; and that mask."""
     mask = targets[:, 1:] != IGNORE
     return student_logits[:, :-1][mask], mask
-
-
-def student_kwargs(teacher_config: dict[str, Any], *, num_layers: int, hidden_size: int, num_heads: int,
-                   num_kv_heads: int | None, intermediate_size: int) -> dict[str, Any]:
-    """The :func:`tasks.modeling.llama.build_llama` arguments of the student: its own shape, the teacher's
-    vocabulary, positions, rotary base, tying and special ids.
-
-    Args:
-        teacher_config: the teacher's ``config.json`` as a dict.
-        num_layers, hidden_size, num_heads, intermediate_size: the student's shape.
-        num_kv_heads: None: the teacher's when ``num_heads`` is the teacher's, else ``num_heads``.
-    """
-    if num_kv_heads is None:
-        same = num_heads == int(teacher_config["num_attention_heads"])
-        num_kv_heads = int(teacher_config.get("num_key_value_heads") or num_heads) if same else num_heads
-    return {"vocab_size": int(teacher_config["vocab_size"]), "hidden_size": hidden_size, "num_layers": num_layers,
-            "num_heads": num_heads, "num_kv_heads": num_kv_heads, "intermediate_size": intermediate_size,
-            "max_position_embeddings": int(teacher_config["max_position_embeddings"]),
-            "rope_theta": float(teacher_config.get("rope_theta") or
-                                (teacher_config.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
-            "tie_word_embeddings": bool(teacher_config.get("tie_word_embeddings", True)),
-            "bos_token_id": teacher_config.get("bos_token_id"), "eos_token_id": teacher_config.get("eos_token_id"),
-            "pad_token_id": teacher_config.get("pad_token_id")}
-
-
-def layer_map(*, teacher_layers: int, student_layers: int, layers: list[int] | None = None) -> list[int]:
-    """The teacher layer copied into each student layer: ``layers`` if given, else every other one (0, 2, 4...;
-    DistilBERT), spread evenly when the student is deeper than half the teacher."""
-    if layers is not None:
-        return list(layers)
-    if student_layers * 2 <= teacher_layers:
-        return [2 * i for i in range(student_layers)]
-    return [round(i * (teacher_layers - 1) / max(student_layers - 1, 1)) for i in range(student_layers)]
-
-
-def top_neurons(mlp: Any, *, keep: int) -> Any:
-    """The ``keep`` MLP neurons of a teacher layer with the largest weight norms (``|gate_j| |up_j| |down_j|``), in
-    their original order: what a narrower student layer starts from."""
-    score = (mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * mlp.down_proj.weight.norm(dim=0))
-    return score.topk(keep).indices.sort().values
-
-
-def init_from_teacher(student: Any, teacher: Any, *, layers: list[int]) -> dict[str, list[str]]:
-    """Copy the teacher's weights into the student wherever the shapes allow (DistilBERT's initialisation).
-
-    The embeddings, the final norm, and for student layer ``i`` every tensor of teacher layer ``layers[i]``; a
-    narrower student MLP (same width, fewer neurons) takes the teacher layer's :func:`top_neurons` (rows of gate and
-    up, columns of down); any other tensor whose shape differs keeps its fresh initialisation. With tied embeddings
-    the LM head follows the embedding.
-
-    Args:
-        student: a LlamaForCausalLM (or anything with a ``.model`` LlamaModel).
-        teacher: a LlamaForCausalLM or LlamaForSequenceClassification (its ``.model`` is read).
-        layers: teacher layer index per student layer (:func:`layer_map`).
-
-    Returns:
-        ``{"copied": [student parameter names], "neurons": [those copied as a neuron subset], "kept": [names left
-        as initialised]}``.
-    """
-    import torch
-
-    source = teacher.model.state_dict()
-    copied, neurons, kept = [], [], []
-    with torch.no_grad():
-        for name, param in student.model.named_parameters():
-            parts = name.split(".")
-            if parts[0] == "layers":
-                parts[1] = str(layers[int(parts[1])])
-            origin = source.get(".".join(parts))
-            if origin is not None and origin.shape != param.shape and parts[2:3] == ["mlp"] and origin.dim() == 2:
-                down = parts[3] == "down_proj"
-                width, other = (param.shape[1], param.shape[0]) if down else param.shape
-                if other == origin.shape[0 if down else 1] and width < origin.shape[1 if down else 0]:
-                    index = top_neurons(teacher.model.layers[int(parts[1])].mlp, keep=width)
-                    origin = origin[:, index] if down else origin[index]
-                    neurons.append(f"model.{name}")
-            if origin is not None and origin.shape == param.shape:
-                param.copy_(origin.to(param.dtype))
-                copied.append(f"model.{name}")
-            else:
-                kept.append(f"model.{name}")
-    return {"copied": copied, "neurons": neurons, "kept": kept}
-
-
-def copy_heads(heads: Any, scores: dict[str, torch.Tensor]) -> list[str]:
-    """Start each classification head from the teacher's ``score`` weight of its task where the widths match;
-    returns the tasks whose head was copied."""
-    import torch
-
-    done = []
-    with torch.no_grad():
-        for task, weight in sorted(scores.items()):
-            if task in heads and heads[task].weight.shape == weight.shape:
-                heads[task].weight.copy_(weight.to(heads[task].weight.dtype))
-                done.append(task)
-    return done
 
 
 def teacher_forward(teacher: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,9 @@ class DistillConfig(DistillSettings, TaskPaths):
 
     examples_dir: Path | None = Field(None, description="teacher finetuned: task data, manifest.json and "
                                       "<task>/{train,val,test}.jsonl (tasks.examples).")
-    teacher_dir: Path = Field(description="finetuned: one Hugging Face model directory per task (models/finetuned); "
-                              "base: the pretrained LlamaForCausalLM (models/base).")
+    teacher_dir: Path = Field(description="finetuned: one Hugging Face model directory per task (models/finetuned), "
+                              "of any architecture the finetune stage trains; base: the pretrained causal LM "
+                              "(models/base).")
     tokens_dir: Path | None = Field(None, description="teacher base: the packed tokens (tasks.tokens).")
     student_dir: Path | None = Field(None, description="compress: the distilled student (the KD recipe's out_dir) "
                                      "whose variants are made.")
@@ -55,13 +56,17 @@ def read_model_config(model_dir: Path, *, what: str) -> dict[str, Any]:
 
 
 def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    from transformers.models.auto import modeling_auto as auto
+
     if cfg.examples_dir is None:
         raise ConfigError("teacher finetuned needs examples_dir (the finetune stage's task data)")
     tasks, teachers = check_tasks(cfg.examples_dir), {}
     for name, task in tasks.items():
         conf = read_model_config(Path(cfg.teacher_dir) / name, what=f"run the finetune stage (task {name!r})")
-        arch = (conf.get("architectures") or ["?"])[0]
-        want = "LlamaForSequenceClassification" if task["type"] == "classification" else "LlamaForCausalLM"
+        arch, model_type = (conf.get("architectures") or ["?"])[0], str(conf.get("model_type"))
+        mapping = auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task["type"] == "classification" \
+            else auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        want = mapping.get(model_type, f"a {task['type']} model")
         if arch != want:
             raise ConfigError(f"teacher {Path(cfg.teacher_dir) / name} is a {arch}, task {name!r} ({task['type']}) "
                               f"needs a {want}: re-run the finetune stage on the same task data")
@@ -71,11 +76,21 @@ def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, A
                 raise ConfigError(f"teacher {name!r} has labels {id2label}, the task data {task['labels']}: "
                                   "re-run the finetune stage on the same task data")
         teachers[name] = conf
+    # one student backbone serves every task: the teachers must be one architecture over one vocabulary
+    kinds = {(c.get("model_type"), c.get("vocab_size")) for c in teachers.values()}
+    if len(kinds) > 1:
+        raise ConfigError(f"the teachers in {cfg.teacher_dir} are of different architectures or vocabularies "
+                          f"({sorted(map(str, kinds))}): re-run the finetune stage (its tasks share one backbone)")
     return tasks, teachers
 
 
 def _base_teacher(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    from tasks.modeling.source import is_decoder
+
     conf = read_model_config(cfg.teacher_dir, what="run the pretrain stage (teacher: base)")
+    if not is_decoder(conf):
+        raise ConfigError(f"teacher base: {cfg.teacher_dir} is a {conf.get('model_type')} encoder, which cannot be "
+                          "distilled as a language model: give a causal LM (or use teacher: finetuned)")
     if cfg.tokens_dir is None:
         raise ConfigError("teacher base needs tokens_dir (the tokenizer stage's packed tokens)")
     manifest = read_manifest(cfg.tokens_dir)
@@ -93,20 +108,28 @@ def preflight(cfg: DistillConfig, *, resume: bool = True) -> dict[str, Any]:
     tokenizer, and (``resume``: the KD recipe) that the checkpoint directory holds a run of the same settings.
 
     Returns:
-        ``{"tasks": {task: manifest entry}, "teachers": {task: the teacher's config.json}}``.
+        ``{"tasks": {task: manifest entry}, "teachers": {task: the teacher's config.json}, "configs": {task: its
+        transformers config}}``.
 
     Raises:
         ConfigError, ExamplesError, TokenFileError.
     """
+    from transformers import AutoConfig
+
+    from tasks.training.student import student_config
+
     tasks, teachers = _finetuned_teachers(cfg) if cfg.teacher == "finetuned" else _base_teacher(cfg)
-    for name, conf in teachers.items():
-        if cfg.max_length > int(conf.get("max_position_embeddings", 0)):
+    configs = {name: AutoConfig.from_pretrained(str(d)) for name, d in teacher_dirs(cfg, sorted(teachers)).items()}
+    for name, conf in configs.items():  # through the config classes: GPT-2's n_positions, n_layer...
+        positions = int(getattr(conf, "max_position_embeddings", 0) or 0)
+        if positions and cfg.max_length > positions:
             raise ConfigError(f"max_length {cfg.max_length} exceeds teacher {name!r}'s max_position_embeddings "
-                              f"{conf.get('max_position_embeddings')}: lower max_length")
-        depth = int(conf["num_hidden_layers"])
+                              f"{positions}: lower max_length")
+        depth = int(conf.num_hidden_layers)
         if cfg.student.layers is not None and max(cfg.student.layers) >= depth:
             raise ConfigError(f"student.layers {cfg.student.layers} names a layer the teacher lacks (it has {depth})")
-    if (cfg.student.hidden_size // cfg.student.num_heads) % 2:
+    student = student_config(configs[source_task({"tasks": tasks})], **shape_of(cfg))
+    if student.model_type == "llama" and (student.hidden_size // student.num_attention_heads) % 2:
         raise ConfigError("student head size hidden_size/num_heads is odd: rotary embeddings need an even one; "
                           "change student.hidden_size or student.num_heads")
     cfg.check_paths()
@@ -118,7 +141,7 @@ def preflight(cfg: DistillConfig, *, resume: bool = True) -> dict[str, Any]:
     if resume:
         checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY),
                                 name="distill")
-    return {"tasks": tasks, "teachers": teachers}
+    return {"tasks": tasks, "teachers": teachers, "configs": configs}
 
 
 def lm_windows(tokens_dir: Path, split: str, *, width: int) -> dict[str, Any]:
@@ -161,19 +184,22 @@ def teacher_dirs(cfg: DistillConfig, names: list[str]) -> dict[str, Path]:
 
 
 def new_student(cfg: DistillConfig, info: dict[str, Any], *, pad_id: int) -> Any:
-    """A freshly initialised student Llama (seed torch first): the shape of ``cfg.student`` with the vocabulary,
-    positions, rotary base, tying and special ids of the teacher whose backbone it starts from."""
-    from tasks.modeling.llama import build_llama
-    from tasks.training import kd
+    """A freshly initialised student backbone (seed torch first): the architecture and config of the teacher whose
+    backbone it starts from (``tasks.training.student.student_config``) with the layers and shape of
+    ``cfg.student``; the causal LM for a decoder, the bare encoder otherwise."""
+    from tasks.modeling.source import is_decoder
+    from tasks.training.student import new_backbone, student_config
 
     source = source_task(info)
-    shape = kd.student_kwargs(info["teachers"][source], num_layers=cfg.student.num_layers,
-                              hidden_size=cfg.student.hidden_size, num_heads=cfg.student.num_heads,
-                              num_kv_heads=cfg.student.num_kv_heads, intermediate_size=cfg.student.intermediate_size)
-    shape["pad_token_id"] = pad_id  # pooling finds the last non-pad token by it, in training and in the export
-    llama = build_llama(**shape, dtype="float32")
-    llama.config.use_cache, llama.config.attention_dropout = False, cfg.dropout
-    return llama
+    config = student_config(info["configs"][source], **shape_of(cfg), dropout=cfg.dropout,
+                            pad_token_id=pad_id)  # pooling finds the last non-pad token by it, in training and export
+    return new_backbone(config, causal=is_decoder(info["teachers"][source]))
+
+
+def shape_of(cfg: DistillConfig) -> dict[str, Any]:
+    """``cfg.student``'s shape settings, as :func:`tasks.training.student.student_config` takes them."""
+    return cfg.student.model_dump(include={"num_layers", "hidden_size", "num_heads", "num_kv_heads",
+                                           "intermediate_size", "mlp_fraction", "layers"})
 
 
 def source_task(info: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """Tiny distillation inputs: fine-tuned-style teachers (one Hugging Face directory per task, written by
-``export.save_task_models`` from the finetune fixtures' tiny Llama), the run configs of the distill (KD) and compress
-recipes, and the two recipes run one after the other as the distill stage runs them."""
+``export.save_task_models`` from the finetune fixtures' tiny Llama or a tiny BERT/GPT-2 checkpoint), the run configs
+of the distill (KD) and compress recipes, and the two recipes run one after the other as the distill stage runs
+them."""
 
 from __future__ import annotations
 
@@ -14,20 +15,30 @@ from tests.conftest import REPO
 from tests.tasks.training.finetune_fixtures import CLASSES, env
 
 
-def save_teachers(base_dir: Path, *, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
-    """``out/topic`` (LlamaForSequenceClassification over CLASSES) and ``out/complete`` (LlamaForCausalLM), as the
-    finetune stage exports them, from the tiny base model."""
+def save_teachers(base_dir: Path, *, tokenizer_dir: Path, out: Path, seed: int = 0, sft: bool = True) -> Path:
+    """``out/topic`` (the base's architecture's sequence classifier over CLASSES) and, with ``sft``, ``out/complete``
+    (its causal LM), as the finetune stage exports them (``build_multitask`` + ``save_task_models``), from a tiny base
+    model of any architecture (a decoder's causal LM, an encoder's bare model)."""
     import torch
+    from transformers import AutoTokenizer
 
     from tasks.examples import CHAT_TEMPLATE
+    from tasks.modeling.encoding import special_ids
     from tasks.modeling.export import save_task_models
-    from tasks.modeling.heads import load_backbone
+    from tasks.modeling.heads import build_multitask, load_backbone
 
-    llama = load_backbone(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    _, pad_id = special_ids(tokenizer)
+    backbone = load_backbone(base_dir)
+    backbone.config.pad_token_id = pad_id
     torch.manual_seed(seed)
-    head = torch.randn(len(CLASSES), llama.config.hidden_size) * 0.5
-    save_task_models(out, llama=llama, heads={"topic": head}, labels={"topic": sorted(CLASSES)},
-                     sft_tasks=["complete"], tokenizer_dir=tokenizer_dir, dtype="float32", chat_template=CHAT_TEMPLATE)
+    head = torch.randn(len(CLASSES), backbone.config.hidden_size) * 0.5
+    module = build_multitask(backbone, heads={"topic": len(CLASSES)}, dropout=0.0, pad_token_id=pad_id)
+    final = [m for m in module.heads["topic"].modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # a confident head, so the KD term has something to teach
+        final.weight.copy_(head)
+    save_task_models(out, module=module, labels={"topic": sorted(CLASSES)}, sft_tasks=["complete"] if sft else [],
+                     tokenizer=tokenizer, dtype="float32", chat_template=CHAT_TEMPLATE)
     return out
 
 

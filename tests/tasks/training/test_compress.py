@@ -115,9 +115,9 @@ def test_magnitude_prune_leaves_the_classification_heads_of_the_multitask_module
     from tasks.modeling.heads import build_multitask
 
     module = build_multitask(tiny_llama(), heads={"topic": 3}, dropout=0.0, pad_token_id=0)
-    head = module.heads["topic"].weight.detach().clone()
+    head = module.heads["topic"].score.weight.detach().clone()
     prune.magnitude_prune(module, sparsity=0.9)
-    assert torch.equal(module.heads["topic"].weight, head)
+    assert torch.equal(module.heads["topic"].score.weight, head)
     assert prune.sparsity(module) == pytest.approx(0.9, abs=1e-4)
 
 
@@ -235,3 +235,77 @@ def test_int8_export_is_the_same_bytes_in_every_process(tmp_path: Path) -> None:
                        env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
         digests.add(hashlib.md5((out / "model.safetensors").read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def hf_classifier(arch: str, tmp_path: Path) -> Any:
+    """A tiny random BERT or GPT-2 sequence classifier (tests/assets/checkpoints.py), 2 layers, MLP width 64/128."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tests.assets.checkpoints import save_checkpoint
+
+    path = save_checkpoint(arch, tmp_path / arch)
+    return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=3, pad_token_id=0).eval()
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_bert_and_gpt2_prune_their_own_projections_and_mlps(arch: str, tmp_path: Path) -> None:
+    """Magnitude pruning reaches BERT's Linear and GPT-2's Conv1D layer projections (not the pooler or the head);
+    structured pruning cuts their MLPs (BERT intermediate/output, GPT-2 c_fc/c_proj) and the config's width, loads
+    back with plain transformers to the same logits, and records that their heads cannot go."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model, x = hf_classifier(arch, tmp_path), tokens(length=10)
+    names = sorted(prune.prunable_weights(model))
+    per_layer = {"bert": ["attention.output.dense", "attention.self.key", "attention.self.query",
+                          "attention.self.value", "intermediate.dense", "output.dense"],
+                 "gpt2": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]}[arch]
+    stem = "bert.encoder.layer" if arch == "bert" else "transformer.h"
+    assert names == sorted(f"{stem}.{i}.{p}.weight" for i in range(2) for p in per_layer)
+    masked = copy.deepcopy(model)
+    prune.magnitude_prune(masked, sparsity=0.5)
+    assert prune.sparsity(masked) == pytest.approx(0.5, abs=1e-3)
+    head = "classifier" if arch == "bert" else "score"
+    assert torch.equal(getattr(masked, head).weight, getattr(model, head).weight)
+    skips = prune.structured_skips(model, heads_fraction=0.5)
+    assert set(skips) == {"heads"} and "prune_heads" in skips["heads"]
+    assert prune.structured_skips(model, heads_fraction=0.0) == {}
+    with pytest.raises(prune.CompressionError, match="set it to 0"):
+        prune.structured_prune(copy.deepcopy(model), heads_fraction=0.5, neurons_fraction=0.25)
+    width = 64 if arch == "bert" else 128
+    prune.structured_prune(model, heads_fraction=0.0, neurons_fraction=0.25)
+    key = "intermediate_size" if arch == "bert" else "n_inner"
+    assert getattr(model.config, key) == width * 3 // 4
+    out = logits(model, x)
+    model.save_pretrained(str(tmp_path / "shrunk"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "shrunk")).eval()
+    assert getattr(loaded.config, key) == width * 3 // 4
+    assert float((logits(loaded, x) - out).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_int8_of_bert_and_gpt2_loads_with_the_documented_call(arch: str, tmp_path: Path) -> None:
+    """BERT's layer projections become int8 (biases float); GPT-2's Conv1D layers stay float, with the reason,
+    and its embeddings are int8; both load with load_int8 and predict as the quantized model did."""
+    import torch
+
+    model, x = hf_classifier(arch, tmp_path), tokens(n=16, length=10)
+    ref = logits(model, x)
+    quant = quantize.quantize_int8(model)
+    skips = quantize.int8_skips(model)
+    if arch == "bert":
+        assert skips == {}
+        layer = quant.bert.encoder.layer[0]
+        assert layer.intermediate.dense.weight.qdata.dtype == torch.int8
+        assert not hasattr(layer.intermediate.dense.bias, "qdata") and not hasattr(quant.classifier.weight, "qdata")
+        assert hasattr(quant.bert.embeddings.word_embeddings.weight, "qdata")
+    else:
+        assert set(skips) == {"layers"} and "Conv1D" in skips["layers"]
+        assert not hasattr(quant.transformer.h[0].mlp.c_fc.weight, "qdata")
+        assert hasattr(quant.transformer.wte.weight, "qdata")
+    out = logits(quant, x)
+    assert float((out - ref).abs().max()) < 0.05 * float(ref.abs().max()) + 1e-3
+    quantize.save_int8(quant, tmp_path / "int8")
+    loaded = quantize.load_int8(tmp_path / "int8")
+    assert type(loaded).__name__ == type(model).__name__ and not loaded.training
+    assert torch.equal(logits(loaded, x), out)

@@ -1,6 +1,7 @@
-"""The KD components in-process on tiny Llamas: the KD loss against a hand computation (T^2 included), the top-k
-form, the student's shape and its layer-subset initialisation, a student learning from a teacher, and the teacher
-cache giving the live loss."""
+"""The KD components in-process on tiny models: the KD loss against a hand computation (T^2 included), the top-k
+form, the student's config and its layer-subset initialisation (Llama as lmforge built it before; BERT and GPT-2 with
+their own layer and MLP names, GPT-2's Conv1D included), a student learning from a teacher, and the teacher cache
+giving the live loss."""
 
 from __future__ import annotations
 
@@ -62,19 +63,45 @@ def test_top_k_loss_is_exact_at_full_k_and_renormalises_below() -> None:
                                                                                                           rel=1e-6)
 
 
-def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> None:
+def student_of(teacher: Any, seed: int = 1, **shape: Any) -> Any:
+    """A fresh student backbone of ``teacher``'s architecture through the recipe's own path (student_config)."""
     import torch
 
-    from tasks.modeling.llama import build_llama, count_params
-    from tasks.training.kd import init_from_teacher, layer_map, student_kwargs
+    from tasks.training.student import new_backbone, student_config
+
+    torch.manual_seed(seed)
+    return new_backbone(student_config(teacher.config, **{"num_layers": 2, **shape}), causal=True)
+
+
+def test_the_student_of_lmforges_llama_is_what_build_llama_made() -> None:
+    """The generic path (the teacher's config with fewer layers) builds, for lmforge's own Llama, exactly the model
+    the Llama-only builder did: same config, same fresh weights for a seed."""
+    import torch
+
+    from tasks.modeling.llama import build_llama
 
     torch.manual_seed(0)
     teacher = llama()
-    conf = teacher.config.to_dict()
-    shape = student_kwargs(conf, num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=None, intermediate_size=64)
-    assert shape["num_kv_heads"] == 2 and shape["vocab_size"] == 64  # the teacher's GQA kept with its head count
-    torch.manual_seed(1)
-    student = build_llama(**shape, dtype="float32")
+    student = student_of(teacher, seed=5, intermediate_size=48, pad_token_id=2)
+    torch.manual_seed(5)
+    before = build_llama(vocab_size=64, **{**TEACHER, "num_layers": 2, "intermediate_size": 48}, dtype="float32")
+    before.config.use_cache = False  # as the recipe's student was built
+    assert student.config.to_diff_dict() == before.config.to_diff_dict()
+    assert student.generation_config.to_dict() == before.generation_config.to_dict()
+    mine, theirs = student.state_dict(), before.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> None:
+    import torch
+
+    from tasks.modeling.llama import count_params
+    from tasks.training.student import init_from_teacher, layer_map
+
+    torch.manual_seed(0)
+    teacher = llama()
+    student = student_of(teacher)
+    assert student.config.num_key_value_heads == 2 and student.config.vocab_size == 64  # the teacher's GQA kept
     assert count_params(student) < count_params(teacher)
     mapping = layer_map(teacher_layers=4, student_layers=2)
     assert mapping == [0, 2]
@@ -89,7 +116,7 @@ def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> 
     q_proj = student.model.layers[1].self_attn.q_proj.weight
     assert not torch.equal(q_proj, teacher.model.layers[1].self_attn.q_proj.weight)
     # explicit indices; a narrower MLP takes the teacher layer's strongest neurons, a wider one stays fresh
-    narrow = build_llama(**{**shape, "intermediate_size": 48}, dtype="float32")
+    narrow = student_of(teacher, intermediate_size=48)
     report = init_from_teacher(narrow, teacher, layers=[3, 1])
     assert not report["kept"] and len(report["neurons"]) == 6
     assert torch.equal(narrow.model.layers[0].self_attn.o_proj.weight, teacher.model.layers[3].self_attn.o_proj.weight)
@@ -99,7 +126,7 @@ def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> 
     keep = sorted(score.argsort(descending=True)[:48].tolist())
     assert torch.equal(narrow.model.layers[0].mlp.up_proj.weight, mlp.up_proj.weight[keep])
     assert torch.equal(narrow.model.layers[0].mlp.down_proj.weight, mlp.down_proj.weight[:, keep])
-    wide = build_llama(**{**shape, "intermediate_size": 80}, dtype="float32")
+    wide = student_of(teacher, intermediate_size=80)
     report = init_from_teacher(wide, teacher, layers=[0, 1])
     assert sorted(report["kept"]) == sorted(f"model.layers.{i}.mlp.{p}_proj.weight" for i in (0, 1)
                                             for p in ("gate", "up", "down"))
@@ -108,13 +135,12 @@ def test_layer_subset_init_copies_exactly_the_chosen_layers_and_embeddings() -> 
 def test_a_smaller_student_learns_from_the_teacher() -> None:
     import torch
 
-    from tasks.modeling.llama import build_llama
-    from tasks.training.kd import init_from_teacher, kd_loss, student_kwargs
+    from tasks.training.kd import kd_loss
+    from tasks.training.student import init_from_teacher
 
     torch.manual_seed(0)
     teacher = llama().eval()
-    student = build_llama(**student_kwargs(teacher.config.to_dict(), num_layers=1, hidden_size=32, num_heads=4,
-                                           num_kv_heads=None, intermediate_size=32), dtype="float32")
+    student = student_of(teacher, num_layers=1, intermediate_size=32)
     init_from_teacher(student, teacher, layers=[0])
     x = torch.randint(3, 64, (8, 16))
     with torch.no_grad():
@@ -187,3 +213,54 @@ def test_cached_classifier_logits_equal_the_live_ones(tokenizer: Any) -> None:
     x, mask, _ = collate(data["ids"][::-1], data["targets"][::-1], pad_id=tokenizer.pad_token_id,
                          kind="classification")
     assert torch.allclose(cache.lookup(x, mask), teacher_forward(teacher, x, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_layer_subset_init_of_bert_and_gpt2_students(arch: str, tmp_path: Path) -> None:
+    """The same recipe on other architectures: the student is the teacher's architecture with one of its two layers
+    (config through the architecture's own names: GPT-2's n_layer, n_inner), the chosen layer and everything outside
+    the layers copied, a narrower MLP cut to the teacher layer's strongest neurons whatever the projections are called
+    (BERT intermediate/output.dense, GPT-2's transposed Conv1D c_fc/c_proj, biases included)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from tasks.modeling.errors import ConfigError
+    from tasks.training.student import init_from_teacher, new_backbone, student_config
+    from tests.assets.checkpoints import save_checkpoint
+
+    path = save_checkpoint(arch, tmp_path / arch)
+    teacher = (AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=2) if arch == "bert"
+               else AutoModelForCausalLM.from_pretrained(str(path))).eval()
+    torch.manual_seed(0)
+    student = new_backbone(student_config(teacher.config, num_layers=1, intermediate_size=16), causal=arch == "gpt2")
+    assert type(student).__name__ == ("BertModel" if arch == "bert" else "GPT2LMHeadModel")
+    assert student.config.num_hidden_layers == 1 and (arch == "bert" or student.config.n_layer == 1)
+    report = init_from_teacher(student, teacher, layers=[1])
+    assert not report["kept"] and len(report["neurons"]) == 4  # two weights and two biases of the MLP
+    if arch == "bert":
+        mine, theirs = student.encoder.layer[0], teacher.bert.encoder.layer[1]
+        made, read = theirs.intermediate.dense, theirs.output.dense
+        keep = (made.weight.norm(dim=1) * read.weight.norm(dim=0)).topk(16).indices.sort().values
+        assert torch.equal(mine.intermediate.dense.weight, made.weight[keep])
+        assert torch.equal(mine.intermediate.dense.bias, made.bias[keep])
+        assert torch.equal(mine.output.dense.weight, read.weight[:, keep])
+        assert torch.equal(mine.attention.self.query.weight, theirs.attention.self.query.weight)
+        assert torch.equal(student.pooler.dense.weight, teacher.bert.pooler.dense.weight)
+        assert torch.equal(student.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+    else:
+        mine, theirs = student.transformer.h[0], teacher.transformer.h[1]
+        made, read = theirs.mlp.c_fc, theirs.mlp.c_proj  # Conv1D: weight (in, out)
+        keep = (made.weight.norm(dim=0) * read.weight.norm(dim=1)).topk(16).indices.sort().values
+        assert torch.equal(mine.mlp.c_fc.weight, made.weight[:, keep]) and mine.mlp.c_fc.nf == 16
+        assert torch.equal(mine.mlp.c_fc.bias, made.bias[keep])
+        assert torch.equal(mine.mlp.c_proj.weight, read.weight[keep])
+        assert torch.equal(mine.attn.c_attn.weight, theirs.attn.c_attn.weight)
+        assert torch.equal(student.transformer.ln_f.weight, teacher.transformer.ln_f.weight)
+        assert student.lm_head.weight is student.transformer.wte.weight  # tied, as the teacher
+        assert student.config.n_inner == 16
+    x = torch.randint(5, 40, (2, 9))
+    assert student(input_ids=x)[0].shape[:2] == (2, 9)  # the cut shapes agree with the config
+    with pytest.raises(ConfigError, match="student.hidden_size 64 differs from the"):
+        student_config(teacher.config, num_layers=1, hidden_size=64)
+    same = student_config(teacher.config, num_layers=1, hidden_size=32, num_heads=4)  # the teacher's: allowed
+    assert same.hidden_size == 32
