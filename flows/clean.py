@@ -17,6 +17,7 @@ from prefect import flow
 from pipelines import artifacts, tracking
 from pipelines.config import Params
 from pipelines.config.clean import CleanParams
+from pipelines.incremental import record_inputs
 from pipelines.sharding import map_shards
 from tasks.clean.decisions import DecisionCache, shard_key
 from tasks.clean.shard import DONE_DIR, clean_shard
@@ -93,9 +94,9 @@ def clean(params: Params, root: Path) -> dict[str, int]:
         run.log_stats(report.stats())
         run.log_artifact(artifacts.write_metrics(root, STAGE, dict(sorted(stats.items()))))
         if cache is not None:  # after the output is in place: a killed run keeps what the previous output used
-            reuse["shards_removed"] = cache.store.prune(keys)
+            reuse["entries_pruned"] = cache.store.prune(keys)
             run.log_stats({f"incremental.{k}": v for k, v in reuse.items()})
-            artifacts.write_reuse(root, STAGE, reuse)
+            record_inputs(root, STAGE, {s.name: k for s, k in zip(shards, keys, strict=True)}, reuse)
     return dict(stats)
 
 

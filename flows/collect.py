@@ -15,6 +15,7 @@ from prefect import flow
 from pipelines import artifacts, operations, tracking
 from pipelines.config import Params, RetryParams
 from pipelines.config.collect import CollectParams, DefaultSource, FilesSource, HFSource, WarcSource
+from pipelines.incremental import digests_of, record_inputs
 from tasks.collect.cache import ItemCache
 from tasks.collect.files import iter_files
 from tasks.collect.hub import check_hf_source, iter_hf_dataset
@@ -106,9 +107,9 @@ def collect(params: Params, root: Path) -> dict[str, int]:
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
         # after the output is in place: a killed run keeps the entries the previous output was made from
         reuse = {"files_reused": cache.counts["reused"], "files_read": cache.counts["read"],
-                 "files_removed": cache.store.prune()}
+                 "entries_pruned": cache.store.prune()}
         run.log_stats({f"incremental.{k}": v for k, v in reuse.items()})
-        artifacts.write_reuse(root, STAGE, reuse)
+        record_inputs(root, STAGE, digests_of(cache.digests, root), reuse)
     return stats
 
 

@@ -17,6 +17,7 @@ from prefect import flow
 
 from pipelines import artifacts, tracking
 from pipelines.config import Params
+from pipelines.incremental import record_inputs
 from pipelines.sharding import map_shards
 from tasks.dedup.clusters import apply_dedup, choose_bands_rows, find_clusters
 from tasks.dedup.minhash import META_SUFFIX, signature_shard
@@ -97,9 +98,9 @@ def dedup(params: Params, root: Path) -> dict[str, int]:
         run.log_stats(report.stats())
         run.log_artifact(artifacts.write_metrics(root, STAGE, dict(sorted(stats.items()))))
         # after the output is in place: a killed run keeps what the previous output was made from
-        reuse["shards_removed"] = cache.store.prune(keys.values())
+        reuse["entries_pruned"] = cache.store.prune(keys.values())
         run.log_stats({f"incremental.{k}": v for k, v in reuse.items()})
-        artifacts.write_reuse(root, STAGE, reuse)
+        record_inputs(root, STAGE, {s.name: k for s, k in keys.items()}, reuse)
     return stats
 
 

@@ -113,24 +113,6 @@ def cache_dir(root: Path, stage: str) -> Path:
     return root / CACHE_DIR / stage
 
 
-def write_reuse(root: Path, stage: str, counts: Mapping[str, int]) -> Path:
-    """Record what the stage's last successful run reused from its cache and what it computed
-    (``cache/STAGE/last_run.json``, read by ``lmforge status`` and the CI retrain summary); never a DVC metric, so
-    that an incremental run and a run from scratch record the same metrics."""
-    path = cache_dir(root, stage) / REUSE_FILE
-    atomic_write_text(path, json.dumps(dict(counts), indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_reuse(root: Path, stage: str) -> dict[str, int]:
-    """What ``write_reuse`` recorded for ``stage`` (empty when nothing was)."""
-    try:
-        data = json.loads((cache_dir(root, stage) / REUSE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
-
-
 def report_dir(root: Path, stage: str, kind: str) -> Path:
     """``reports/KIND/STAGE``: human-readable reports (GX Data Docs, plots); outside DVC."""
     return root / REPORTS_DIR / kind / stage

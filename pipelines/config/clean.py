@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -104,3 +105,10 @@ class CleanParams(Section):
             raise ValueError(f"each rule family may appear once; got {order}")
         return order
 
+    def status_notes(self, root: Path) -> list[str]:
+        """Lines for `lmforge status`: how many of the shards in data/raw are new, changed, removed or reusable from
+        the stage's cache (as they are now: before collect re-runs, they are its last output)."""
+        from pipelines.incremental import digests, shard_files, status_line
+
+        shards = root / "data/raw"
+        return [status_line(root, "clean", "raw shards", digests(shard_files(shards), shards))]

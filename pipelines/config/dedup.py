@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from pipelines.config.base import ParallelParams, Section, ValidationParams
@@ -62,3 +64,10 @@ class DedupParams(Section):
     parallel: ParallelParams = Field(default_factory=ParallelParams, description="Shard parallelism.")
     validation: DedupValidationParams = Field(default_factory=DedupValidationParams, description="Output gate.")
 
+    def status_notes(self, root: Path) -> list[str]:
+        """Lines for `lmforge status`: how many of the shards in data/clean are new, changed, removed or reusable from
+        the stage's cache (as they are now: before clean re-runs, they are its last output)."""
+        from pipelines.incremental import digests, shard_files, status_line
+
+        shards = root / "data/clean"
+        return [status_line(root, "dedup", "clean shards", digests(shard_files(shards), shards))]

@@ -37,6 +37,8 @@ class ItemCache:
         self.store = EntryStore(directory)
         self.code = code_digest(tasks.collect, tasks.readers)
         self.counts = {"reused": 0, "read": 0}
+        self.digests: dict[str, str] = {}
+        """Path -> content digest of every file asked for."""
 
     def items(self, path: Path, settings: tuple[Any, ...], read: Callable[[], Iterator[SourceItem]]
               ) -> Iterator[SourceItem]:
@@ -46,7 +48,8 @@ class ItemCache:
         An entry is stored only when the file was read to its end (a reader stopped early, e.g. by ``max_docs``,
         leaves none); a failure to store it is logged and ignored, never the run's error.
         """
-        key = key_of("collect-items", self.code, str(path), settings, file_digest(path))
+        self.digests[str(path)] = digest = file_digest(path)
+        key = key_of("collect-items", self.code, str(path), settings, digest)
         entry = self.store.get(key)
         if entry is not None:
             self.counts["reused"] += 1

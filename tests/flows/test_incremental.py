@@ -106,12 +106,17 @@ def test_incremental_run_equals_a_run_from_scratch(repo_copy: Path, prefect_api:
     splits_a = _splits(repo_copy)
 
     _corpus_b(repo_copy, rng, old)
+    params = load_params(repo_copy)
+    assert params.collect.status_notes(repo_copy)[-1] == (
+        "incremental: input files: 1 new, 1 changed, 1 removed, 1 reusable from cache/collect")
+    assert params.clean.status_notes(repo_copy)[0].endswith(f"0 new, 0 changed, 0 removed, "
+                                                            f"{first['collect']['shards']} reusable from cache/clean")
     again = _run_all(repo_copy)
     incremental = _snapshot(repo_copy)
     reuse = {s: json.loads((repo_copy / "cache" / s / "last_run.json").read_text()) for s in ("collect", "clean",
                                                                                               "dedup")}
     # c2 was reused; c0 (new) and c1 (appended) read; c3's entry (deleted) went
-    assert reuse["collect"] == {"files_reused": 1, "files_read": 2, "files_removed": 2}
+    assert reuse["collect"] == {"files_reused": 1, "files_read": 2, "entries_pruned": 2}
     assert reuse["clean"]["docs_reused"] > 0 and reuse["clean"]["docs_filtered"] > 0
     assert reuse["dedup"]["docs_reused"] > 0 and reuse["dedup"]["docs_signed"] > 0
     assert again["collect"]["quarantined"] == 4  # two bad lines and an empty text in the new data, as before
