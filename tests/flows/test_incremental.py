@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
+from pipelines.incremental import last_run
 from tests.assets.corpora import edit, prose
 from tests.conftest import subprocess_env
 
@@ -93,7 +94,7 @@ def _from_scratch(repo: Path) -> dict[str, bytes]:
     for rel in ("data/raw", "data/clean", "data/dedup"):
         shutil.rmtree(repo / rel)
     _run_all(repo)
-    assert json.loads((repo / "cache/collect/last_run.json").read_text())["files_reused"] == 0
+    assert last_run(repo, "collect")["files_reused"] == 0
     return _snapshot(repo)
 
 
@@ -113,8 +114,7 @@ def test_incremental_run_equals_a_run_from_scratch(repo_copy: Path, prefect_api:
                                                             f"{first['collect']['shards']} reusable from cache/clean")
     again = _run_all(repo_copy)
     incremental = _snapshot(repo_copy)
-    reuse = {s: json.loads((repo_copy / "cache" / s / "last_run.json").read_text()) for s in ("collect", "clean",
-                                                                                              "dedup")}
+    reuse = {s: last_run(repo_copy, s) for s in ("collect", "clean", "dedup")}
     # c2 was reused; c0 (new) and c1 (appended) read; c3's entry (deleted) went
     assert reuse["collect"] == {"files_reused": 1, "files_read": 2, "entries_pruned": 2}
     assert reuse["clean"]["docs_reused"] > 0 and reuse["clean"]["docs_filtered"] > 0
@@ -164,6 +164,6 @@ def test_sigkill_during_an_incremental_run_keeps_the_outputs_and_the_next_run_is
 
     clean(params=load_params(repo_copy), root=repo_copy)
     dedup(params=load_params(repo_copy), root=repo_copy)
-    assert json.loads((repo_copy / "cache/clean/last_run.json").read_text())["docs_reused"] > 0
+    assert last_run(repo_copy, "clean")["docs_reused"] > 0
     incremental = _snapshot(repo_copy)
     assert _from_scratch(repo_copy) == incremental
