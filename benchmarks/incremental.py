@@ -118,18 +118,18 @@ def _setup() -> dict:
             "splits": {"val": d.splits.val, "test": d.splits.test, "seed": d.splits.seed}}
 
 
-def _child(root: Path, out: Path, cache: str, setup: Path) -> None:
+def _child(root: Path, out: Path, cache: str) -> None:
+    setup = _setup()  # here, not through JSON: the n-gram settings are keyed by integers
     t0 = time.perf_counter()
-    stats = stage_work(root, out, Path(cache) if cache != "-" else None, json.loads(setup.read_text()))
+    stats = stage_work(root, out, Path(cache) if cache != "-" else None, setup)
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024,
                       "kept": stats["kept"], "raw_docs": stats["raw_docs"]}))
 
 
-def _measure(root: Path, out: Path, cache: Path | None, setup: Path) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.incremental", "--child", str(root), str(out), str(cache or "-"),
-           str(setup)]
+def _measure(root: Path, out: Path, cache: Path | None) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.incremental", "--child", str(root), str(out), str(cache or "-")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode != 0:
         raise SystemExit(f"benchmark side failed:\n{res.stderr[-3000:]}")
@@ -145,23 +145,21 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=50_000, help="documents before the new data (default 50000)")
     ap.add_argument("--new", type=float, default=0.1, help="new data, as a share of --docs (default 0.1)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/incremental.json"), help="results file")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(Path(args.child[0]), Path(args.child[1]), args.child[2], Path(args.child[3]))
+        _child(Path(args.child[0]), Path(args.child[1]), args.child[2])
         return 0
     from benchmarks.curation import make_corpus
 
     with tempfile.TemporaryDirectory(prefix="lmforge-incremental-") as tmp:
         root = Path(tmp)
-        setup = root / "setup.json"
-        setup.write_text(json.dumps(_setup()))
         texts = make_corpus(round(args.docs * (1 + args.new)), seed=0)["texts"]
         n_b = write_corpus(root, texts, args.new)
-        before = _measure(root, root / "before", root / "cache", setup)  # the run before: fills the caches
+        before = _measure(root, root / "before", root / "cache")  # the run before: fills the caches
         append(root, texts, n_b)
-        results = {"incremental": _measure(root, root / "incremental", root / "cache", setup),
-                   "full": _measure(root, root / "full", None, setup)}
+        results = {"incremental": _measure(root, root / "incremental", root / "cache"),
+                   "full": _measure(root, root / "full", None)}
         identical = all(_tree(root / "incremental" / o) == _tree(root / "full" / o) for o in OUTPUTS)
     inc, full = results["incremental"], results["full"]
     summary = {"docs_before": len(texts) - n_b, "docs_new": n_b, "run_before": before, "results": results,
