@@ -89,3 +89,28 @@ def glob_files(patterns: Iterable[str], root: Path) -> list[Path]:
 def shard_files(directory: Path) -> list[Path]:
     """The record shards of a stage's input directory."""
     return sorted(directory.glob("part-*.parquet"))
+
+
+DATA_STAGES = ("collect", "clean", "dedup")
+_REUSE = {"collect": ("files_reused", "files_read", "input files", "read"),
+          "clean": ("docs_reused", "docs_filtered", "documents", "filtered"),
+          "dedup": ("docs_reused", "docs_signed", "documents", "signed")}
+
+
+def reuse_lines(root: Path, *, since: float) -> list[str]:
+    """Per data stage, what the run just made took from the stage's cache (``cache/STAGE/last_run.json``, written by
+    the stage after a successful run): a stage that did not run (up to date) says so."""
+    lines = []
+    for stage in DATA_STAGES:
+        path = cache_dir(root, stage) / REUSE_FILE
+        if not path.is_file() or path.stat().st_mtime < since:
+            lines.append(f"{stage}: not run (up to date)")
+            continue
+        counts = last_run(root, stage)
+        reused_key, done_key, what, done = _REUSE[stage]
+        reused, computed = counts.get(reused_key, 0), counts.get(done_key, 0)
+        share = f" ({reused / (reused + computed):.0%})" if reused + computed else ""
+        shards = (f"; shards {counts.get('shards_reused', 0)} reused, {counts.get('shards_changed', 0)} changed"
+                  if "shards_reused" in counts else "")
+        lines.append(f"{stage}: {reused:,} of {reused + computed:,} {what} reused{share}, {computed:,} {done}{shards}")
+    return lines
