@@ -203,3 +203,16 @@ def test_finetune_benchmark_quality_only_without_a_finetune_run_says_how_to_make
                           "--json", str(tmp_path / "out.json")], cwd=REPO, env=subprocess_env(), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and "lmforge run finetune" in res.stderr and not (tmp_path / "out.json").exists()
+
+
+@slow
+def test_incremental_benchmark_runs_both_sides_and_compares_their_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "incremental.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.incremental", "--docs", "1000", "--json", str(out)],
+                         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.read_text())
+    assert result["identical_outputs"] is True and result["docs_before"] == 1000 and result["docs_new"] == 100
+    inc, full = result["results"]["incremental"], result["results"]["full"]
+    assert inc["kept"] == full["kept"] > 0 and inc["raw_docs"] == full["raw_docs"] == 1100
+    assert result["ratio_cpu"] > 0 and "incremental / full" in res.stdout
