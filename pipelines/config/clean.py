@@ -111,4 +111,5 @@ class CleanParams(Section):
         from pipelines.incremental import digests, shard_files, status_line
 
         shards = root / "data/raw"
-        return [status_line(root, "clean", "raw shards", digests(shard_files(shards), shards))]
+        found = shard_files(shards)  # none before a first run: nothing to say
+        return [status_line(root, "clean", "raw shards", digests(found, shards))] if found else []

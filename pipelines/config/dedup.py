@@ -70,4 +70,5 @@ class DedupParams(Section):
         from pipelines.incremental import digests, shard_files, status_line
 
         shards = root / "data/clean"
-        return [status_line(root, "dedup", "clean shards", digests(shard_files(shards), shards))]
+        found = shard_files(shards)  # none before a first run: nothing to say
+        return [status_line(root, "dedup", "clean shards", digests(found, shards))] if found else []
