@@ -69,12 +69,15 @@ def changes(previous: Mapping[str, str], current: Mapping[str, str]) -> dict[str
             "reusable": sum(previous.get(n) == d for n, d in current.items())}
 
 
-def status_line(root: Path, stage: str, what: str, current: Mapping[str, str]) -> str:
-    """One `lmforge status` line: the stage's inputs against those its cache was made from."""
+def status_line(root: Path, stage: str, what: str, current: Mapping[str, str]) -> str | None:
+    """One `lmforge status` line: the stage's inputs against those its cache was made from; None when they are the
+    same (nothing to say: the stage has nothing new to process)."""
     previous = last_inputs(root, stage)
     if previous is None:
         return f"incremental: no cache under cache/{stage} yet: all {len(current)} {what} are processed"
     c = changes(previous, current)
+    if c["reusable"] == len(current) and not c["removed"]:
+        return None
     return (f"incremental: {what}: {c['new']} new, {c['changed']} changed, {c['removed']} removed, "
             f"{c['reusable']} reusable from cache/{stage}")
 

@@ -105,9 +105,9 @@ class CollectParams(Section):
 
         patterns = [p for src in self.sources if isinstance(src, FilesSource | WarcSource) for p in src.paths]
         lines = source_pins(self, root)
-        if patterns:
-            lines.append(status_line(root, "collect", "input files", digests(glob_files(patterns, root), root)))
-        return lines
+        files = digests(glob_files(patterns, root), root) if patterns else None
+        line = status_line(root, "collect", "input files", files) if files is not None else None
+        return [*lines, line] if line else lines
 
 
 def source_deps(params: CollectParams, root: Path) -> list[str]:

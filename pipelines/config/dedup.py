@@ -66,9 +66,11 @@ class DedupParams(Section):
 
     def status_notes(self, root: Path) -> list[str]:
         """Lines for `lmforge status`: how many of the shards in data/clean are new, changed, removed or reusable from
-        the stage's cache (as they are now: before clean re-runs, they are its last output)."""
+        the stage's cache, nothing when all are reusable (the shards as they are now: before clean re-runs, its
+        last output)."""
         from pipelines.incremental import digests, shard_files, status_line
 
         shards = root / "data/clean"
         found = shard_files(shards)  # none before a first run: nothing to say
-        return [status_line(root, "dedup", "clean shards", digests(found, shards))] if found else []
+        line = status_line(root, "dedup", "clean shards", digests(found, shards)) if found else None
+        return [line] if line else []

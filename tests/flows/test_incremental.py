@@ -110,8 +110,7 @@ def test_incremental_run_equals_a_run_from_scratch(repo_copy: Path, prefect_api:
     params = load_params(repo_copy)
     assert params.collect.status_notes(repo_copy)[-1] == (
         "incremental: input files: 1 new, 1 changed, 1 removed, 1 reusable from cache/collect")
-    assert params.clean.status_notes(repo_copy)[0].endswith(f"0 new, 0 changed, 0 removed, "
-                                                            f"{first['collect']['shards']} reusable from cache/clean")
+    assert params.clean.status_notes(repo_copy) == []  # its input, data/raw, is what the cache was made from
     again = _run_all(repo_copy)
     incremental = _snapshot(repo_copy)
     reuse = {s: last_run(repo_copy, s) for s in ("collect", "clean", "dedup")}

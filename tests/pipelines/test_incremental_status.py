@@ -35,6 +35,7 @@ def test_status_line_compares_the_files_now_with_the_last_run(tmp_path: Path) ->
                                                                                 files)
     record_inputs(tmp_path, "collect", files, {"files_reused": 0, "files_read": 3})
     assert last_inputs(tmp_path, "collect") == files and last_run(tmp_path, "collect")["files_read"] == 3
+    assert status_line(tmp_path, "collect", "input files", files) is None  # all reusable: nothing to say
     (tmp_path / "corpus/a.jsonl").write_text('{"text": "a"}\n{"text": "appended"}\n')
     (tmp_path / "corpus/c.jsonl").unlink()
     (tmp_path / "corpus/d.jsonl").write_text('{"text": "d"}\n')
