@@ -17,7 +17,9 @@ from prefect import flow
 from pipelines import artifacts, tracking
 from pipelines.config import Params
 from pipelines.config.clean import CleanParams
+from pipelines.incremental import record_inputs
 from pipelines.sharding import map_shards
+from tasks.clean.decisions import DecisionCache, shard_key
 from tasks.clean.shard import DONE_DIR, clean_shard
 from tasks.plots import funnel_plot
 from tasks.records import COLUMNS, EXTRA_COLUMNS, iter_shards
@@ -26,7 +28,7 @@ from tasks.validation import validate_records
 STAGE = "clean"
 
 
-def shard_jobs(cfg: CleanParams, shards: list[Path], out_dir: Path) -> list[dict]:
+def shard_jobs(cfg: CleanParams, shards: list[Path], out_dir: Path, cache_dir: Path | None = None) -> list[dict]:
     """One ``clean_shard`` call per shard, with the params spelled out as plain keyword arguments."""
     families = {"c4": cfg.c4, "gopher_quality": cfg.gopher_quality, "gopher_repetition": cfg.gopher_repetition}
     order = [name for name in cfg.order if families[name].enabled]
@@ -36,7 +38,8 @@ def shard_jobs(cfg: CleanParams, shards: list[Path], out_dir: Path) -> list[dict
                  languages=cfg.language.languages if cfg.language.enabled else None,
                  min_language_score=cfg.language.min_score, language_max_chars=cfg.language.max_chars,
                  order=order, c4=kwargs.get("c4"), gopher_quality=kwargs.get("gopher_quality"),
-                 gopher_repetition=kwargs.get("gopher_repetition"), pii=pii) for s in shards]
+                 gopher_repetition=kwargs.get("gopher_repetition"), pii=pii,
+                 cache_dir=str(cache_dir) if cache_dir else None) for s in shards]
 
 
 def funnel_steps(stats: dict[str, int], order: list[str]) -> list[tuple[str, int, int]]:
@@ -58,12 +61,20 @@ def clean(params: Params, root: Path) -> dict[str, int]:
     shards = iter_shards(root / artifacts.RAW_DIR)
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         with artifacts.staged_output(root / artifacts.CLEAN_DIR, resume_key=run.stage_hash) as staging:
-            jobs = shard_jobs(cfg, shards, staging)
-            results = map_shards(clean_shard, jobs, name="clean-shard", workers=cfg.parallel.workers,
-                                 scheduler_address=cfg.parallel.scheduler_address)
+            jobs = shard_jobs(cfg, shards, staging, artifacts.cache_dir(root, STAGE))
+            cache = DecisionCache(artifacts.cache_dir(root, STAGE), jobs[0]) if jobs else None
+            keys = [shard_key(s) for s in shards] if cache else []
+            # a shard decided before is only written out: here, without starting the workers for it
+            reusable = [cache is not None and cache.store.path(k).is_file() for k in keys]
+            results = [clean_shard(**j) for j, r in zip(jobs, reusable, strict=True) if r]
+            results += map_shards(clean_shard, [j for j, r in zip(jobs, reusable, strict=True) if not r],
+                                  name="clean-shard", workers=cfg.parallel.workers,
+                                  scheduler_address=cfg.parallel.scheduler_address)
             stats: Counter[str] = Counter({"shards": len(shards)})
             for r in results:
                 stats.update(r)
+            reuse = {"shards_reused": sum(reusable), "shards_changed": len(shards) - sum(reusable),
+                     **{k.removeprefix("incremental."): stats.pop(k) for k in list(stats) if k.startswith("incr")}}
             steps = funnel_steps(dict(stats), jobs[0]["order"] if jobs else [])
             plot = funnel_plot(steps, artifacts.report_dir(root, STAGE, "plots") / "funnel.png",
                                f"clean funnel: {stats['kept']:,} of {stats['docs_in']:,} documents kept")
@@ -82,6 +93,10 @@ def clean(params: Params, root: Path) -> dict[str, int]:
         stats.update(report.stats())
         run.log_stats(report.stats())
         run.log_artifact(artifacts.write_metrics(root, STAGE, dict(sorted(stats.items()))))
+        if cache is not None:  # after the output is in place: a killed run keeps what the previous output used
+            reuse["entries_pruned"] = cache.store.prune(keys)
+            run.log_stats({f"incremental.{k}": v for k, v in reuse.items()})
+            record_inputs(root, STAGE, {s.name: k for s, k in zip(shards, keys, strict=True)}, reuse)
     return dict(stats)
 
 

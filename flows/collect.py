@@ -15,6 +15,8 @@ from prefect import flow
 from pipelines import artifacts, operations, tracking
 from pipelines.config import Params, RetryParams
 from pipelines.config.collect import CollectParams, DefaultSource, FilesSource, HFSource, WarcSource
+from pipelines.incremental import digests_of, record_inputs
+from tasks.collect.cache import ItemCache
 from tasks.collect.files import iter_files
 from tasks.collect.hub import check_hf_source, iter_hf_dataset
 from tasks.collect.items import SourceError
@@ -27,9 +29,10 @@ from tasks.validation import validate_records
 STAGE = "collect"
 
 
-def source_plans(params: CollectParams, root: Path, retries: RetryParams) -> list[SourcePlan]:
+def source_plans(params: CollectParams, root: Path, retries: RetryParams, cache: ItemCache | None = None
+                 ) -> list[SourcePlan]:
     """Map each configured source to its reader (the tasks never see the params objects); a hub source is opened
-    under ``retries`` (operations.retries)."""
+    under ``retries`` (operations.retries); file and WARC sources read an unchanged file's items from ``cache``."""
     plans = []
     for src in params.sources:
         if isinstance(src, DefaultSource):
@@ -37,7 +40,7 @@ def source_plans(params: CollectParams, root: Path, retries: RetryParams) -> lis
                            include_docstrings=src.include_docstrings)
         elif isinstance(src, FilesSource):
             read = partial(iter_files, paths=src.paths, base_dir=root, fmt=src.format, text_field=src.text_field,
-                           text_unit=src.text_unit, max_doc_bytes=params.max_doc_bytes)
+                           text_unit=src.text_unit, max_doc_bytes=params.max_doc_bytes, cache=cache)
         elif isinstance(src, HFSource):
             read = partial(iter_hf_dataset, path=src.path, name=src.config, split=src.split,
                            text_field=src.text_field, streaming=src.streaming, data_files=src.data_files,
@@ -45,7 +48,7 @@ def source_plans(params: CollectParams, root: Path, retries: RetryParams) -> lis
                            retry=operations.retrying(retries, f"opening hub dataset {src.path!r}"))
         elif isinstance(src, WarcSource):
             read = partial(iter_warc, paths=src.paths, base_dir=root, min_text_chars=src.min_text_chars,
-                           max_doc_bytes=params.max_doc_bytes)
+                           max_doc_bytes=params.max_doc_bytes, cache=cache)
         else:  # pragma: no cover - the schema admits no other kind
             raise TypeError(f"unknown source kind {src!r}")
         plans.append(SourcePlan(name=src.name, read=read, weight=src.weight, max_docs=src.max_docs))
@@ -88,9 +91,10 @@ def collect(params: Params, root: Path) -> dict[str, int]:
     cfg = params.collect
     out_dir = root / artifacts.RAW_DIR
     docs = artifacts.report_dir(root, STAGE, "gx")
+    cache = ItemCache(artifacts.cache_dir(root, STAGE))
     with tracking.stage_run(STAGE, cfg, root=root, tracking=params.tracking) as run:
         with artifacts.staged_output(out_dir) as staging:
-            stats = write_records(source_plans(cfg, root, params.operations.retries), staging, seed=cfg.seed,
+            stats = write_records(source_plans(cfg, root, params.operations.retries, cache), staging, seed=cfg.seed,
                                   shard_max_records=cfg.shard_max_records, shard_max_bytes=cfg.shard_max_bytes,
                                   max_doc_bytes=cfg.max_doc_bytes)
             report = validate_records(staging, suite=STAGE, columns=COLUMNS, min_rows=cfg.validation.min_rows,
@@ -101,6 +105,11 @@ def collect(params: Params, root: Path) -> dict[str, int]:
         stats.update(report.stats())
         run.log_stats(report.stats())
         run.log_artifact(artifacts.write_metrics(root, STAGE, stats))
+        # after the output is in place: a killed run keeps the entries the previous output was made from
+        reuse = {"files_reused": cache.counts["reused"], "files_read": cache.counts["read"],
+                 "entries_pruned": cache.store.prune()}
+        run.log_stats({f"incremental.{k}": v for k, v in reuse.items()})
+        record_inputs(root, STAGE, digests_of(cache.digests, root), reuse)
     return stats
 
 

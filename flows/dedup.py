@@ -17,9 +17,11 @@ from prefect import flow
 
 from pipelines import artifacts, tracking
 from pipelines.config import Params
+from pipelines.incremental import record_inputs
 from pipelines.sharding import map_shards
 from tasks.dedup.clusters import apply_dedup, choose_bands_rows, find_clusters
 from tasks.dedup.minhash import META_SUFFIX, signature_shard
+from tasks.dedup.signature_cache import SignatureCache
 from tasks.dedup.splits import split_shards
 from tasks.records import COLUMNS, EXTRA_COLUMNS, iter_shards
 from tasks.validation import validate_records, validate_splits
@@ -48,10 +50,20 @@ def dedup(params: Params, root: Path) -> dict[str, int]:
             signatures, kept = work / "signatures", work / "kept"
             signatures.mkdir(parents=True, exist_ok=True)
             todo = [s for s in shards if not (signatures / f"{s.stem}{META_SUFFIX}").exists()]
-            map_shards(signature_shard, [dict(shard_path=s, out_dir=signatures, num_perm=mh.num_perm,
-                                              shingle_size=mh.shingle_size, seed=mh.seed) for s in todo],
-                       name="dedup-signature", workers=cfg.parallel.workers,
-                       scheduler_address=cfg.parallel.scheduler_address)
+            cache_dir = artifacts.cache_dir(root, STAGE)
+            cache = SignatureCache(cache_dir, num_perm=mh.num_perm, shingle_size=mh.shingle_size, seed=mh.seed)
+            keys = {s: cache.key(s) for s in shards}
+            jobs = [dict(shard_path=s, out_dir=signatures, num_perm=mh.num_perm, shingle_size=mh.shingle_size,
+                         seed=mh.seed, cache_dir=cache_dir) for s in todo]
+            # a shard signed before is only copied out of the cache: here, without starting the workers for it
+            reusable = [cache.store.path(keys[s]).is_file() for s in todo]
+            signed = [signature_shard(**j) for j, r in zip(jobs, reusable, strict=True) if r]
+            signed += map_shards(signature_shard, [j for j, r in zip(jobs, reusable, strict=True) if not r],
+                                 name="dedup-signature", workers=cfg.parallel.workers,
+                                 scheduler_address=cfg.parallel.scheduler_address)
+            reuse = {"shards_reused": sum(reusable), "shards_changed": len(todo) - sum(reusable),
+                     "docs_reused": sum(r.get("incremental.docs_reused", 0) for r in signed),
+                     "docs_signed": sum(r.get("incremental.docs_signed", 0) for r in signed)}
             duplicates, found = find_clusters(signatures, bands=bands, rows=rows,
                                               threshold=mh.threshold - mh.verify_margin if mh.verify else None)
             shutil.rmtree(kept, ignore_errors=True)
@@ -85,6 +97,10 @@ def dedup(params: Params, root: Path) -> dict[str, int]:
         stats.update(report.stats())
         run.log_stats(report.stats())
         run.log_artifact(artifacts.write_metrics(root, STAGE, dict(sorted(stats.items()))))
+        # after the output is in place: a killed run keeps what the previous output was made from
+        reuse["entries_pruned"] = cache.store.prune(keys.values())
+        run.log_stats({f"incremental.{k}": v for k, v in reuse.items()})
+        record_inputs(root, STAGE, {s.name: k for s, k in keys.items()}, reuse)
     return stats
 
 

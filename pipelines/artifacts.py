@@ -33,6 +33,9 @@ STUDENT_DIR = Path("models/student")
 CHECKPOINTS_DIR = Path("checkpoints")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
+CACHE_DIR = Path("cache")
+"""The data stages' incremental caches (``tasks.incremental``): outside DVC and git, never required (docs/stages)."""
+REUSE_FILE = "last_run.json"
 
 _STAGING = ".{name}.staging-"
 
@@ -164,6 +167,12 @@ def write_metrics(root: Path, stage: str, stats: Mapping[str, Any]) -> Path:
     path = metrics_path(root, stage)
     atomic_write_text(path, json.dumps(dict(stats), indent=2, sort_keys=True) + "\n")
     return path
+
+
+def cache_dir(root: Path, stage: str) -> Path:
+    """``cache/STAGE``: the stage's incremental cache; deleting it makes the next run compute everything (the same
+    output, more slowly)."""
+    return root / CACHE_DIR / stage
 
 
 def report_dir(root: Path, stage: str, kind: str) -> Path:

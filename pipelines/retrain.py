@@ -35,6 +35,7 @@ import yaml
 from pipelines.artifacts import headline
 from pipelines.config import PARAMS_FILE, TrackingParams, load_params
 from pipelines.config.registry import RegistryParams
+from pipelines.incremental import reuse_lines
 from pipelines.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, guarded, prepare
 
 COMMITTED = ("dvc.lock", "metrics", "dvc.yaml")
@@ -76,6 +77,7 @@ class Report:
     metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     headline: set[str] = field(default_factory=set)
     registry: list[str] = field(default_factory=list)
+    reuse: list[str] = field(default_factory=list)
     commit: str = ""
     notes: list[str] = field(default_factory=list)
     failure: str = ""
@@ -100,6 +102,8 @@ class Report:
         lines += [f"- {k}: {_short(old)} -> {_short(new)}" for k, (old, new) in self.changed_metrics()
                   if k in self.headline] or [f"- {missing}"]
         lines += ["", f"### Metrics (`dvc metrics diff {self.base[:12]}`)", "", self.metrics_md.strip() or missing]
+        lines += ["", "### Data stages: reused from their caches", ""]
+        lines += [f"- {r}" for r in self.reuse] or [f"- {missing}"]
         lines += ["", "### Model registry", ""]
         lines += [f"- {r}" for r in self.registry] or [f"- {missing}"]
         lines += ["", "### Commit", "", self.commit or missing]
@@ -463,7 +467,9 @@ def retrain(args: argparse.Namespace, run_args: list[str]) -> int:
         step = "dvc pull"
         _timed(report, step, lambda: pull(root, remote))
         step = "lmforge run"
+        started = time.time()
         _timed(report, step, lambda: run_pipeline(root, run_args))
+        report.reuse = reuse_lines(root, since=started)
         step = "dvc push"
         _timed(report, step, lambda: push(root, remote))
         step = "dvc metrics diff"

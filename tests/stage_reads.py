@@ -42,6 +42,7 @@ RUN_STATE = {
     "mlruns.db": "the MLflow store", "mlruns": "the MLflow store", "mlartifacts": "MLflow's artifacts",
     ".prefect": "Prefect's state",
     "checkpoints": "training checkpoints: resume state outside DVC (DESIGN: Artifacts)",
+    "cache": "the data stages' incremental caches, keyed by content digests: the same output with or without them",
 }
 """Paths under the repository a stage may read without declaring them, and why."""
 CODE_PACKAGES = ("flows", "tasks", "pipelines")

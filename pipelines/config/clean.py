@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -104,3 +105,13 @@ class CleanParams(Section):
             raise ValueError(f"each rule family may appear once; got {order}")
         return order
 
+    def status_notes(self, root: Path) -> list[str]:
+        """Lines for `lmforge status`: how many of the shards in data/raw are new, changed, removed or reusable from
+        the stage's cache, nothing when all are reusable (the shards as they are now: before collect re-runs, its
+        last output)."""
+        from pipelines.incremental import digests, shard_files, status_line
+
+        shards = root / "data/raw"
+        found = shard_files(shards)  # none before a first run: nothing to say
+        line = status_line(root, "clean", "raw shards", digests(found, shards)) if found else None
+        return [line] if line else []

@@ -99,8 +99,15 @@ class CollectParams(Section):
         return source_deps(self, root)
 
     def status_notes(self, root: Path) -> list[str]:
-        """Lines for `lmforge status`: how each hub dataset is pinned."""
-        return source_pins(self, root)
+        """Lines for `lmforge status`: how each hub dataset is pinned, and how many of the file and WARC sources'
+        files are new, changed, removed or reusable from the stage's cache."""
+        from pipelines.incremental import digests, glob_files, status_line
+
+        patterns = [p for src in self.sources if isinstance(src, FilesSource | WarcSource) for p in src.paths]
+        lines = source_pins(self, root)
+        files = digests(glob_files(patterns, root), root) if patterns else None
+        line = status_line(root, "collect", "input files", files) if files is not None else None
+        return [*lines, line] if line else lines
 
 
 def source_deps(params: CollectParams, root: Path) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from pipelines.config.base import ParallelParams, Section, ValidationParams
@@ -62,3 +64,13 @@ class DedupParams(Section):
     parallel: ParallelParams = Field(default_factory=ParallelParams, description="Shard parallelism.")
     validation: DedupValidationParams = Field(default_factory=DedupValidationParams, description="Output gate.")
 
+    def status_notes(self, root: Path) -> list[str]:
+        """Lines for `lmforge status`: how many of the shards in data/clean are new, changed, removed or reusable from
+        the stage's cache, nothing when all are reusable (the shards as they are now: before clean re-runs, its
+        last output)."""
+        from pipelines.incremental import digests, shard_files, status_line
+
+        shards = root / "data/clean"
+        found = shard_files(shards)  # none before a first run: nothing to say
+        line = status_line(root, "dedup", "clean shards", digests(found, shards)) if found else None
+        return [line] if line else []

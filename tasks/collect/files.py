@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.collect.cache import ItemCache
 from tasks.collect.items import (
     Rejection,
     SourceConfigError,
@@ -30,7 +31,8 @@ OFFERED: tuple[str, ...] = ("jsonl", "json", "parquet", "txt", "md")
 
 
 def iter_files(*, paths: Sequence[str], base_dir: Path, fmt: str = "auto", text_field: str = "text",
-               text_unit: str = "file", max_doc_bytes: int = 10_000_000) -> Iterator[SourceItem]:
+               text_unit: str = "file", max_doc_bytes: int = 10_000_000,
+               cache: ItemCache | None = None) -> Iterator[SourceItem]:
     """Streams documents from local files matched by globs, in sorted path order.
 
     Settings are checked when called, so a bad source fails before any item is read.
@@ -43,6 +45,7 @@ def iter_files(*, paths: Sequence[str], base_dir: Path, fmt: str = "auto", text_
         text_field: Field (json) or column (parquet) holding the text.
         text_unit: For txt/md: "file" (one document per file) or "line" (one per non-blank line).
         max_doc_bytes: Longer texts are rejected as `too_long`, and never read whole into memory.
+        cache: Where an unchanged file's items come from instead of parsing it again (None: every file is read).
 
     Returns:
         An iterator of `Document` and `Rejection` items.
@@ -56,20 +59,29 @@ def iter_files(*, paths: Sequence[str], base_dir: Path, fmt: str = "auto", text_
     with source_errors():
         check_format(fmt, OFFERED)  # an unknown fmt fails even before the globs are looked at
         plan = [(path, file_format(path, fmt, OFFERED)) for path in expand_paths(paths, base_dir)]
-    return _iter_plan(plan, text_field, text_unit, max_doc_bytes)
+    return _iter_plan(plan, text_field, text_unit, max_doc_bytes, cache)
 
 
-def _iter_plan(plan: list[tuple[Path, str]], field: str, unit: str, limit: int) -> Iterator[SourceItem]:
+def _iter_plan(plan: list[tuple[Path, str]], field: str, unit: str, limit: int, cache: ItemCache | None
+               ) -> Iterator[SourceItem]:
     for path, fmt in plan:
-        # a JSON line may escape its text to twice its size and carry other fields; no valid record is longer
-        bound = limit if fmt in ("txt", "md") else 2 * limit + CHUNK
-        try:
-            for item in read_file(path, fmt, limit=bound, columns=(field,), text_unit=unit):
-                yield _document(item, str(path), fmt, field, limit)
-        except ReadError as exc:  # what came before was yielded; say the rest is lost
-            yield Rejection(location(str(path), exc.at), exc.reason, exc.detail, exc.raw)
-        except MissingColumnsError as exc:  # one rejection for the file, not one per row
-            yield Rejection(str(path), "missing_text", f"no column {field!r}; columns: {exc.columns}", "")
+        if cache is None:
+            yield from _iter_file(path, fmt, field, unit, limit)
+        else:
+            yield from cache.items(path, ("files", fmt, field, unit, limit),
+                                   lambda p=path, f=fmt: _iter_file(p, f, field, unit, limit))
+
+
+def _iter_file(path: Path, fmt: str, field: str, unit: str, limit: int) -> Iterator[SourceItem]:
+    # a JSON line may escape its text to twice its size and carry other fields; no valid record is longer
+    bound = limit if fmt in ("txt", "md") else 2 * limit + CHUNK
+    try:
+        for item in read_file(path, fmt, limit=bound, columns=(field,), text_unit=unit):
+            yield _document(item, str(path), fmt, field, limit)
+    except ReadError as exc:  # what came before was yielded; say the rest is lost
+        yield Rejection(location(str(path), exc.at), exc.reason, exc.detail, exc.raw)
+    except MissingColumnsError as exc:  # one rejection for the file, not one per row
+        yield Rejection(str(path), "missing_text", f"no column {field!r}; columns: {exc.columns}", "")
 
 
 def _document(item: Record | Quarantined, base: str, fmt: str, field: str, limit: int) -> SourceItem:

@@ -200,6 +200,8 @@ def write_records(
                 if plan.max_docs is not None and kept >= plan.max_docs:
                     break
             progress.close()
+            if hasattr(items, "close"):  # a source stopped by max_docs: let its reader (and its cache) finish now
+                items.close()
             log.info("collect %s: %d kept, %d quarantined", plan.name, kept,
                      stats[f"source.{plan.name}.quarantined"])
         shards.close()

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.collect.cache import ItemCache
 from tasks.collect.items import Document, Rejection, SourceItem, expand_paths
 from tasks.collect.payload import PayloadError, decode_payload
 from tasks.readers.compression import open_binary
@@ -22,7 +23,7 @@ _TAIL = 64
 
 
 def iter_warc(*, paths: Sequence[str], base_dir: Path, min_text_chars: int = 1,
-              max_doc_bytes: int = 10_000_000) -> Iterator[SourceItem]:
+              max_doc_bytes: int = 10_000_000, cache: ItemCache | None = None) -> Iterator[SourceItem]:
     """Streams page text from WARC and WET files (plain, `.gz`, `.zst`), in sorted path and record order.
 
     HTML responses give their main-content text; `text/plain` responses and WET conversion records give their
@@ -34,6 +35,7 @@ def iter_warc(*, paths: Sequence[str], base_dir: Path, min_text_chars: int = 1,
         base_dir: Directory relative globs start from.
         min_text_chars: Pages whose text (stripped) is shorter are rejected as `no_text_extracted`.
         max_doc_bytes: Records with a longer body (stored or decoded) are rejected as `too_long`.
+        cache: Where an unchanged file's items come from instead of parsing it again (None: every file is read).
 
     Returns:
         An iterator of `Document` and `Rejection` items. Their location is `<file>#W<index>` (the record's
@@ -42,7 +44,15 @@ def iter_warc(*, paths: Sequence[str], base_dir: Path, min_text_chars: int = 1,
     Raises:
         SourceNotFoundError: A glob matches no file.
     """
-    return _iter_files(expand_paths(paths, base_dir), min_text_chars, max_doc_bytes)
+    files = expand_paths(paths, base_dir)
+    if cache is None:
+        return _iter_files(files, min_text_chars, max_doc_bytes)
+    return _iter_cached(files, min_text_chars, max_doc_bytes, cache)
+
+
+def _iter_cached(files: list[Path], min_chars: int, limit: int, cache: ItemCache) -> Iterator[SourceItem]:
+    for path in files:
+        yield from cache.items(path, ("warc", min_chars, limit), lambda p=path: _iter_files([p], min_chars, limit))
 
 
 class _Watch(io.RawIOBase):

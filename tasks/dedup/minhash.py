@@ -148,7 +148,8 @@ def _save(path: Path, array: Any) -> None:
         np.save(fh, array)
 
 
-def signature_shard(shard_path: Path, out_dir: Path, *, num_perm: int, shingle_size: int, seed: int) -> dict[str, int]:
+def signature_shard(shard_path: Path, out_dir: Path, *, num_perm: int, shingle_size: int, seed: int,
+                    cache_dir: Path | None = None) -> dict[str, int]:
     """Sign one record shard: MinHash signatures, exact hashes and ids as ``.npy`` files under ``out_dir``.
 
     Only the ``id`` and ``text`` columns are read, one row group at a time, so memory is bounded by the shard's
@@ -160,38 +161,79 @@ def signature_shard(shard_path: Path, out_dir: Path, *, num_perm: int, shingle_s
         num_perm: number of MinHash permutations (signature width).
         shingle_size: words per shingle.
         seed: seed of the shingle hash and the permutations; signatures compare only under the same seed.
+        cache_dir: the stage's signature cache (``tasks.dedup.signature_cache``): an unchanged shard's arrays and a
+            known document's row come from there, and this shard's are stored there; None: every document is signed.
 
     Returns:
-        Counters: ``docs``, ``bytes`` (UTF-8 bytes of text read), ``shingles``, ``empty_docs``.
+        Counters: ``docs``, ``bytes`` (UTF-8 bytes of text read), ``shingles``, ``empty_docs``, and
+        ``incremental.docs_reused`` / ``incremental.docs_signed`` with a cache.
     """
-    import numpy as np
-    import pyarrow.parquet as pq
+
+    from tasks.dedup.signature_cache import SignatureCache
 
     if num_perm < 1 or shingle_size < 1:
         raise SignatureError(f"num_perm and shingle_size must be positive, got {num_perm} and {shingle_size}")
     stem = Path(shard_path).name.removesuffix(".parquet")
-    sigs, exact, ids = [], [], []
-    stats = {"docs": 0, "bytes": 0, "shingles": 0, "empty_docs": 0}
+    cache = SignatureCache(cache_dir, num_perm=num_perm, shingle_size=shingle_size, seed=seed) if cache_dir else None
+    key = cache.key(Path(shard_path)) if cache else ""
+    hit = cache.shard(key) if cache else None
+    if hit is not None:
+        (sig, exact, ids, counts), reused = hit, len(hit[0])
+    else:
+        sig, exact, ids, counts, reused = _sign(Path(shard_path), num_perm, shingle_size, seed, cache)
+        if cache is not None:
+            cache.save(key, sig, exact, ids, counts)
+    shingles, nbytes = counts[:, 0], counts[:, 1]
+    stats = {"docs": int(len(sig)), "bytes": int(nbytes.sum()), "shingles": int(shingles.sum()),
+             "empty_docs": int((shingles == 0).sum())}
+    out_dir = Path(out_dir)
+    _save(out_dir / (stem + SIGNATURE_SUFFIX), sig)
+    _save(out_dir / (stem + EXACT_SUFFIX), exact)
+    _save(out_dir / (stem + IDS_SUFFIX), ids)
+    meta = {"shard": stem, "num_perm": num_perm, "shingle_size": shingle_size, "seed": seed, **stats}
+    atomic_write_text(out_dir / (stem + META_SUFFIX), json.dumps(meta, sort_keys=True) + "\n")
+    if cache is not None:
+        stats.update({"incremental.docs_reused": reused, "incremental.docs_signed": len(sig) - reused})
+    return stats
+
+
+def _sign(shard_path: Path, num_perm: int, shingle_size: int, seed: int, cache: Any) -> tuple[Any, ...]:
+    """``(sig, exact, ids, counts, reused)`` of a shard, row group by row group: documents the cache knows by id
+    are taken from it, the others signed. ``counts``: per document its shingles and UTF-8 bytes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tasks.dedup.signature_cache import unpack
+
+    sigs, exact, ids, counts = [], [], [], []
+    reused = 0
     pf = pq.ParquetFile(shard_path)
     for group in range(pf.num_row_groups):
         table = pf.read_row_group(group, columns=["id", "text"])
         texts = [t or "" for t in table.column("text").to_pylist()]
-        normalized = [normalize_text(t) for t in texts]
-        sigs.append(minhash_matrix(normalized, num_perm=num_perm, shingle_size=shingle_size, seed=seed))
-        exact.append(np.fromiter((exact_hash(t) for t in normalized), dtype=np.uint64, count=len(normalized)))
-        ids.append(_parse_ids(table.column("id").to_pylist(), shard_path))
-        stats["docs"] += len(texts)
-        stats["bytes"] += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
-        words = np.fromiter((t.count(" ") + 1 if t else 0 for t in normalized), dtype=np.int64, count=len(texts))
-        stats["shingles"] += int(np.where(words >= shingle_size, words - shingle_size + 1, np.minimum(words, 1)).sum())
-        stats["empty_docs"] += int((words == 0).sum())
-    out_dir = Path(out_dir)
-    _save(out_dir / (stem + SIGNATURE_SUFFIX), np.concatenate(sigs) if sigs else np.empty((0, num_perm), np.uint32))
-    _save(out_dir / (stem + EXACT_SUFFIX), np.concatenate(exact) if exact else np.empty(0, np.uint64))
-    _save(out_dir / (stem + IDS_SUFFIX), np.concatenate(ids) if ids else np.empty((0, 2), np.uint64))
-    meta = {"shard": stem, "num_perm": num_perm, "shingle_size": shingle_size, "seed": seed, **stats}
-    atomic_write_text(out_dir / (stem + META_SUFFIX), json.dumps(meta, sort_keys=True) + "\n")
-    return stats
+        group_ids = _parse_ids(table.column("id").to_pylist(), shard_path)
+        found, rows = cache.lookup(group_ids) if cache is not None else (np.zeros(len(texts), bool), None)
+        sig = np.empty((len(texts), num_perm), np.uint32)
+        ex = np.empty(len(texts), np.uint64)
+        cnt = np.empty((len(texts), 2), np.int64)
+        if found.any():
+            sig[found], ex[found], _, cnt[found] = unpack(rows[found], num_perm)
+            reused += int(found.sum())
+        todo = np.flatnonzero(~found)
+        normalized = [normalize_text(texts[i]) for i in todo]
+        sig[todo] = minhash_matrix(normalized, num_perm=num_perm, shingle_size=shingle_size, seed=seed)
+        ex[todo] = np.fromiter((exact_hash(t) for t in normalized), dtype=np.uint64, count=len(normalized))
+        words = np.fromiter((t.count(" ") + 1 if t else 0 for t in normalized), dtype=np.int64, count=len(todo))
+        cnt[todo, 0] = np.where(words >= shingle_size, words - shingle_size + 1, np.minimum(words, 1))
+        cnt[todo, 1] = [len(texts[i].encode("utf-8", "surrogatepass")) for i in todo]
+        sigs.append(sig)
+        exact.append(ex)
+        ids.append(group_ids)
+        counts.append(cnt)
+    return (np.concatenate(sigs) if sigs else np.empty((0, num_perm), np.uint32),
+            np.concatenate(exact) if exact else np.empty(0, np.uint64),
+            np.concatenate(ids) if ids else np.empty((0, 2), np.uint64),
+            np.concatenate(counts) if counts else np.empty((0, 2), np.int64), reused)
 
 
 def _parse_ids(values: list[str | None], shard_path: Path) -> Any:
