@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from pipelines.config.base import Section
 from pipelines.config.clean import CleanParams
@@ -142,6 +142,12 @@ class Params(SharedParams):
     finetune: FinetuneParams = stage_section(FinetuneParams, "finetune")
     distill: DistillParams = stage_section(DistillParams, "distill")
     evaluate: EvaluateParams = stage_section(EvaluateParams, "evaluate")
+
+    @model_validator(mode="after")
+    def _share_the_checkpoint(self) -> Params:
+        # the tokenizer stage packs with pretrain.checkpoint's tokenizer: its DVC deps and status name it too
+        self.tokenizer.use_checkpoint(self.pretrain.checkpoint)
+        return self
 
 
 STAGE_SECTIONS: tuple[str, ...] = tuple(name for name in Params.model_fields if name not in SharedParams.model_fields)
