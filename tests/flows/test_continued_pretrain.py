@@ -167,16 +167,3 @@ def test_an_unreachable_hub_is_exit_2_before_anything_is_written(stage: str, rep
     assert ("pretrain.checkpoint.path 'lmforge-tests/tiny-gpt2' at revision 'main' could not be fetched from the "
             "Hugging Face hub") in res.stderr and "Traceback" not in res.stderr
     _nothing_written(repo_copy)
-
-
-def test_status_says_how_a_hub_checkpoint_is_pinned(repo_copy: Path) -> None:
-    from pipelines.versioning import status_notes
-
-    _prepare(repo_copy, {"path": "org/model"})
-    notes = status_notes(repo_copy, load_params(repo_copy))
-    unpinned = ("pretrain.checkpoint: hub checkpoint org/model: unpinned: the hub checkpoint can change without "
-                "notice (set `revision` to pin it)")
-    assert notes["tokenizer"] == notes["pretrain"] == [unpinned]
-    _prepare(repo_copy, {"path": "org/model", "revision": "abc123"})
-    notes = status_notes(repo_copy, load_params(repo_copy))
-    assert notes["pretrain"] == ["pretrain.checkpoint: hub checkpoint org/model: pinned at revision abc123"]
