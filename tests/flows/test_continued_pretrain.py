@@ -16,7 +16,7 @@ import yaml
 
 from pipelines.config import load_params
 from tests.assets.checkpoints import save_checkpoint
-from tests.conftest import subprocess_env
+from tests.conftest import run_cli, subprocess_env
 from tests.flows.test_pretrain import TINY
 from tests.tasks.training.corpus import documents, write_split
 
@@ -157,12 +157,14 @@ def test_an_encoder_checkpoint_is_exit_2_before_anything_is_written(stage: str, 
     _nothing_written(repo_copy)
 
 
-@pytest.mark.parametrize("stage", ["tokenizer", "pretrain"])
+@pytest.mark.parametrize("stage", ["tokenizer", "pretrain", "lmforge run"])
 def test_an_unreachable_hub_is_exit_2_before_anything_is_written(stage: str, repo_copy: Path, tmp_path: Path) -> None:
     _prepare(repo_copy, {"path": "lmforge-tests/tiny-gpt2", "revision": "main"},
              operations={"retries": {"attempts": 1}})
-    res = _stage(repo_copy, stage, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_OFFLINE="0",
-                 HF_HOME=str(tmp_path / "hf"))
+    hub = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+    # `lmforge run pretrain`: every planned stage's preflight runs before the pipeline's MLflow run opens
+    res = run_cli(repo_copy, "run", "pretrain", PREFECT_API_URL="", **hub) if stage == "lmforge run" else \
+        _stage(repo_copy, stage, **hub)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert ("pretrain.checkpoint.path 'lmforge-tests/tiny-gpt2' at revision 'main' could not be fetched from the "
             "Hugging Face hub") in res.stderr and "Traceback" not in res.stderr
