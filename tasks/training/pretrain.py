@@ -122,10 +122,12 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     if base is None:
         model = build_llama(**model_kwargs)
     else:  # weights only: the optimizer, data order and step count below start fresh
-        model = continued.load_model(base.dir, precision=cfg.precision)
+        model = continued.load_model(base.dir, precision=cfg.precision, ds_config=ds_config)
+        partitioned = " (ZeRO-3: each process loaded its partition)" if hasattr(next(model.parameters()), "ds_id") \
+            else ""
         say(f"pretrain: continued pretraining from {base.provenance.get('source')} ({model_kwargs['model_type']}, "
-            f"{model_kwargs['num_layers']} layers, hidden {model_kwargs['hidden_size']}); the model settings "
-            "(pretrain.model) are ignored: the architecture is the checkpoint's")
+            f"{model_kwargs['num_layers']} layers, hidden {model_kwargs['hidden_size']}){partitioned}; the model "
+            "settings (pretrain.model) are ignored: the architecture is the checkpoint's")
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
