@@ -151,7 +151,7 @@ def untouched_checkpoints(params: Params, root: Path) -> dict[str, tuple[Path, b
     (``pretrain.checkpoint``, next to the continued-pretrained models/base) and ``finetune_checkpoint`` (a linear
     probe next to the fine-tuned classifiers; its perplexity when it is a causal LM) -> ``(directory, decoder)``."""
     out: dict[str, tuple[Path, bool]] = {}
-    for name, spec, setting in (("checkpoint", getattr(params.pretrain, "checkpoint", None), "pretrain.checkpoint"),
+    for name, spec, setting in (("checkpoint", params.pretrain.checkpoint, "pretrain.checkpoint"),
                                 ("finetune_checkpoint", params.finetune.checkpoint, "finetune.checkpoint")):
         if spec is not None:
             directory = source.resolve(spec.path, revision=spec.revision, root=root, setting=setting,

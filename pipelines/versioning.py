@@ -134,7 +134,9 @@ class Versioning:
         for entry in status.get(stage, []):
             for reason in _describe(entry):
                 if reason.startswith("changed deps: params.yaml:"):
-                    reasons += self._param_changes(stage) or [reason]
+                    # DVC gives one line per params entry (a section, a dotted key): the changed keys are listed once
+                    changes = self._param_changes(stage) or [reason]
+                    reasons += [c for c in changes if c not in reasons]
                 else:
                     reasons.append(reason)
         return reasons
@@ -153,7 +155,7 @@ class Versioning:
         except (OSError, yaml.YAMLError):
             return []
         recorded = ((lock.get("stages") or {}).get(stage) or {}).get("params", {}).get("params.yaml", {})
-        old, new = flatten(recorded), flatten({k: current.get(k) for k in recorded})
+        old, new = flatten(recorded), flatten({k: _param(current, k) for k in recorded})
         return [f"param changed: {k}: {old.get(k, '(unset)')!s} -> {new.get(k, '(unset)')!s}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
@@ -164,6 +166,17 @@ class Versioning:
     def close(self) -> None:
         """Release DVC's state database."""
         self.repo.close()
+
+
+def _param(params: dict[str, Any], key: str) -> Any:
+    """The value of a dvc.yaml params entry in params.yaml: a section (``tokenizer``) or a dotted key path into one
+    (``pretrain.checkpoint``, which DVC records under that name); None where it is unset."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def digest(path: Path, root: Path | None = None) -> str:

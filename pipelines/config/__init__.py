@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from pipelines.config.base import Section
 from pipelines.config.clean import CleanParams
@@ -152,10 +152,16 @@ class Params(SharedParams):
             return None
         deps = list(wanted(root))
         if name == "evaluate":
-            for spec in (getattr(self.pretrain, "checkpoint", None), self.finetune.checkpoint):
+            for spec in (self.pretrain.checkpoint, self.finetune.checkpoint):
                 if spec is not None:
                     deps += [d for d in spec.data_deps(root, name) if d not in deps]
         return deps
+
+    @model_validator(mode="after")
+    def _share_the_checkpoint(self) -> Params:
+        # the tokenizer stage packs with pretrain.checkpoint's tokenizer: its DVC deps and status name it too
+        self.tokenizer.use_checkpoint(self.pretrain.checkpoint)
+        return self
 
 
 STAGE_SECTIONS: tuple[str, ...] = tuple(name for name in Params.model_fields if name not in SharedParams.model_fields)

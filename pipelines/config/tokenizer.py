@@ -1,12 +1,22 @@
-"""Params of the tokenizer stage: byte-level BPE and the packing of every split."""
+"""Params of the tokenizer stage: byte-level BPE and the packing of every split.
+
+With ``pretrain.checkpoint`` set, the stage packs the corpus with that checkpoint's own tokenizer instead (the BPE is
+still trained, to compare the two): :class:`~pipelines.config.Params` hands the setting to this section, so that the
+stage's DVC deps and `lmforge status` name the checkpoint too.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from pipelines.config.base import Section
+from pipelines.config.checkpoint import CheckpointParams
+
+INPUTS: tuple[str, ...] = ("data/dedup",)
+"""What the stage reads from the stages before it."""
 
 
 class TokenizerParams(Section):
@@ -21,6 +31,7 @@ class TokenizerParams(Section):
     pad_token: str = Field("<|pad|>", min_length=1, description="Padding token (id 2).")
     batch_size: int = Field(1000, ge=1, description="Documents per tokenization batch.")
     workers: int = Field(1, ge=1, le=256, description="Tokenizing processes (1: the library's own threads).")
+    _checkpoint: CheckpointParams | None = PrivateAttr(None)  # pretrain.checkpoint, set by Params
 
     @model_validator(mode="after")
     def _distinct_specials(self) -> TokenizerParams:
@@ -28,3 +39,21 @@ class TokenizerParams(Section):
             raise ValueError("bos_token, eos_token and pad_token must differ")
         return self
 
+
+    @property
+    def checkpoint(self) -> CheckpointParams | None:
+        """``pretrain.checkpoint``: its tokenizer replaces the BPE (set by :class:`~pipelines.config.Params`;
+        params.yaml names it once, in the pretrain section)."""
+        return self._checkpoint
+
+    def use_checkpoint(self, checkpoint: CheckpointParams | None) -> None:
+        """Read ``checkpoint`` (``pretrain.checkpoint``) as this stage's too."""
+        self._checkpoint = checkpoint
+
+    def data_deps(self, root: Path) -> list[str]:
+        """The stage's data deps in dvc.yaml: the dedup splits, and the checkpoint's directory when it is local."""
+        return [*INPUTS, *([] if self._checkpoint is None else self._checkpoint.data_deps(root, "tokenizer"))]
+
+    def status_notes(self, root: Path) -> list[str]:
+        """Lines for `lmforge status`: the checkpoint whose tokenizer the stage uses, if any."""
+        return [] if self._checkpoint is None else [self._checkpoint.status_note("pretrain.checkpoint", root)]

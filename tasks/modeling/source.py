@@ -32,6 +32,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md", "LICENSE*"]
 """What a hub download fetches: config, weights (safetensors only: pickled ``.bin`` weights run code when loaded),
 tokenizer and license files; no other framework's weights."""
+PROVENANCE_FILE = "base_checkpoint.json"
+"""Beside a model (or a tokenizer) made from a checkpoint: :meth:`Checkpoint.provenance`, so that later stages, the
+model card and the registry can name the base checkpoint, its revision, digest and license."""
 
 
 class CheckpointError(ConfigError):
@@ -69,6 +72,28 @@ class Checkpoint:
     def record(self) -> dict[str, Any]:
         """A JSON-ready description (the model card's and the registry's "base checkpoint")."""
         return {**asdict(self), "dir": str(self.dir)}
+
+    def provenance(self) -> dict[str, Any]:
+        """:meth:`record` without the local directory (a machine's path, no part of what the checkpoint is): what
+        :data:`PROVENANCE_FILE` holds."""
+        return {k: v for k, v in self.record().items() if k != "dir"}
+
+
+def write_provenance(directory: Path, provenance: dict[str, Any]) -> Path:
+    """Write ``provenance`` (:meth:`Checkpoint.provenance`) to ``directory/base_checkpoint.json`` (sorted keys: the
+    same checkpoint gives the same bytes); returns the file."""
+    path = Path(directory) / PROVENANCE_FILE
+    path.write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_provenance(directory: Path) -> dict[str, Any] | None:
+    """The base checkpoint a model or tokenizer directory was made from (:data:`PROVENANCE_FILE`), or None (lmforge's
+    own model, trained from scratch)."""
+    path = Path(directory) / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def is_local(path: str, root: Path) -> bool:

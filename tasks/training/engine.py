@@ -131,12 +131,13 @@ def deepspeed_config(*, batch_size: int, grad_accum: int, grad_clip: float, zero
 
 
 def param_groups(model: Any, *, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices only (nanoGPT): decaying norms' gains and biases only hurts."""
+    """Decay matrices only (nanoGPT): decaying norms' gains and biases only hurts. A parameter already partitioned
+    by ZeRO-3 (a model loaded under ``deepspeed.zero.Init``) is judged by its full shape, ``ds_shape``."""
     decay: list[Any] = []
     no_decay: list[Any] = []
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+            (decay if len(getattr(p, "ds_shape", p.shape)) >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

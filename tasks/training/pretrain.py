@@ -1,4 +1,5 @@
-"""Pretrain a Llama on packed tokens with DeepSpeed: ``python -m tasks.training.pretrain --config run.json``.
+"""Pretrain a Llama on packed tokens with DeepSpeed, or continue pretraining a Hugging Face causal LM (any
+architecture) from its checkpoint: ``python -m tasks.training.pretrain --config run.json``.
 
 Launch with ``torchrun --nproc_per_node N -m tasks.training.pretrain --config run.json`` (or the ``deepspeed``
 launcher) for several processes; plain ``python`` runs one process and sets the rendezvous variables itself. On CPU
@@ -9,15 +10,17 @@ schedule, losses, checkpoint, telemetry, export}``) take keyword arguments. In t
 
 1. read and check the config, the token manifest, the model shape and the split sizes (no torch yet: a bad config
    exits 2 in a second, before any training);
-2. build the model from a seed, hand it with a torch AdamW to ``deepspeed.initialize``;
+2. build the model from a seed (or, with ``base_checkpoint``, load the checkpoint's weights only:
+   :mod:`tasks.training.continued`), hand it with a fresh torch AdamW to ``deepspeed.initialize``;
 3. resume from ``checkpoint_dir/latest`` if present: weights, optimizer, step and RNG states; the training data is a
    function of (seed, step) (:class:`tasks.training.data.RandomWindows`), so a resumed run sees the same batches;
 4. per step: set the learning rate (linear warmup, cosine to ``min_lr``), ``grad_accum`` forward/backward passes,
    one optimizer step; every ``log_every`` a line of loss, lr, grad norm, tokens/s and memory (also to MLflow from
    rank 0); every ``eval_every`` val loss and perplexity; every ``checkpoint_every`` a DeepSpeed checkpoint;
-5. export the final weights in Hugging Face format with the tokenizer, ``train_summary.json`` and sample
-   generations, atomically; the run's timings (tokens/s, launch-to-first-step seconds) go to
-   ``checkpoint_dir/run_stats.json`` and MLflow, so the export is the same bytes for the same config and data.
+5. export the final weights in Hugging Face format (a checkpoint's run: in its architecture, with
+   ``base_checkpoint.json``) with the tokenizer, ``train_summary.json`` and sample generations, atomically; the
+   run's timings (tokens/s, launch-to-first-step seconds) go to ``checkpoint_dir/run_stats.json`` and MLflow, so
+   the export is the same bytes for the same config and data.
 
 Exit codes: 0 done, 2 bad config (one message, no traceback), 1 any other failure.
 """
@@ -35,17 +38,28 @@ from pydantic import Field
 from tasks.modeling import checkpoint
 from tasks.modeling.llama import resolve_shape
 from tasks.tokens import load_tokens, read_manifest
-from tasks.training.blocks import RecipePaths
+from tasks.training import continued
+from tasks.training.blocks import RecipePaths, Settings
 from tasks.training.config import PretrainSettings
 from tasks.training.data import check_tokens
 
 NAME = "pretrain"
 
 
+class BaseCheckpoint(Settings):
+    """The Hugging Face causal LM a continued pretraining starts from (weights only)."""
+
+    dir: Path = Field(description="Its local directory (config.json, weights).")
+    provenance: dict[str, Any] = Field(description="What it is (tasks.modeling.source.Checkpoint.provenance(): "
+                                       "source, revision, digest, license...), exported as base_checkpoint.json.")
+
+
 class PretrainConfig(PretrainSettings, RecipePaths):
     """Every setting of one pretraining run: the shared settings plus the paths the flow fills in."""
 
     tokens_dir: Path = Field(description="Packed tokens: {train,val}.bin and manifest.json (tasks.tokens).")
+    base_checkpoint: BaseCheckpoint | None = Field(None, description="Start from this checkpoint's weights instead "
+                                                   "of a fresh Llama (`model` is then ignored); null: from scratch.")
 
 
 # what a checkpoint's weights, optimizer state and data order depend on: resuming under other values would silently
@@ -54,8 +68,17 @@ RUN_IDENTITY = ("model", "context", "seed", "batch_size", "grad_accum", "lr", "m
                 "weight_decay", "betas", "grad_clip", "zero_stage", "precision", "offload_optimizer", "offload_params")
 
 
+def run_identity(cfg: PretrainConfig) -> dict[str, Any]:
+    """:data:`RUN_IDENTITY`'s values, and the base checkpoint's digest for a run that starts from one."""
+    identity = checkpoint.identity(cfg, RUN_IDENTITY)
+    if cfg.base_checkpoint is not None:
+        identity["base_checkpoint"] = cfg.base_checkpoint.provenance.get("digest")
+    return identity
+
+
 def preflight(cfg: PretrainConfig) -> dict[str, Any]:
-    """Check what can be checked without torch: manifest, model shape, split sizes, resume. Returns the model kwargs.
+    """Check what can be checked without torch: manifest, model shape (or the base checkpoint), split sizes, resume.
+    Returns the model kwargs (a base checkpoint's run: its ``num_layers``, ``hidden_size`` and ``model_type``).
 
     ``cfg.precision`` is already resolved (``main`` turns ``auto`` into bf16 or fp32), as the run identity records it.
 
@@ -63,12 +86,16 @@ def preflight(cfg: PretrainConfig) -> dict[str, Any]:
         ConfigError, ModelConfigError, DataTooSmallError, TokenFileError.
     """
     manifest = read_manifest(cfg.tokens_dir)
-    model_kwargs = resolve_shape(context=cfg.context, manifest=manifest, **cfg.model.model_dump())
+    if cfg.base_checkpoint is None:
+        model_kwargs = resolve_shape(context=cfg.context, manifest=manifest, **cfg.model.model_dump())
+    else:
+        model_kwargs = continued.check(directory=cfg.base_checkpoint.dir, context=cfg.context, manifest=manifest,
+                                       digest=str(cfg.base_checkpoint.provenance.get("digest")),
+                                       tokenizer_dir=cfg.tokenizer_dir)
     for split in ("train", "val"):
         check_tokens(load_tokens(cfg.tokens_dir, split), cfg.context, split)
     cfg.check_paths()
-    checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY),
-                            name=NAME)
+    checkpoint.check_resume(checkpoint_dir=cfg.checkpoint_dir, identity=run_identity(cfg), name=NAME)
     return model_kwargs
 
 
@@ -91,7 +118,16 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
     # model and engine: the same seed on every rank gives the same initial weights
     torch.manual_seed(cfg.seed)
-    model = build_llama(**model_kwargs)
+    base = cfg.base_checkpoint
+    if base is None:
+        model = build_llama(**model_kwargs)
+    else:  # weights only: the optimizer, data order and step count below start fresh
+        model = continued.load_model(base.dir, precision=cfg.precision, ds_config=ds_config)
+        partitioned = " (ZeRO-3: each process loaded its partition)" if hasattr(next(model.parameters()), "ds_id") \
+            else ""
+        say(f"pretrain: continued pretraining from {base.provenance.get('source')} ({model_kwargs['model_type']}, "
+            f"{model_kwargs['num_layers']} layers, hidden {model_kwargs['hidden_size']}){partitioned}; the model "
+            "settings (pretrain.model) are ignored: the architecture is the checkpoint's")
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
@@ -109,7 +145,7 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         step, history, resumed_from = int(client["step"]), list(client["history"]), int(client["step"])
         say(f"pretrain: resumed from {path} at step {step}")
     if is_main:
-        checkpoint.record_identity(checkpoint_dir=ckpt_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY))
+        checkpoint.record_identity(checkpoint_dir=ckpt_dir, identity=run_identity(cfg))
     train_tokens, val_tokens = load_tokens(cfg.tokens_dir, "train"), load_tokens(cfg.tokens_dir, "val")
     windows = RandomWindows(train_tokens, cfg.context, cfg.batch_size, cfg.seed, rank, world_size,
                             step=step * cfg.grad_accum)
@@ -191,9 +227,15 @@ def train(cfg: PretrainConfig, model_kwargs: dict[str, Any]) -> dict[str, Any]:
                  "train_seconds": round(train_seconds, 3), "launch_to_first_step_seconds": launch_to_first_step}
     state = export.gather_state(engine, zero3=cfg.zero_stage == 3, is_main=is_main)
     if state is not None:  # rank 0
-        export.export_model(state, out_dir=cfg.out_dir, tokenizer_dir=cfg.tokenizer_dir, model_kwargs=model_kwargs,
-                            dtype="bfloat16" if cfg.precision == "bf16" else "float32", summary=summary,
-                            sample_prompts=cfg.sample_prompts, sample_max_new_tokens=cfg.sample_max_new_tokens)
+        dtype = "bfloat16" if cfg.precision == "bf16" else "float32"
+        if base is None:
+            export.export_model(state, out_dir=cfg.out_dir, tokenizer_dir=cfg.tokenizer_dir, model_kwargs=model_kwargs,
+                                dtype=dtype, summary=summary, sample_prompts=cfg.sample_prompts,
+                                sample_max_new_tokens=cfg.sample_max_new_tokens)
+        else:  # in the checkpoint's own architecture, with base_checkpoint.json
+            continued.export_model(state, config=model.config, out_dir=cfg.out_dir, tokenizer_dir=cfg.tokenizer_dir,
+                                   dtype=dtype, summary=summary, provenance=base.provenance,
+                                   sample_prompts=cfg.sample_prompts, sample_max_new_tokens=cfg.sample_max_new_tokens)
         say(f"pretrain: exported to {cfg.out_dir} (val_loss {final:.4f})")
         checkpoint.write_run_stats(checkpoint_dir=ckpt_dir, stats=run_stats)
         sink.log({"final_val_loss": final, "final_val_perplexity": summary["final_val_perplexity"]}, step)

@@ -154,7 +154,7 @@ def test_pretrain_defaults_are_unchanged() -> None:
         "offload_optimizer": False, "offload_params": False, "precision": "auto", "activation_checkpointing": False,
         "threads": None, "log_every": 10, "eval_every": 250, "eval_batches": 8, "checkpoint_every": 250,
         "keep_checkpoints": 2, "sample_prompts": ["def ", "The "], "sample_max_new_tokens": 32,
-        "deepspeed_config": None,
+        "deepspeed_config": None, "checkpoint": None,
         "launch": {"launcher": "python", "nproc": 1, "hostfile": None, "master_addr": None, "master_port": None,
                    "node_rank": None}}
 

@@ -49,8 +49,10 @@ def test_repo_graph_is_the_pipeline_in_order() -> None:
     assert tuple(topological_order(stages)) == tuple(stages), "dvc.yaml lists the stages in pipeline order"
     for name, spec in stages.items():
         assert spec.cmd == f"python -m flows.{name}"
-        # a stage depends on its own params section only; evaluate also on the registry's gate, which it applies
-        assert spec.params == ((name, "registry") if name == "evaluate" else (name,))
+        # a stage depends on its own params section only; evaluate also on the registry's gate, which it applies, and
+        # the tokenizer on pretrain.checkpoint, whose own tokenizer it then packs the corpus with
+        extra = {"evaluate": ("registry",), "tokenizer": ("pretrain.checkpoint",)}
+        assert spec.params == (name, *extra.get(name, ()))
         assert f"flows/{name}.py" in spec.deps
         assert f"pipelines/config/{name}.py" in spec.deps, "the schema's defaults shape the output"
 
@@ -134,6 +136,30 @@ stages:
     assert stale["second"] == ["upstream stage first is stale: runs after it when its outputs change"]
     assert stale["third"] == ["upstream stage second is stale: runs after it when its outputs change"]
     assert stale["apart"] == []
+
+
+def test_status_names_a_changed_dotted_param_key(tmp_path: Path) -> None:
+    # the tokenizer stage lists `pretrain.checkpoint` (a key inside another stage's section): DVC records it under
+    # that dotted name, and the change is reported by its path, never as unset
+    from types import SimpleNamespace
+
+    from pipelines.versioning import Versioning
+
+    _write(tmp_path, """
+stages:
+  tok: {cmd: "echo one > a.txt", params: [tok, pre.checkpoint], outs: [a.txt]}
+""")
+    (tmp_path / "params.yaml").write_text("tok: {size: 1}\npre: {steps: 3, checkpoint: {path: a}}\n")
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path)}
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "repro", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    (tmp_path / "params.yaml").write_text("tok: {size: 2}\npre: {steps: 4, checkpoint: {path: b}}\n")
+    versioning = Versioning(tmp_path, SimpleNamespace())
+    try:
+        stale = versioning.stale_map(["tok"])
+    finally:
+        versioning.close()
+    assert stale["tok"] == ["param changed: pre.checkpoint.path: a -> b", "param changed: tok.size: 1 -> 2"]
 
 
 def _sources(repo: Path, *paths: str) -> None:
