@@ -46,7 +46,7 @@ def sync_data_deps(root: Path, params: Params | None = None) -> dict[str, list[s
     params = params if params is not None else load_params(root)  # callers that validated params pass them
     changed: dict[str, list[str]] = {}
     for name, spec in read_stages(root).items():
-        wanted = params.stage_data_deps(name, root)
+        wanted = stage_data_deps(params, name, root)
         if wanted is not None and list(spec.data_deps) != (deps := wanted):
             changed[name] = deps
     if not changed:
@@ -72,6 +72,15 @@ def sync_data_deps(root: Path, params: Params | None = None) -> dict[str, list[s
     rt.dump(doc, out)
     atomic_write_text(path, out.getvalue())
     return changed
+
+
+def stage_data_deps(params: Any, name: str, root: Path) -> list[str] | None:
+    """:meth:`pipelines.config.Params.stage_data_deps`, or a section's own ``data_deps`` for a stand-in params object
+    (tests build one with only the sections they need)."""
+    if isinstance(params, Params):
+        return params.stage_data_deps(name, root)
+    wanted = getattr(getattr(params, name, None), "data_deps", None)
+    return None if wanted is None else list(wanted(root))
 
 
 def status_notes(root: Path, params: Params | None = None) -> dict[str, list[str]]:

@@ -142,13 +142,13 @@ def declared(run: FlowReads) -> tuple[list[str], list[str]] | None:
     """The stage's deps and outs as ``lmforge`` keeps them in dvc.yaml (code deps from the file, data deps from the
     stage's params where its section declares them); None when the flow is no stage of the root's dvc.yaml."""
     from pipelines.versioning import CODE_PACKAGES as CODE
-    from pipelines.versioning import read_stages
+    from pipelines.versioning import read_stages, stage_data_deps
 
     spec = read_stages(Path(run.root)).get(run.stage)
     if spec is None:
         return None
     deps = list(spec.deps)
-    wanted = run.params.stage_data_deps(run.stage, Path(run.root)) if run.params is not None else None
+    wanted = stage_data_deps(run.params, run.stage, Path(run.root))
     if wanted is not None:
         deps = [d for d in deps if Path(d).parts[0] in CODE] + wanted
     return deps, list(spec.outs)

@@ -174,7 +174,14 @@ def signature_shard(shard_path: Path, out_dir: Path, *, num_perm: int, shingle_s
     if num_perm < 1 or shingle_size < 1:
         raise SignatureError(f"num_perm and shingle_size must be positive, got {num_perm} and {shingle_size}")
     stem = Path(shard_path).name.removesuffix(".parquet")
-    cache = SignatureCache(cache_dir, num_perm=num_perm, shingle_size=shingle_size, seed=seed) if cache_dir else None
+    import sys
+
+    import tasks.fingerprints
+    from tasks.incremental import code_digest
+
+    code = code_digest(sys.modules[__name__], tasks.fingerprints)  # the signatures' code: this module and its hashing
+    cache = SignatureCache(cache_dir, num_perm=num_perm, shingle_size=shingle_size, seed=seed,
+                           code=code) if cache_dir else None
     key = cache.key(Path(shard_path)) if cache else ""
     hit = cache.shard(key) if cache else None
     if hit is not None:

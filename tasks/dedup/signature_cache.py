@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tasks.incremental import EntryStore, code_digest, file_digest, key_of
+from tasks.incremental import EntryStore, file_digest, key_of
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,12 @@ class SignatureCache:
     Args:
         directory: the stage's cache directory.
         num_perm, shingle_size, seed: the MinHash settings the signatures were computed with.
+        code: the digest of the code that computes them (``tasks.incremental.code_digest`` of the MinHash modules,
+            given by the caller: this module imports none of them).
     """
 
-    def __init__(self, directory: Path, *, num_perm: int, shingle_size: int, seed: int) -> None:
-        import tasks.dedup.minhash
-        import tasks.fingerprints
-
-        key = key_of("dedup-signatures", code_digest(tasks.dedup.minhash, tasks.fingerprints), num_perm,
-                     shingle_size, seed)
+    def __init__(self, directory: Path, *, num_perm: int, shingle_size: int, seed: int, code: str) -> None:
+        key = key_of("dedup-signatures", code, num_perm, shingle_size, seed)
         self.store = EntryStore(Path(directory) / key, suffix=".npy")
         self.num_perm = num_perm
         self._index: tuple[Any, Any, list[Any], Any] | None = None
