@@ -203,3 +203,26 @@ def test_bad_task_data_is_named_before_training(inputs: dict[str, Path]) -> None
         check_tasks(bad)
     with pytest.raises(ExamplesError, match="run the finetune stage's data step first"):
         check_tasks(inputs["root"] / "nowhere")
+
+
+@pytest.mark.parametrize("architecture", ["bert", "gpt2"])
+def test_freezing_and_unfreezing_find_the_layers_whatever_the_architecture_calls_them(tmp_path: Path,
+                                                                                      architecture: str) -> None:
+    """BERT's encoder.layer.N and embeddings.*, GPT-2's h.N, wte and wpe: the same parts as lmforge's Llama."""
+    from tasks.modeling.heads import build_multitask, load_backbone
+    from tasks.training.freezing import apply_trainable, layer_count, part_of, trainable_parts
+
+    base = save_checkpoint(architecture, tmp_path / architecture)
+    module = build_multitask(load_backbone(base), heads={"topic": 2}, dropout=0.0, pad_token_id=0)
+    assert layer_count(module) == 2
+    names = {n: part_of(n) for n, _ in module.named_parameters()}
+    embeddings = {"bert": ("word_embeddings", "position_embeddings", "token_type_embeddings", "embeddings.LayerNorm"),
+                  "gpt2": ("wte", "wpe")}[architecture]
+    assert all(names[n] == "embed" for n in names if any(e in n for e in embeddings)) and "embed" in names.values()
+    assert {p for p in names.values() if p.startswith("layer.")} == {"layer.0", "layer.1"}
+    assert {p for n, p in names.items() if n.startswith("heads.")} == {"head"}
+    apply_trainable(module, trainable_parts(0, num_layers=2, freeze_embeddings=True, freeze_layers=1))
+    trainable = {part_of(n) for n, p in module.named_parameters() if p.requires_grad}
+    assert "embed" not in trainable and "layer.0" not in trainable and {"layer.1", "head"} <= trainable
+    apply_trainable(module, trainable_parts(0, num_layers=2, unfreeze_every=3))  # heads and what follows the layers
+    assert {part_of(n) for n, p in module.named_parameters() if p.requires_grad} <= {"head", "norm", "lm_head"}
