@@ -58,6 +58,9 @@ def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_serv
              for line in f.read_text().splitlines()][:400]
     save_checkpoint("bert", repo / "hf" / "bert", texts=texts, positions=512)
     _finetune(repo, checkpoint={"path": "hf/bert"}, max_length=512)
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["distill"]["student"] = {}  # the default: half the teacher's layers, half its MLP (the shared run's is Llama's)
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     status = run_cli(repo, "status", **env)
     assert "finetune.checkpoint: local checkpoint hf/bert" in status.stdout, status.stdout
     res = run_cli(repo, "run", timeout=1800, **env)
@@ -95,3 +98,48 @@ def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_serv
     out = model.predict(pd.DataFrame({"text": ["The for statement iterates over the items of any sequence."]}))
     labels = set(json.loads((repo / "data/finetune/manifest.json").read_text())["tasks"]["doc_section"]["labels"])
     assert len(out) == 1 and str(out.iloc[0]["label"] if hasattr(out, "iloc") else out[0]["label"]) in labels
+
+
+@pytest.mark.timeout(2400)
+def test_a_gpt2_checkpoint_is_pretrained_further_then_fine_tuned_with_lora_on_both_task_types(
+        finished_run: FinishedRun) -> None:
+    """Continued pretraining from a causal LM (its own tokenizer packs the corpus), then LoRA on a classification and
+    an sft task on the result, distilled and evaluated beside the untouched checkpoint's LM figures."""
+    repo = finished_run.repo
+    env = {"PREFECT_API_URL": ""}
+    texts = [json.loads(line)["text"] for f in sorted((repo / "data/dedup/train").glob("*.jsonl"))
+             for line in f.read_text().splitlines()][:400]
+    save_checkpoint("gpt2", repo / "hf" / "gpt2", texts=texts, positions=256)
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["pretrain"].update(checkpoint={"path": "hf/gpt2"}, steps=40, eval_every=20, checkpoint_every=20,
+                            warmup_steps=5)
+    data["finetune"].update(strategy="lora", steps=40, eval_every=20, checkpoint_every=20, lr=0.003)
+    data["distill"]["student"] = {}  # the default: half the teacher's layers, half its MLP
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    res = run_cli(repo, "run", timeout=1800, **env)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    for stage in ("tokenizer", "pretrain", "finetune", "distill", "evaluate"):
+        assert f"{stage}: ran" in res.stdout, res.stdout
+
+    base = json.loads((repo / "models/base/config.json").read_text())
+    assert base["model_type"] == "gpt2" and (repo / "models/base/base_checkpoint.json").is_file()
+    assert json.loads((repo / "models/finetuned/doc_section/config.json").read_text())["architectures"] == [
+        "GPT2ForSequenceClassification"]
+    assert json.loads((repo / "models/finetuned/docstring/config.json").read_text())["architectures"] == [
+        "GPT2LMHeadModel"]
+    assert (repo / "models/finetuned/adapter/adapter_config.json").is_file()
+    tokenizer = json.loads((repo / "metrics/tokenizer.json").read_text())
+    assert tokenizer["bpe.val.bytes_per_token"] > 0 and tokenizer["val.tokens_vs_bpe"] > 0
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    # the untouched checkpoint beside the model pretrained further from it, on the same test documents
+    assert metrics["checkpoint.lm.documents"] == metrics["base.lm.documents"] > 0
+    assert metrics["base.lm.bits_per_byte"] < metrics["checkpoint.lm.bits_per_byte"]
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns.db'}")
+    model = mlflow.pyfunc.load_model("models:/lmforge-docstring@champion")
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"text": ["def sorted(iterable, key=None):"]}))
+    assert len(out) == 1
