@@ -20,7 +20,7 @@ from pipelines.config import Params
 from pipelines.incremental import record_inputs
 from pipelines.sharding import map_shards
 from tasks.dedup.clusters import apply_dedup, choose_bands_rows, find_clusters
-from tasks.dedup.minhash import META_SUFFIX, signature_shard
+from tasks.dedup.minhash import META_SUFFIX, signature_code, signature_shard
 from tasks.dedup.signature_cache import SignatureCache
 from tasks.dedup.splits import split_shards
 from tasks.records import COLUMNS, EXTRA_COLUMNS, iter_shards
@@ -51,7 +51,8 @@ def dedup(params: Params, root: Path) -> dict[str, int]:
             signatures.mkdir(parents=True, exist_ok=True)
             todo = [s for s in shards if not (signatures / f"{s.stem}{META_SUFFIX}").exists()]
             cache_dir = artifacts.cache_dir(root, STAGE)
-            cache = SignatureCache(cache_dir, num_perm=mh.num_perm, shingle_size=mh.shingle_size, seed=mh.seed)
+            cache = SignatureCache(cache_dir, num_perm=mh.num_perm, shingle_size=mh.shingle_size, seed=mh.seed,
+                                   code=signature_code())
             keys = {s: cache.key(s) for s in shards}
             jobs = [dict(shard_path=s, out_dir=signatures, num_perm=mh.num_perm, shingle_size=mh.shingle_size,
                          seed=mh.seed, cache_dir=cache_dir) for s in todo]

@@ -148,6 +148,17 @@ def _save(path: Path, array: Any) -> None:
         np.save(fh, array)
 
 
+
+def signature_code() -> str:
+    """The digest of the code that computes a signature (this module and the text fingerprints): the key of the
+    signature cache's entries, so an edit of either computes them again."""
+    import sys
+
+    import tasks.fingerprints
+    from tasks.incremental import code_digest
+
+    return code_digest(sys.modules[__name__], tasks.fingerprints)
+
 def signature_shard(shard_path: Path, out_dir: Path, *, num_perm: int, shingle_size: int, seed: int,
                     cache_dir: Path | None = None) -> dict[str, int]:
     """Sign one record shard: MinHash signatures, exact hashes and ids as ``.npy`` files under ``out_dir``.
@@ -174,14 +185,8 @@ def signature_shard(shard_path: Path, out_dir: Path, *, num_perm: int, shingle_s
     if num_perm < 1 or shingle_size < 1:
         raise SignatureError(f"num_perm and shingle_size must be positive, got {num_perm} and {shingle_size}")
     stem = Path(shard_path).name.removesuffix(".parquet")
-    import sys
-
-    import tasks.fingerprints
-    from tasks.incremental import code_digest
-
-    code = code_digest(sys.modules[__name__], tasks.fingerprints)  # the signatures' code: this module and its hashing
     cache = SignatureCache(cache_dir, num_perm=num_perm, shingle_size=shingle_size, seed=seed,
-                           code=code) if cache_dir else None
+                           code=signature_code()) if cache_dir else None
     key = cache.key(Path(shard_path)) if cache else ""
     hit = cache.shard(key) if cache else None
     if hit is not None:
