@@ -148,7 +148,6 @@ def _save(path: Path, array: Any) -> None:
         np.save(fh, array)
 
 
-
 def signature_code() -> str:
     """The digest of the code that computes a signature (this module and the text fingerprints): the key of the
     signature cache's entries, so an edit of either computes them again."""

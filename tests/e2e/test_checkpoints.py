@@ -59,7 +59,7 @@ def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_serv
     save_checkpoint("bert", repo / "hf" / "bert", texts=texts, positions=512)
     _finetune(repo, checkpoint={"path": "hf/bert"}, max_length=512)
     data = yaml.safe_load((repo / "params.yaml").read_text())
-    data["distill"]["student"] = {}  # the default: half the teacher's layers, half its MLP (the shared run's is Llama's)
+    data["distill"]["student"] = {}  # the default, relative to the teacher (the shared run sets a Llama shape)
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     status = run_cli(repo, "status", **env)
     assert "finetune.checkpoint: local checkpoint hf/bert" in status.stdout, status.stdout
