@@ -89,8 +89,11 @@ def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_serv
     # the registry's champion names its base checkpoint and serves as the README says
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns.db'}")
-    version = mlflow.MlflowClient().get_model_version_by_alias("lmforge-doc_section", "champion")
+    store = f"sqlite:///{repo / 'mlruns.db'}"  # the run's own store (registry too: the test process may name another)
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    version = mlflow.MlflowClient(tracking_uri=store, registry_uri=store).get_model_version_by_alias(
+        "lmforge-doc_section", "champion")
     assert content_digest(repo / "hf" / "bert")[0] in version.tags.get("lmforge.digest.base_checkpoint", "")
     model = mlflow.pyfunc.load_model("models:/lmforge-doc_section@champion")
     import pandas as pd
@@ -137,7 +140,9 @@ def test_a_gpt2_checkpoint_is_pretrained_further_then_fine_tuned_with_lora_on_bo
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns.db'}")
+    store = f"sqlite:///{repo / 'mlruns.db'}"
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
     model = mlflow.pyfunc.load_model("models:/lmforge-docstring@champion")
     import pandas as pd
 

@@ -145,8 +145,10 @@ def test_exported_task_models_load_back_into_the_multitask_module(tmp_path: Path
     from tasks.modeling.heads import load_exported
     tokenizer = save_tokenizer(tmp_path / "tokenizer")
     trained = tiny_multitask(1, tie=tie)
-    save_task_models(tmp_path / "out", llama=trained.llama(), heads={"cls": trained.heads["cls"].weight.detach()},
-                     labels={"cls": LABELS}, sft_tasks=["gen"], tokenizer_dir=tokenizer, dtype="float32",
+    from transformers import AutoTokenizer
+
+    save_task_models(tmp_path / "out", module=trained, labels={"cls": LABELS}, sft_tasks=["gen"],
+                     tokenizer=AutoTokenizer.from_pretrained(str(tokenizer)), dtype="float32",
                      chat_template=CHAT_TEMPLATE)
     dirs = {"cls": tmp_path / "out" / "cls", "gen": tmp_path / "out" / "gen"}
     fresh = load_exported(tiny_multitask(2, tie=tie), dirs)
@@ -156,7 +158,7 @@ def test_exported_task_models_load_back_into_the_multitask_module(tmp_path: Path
     assert torch.equal(fresh(input_ids=x, attention_mask=torch.ones_like(x), task="cls"),
                        trained(input_ids=x, attention_mask=torch.ones_like(x), task="cls"))
     heads_only = load_exported(tiny_multitask(3, tie=tie), dirs, heads_only=True)
-    assert torch.equal(heads_only.heads["cls"].weight, trained.heads["cls"].weight)
+    assert torch.equal(heads_only.heads["cls"].score.weight, trained.heads["cls"].score.weight)
     assert not torch.equal(heads_only.llama().model.embed_tokens.weight, trained.llama().model.embed_tokens.weight)
     with pytest.raises(KeyError):  # a task whose files are missing
         load_exported(tiny_multitask(2, tie=tie), {"gen": dirs["gen"]})

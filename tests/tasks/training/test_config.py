@@ -17,10 +17,11 @@ from tasks.training.pretrain import PretrainConfig
 def test_params_schema_and_run_config_share_one_definition() -> None:
     assert issubclass(PretrainParams, PretrainSettings) and issubclass(PretrainConfig, PretrainSettings)
     shared = set(PretrainSettings.model_fields)
-    # the one setting in both that is not shared has two meanings: a repo-relative string and an absolute path
-    assert set(PretrainParams.model_fields) - shared == {"launch", "deepspeed_config"}
+    # the one setting in both that is not shared has two meanings: a repo-relative string and an absolute path; the
+    # checkpoint is named in params (a path or hub id) and handed to the recipe resolved (its digest, its revision)
+    assert set(PretrainParams.model_fields) - shared == {"launch", "deepspeed_config", "checkpoint"}
     assert set(PretrainConfig.model_fields) - shared == {"tokens_dir", "tokenizer_dir", "out_dir", "checkpoint_dir",
-                                                        "mlflow", "deepspeed_config"}
+                                                        "mlflow", "deepspeed_config", "base_checkpoint"}
     for name in shared:  # inherited, not redefined: same default, same bounds, same description
         assert PretrainParams.model_fields[name] is PretrainSettings.model_fields[name] or \
             repr(PretrainParams.model_fields[name]) == repr(PretrainSettings.model_fields[name]), name
