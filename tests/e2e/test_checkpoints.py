@@ -86,16 +86,18 @@ def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_serv
     card = (repo / "reports/evaluate/cards/finetuned/doc_section/README.md").read_text()
     assert "hf/bert" in card and content_digest(repo / "hf" / "bert")[0] in card
 
-    # the registry's champion names its base checkpoint and serves as the README says
+    # the registered version names its base checkpoint and serves as the README says
     import mlflow
 
     store = f"sqlite:///{repo / 'mlruns.db'}"  # the run's own store (registry too: the test process may name another)
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
-    version = mlflow.MlflowClient(tracking_uri=store, registry_uri=store).get_model_version_by_alias(
-        "lmforge-doc_section", "champion")
+    # this run's fine-tuned version (the gate may keep the shared run's champion: it decides on the scores)
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    version = max((v for v in client.search_model_versions("name='lmforge-doc_section'")
+                   if v.tags.get("lmforge.model") == "finetuned"), key=lambda v: int(v.version))
     assert content_digest(repo / "hf" / "bert")[0] in version.tags.get("lmforge.digest.base_checkpoint", "")
-    model = mlflow.pyfunc.load_model("models:/lmforge-doc_section@champion")
+    model = mlflow.pyfunc.load_model(f"models:/lmforge-doc_section/{version.version}")
     import pandas as pd
 
     out = model.predict(pd.DataFrame({"text": ["The for statement iterates over the items of any sequence."]}))
@@ -143,7 +145,10 @@ def test_a_gpt2_checkpoint_is_pretrained_further_then_fine_tuned_with_lora_on_bo
     store = f"sqlite:///{repo / 'mlruns.db'}"
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
-    model = mlflow.pyfunc.load_model("models:/lmforge-docstring@champion")
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)  # this run's version, champion or not
+    version = max((v for v in client.search_model_versions("name='lmforge-docstring'")
+                   if v.tags.get("lmforge.model") == "finetuned"), key=lambda v: int(v.version))
+    model = mlflow.pyfunc.load_model(f"models:/lmforge-docstring/{version.version}")
     import pandas as pd
 
     out = model.predict(pd.DataFrame({"text": ["def sorted(iterable, key=None):"]}))
