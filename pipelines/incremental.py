@@ -117,3 +117,12 @@ def reuse_lines(root: Path, *, since: float) -> list[str]:
                   if "shards_reused" in counts else "")
         lines.append(f"{stage}: {reused:,} of {reused + computed:,} {what} reused{share}, {computed:,} {done}{shards}")
     return lines
+
+
+def shard_notes(root: Path, stage: str, inputs: str, what: str) -> list[str]:
+    """``stage``'s `lmforge status` lines: how many shards under ``inputs`` (its input, as it is now) are new,
+    changed, removed or reusable from its cache; nothing when all are reusable or before a first run."""
+    shards = root / inputs
+    found = shard_files(shards)
+    line = status_line(root, stage, what, digests(found, shards)) if found else None
+    return [line] if line else []

@@ -109,9 +109,6 @@ class CleanParams(Section):
         """Lines for `lmforge status`: how many of the shards in data/raw are new, changed, removed or reusable from
         the stage's cache, nothing when all are reusable (the shards as they are now: before collect re-runs, its
         last output)."""
-        from pipelines.incremental import digests, shard_files, status_line
+        from pipelines.incremental import shard_notes
 
-        shards = root / "data/raw"
-        found = shard_files(shards)  # none before a first run: nothing to say
-        line = status_line(root, "clean", "raw shards", digests(found, shards)) if found else None
-        return [line] if line else []
+        return shard_notes(root, "clean", "data/raw", "raw shards")

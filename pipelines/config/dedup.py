@@ -68,9 +68,6 @@ class DedupParams(Section):
         """Lines for `lmforge status`: how many of the shards in data/clean are new, changed, removed or reusable from
         the stage's cache, nothing when all are reusable (the shards as they are now: before clean re-runs, its
         last output)."""
-        from pipelines.incremental import digests, shard_files, status_line
+        from pipelines.incremental import shard_notes
 
-        shards = root / "data/clean"
-        found = shard_files(shards)  # none before a first run: nothing to say
-        line = status_line(root, "dedup", "clean shards", digests(found, shards)) if found else None
-        return [line] if line else []
+        return shard_notes(root, "dedup", "data/clean", "clean shards")
