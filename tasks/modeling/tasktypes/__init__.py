@@ -1,0 +1,1 @@
+"""Fine-tuning task types, one component each (:class:`tasks.modeling.tasktypes.base.TaskType`)."""
