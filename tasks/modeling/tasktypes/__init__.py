@@ -8,7 +8,7 @@ instance in :data:`TASK_TYPES`, and the type's name in ``pipelines.config.finetu
 from __future__ import annotations
 
 from tasks.modeling.errors import ConfigError
-from tasks.modeling.tasktypes.base import Gate, Reject, TaskType
+from tasks.modeling.tasktypes.base import Reject, TaskType
 from tasks.modeling.tasktypes.classification import Classification
 from tasks.modeling.tasktypes.sft import Sft
 
@@ -28,4 +28,4 @@ def task_type(name: str) -> TaskType:
         raise ConfigError(f"task type {name!r} is not one of {sorted(TASK_TYPES)}") from None
 
 
-__all__ = ["TASK_TYPES", "ConfigError", "Gate", "Reject", "TaskType", "task_type"]
+__all__ = ["TASK_TYPES", "ConfigError", "Reject", "TaskType", "task_type"]
