@@ -47,6 +47,14 @@ def from_prompt_response(prompt: str, response: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
+def conversation_of(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The conversation of a task-data row: its ``messages`` (a chat row), or its ``prompt`` and ``response`` (a
+    single-turn sft row)."""
+    if "messages" in row:
+        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    return from_prompt_response(row["prompt"], row["response"])
+
+
 def check_messages(value: Any) -> list[dict[str, str]] | Reject:
     """A record's ``messages`` normalised to ``[{"role", "content"}]`` (other keys dropped, trailing turns after the
     last assistant turn dropped: they carry no loss), or why the record is quarantined.
