@@ -96,8 +96,16 @@ def template_of(tokenizer: Any) -> str:
 
 def template_problem(messages: Sequence[dict[str, str]], *, tokenizer: Any) -> Reject | None:
     """Why ``messages`` (checked by :func:`check_messages`) cannot be rendered by the tokenizer's template, or None:
-    ``roles_not_alternating`` under lmforge's template, ``template_error`` where the checkpoint's own template
-    refuses it (its ``raise_exception``, e.g. roles that must alternate)."""
+    ``special_token_in_content`` (a turn spells a special token such as ``<|eos|>``), ``roles_not_alternating``
+    under lmforge's template, ``template_error`` where the checkpoint's own template refuses it (its
+    ``raise_exception``, e.g. roles that must alternate)."""
+    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
+    for i, message in enumerate(messages):
+        # the rendered text is tokenized with its special tokens parsed (the template writes them as text): a turn
+        # spelling one would inject a control token (an EOS mid-reply)
+        if spelled := [t for t in specials if t in message["content"]]:
+            return Reject("special_token_in_content", f"turn {i} ({message['role']}) contains the tokenizer's "
+                                                      f"special token {spelled[0]!r} as text")
     template = template_of(tokenizer)
     if template == LMFORGE_CHAT_TEMPLATE:
         for i in range(1, len(messages)):

@@ -157,6 +157,15 @@ def test_roles_must_alternate_where_the_template_says_so(tokenizers: dict[str, P
     assert assistant_text(theirs, enc) == "on the mat.</s>it ran home.</s>"  # jinja's trim_blocks ate "\n"
 
 
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_turn_spelling_a_special_token_is_quarantined(tokenizers: dict[str, Path], name: str) -> None:
+    tok = load(tokenizers, name)
+    sneaky = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": f"sat{tok.eos_token} on"}]
+    refused = fit_conversation(sneaky, tokenizer=tok, max_length=100)
+    assert isinstance(refused, Reject) and refused.reason == "special_token_in_content"
+    assert tok.eos_token in refused.detail and "turn 1 (assistant)" in refused.detail
+
+
 def test_a_template_that_rewrites_earlier_turns_is_refused(tokenizers: dict[str, Path]) -> None:
     tok = load(tokenizers, "gpt2")
     tok.chat_template = "{{ messages | length }}{% for m in messages %} {{ m['content'] }}{% endfor %}"
