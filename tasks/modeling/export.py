@@ -8,6 +8,7 @@ Nothing time-dependent goes in: the same config and data export the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,22 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
+def chat_templates(kinds: Mapping[str, str], *, tokenizer: Any, default: str) -> dict[str, str]:
+    """The chat template each generative task's exported tokenizer carries: the one its type rendered training
+    examples with where the type says (``chat_template``: a chat task, the tokenizer's own or lmforge's), else
+    ``default`` (sft's layout)."""
+    from tasks.modeling.tasktypes import task_type
+
+    out = {}
+    for task, kind in kinds.items():
+        if task_type(kind).generative:
+            own = getattr(task_type(kind), "chat_template", None)
+            out[task] = own(tokenizer) if own is not None else default
+    return out
+
+
 def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | None], sft_tasks: list[str],
-                     tokenizer: Any, dtype: str, chat_template: str) -> None:
+                     tokenizer: Any, dtype: str, chat_template: str | Mapping[str, str]) -> None:
     """One Hugging Face model directory per task under ``out``: the task's model (``AutoModelForSequenceClassification``
     and the other head types: the shared backbone and the task's head, ``id2label``/``label2id`` from ``labels``) per
     task with a head, the causal LM with a chat template in its tokenizer per generative task; each with the tokenizer.
@@ -90,7 +105,8 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
         sft_tasks: the generative tasks' names.
         tokenizer: the tokenizer training used (its pad token set), saved into every directory.
         dtype: ``bfloat16`` or ``float32``, the saved weights' type.
-        chat_template: the sft tokenizer's ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``).
+        chat_template: the generative tasks' tokenizers' ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``), or one
+            per task (:func:`chat_templates`).
     """
     import copy
 
@@ -122,5 +138,5 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
     for task in sorted(sft_tasks):
         lm.save_pretrained(str(out / task))
         with_template = copy.deepcopy(tokenizer)
-        with_template.chat_template = chat_template
+        with_template.chat_template = chat_template if isinstance(chat_template, str) else chat_template[task]
         with_template.save_pretrained(str(out / task))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from tasks.modeling.errors import ConfigError
 from tasks.modeling.tasktypes.base import Gate, Reject, TaskType
+from tasks.modeling.tasktypes.chat import Chat
 from tasks.modeling.tasktypes.classification import Classification
 from tasks.modeling.tasktypes.sft import Sft
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (Classification(), Sft())}
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (Classification(), Sft(), Chat())}
 """Every task type by name."""
 
 
