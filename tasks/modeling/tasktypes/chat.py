@@ -78,19 +78,19 @@ class Chat:
                eos_id: int) -> dict[str, Any]:
         from tasks.modeling.chat import conversation_of, encode_conversation, fit_conversation
 
-        ids, targets, kept, dropped, cut = [], [], [], 0, 0
+        ids, targets, kept, dropped = [], [], [], 0
         for row in rows:
             # the data step cut with the same template; a run with another tokenizer (distill's teacher) cuts again
             fitted = fit_conversation(conversation_of(row), tokenizer=tokenizer, max_length=max_length)
             if isinstance(fitted, Reject):
                 dropped += 1
                 continue
-            cut += fitted[1] > 0
             enc = encode_conversation(fitted[0], tokenizer=tokenizer)
             ids.append(enc["ids"])
             targets.append(enc["targets"])
             kept.append(row)
-        return {"ids": ids, "targets": targets, "dropped": dropped, "rows": kept, "cut": cut}
+        # every other key is per feature (evaluation slices them): the data step already counted the cuts
+        return {"ids": ids, "targets": targets, "dropped": dropped, "rows": kept}
 
     def collate(self, ids: list[list[int]], targets: list[Any], *, pad_id: int) -> tuple[Any, Any, Any]:
         from tasks.modeling.tasktypes.batching import pad, pad_targets

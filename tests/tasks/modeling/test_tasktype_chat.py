@@ -62,10 +62,10 @@ def test_encode_takes_chat_and_single_turn_rows(checkpoints: dict[str, Path]) ->
     rows = [{"id": "a", "messages": CONV, "cut_turns": 0}, {"id": "b", "prompt": "the dog", "response": "ran."},
             {"id": "c", "messages": CONV * 8, "cut_turns": 0}]
     enc = chat.encode(rows, tokenizer=tok, max_length=100, labels=None, eos_id=tok.eos_token_id)
-    assert [r["id"] for r in enc["rows"]] == ["a", "b", "c"] and enc["cut"] == 1 and enc["dropped"] == 0
+    assert [r["id"] for r in enc["rows"]] == ["a", "b", "c"] and enc["dropped"] == 0
     single = sft.encode(rows[1:2], tokenizer=tok, max_length=100, labels=None, eos_id=tok.eos_token_id)
     assert (enc["ids"][1], enc["targets"][1]) == (single["ids"][0], single["targets"][0])
-    assert len(enc["ids"][2]) <= 100
+    assert len(enc["ids"][2]) <= 100 and enc["ids"][2] == enc["ids"][0] * (len(enc["ids"][2]) // len(enc["ids"][0]))
     assert chat.encode(rows[:1], tokenizer=tok, max_length=5, labels=None, eos_id=0)["dropped"] == 1
 
 
