@@ -23,7 +23,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.examples import CHAT_TEMPLATE
 from tasks.modeling.tasktypes.base import Reject
 
 IGNORE = -100
@@ -39,6 +38,12 @@ LMFORGE_CHAT_TEMPLATE = (
 """lmforge's chat template: :data:`tasks.examples.CHAT_TEMPLATE` (the single-turn sft layout, unchanged) plus a
 system turn and any number of exchanges. Roles must alternate under it (two user turns in a row would repeat the
 response cue)."""
+SINGLE_TURN_TEMPLATE = LMFORGE_CHAT_TEMPLATE.replace(
+    "{% if message['role'] == 'system' %}### System:\n{{ message['content'] }}\n{% elif message['role'] == 'user' %}",
+    "{% if message['role'] == 'user' %}")
+"""The template lmforge's sft models were exported with before chat (``tasks.examples.CHAT_TEMPLATE``, which this
+module does not import: the task types' registry is below ``tasks.examples``); :func:`template_of` treats a
+tokenizer carrying it as lmforge's."""
 _GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
@@ -89,9 +94,9 @@ def check_messages(value: Any) -> list[dict[str, str]] | Reject:
 
 def template_of(tokenizer: Any) -> str:
     """The chat template a conversation is rendered with: the tokenizer's own, else :data:`LMFORGE_CHAT_TEMPLATE`
-    (also for a tokenizer carrying the older single-turn :data:`tasks.examples.CHAT_TEMPLATE`, which it extends)."""
+    (also for a tokenizer carrying the older single-turn :data:`SINGLE_TURN_TEMPLATE`, which it extends)."""
     own = getattr(tokenizer, "chat_template", None)
-    return own if isinstance(own, str) and own and own != CHAT_TEMPLATE else LMFORGE_CHAT_TEMPLATE
+    return own if isinstance(own, str) and own and own != SINGLE_TURN_TEMPLATE else LMFORGE_CHAT_TEMPLATE
 
 
 def template_problem(messages: Sequence[dict[str, str]], *, tokenizer: Any) -> Reject | None:

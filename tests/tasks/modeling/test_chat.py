@@ -64,6 +64,13 @@ def assistant_text(tok: Any, encoded: dict[str, Any]) -> str:
     return str(tok.decode([t for t in encoded["targets"] if t != IGNORE]))
 
 
+def test_lmforges_template_extends_the_single_turn_one() -> None:
+    from tasks.examples import CHAT_TEMPLATE
+    from tasks.modeling.chat import SINGLE_TURN_TEMPLATE
+
+    assert SINGLE_TURN_TEMPLATE == CHAT_TEMPLATE != LMFORGE_CHAT_TEMPLATE
+
+
 @pytest.mark.parametrize("name", TOKENIZERS)
 def test_a_single_turn_conversation_is_todays_sft_example_to_the_token(tokenizers: dict[str, Path],
                                                                        name: str) -> None:
