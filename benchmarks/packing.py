@@ -139,7 +139,7 @@ def run_sides(init: Any, batches: list[Any], pad: int, precision: str) -> dict[s
     load hits them alike; the first WARMUP batches untimed): each side's real tokens/s, wall and CPU, and fill."""
     import torch
 
-    from tasks.modeling.heads import response_loss
+    from tasks.modeling.tasktypes import task_type
 
     states = {}
     for side in SIDES:
@@ -154,7 +154,7 @@ def run_sides(init: Any, batches: list[Any], pad: int, precision: str) -> dict[s
             t0, c0 = time.perf_counter(), time.process_time()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits, y, positions = logits_of(model, side, ids, targets, pad)
-            response_loss(logits, y).backward()
+            task_type("chat").loss(logits, y).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if i >= WARMUP:
@@ -171,11 +171,11 @@ def first_loss_gap(init: Any, batch: Any, pad: int) -> float:
     """The largest difference of the first batch's fp32 loss between the sides (they score the same tokens)."""
     import torch
 
-    from tasks.modeling.heads import response_loss
+    from tasks.modeling.tasktypes import task_type
 
     model = copy.deepcopy(init).float().eval()  # no dropout: the sides must see the same function
     with torch.no_grad():
-        losses = [float(response_loss(*logits_of(model, s, *batch, pad)[:2])) for s in SIDES]
+        losses = [float(task_type("chat").loss(*logits_of(model, s, *batch, pad)[:2])) for s in SIDES]
     return max(losses) - min(losses)
 
 

@@ -29,8 +29,8 @@ def fit_chats(model_dir: Path, out: Path, conversations: list[list[dict[str, str
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.modeling.chat import LMFORGE_CHAT_TEMPLATE, encode_conversation
-    from tasks.modeling.heads import response_loss
     from tasks.modeling.packing import collate_packed, packed_forward
+    from tasks.modeling.tasktypes import task_type
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -42,7 +42,7 @@ def fit_chats(model_dir: Path, out: Path, conversations: list[list[dict[str, str
     assert x.shape[0] < len(conversations)  # several conversations share a row
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):
-        loss = response_loss(packed_forward(model, x, pos), y)
+        loss = task_type("chat").loss(packed_forward(model, x, pos), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
