@@ -23,7 +23,18 @@ from pipelines import artifacts, catalog, operations, registry, tracking
 from pipelines.config import Params
 from pipelines.config.evaluate import INPUTS, REPORTED
 from pipelines.versioning import digest
-from tasks.evaluate import baselines, card, classification, contamination, decision, generation, harness, lm, summary
+from tasks.evaluate import (
+    baselines,
+    card,
+    chat,
+    classification,
+    contamination,
+    decision,
+    generation,
+    harness,
+    lm,
+    summary,
+)
 from tasks.evaluate.models import made_from, task_models
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
@@ -78,7 +89,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                 n=cfg.contamination.n, max_share=cfg.contamination.max_share)
         with timed("language models"):
             lms = {"base": root / artifacts.BASE_MODEL_DIR} | {
-                f"{name}/{t}": d for t, info in tasks.items() if info["type"] == "sft"
+                f"{name}/{t}": d for t, info in tasks.items() if info["type"] in ("sft", "chat")
                 for name, d in models[t].items() if name in generation.GENERATING} | {
                 name: d for name, (d, decoder) in untouched.items() if decoder}  # beside what was made from them
             lm_results = baselines.score_language_models(
@@ -92,6 +103,11 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                         models=models[task], splits=splits[task], labels=list(info["labels"]), seed=cfg.seed,
                         probe=untouched["finetune_checkpoint"][0] if "finetune_checkpoint" in untouched else None,
                         **cfg.classification.model_dump())
+                elif info["type"] == "chat":
+                    results[task], gens = chat.score_chat(
+                        models=models[task], rows=splits[task]["test"], batch_size=cfg.generation.sft_batch_size,
+                        **cfg.generation.model_dump(exclude={"sft_batch_size"}), seed=cfg.seed)
+                    generation.save_generations(out_dir / "generations", task=task, generations=gens)
                 else:
                     results[task], gens = generation.score_sft(
                         models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(

@@ -79,6 +79,11 @@ def _signature(kind: str) -> Any:
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", "text")])
+    if kind == "chat":  # a conversation in: [{"role", "content"}] turns, the next assistant turn out
+        from mlflow.types.schema import Array, Object, Property
+
+        turn = Object([Property("role", "string"), Property("content", "string")])
+        inputs = Schema([ColSpec(Array(turn), "messages")])
     if kind == "classification":
         return ModelSignature(inputs, Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
     return ModelSignature(inputs, Schema([ColSpec("string", "text")]),
@@ -88,7 +93,7 @@ def _signature(kind: str) -> Any:
 def _example(kind: str, text: str) -> Any:
     import pandas as pd
 
-    frame = pd.DataFrame({"text": [text]})
+    frame = pd.DataFrame({"messages": [[{"role": "user", "content": text}]]} if kind == "chat" else {"text": [text]})
     # MLflow runs the example through the model while logging: a causal LM generates 2 tokens, not the default 32
     return frame if kind == "classification" else (frame, {"max_new_tokens": 2})
 

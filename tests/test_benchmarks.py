@@ -294,3 +294,18 @@ def test_incremental_benchmark_runs_both_sides_and_compares_their_outputs(tmp_pa
     inc, full = result["results"]["incremental"], result["results"]["full"]
     assert inc["kept"] == full["kept"] > 0 and inc["raw_docs"] == full["raw_docs"] == 1100
     assert result["ratio_cpu"] > 0 and "incremental / full" in res.stdout
+
+
+@slow
+def test_packing_benchmark_trains_the_same_batches_padded_and_packed(tmp_path: Path) -> None:
+    out = tmp_path / "packing.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.packing", "--examples", "40", "--batch", "8", "--repeats",
+                          "1", "--json", str(out)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"single/llama", "single/gpt2", "chat/llama", "chat/gpt2"}
+    for r in results.values():
+        assert r["examples"] == 40 and r["first_loss_gap_fp32"] < 1e-5  # the sides score the same tokens
+        assert r["padded"]["fill"] < r["packed"]["fill"] <= 1 and r["packed"]["tokens_per_s"] > 0
+    assert "data/model" in res.stdout and "chat/gpt2" in res.stdout

@@ -104,8 +104,9 @@ class TaskParams(Section):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Task name: directory under "
                       "data/finetune and models/finetuned, prefix of its metrics.")
-    type: Literal["classification", "sft"] = Field(description="classification (text -> label) or sft (prompt -> "
-                                                   "response, loss on the response only).")
+    type: Literal["classification", "sft", "chat"] = Field(description="classification (text -> label), sft (prompt "
+                                                           "-> response, loss on the response only) or chat "
+                                                           "(messages: multi-turn, loss on the assistant turns).")
     data: list[TaskData] = Field(min_length=1, description="Where the examples come from, any mix.")
     weight: float = Field(1.0, gt=0, description="Share of the training batches, relative to the other tasks.")
     labels: list[str] | None = Field(None, description="classification: the label set (records with another label "

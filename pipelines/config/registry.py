@@ -27,6 +27,7 @@ class GateRule(Section):
 DEFAULT_GATES: dict[str, GateRule] = {
     "classification": GateRule(metric="test.macro_f1", direction="higher", margin=0.01),
     "sft": GateRule(metric="test.perplexity", direction="lower", margin=0.5),
+    "chat": GateRule(metric="test.perplexity", direction="lower", margin=0.5),
 }
 """The gate of each task type that params.yaml does not name (one per registered task type: a test checks)."""
 

@@ -66,9 +66,12 @@ def training_ngrams(texts: Iterable[str], *, n: int = N, fold_every: int = 1 << 
 
 
 def example_text(row: Mapping[str, Any]) -> str:
-    """The text of an evaluation row: ``text`` (records, classification) or ``prompt`` + ``response`` (sft)."""
+    """The text of an evaluation row: ``text`` (records, classification), its turns (chat) or ``prompt`` +
+    ``response`` (sft)."""
     if "text" in row:
         return str(row["text"])
+    if "messages" in row:
+        return "\n".join(str(m["content"]) for m in row["messages"])
     return f"{row.get('prompt', '')}\n{row.get('response', '')}"
 
 

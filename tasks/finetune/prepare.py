@@ -87,8 +87,13 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
     """
     check_tasks(tasks=tasks, base_dir=base_dir, dedup_dir=dedup_dir)  # every path error before any work
     tokenizer = load_tokenizer(tokenizer_dir)
+    if any(type_of(t["type"]).templated for t in tasks):  # chat: fit renders the chat template
+        from transformers import AutoTokenizer
+
+        templated = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     # every task is made before the first file is written: a failing task leaves no half-written output
-    made = [_task_examples(task, tokenizer, max_length=max_length, dedup_dir=Path(dedup_dir), base_dir=Path(base_dir),
+    made = [_task_examples(task, templated if type_of(task["type"]).templated else tokenizer,
+                           max_length=max_length, dedup_dir=Path(dedup_dir), base_dir=Path(base_dir),
                            max_train=default_max_train, min_eval=default_min_eval, retry=retry) for task in tasks]
     counters: dict[str, int] = {}
     manifest: dict[str, dict[str, Any]] = {}

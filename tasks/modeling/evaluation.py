@@ -92,15 +92,18 @@ def exported_test_metrics(model_dir: Path, data: dict[str, Any], *, kind: str, l
         raise RuntimeError(f"exported id2label {model.config.id2label} differs from the labels {labels}")
     if not kind_.generative:
         return metrics
+    from tasks.modeling.chat import conversation_of, last_exchange, prompt_ids
+
     generations = []
     for row in data["rows"][:samples]:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=False,
-                                             add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt").input_ids
+        # an sft row is a one-exchange conversation; a chat row's last reply is the one completed
+        context, reference = last_exchange(conversation_of(row))
+        ids = torch.tensor([prompt_ids(context, tokenizer=tokenizer)])
         with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        generations.append({"prompt": row["prompt"], "reference": row["response"],
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+        generations.append({"prompt": context[-1]["content"], "reference": reference,
                             "completion": tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)})
     return {**metrics, "samples": generations}
 

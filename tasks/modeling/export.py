@@ -8,6 +8,7 @@ Nothing time-dependent goes in: the same config and data export the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
 
 
 def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | None], sft_tasks: list[str],
-                     tokenizer: Any, dtype: str, chat_template: str) -> None:
+                     tokenizer: Any, dtype: str, chat_template: str | Mapping[str, str]) -> None:
     """One Hugging Face model directory per task under ``out``: the task's model (``AutoModelForSequenceClassification``
     and the other head types: the shared backbone and the task's head, ``id2label``/``label2id`` from ``labels``) per
     task with a head, the causal LM with a chat template in its tokenizer per generative task; each with the tokenizer.
@@ -90,7 +91,8 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
         sft_tasks: the generative tasks' names.
         tokenizer: the tokenizer training used (its pad token set), saved into every directory.
         dtype: ``bfloat16`` or ``float32``, the saved weights' type.
-        chat_template: the sft tokenizer's ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``).
+        chat_template: the generative tasks' tokenizers' ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``), or one
+            per task (:func:`tasks.modeling.tasktypes.chat_templates`).
     """
     import copy
 
@@ -123,5 +125,5 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
     for task in sorted(sft_tasks):
         lm.save_pretrained(str(out / task))
         with_template = copy.deepcopy(tokenizer)
-        with_template.chat_template = chat_template
+        with_template.chat_template = chat_template if isinstance(chat_template, str) else chat_template[task]
         with_template.save_pretrained(str(out / task))

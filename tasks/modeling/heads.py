@@ -132,9 +132,12 @@ def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad
             """The task's model (``AutoModelForSequenceClassification``...: shared backbone, the task's head)."""
             return self._classifiers[task]
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str) -> torch.Tensor:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, task: str,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
             if task in self.heads:
                 return kinds[task].logits(self._classifiers[task](input_ids=input_ids, attention_mask=attention_mask))
+            if position_ids is not None:  # a packed batch (tasks.modeling.packing): no mask, no cache
+                return self.lm()(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
             return self.lm()(input_ids=input_ids, attention_mask=attention_mask).logits
 
     return MultiTask()

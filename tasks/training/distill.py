@@ -54,7 +54,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.modeling.heads import build_multitask, param_groups
     from tasks.modeling.llama import count_params
     from tasks.modeling.metrics import learning_curves
-    from tasks.modeling.tasktypes import task_type
+    from tasks.modeling.tasktypes import chat_templates, task_type
     from tasks.training import engine as ds
     from tasks.training.loop import fit, new_evaluator, resume
     from tasks.training.student import copy_heads, init_from_teacher, layer_map
@@ -136,7 +136,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
             export.save_task_models(tmp, module=best, labels={t: labels.get(t) for t in ts.head_sizes},
                                     sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
                                     tokenizer=tokenizer, dtype="bfloat16" if cfg.precision == "bf16" else "float32",
-                                    chat_template=CHAT_TEMPLATE)
+                                    chat_template=chat_templates(ts.kinds, tokenizer=tokenizer,
+                                                                        default=CHAT_TEMPLATE))
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         with atomic_path(Path(cfg.plots_dir) / CURVES_FILE) as png:
             learning_curves(evaluator.history, kinds=ts.kinds, path=png)

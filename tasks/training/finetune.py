@@ -36,7 +36,7 @@ from pydantic import Field
 from tasks.modeling import checkpoint, source
 from tasks.modeling.encoding import check_tasks
 from tasks.modeling.errors import ConfigError
-from tasks.modeling.tasktypes import task_type
+from tasks.modeling.tasktypes import chat_templates, task_type
 from tasks.tokens import TokenFileError, read_manifest
 from tasks.training.blocks import TaskPaths
 from tasks.training.config import FinetuneSettings
@@ -193,7 +193,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         "examples per rank")
 
     def loss_fn(module: Any, task: str, x: Any, mask: Any, y: Any) -> tuple[Any, tuple[float, ...]]:
-        out = module(input_ids=x, attention_mask=mask, task=task)
+        # a packed batch's second tensor is its position ids (TaskBatches.packed)
+        out = module(input_ids=x, attention_mask=mask, task=task) if task not in batches.packed else \
+            module(input_ids=x, attention_mask=None, task=task, position_ids=mask)
         return task_type(ts.kinds[task]).loss(out, y, weight=weights.get(task)), ()
 
     # DeepSpeed fills a missing gradient of a trainable parameter with zeros, so AdamW would keep moving an idle
@@ -216,7 +218,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         checkpoint.record_identity(checkpoint_dir=ckpt_dir, identity=checkpoint.identity(cfg, RUN_IDENTITY))
     batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
                           seed=cfg.seed, pad_id=ts.pad_id, balanced=cfg.sampling == "balanced", rank=rank,
-                          world_size=world_size)
+                          world_size=world_size, packing=cfg.packing)
     if is_main and progress.resumed_from is None and shift:
         sink.log({f"shift_{k}_{t}": v for t, e in shift["tasks"].items() for k, v in e.items()
                   if k in ("byte_token_rate", "perplexity_ratio", "js_divergence") and v is not None}, 0)
@@ -249,7 +251,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
                                          if k.startswith("heads.")}, strict=True)
             export.save_task_models(tmp, module=final, labels={t: labels.get(t) for t in ts.head_sizes},
                                     sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
-                                    tokenizer=tokenizer, dtype=dtype, chat_template=CHAT_TEMPLATE)
+                                    tokenizer=tokenizer, dtype=dtype,
+                                    chat_template=chat_templates(ts.kinds, tokenizer=tokenizer,
+                                                                        default=CHAT_TEMPLATE))
             for t in names:
                 test = exported_test_metrics(tmp / t, ts.data["test"][t], kind=ts.kinds[t], labels=labels.get(t),
                                              batch_size=cfg.batch_size, samples=SAMPLE_PROMPTS,

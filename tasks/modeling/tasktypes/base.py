@@ -47,6 +47,10 @@ class TaskType(Protocol):
     """Whether the task has a label set (``labels`` in params, ``label_counts`` in the manifest)."""
     generative: ClassVar[bool]
     """Whether the task trains the causal LM's own head (needs a decoder)."""
+    packed: ClassVar[bool]
+    """Whether training packs several examples per row (``finetune.packing``; evaluation pads)."""
+    templated: ClassVar[bool]
+    """Whether :meth:`fit` needs the transformers tokenizer (a chat template) rather than ``tokenizers.Tokenizer``."""
     head_class: ClassVar[str | None]
     """The transformers auto class of the exported model (``AutoModelForSequenceClassification``...); None: the
     causal LM (``AutoModelForCausalLM``)."""

@@ -21,6 +21,8 @@ class Classification:
     roles: ClassVar[tuple[str, ...]] = ("text", "label")
     labelled: ClassVar[bool] = True
     generative: ClassVar[bool] = False
+    packed: ClassVar[bool] = False
+    templated: ClassVar[bool] = False
     head_class: ClassVar[str | None] = "AutoModelForSequenceClassification"
     pipeline_tag: ClassVar[str] = "text-classification"
     compared: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")

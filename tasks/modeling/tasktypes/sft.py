@@ -38,6 +38,8 @@ class Sft:
     roles: ClassVar[tuple[str, ...]] = ("prompt", "response")
     labelled: ClassVar[bool] = False
     generative: ClassVar[bool] = True
+    packed: ClassVar[bool] = True
+    templated: ClassVar[bool] = False
     head_class: ClassVar[str | None] = None
     pipeline_tag: ClassVar[str] = "text-generation"
     compared: ClassVar[tuple[str, ...]] = ("perplexity", "rougeL")
