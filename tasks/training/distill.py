@@ -68,7 +68,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     names, labels = ts.names, ts.labels
 
     # the teachers and the student started from them
-    teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
+    teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature,
+                        ds_config=ds_config)  # partitioned under ZeRO-3
     source = source_task(info)
     torch.manual_seed(cfg.seed)
     backbone = new_student(cfg, info, pad_id=ts.pad_id)

@@ -217,17 +217,30 @@ class Teachers:
         dirs: task -> teacher directory.
         labels: classification task -> label names (the other tasks are causal LMs).
         alpha, temperature: the KD loss's weight and temperature.
+        ds_config: the run's DeepSpeed config: under ZeRO-3 each teacher loads partitioned and runs in DeepSpeed's
+            inference engine (ZeRO-Inference: no optimizer; each module's shards are gathered just before its
+            forward and freed after), so no process holds a whole teacher; every process must then run the same
+            teacher forwards in the same order, as the recipe's steps do. None: whole teachers.
     """
 
     def __init__(self, dirs: dict[str, Path], *, labels: dict[str, list[str]], alpha: float,
-                 temperature: float) -> None:
+                 temperature: float, ds_config: dict[str, Any] | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+        from tasks.modeling.source import partitioned
+
         self.dirs, self.labels, self.alpha, self.temperature = dirs, labels, alpha, temperature
-        self.models = {t: (AutoModelForSequenceClassification if t in labels else AutoModelForCausalLM)
-                       .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
-                       for t, d in sorted(dirs.items())}
+        with partitioned(ds_config) as sharded:
+            self.models = {t: (AutoModelForSequenceClassification if t in labels else AutoModelForCausalLM)
+                           .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
+                           for t, d in sorted(dirs.items())}
+        self.engines = []  # kept alive: their hooks on the models' modules fetch the shards; models stay callable
+        if sharded and ds_config is not None:
+            import deepspeed
+
+            fp32 = {**ds_config, "bf16": {"enabled": False}}  # the teachers stay float32 whatever the student's
+            self.engines = [deepspeed.initialize(model=m, config=fp32)[0] for _, m in sorted(self.models.items())]
         self.caches: dict[str, Any] = {}
 
     def to(self, device: Any) -> Teachers:
