@@ -277,10 +277,9 @@ def zero3(ds_config: dict[str, Any] | None) -> bool:
 @contextmanager
 def partitioned(ds_config: dict[str, Any] | None) -> Iterator[bool]:
     """Under ZeRO-3, every model transformers builds inside (``from_pretrained``, ``from_config``) is partitioned as
-    its parameters are created (its DeepSpeed integration: ``deepspeed.zero.Init``; ``from_pretrained`` loads each
-    weight into the shards), so no process ever holds the whole model; any other stage: a no-op. Every process must
-    enter it together (the partitioning is collective); outside, transformers builds whole models again (an export on
-    rank 0 alone). Yields whether it partitions."""
+    its parameters are created (``deepspeed.zero.Init`` through transformers' DeepSpeed integration), each process
+    keeping its shard; any other stage: a no-op. Every process must enter it together (partitioning is collective);
+    outside, transformers builds whole models again (an export on rank 0). Yields whether it partitions."""
     if not zero3(ds_config):
         yield False
         return

@@ -217,10 +217,8 @@ class Teachers:
         dirs: task -> teacher directory.
         labels: classification task -> label names (the other tasks are causal LMs).
         alpha, temperature: the KD loss's weight and temperature.
-        ds_config: the run's DeepSpeed config: under ZeRO-3 each teacher loads partitioned and runs in DeepSpeed's
-            inference engine (ZeRO-Inference: no optimizer; each module's shards are gathered just before its
-            forward and freed after), so no process holds a whole teacher; every process must then run the same
-            teacher forwards in the same order, as the recipe's steps do. None: whole teachers.
+        ds_config: the run's; under ZeRO-3 each teacher loads partitioned into DeepSpeed's inference engine (no
+            optimizer; a module's shards are gathered for its forward only): every rank runs the same forwards.
     """
 
     def __init__(self, dirs: dict[str, Path], *, labels: dict[str, list[str]], alpha: float,
@@ -235,8 +233,7 @@ class Teachers:
             self.models = {t: (AutoModelForSequenceClassification if t in labels else AutoModelForCausalLM)
                            .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
                            for t, d in sorted(dirs.items())}
-        self.engines = []  # kept alive: their hooks on the models' modules fetch the shards; models stay callable
-        if sharded and ds_config is not None:
+        if sharded and ds_config is not None:  # kept alive: their hooks on the models fetch the shards
             import deepspeed
 
             fp32 = {**ds_config, "bf16": {"enabled": False}}  # the teachers stay float32 whatever the student's
