@@ -41,8 +41,10 @@ def _refinetune(repo: Path, strategy: str) -> dict[str, Any]:
     from tasks.examples import load_split
     from tasks.modeling.encoding import collate, encode, special_ids
 
-    res = run_cli(repo, "run", "finetune", "-S", f"finetune.strategy={strategy}", "-S", "finetune.steps=10",
-                  "-S", "finetune.eval_every=5", "-S", "finetune.checkpoint_every=10", "-S", "finetune.warmup_steps=2",
+    # as short as a run can be (it is the export being checked, not the learning): 10 steps, two small evaluations
+    settings = {"strategy": strategy, "steps": 10, "eval_every": 10, "checkpoint_every": 10, "warmup_steps": 2,
+                "eval_max_examples": 64}
+    res = run_cli(repo, "run", "finetune", *(a for k, v in settings.items() for a in ("-S", f"finetune.{k}={v}")),
                   timeout=900,
                   PREFECT_API_URL="")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
