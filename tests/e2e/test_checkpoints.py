@@ -45,8 +45,7 @@ def _refinetune(repo: Path, strategy: str) -> dict[str, Any]:
     settings = {"strategy": strategy, "steps": 10, "eval_every": 10, "checkpoint_every": 10, "warmup_steps": 2,
                 "eval_max_examples": 64}
     res = run_cli(repo, "run", "finetune", *(a for k, v in settings.items() for a in ("-S", f"finetune.{k}={v}")),
-                  timeout=900,
-                  PREFECT_API_URL="")
+                  timeout=900, PREFECT_API_URL="")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "finetune: ran" in res.stdout and "distill: ran" not in res.stdout, res.stdout
     out = repo / "models/finetuned"
