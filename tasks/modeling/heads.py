@@ -26,7 +26,7 @@ HEAD_PREFIX = "heads."
 
 
 def load_backbone(base_model_dir: Path, *, attention_dropout: float = 0.0, dtype: str = "float32",
-                  causal: bool | None = None) -> Any:
+                  causal: bool | None = None, ds_config: dict[str, Any] | None = None) -> Any:
     """The pretrained model of ``base_model_dir`` (Hugging Face format), in training mode: the causal LM
     (``AutoModelForCausalLM``) for a decoder, the bare encoder (``AutoModel``) otherwise.
 
@@ -36,13 +36,15 @@ def load_backbone(base_model_dir: Path, *, attention_dropout: float = 0.0, dtype
         dtype: the parameters' dtype.
         causal: force the causal LM (True) or the bare model (False); None decides from the config
             (``tasks.modeling.source.is_decoder``).
+        ds_config: the run's DeepSpeed config: under ZeRO-3 the weights load partitioned, each process keeping its
+            shard (``tasks.modeling.source.partitioned``; every process must call this then); None: whole.
     """
     import json
 
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from tasks.modeling.source import is_decoder
+    from tasks.modeling.source import is_decoder, partitioned
 
     config = AutoConfig.from_pretrained(str(base_model_dir))
     if hasattr(config, "attention_dropout"):
@@ -50,7 +52,8 @@ def load_backbone(base_model_dir: Path, *, attention_dropout: float = 0.0, dtype
     if causal is None:
         causal = is_decoder(json.loads((Path(base_model_dir) / "config.json").read_text(encoding="utf-8")))
     auto = AutoModelForCausalLM if causal else AutoModel
-    model = auto.from_pretrained(str(base_model_dir), config=config, dtype=getattr(torch, dtype))
+    with partitioned(ds_config):
+        model = auto.from_pretrained(str(base_model_dir), config=config, dtype=getattr(torch, dtype))
     model.config.use_cache = False
     model.train()
     return model
@@ -149,7 +152,8 @@ def param_groups(model: Any, *, lr: float, head_lr: float, weight_decay: float) 
     optimizer skips a parameter without a gradient: no moment, no decay). Each group keeps its ``peak_lr``."""
     groups: dict[tuple[bool, bool], list[Any]] = {}
     for name, p in model.named_parameters(remove_duplicate=True):
-        groups.setdefault((name.startswith(HEAD_PREFIX), p.dim() >= 2), []).append(p)
+        # a parameter partitioned by ZeRO-3 at loading is a flat placeholder here: its full shape decides
+        groups.setdefault((name.startswith(HEAD_PREFIX), len(getattr(p, "ds_shape", p.shape)) >= 2), []).append(p)
     out = []
     for (head, decay), params in sorted(groups.items()):
         rate = head_lr if head else lr

@@ -10,7 +10,8 @@ before torch: a bad directory, a missing tokenizer or an encoder asked for gener
 naming the setting.
 
 Initialising from a checkpoint takes its weights only; resuming a killed run (weights, optimizer, data position) is
-the recipes' ``checkpoint_dir`` and never reads from here.
+the recipes' ``checkpoint_dir`` and never reads from here. Under ZeRO-3 the recipes load it inside :func:`partitioned`,
+so that each process holds only its shard of a model too large for one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -280,3 +282,40 @@ def describe(directory: Path, *, source: str, revision: str | None, config: dict
     return Checkpoint(source=source, revision=revision, commit=commit, dir=directory, digest=digest,
                       model_type=str(config.get("model_type")), architectures=list(config.get("architectures") or []),
                       decoder=is_decoder(config), license=read_license(directory, config), files=files)
+
+
+def zero3(ds_config: dict[str, Any] | None) -> bool:
+    """Whether a DeepSpeed config partitions the weights themselves (ZeRO stage 3)."""
+    return ds_config is not None and (ds_config.get("zero_optimization") or {}).get("stage") == 3
+
+
+@contextmanager
+def partitioned(ds_config: dict[str, Any] | None) -> Iterator[bool]:
+    """Under ZeRO-3, every model transformers builds inside (``from_pretrained``, ``from_config``) is partitioned as
+    its parameters are created (``deepspeed.zero.Init`` through transformers' DeepSpeed integration), each process
+    keeping its shard; any other stage: a no-op. Every process must enter it together (partitioning is collective);
+    outside, transformers builds whole models again (an export on rank 0). Yields whether it partitions."""
+    if not zero3(ds_config):
+        yield False
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    keep = HfDeepSpeedConfig(ds_config)  # transformers holds a weak reference only: it partitions while this lives
+    try:
+        yield True
+    finally:
+        unset_hf_deepspeed_config()
+        del keep
+
+
+def gathered(params: Iterable[Any]) -> AbstractContextManager[Any]:
+    """Inside, ``params`` partitioned by ZeRO-3 are whole on every process (``deepspeed.zero.GatheredParameters``,
+    read-only: entered by every process together); a no-op for parameters that are not partitioned."""
+    params = list(params)
+    if not any(hasattr(p, "ds_id") for p in params):
+        return nullcontext()
+    import deepspeed
+
+    context: AbstractContextManager[Any] = deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    return context

@@ -81,23 +81,18 @@ def load_model(directory: Path, *, precision: str, ds_config: dict[str, Any] | N
     """The checkpoint's causal LM (``AutoModelForCausalLM``, its own architecture and config) in the run's precision
     (bf16 weights when the run is bf16: half the memory of loading fp32 and casting), in training mode.
 
-    Under ZeRO-3 (``ds_config``'s stage 3) the weights are loaded partitioned (transformers' DeepSpeed integration:
-    ``deepspeed.zero.Init``, each process keeps its shard), so a model larger than one process's memory can start a
-    run; every process must call this then.
+    Under ZeRO-3 (``ds_config``'s stage 3) the weights are loaded partitioned (``tasks.modeling.source.partitioned``:
+    each process keeps its shard), so a model larger than one process's memory can start a run; every process must
+    call this then.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    zero3 = ds_config is not None and (ds_config.get("zero_optimization") or {}).get("stage") == 3
-    partitioned = None
-    if zero3:
-        from transformers.integrations import HfDeepSpeedConfig
+    from tasks.modeling.source import partitioned
 
-        # transformers loads into zero.Init while this object lives (it keeps a weak reference to it)
-        partitioned = HfDeepSpeedConfig(ds_config)
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
-    del partitioned  # from here on transformers builds whole models again (the export on rank 0)
+    with partitioned(ds_config):
+        model = AutoModelForCausalLM.from_pretrained(str(directory),
+                                                     dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     model.config.use_cache = False
     model.train()
     return model

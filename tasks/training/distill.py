@@ -70,7 +70,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
 
     # the teachers and the student started from them
     teachers = Teachers(teacher_dirs(cfg, names), kinds=ts.kinds, labels=labels, alpha=cfg.alpha,
-                        temperature=cfg.temperature)
+                        temperature=cfg.temperature, ds_config=ds_config)  # partitioned under ZeRO-3
     source = source_task(info)
     torch.manual_seed(cfg.seed)
     backbone = new_student(cfg, info, pad_id=ts.pad_id)

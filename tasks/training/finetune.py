@@ -149,8 +149,10 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     causal = bool(info["decoder"])
     # loaded straight in the run's precision: a bf16 run never holds an fp32 copy of a large checkpoint's weights
+    # partitioned under ZeRO-3, except when the shift report below runs the whole model on rank 0 (a corpus baseline)
     backbone = load_backbone(cfg.base_model_dir, attention_dropout=cfg.dropout, causal=causal,
-                             dtype="bfloat16" if cfg.precision == "bf16" else "float32")
+                             dtype="bfloat16" if cfg.precision == "bf16" else "float32",
+                             ds_config=None if causal and cfg.tokens_dir is not None else ds_config)
     backbone.config.pad_token_id = ts.pad_id  # pooling finds the last non-pad token by it, in training and export
     num_layers = int(info["layers"])
     if (cfg.freeze_layers or cfg.unfreeze_every is not None) and layer_count(backbone) != num_layers:

@@ -162,14 +162,67 @@ def init_from_teacher(student: Any, teacher: Any, *, layers: list[int]) -> dict[
 
     from tasks.modeling.heads import body_of
     from tasks.modeling.layout import layers as layer_list
-    from tasks.modeling.layout import mlp_of, neuron_axis
+    from tasks.modeling.layout import neuron_axis
+    from tasks.modeling.source import gathered
 
     mine, theirs = body_of(student), body_of(teacher)
     prefix = "" if mine is student else f"{student.base_model_prefix}."
-    source = theirs.state_dict()
-    subsets: dict[int, tuple[Any, str, bool, Any]] = {}  # id(student parameter) -> teacher module, tensor, makes, index
+    source = dict(theirs.named_parameters(remove_duplicate=False))
+    t_layers = layer_list(theirs)
+    in_layers = {id(p) for layer in t_layers for p in layer.parameters()}
+    # student parameters by the teacher layer they read (None: outside the layers)
+    reads: dict[int | None, list[tuple[str, Any]]] = {}
+    for name, param in mine.named_parameters():
+        reads.setdefault(_in_layer(name, layers)[1], []).append((name, param))
+    copied, neurons, kept = [], [], []
+    with torch.no_grad():
+        # a teacher partitioned by ZeRO-3 is gathered one part at a time (outside the layers, then each layer read),
+        # never whole in one process; for a whole teacher the gathers are no-ops
+        for j in sorted(reads, key=lambda j: -1 if j is None else j):
+            part = [p for p in theirs.parameters() if id(p) not in in_layers] if j is None \
+                else list(t_layers[j].parameters())
+            with gathered(part):
+                subsets = _neuron_subsets(mine, theirs, layers=layers, teacher_layer=j)
+                for name, param in reads[j]:
+                    origin = source.get(_in_layer(name, layers)[0])
+                    if id(param) in subsets:
+                        module, tensor, makes, index = subsets[id(param)]
+                        origin = getattr(module, tensor).detach()
+                        if tensor == "weight":
+                            origin = origin.index_select(neuron_axis(module, makes=makes), index)
+                        elif makes:
+                            origin = origin[index]
+                        neurons.append(prefix + name)
+                    if origin is not None and origin.shape == param.shape:
+                        param.copy_(origin.to(param.dtype))
+                        copied.append(prefix + name)
+                    else:
+                        kept.append(prefix + name)
+        head, teacher_head = student.get_output_embeddings(), teacher.get_output_embeddings()
+        tied = head is not None and head.weight is student.get_input_embeddings().weight
+        if head is not None and not tied:  # untied: the teacher's LM head, if it has one of this shape
+            name = next(n for n, m in student.named_modules() if m is head) + ".weight"
+            with gathered([teacher_head.weight] if teacher_head is not None else []):
+                if teacher_head is not None and teacher_head.weight.shape == head.weight.shape:
+                    head.weight.copy_(teacher_head.weight.to(head.weight.dtype))
+                    copied.append(name)
+                else:
+                    kept.append(name)
+    return {"copied": copied, "neurons": [n for n in neurons if n in copied], "kept": kept}
+
+
+def _neuron_subsets(mine: Any, theirs: Any, *, layers: list[int], teacher_layer: int | None) -> dict[int, Any]:
+    """id(student parameter) -> (teacher module, tensor name, whether it makes the neurons, kept neuron index) for each
+    narrower student MLP started from teacher layer ``teacher_layer``'s :func:`top_neurons`."""
+    from tasks.modeling.layout import layers as layer_list
+    from tasks.modeling.layout import mlp_of
+
+    subsets: dict[int, tuple[Any, str, bool, Any]] = {}
+    t_layers = layer_list(theirs)
     for s_layer, j in zip(layer_list(mine), layers, strict=True):
-        s_mlp, t_mlp = mlp_of(s_layer), mlp_of(layer_list(theirs)[j])
+        if j != teacher_layer:
+            continue
+        s_mlp, t_mlp = mlp_of(s_layer), mlp_of(t_layers[j])
         if s_mlp is None or t_mlp is None or not 0 < s_mlp.width < t_mlp.width:
             continue
         index = top_neurons(t_mlp, keep=s_mlp.width)
@@ -178,33 +231,7 @@ def init_from_teacher(student: Any, teacher: Any, *, layers: list[int]) -> dict[
             for tensor in ("weight", "bias"):
                 if getattr(s, tensor, None) is not None:
                     subsets[id(getattr(s, tensor))] = (t, tensor, makes, index)
-    copied, neurons, kept = [], [], []
-    with torch.no_grad():
-        for name, param in mine.named_parameters():
-            origin = source.get(_in_layer(name, layers)[0])
-            if id(param) in subsets:
-                module, tensor, makes, index = subsets[id(param)]
-                origin = getattr(module, tensor).detach()
-                if tensor == "weight":
-                    origin = origin.index_select(neuron_axis(module, makes=makes), index)
-                elif makes:
-                    origin = origin[index]
-                neurons.append(prefix + name)
-            if origin is not None and origin.shape == param.shape:
-                param.copy_(origin.to(param.dtype))
-                copied.append(prefix + name)
-            else:
-                kept.append(prefix + name)
-        head, teacher_head = student.get_output_embeddings(), teacher.get_output_embeddings()
-        tied = head is not None and head.weight is student.get_input_embeddings().weight
-        if head is not None and not tied:  # untied: the teacher's LM head, if it has one of this shape
-            name = next(n for n, m in student.named_modules() if m is head) + ".weight"
-            if teacher_head is not None and teacher_head.weight.shape == head.weight.shape:
-                head.weight.copy_(teacher_head.weight.to(head.weight.dtype))
-                copied.append(name)
-            else:
-                kept.append(name)
-    return {"copied": copied, "neurons": [n for n in neurons if n in copied], "kept": kept}
+    return subsets
 
 
 def copy_heads(heads: Any, teachers: dict[str, Any]) -> list[str]:
@@ -214,15 +241,18 @@ def copy_heads(heads: Any, teachers: dict[str, Any]) -> list[str]:
     import torch
 
     from tasks.modeling.heads import head_modules
+    from tasks.modeling.source import gathered
 
     done = []
     with torch.no_grad():
         for task, teacher in sorted(teachers.items()):
             if task not in heads:
                 continue
-            theirs = {f"{n}.{k}": v for n, m in head_modules(teacher).items() for k, v in m.state_dict().items()}
-            mine = heads[task].state_dict()
-            if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
-                heads[task].load_state_dict({k: v.to(mine[k].dtype) for k, v in theirs.items()}, strict=True)
-                done.append(task)
+            modules = head_modules(teacher)
+            with gathered(p for m in modules.values() for p in m.parameters()):  # a ZeRO-3 teacher's head
+                theirs = {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+                mine = heads[task].state_dict()
+                if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
+                    heads[task].load_state_dict({k: v.to(mine[k].dtype) for k, v in theirs.items()}, strict=True)
+                    done.append(task)
     return done

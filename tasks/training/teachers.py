@@ -220,18 +220,28 @@ class Teachers:
         kinds: task -> task type (its auto class loads the teacher; generative types: the causal LM).
         labels: labelled task -> label names.
         alpha, temperature: the KD loss's weight and temperature.
+        ds_config: the run's; under ZeRO-3 each teacher loads partitioned into DeepSpeed's inference engine (no
+            optimizer; a module's shards are gathered for its forward only): every rank runs the same forwards.
     """
 
     def __init__(self, dirs: dict[str, Path], *, kinds: dict[str, str], labels: dict[str, list[str]], alpha: float,
-                 temperature: float) -> None:
+                 temperature: float, ds_config: dict[str, Any] | None = None) -> None:
         import torch
         import transformers
 
+        from tasks.modeling.source import partitioned
+
         self.dirs, self.labels, self.alpha, self.temperature = dirs, labels, alpha, temperature
         self.kinds = {t: task_type(kinds[t]) for t in dirs}
-        self.models = {t: getattr(transformers, self.kinds[t].head_class or "AutoModelForCausalLM")
-                       .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
-                       for t, d in sorted(dirs.items())}
+        with partitioned(ds_config) as sharded:
+            self.models = {t: getattr(transformers, self.kinds[t].head_class or "AutoModelForCausalLM")
+                           .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
+                           for t, d in sorted(dirs.items())}
+        if sharded and ds_config is not None:  # kept alive: their hooks on the models fetch the shards
+            import deepspeed
+
+            fp32 = {**ds_config, "bf16": {"enabled": False}}  # the teachers stay float32 whatever the student's
+            self.engines = [deepspeed.initialize(model=m, config=fp32)[0] for _, m in sorted(self.models.items())]
         self.caches: dict[str, Any] = {}
 
     def to(self, device: Any) -> Teachers:

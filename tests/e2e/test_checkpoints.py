@@ -1,7 +1,10 @@
 """A checkpoint lmforge did not train, through the README's `lmforge run`: a BERT-family encoder (tiny, saved with
 `save_pretrained` and a WordPiece vocabulary the tokenizers library learned) fine-tuned on the default classification
 task, distilled, evaluated beside a linear probe of the untouched checkpoint, registered and served by
-`mlflow.pyfunc.load_model`; and a hub id with the hub unreachable, which is exit 2 with nothing written.
+`mlflow.pyfunc.load_model`, then fine-tuned again with LoRA (`lmforge run finetune -S finetune.strategy=lora`); a GPT-2
+pretrained further, fine-tuned with LoRA, then fine-tuned in full the same way; each re-run's exported models load with
+plain `AutoModelFor...` and predict as its summary says; and a hub id with the hub unreachable, which is exit 2 with
+nothing written.
 
 On a copy of the session's shared finished run (tests/e2e/conftest.py), so only finetune, distill and evaluate run.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,6 +30,54 @@ def _finetune(repo: Path, **values: object) -> None:
     data = yaml.safe_load((repo / "params.yaml").read_text())
     data["finetune"].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _refinetune(repo: Path, strategy: str) -> dict[str, Any]:
+    """``lmforge run finetune -S finetune.strategy=STRATEGY`` (a short run: finetune alone re-runs); its exported
+    classifier and causal LM load with plain transformers and predict what the summary says. Returns the summary."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.examples import load_split
+    from tasks.modeling.encoding import collate, encode, special_ids
+
+    # as short as a run can be (it is the export being checked, not the learning): 10 steps, two small evaluations
+    settings = {"strategy": strategy, "steps": 10, "eval_every": 10, "checkpoint_every": 10, "warmup_steps": 2,
+                "eval_max_examples": 64}
+    res = run_cli(repo, "run", "finetune", *(a for k, v in settings.items() for a in ("-S", f"finetune.{k}={v}")),
+                  timeout=900, PREFECT_API_URL="")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "finetune: ran" in res.stdout and "distill: ran" not in res.stdout, res.stdout
+    out = repo / "models/finetuned"
+    summary: dict[str, Any] = json.loads((out / "finetune_summary.json").read_text())
+    assert summary["strategy"] == strategy and summary["steps_run"] <= 10
+    assert (out / "adapter/adapter_config.json").is_file() == (strategy == "lora")
+    assert (summary["trainable_params"] < summary["params"] / 2) == (strategy == "lora"), summary["params"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())["finetune"]
+    for task, entry in summary["tasks"].items():
+        tokenizer = AutoTokenizer.from_pretrained(str(out / task))
+        rows = load_split(repo / "data/finetune", task, "test")
+        if entry["type"] == "classification":
+            model = AutoModelForSequenceClassification.from_pretrained(str(out / task)).eval()
+            eos_id, pad_id = special_ids(tokenizer)
+            enc = encode(rows, kind="classification", tokenizer=tokenizer, max_length=params["max_length"],
+                         labels=entry["labels"], eos_id=eos_id)
+            x, mask, _ = collate(enc["ids"], enc["targets"], pad_id=pad_id, kind="classification")
+            with torch.no_grad():
+                predicted = model(input_ids=x, attention_mask=mask).logits.argmax(-1).tolist()
+            accuracy = sum(p == t for p, t in zip(predicted, enc["targets"], strict=True)) / len(predicted)
+            assert accuracy == pytest.approx(entry["test"]["accuracy"], abs=1e-9), (task, accuracy, entry["test"])
+            continue
+        model = AutoModelForCausalLM.from_pretrained(str(out / task)).eval()  # sft: the summary's first sample
+        sample = entry["test"]["samples"][0]
+        text = tokenizer.apply_chat_template([{"role": "user", "content": sample["prompt"]}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            gen = model.generate(ids, max_new_tokens=params["sample_max_new_tokens"], do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        assert tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True) == sample["completion"], sample
+    return summary
 
 
 def _running_runs(repo: Path) -> int:
@@ -104,6 +156,11 @@ def test_a_bert_checkpoint_is_fine_tuned_distilled_evaluated_registered_and_serv
     labels = set(json.loads((repo / "data/finetune/manifest.json").read_text())["tasks"]["doc_section"]["labels"])
     assert len(out) == 1 and str(out.iloc[0]["label"] if hasattr(out, "iloc") else out[0]["label"]) in labels
 
+    # LoRA on the encoder through the CLI: finetune alone re-runs; the merged classifier is a plain BERT again
+    _refinetune(repo, "lora")
+    assert json.loads((repo / "models/finetuned/doc_section/config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"]
+
 
 @pytest.mark.timeout(2400)
 def test_a_gpt2_checkpoint_is_pretrained_further_then_fine_tuned_with_lora_on_both_task_types(
@@ -153,3 +210,8 @@ def test_a_gpt2_checkpoint_is_pretrained_further_then_fine_tuned_with_lora_on_bo
 
     out = model.predict(pd.DataFrame({"text": ["def sorted(iterable, key=None):"]}))
     assert len(out) == 1
+
+    # full fine-tuning of the decoder through the CLI: both task types, every weight trained
+    summary = _refinetune(repo, "full")
+    assert sorted(e["type"] for e in summary["tasks"].values()) == ["classification", "sft"]
+    assert summary["trainable_params"] == summary["params"]
