@@ -67,7 +67,8 @@ def predict_tags(*, model_dir: Path, sentences: Sequence[Sequence[str]], scheme:
     ``id2label``) predicts for each word of ``sentences``, in ``scheme``.
 
     Encoded as training encodes (:mod:`tasks.modeling.alignment`: the words as running text, a long sentence in
-    windows of whole words), each word's tag read at its first token.
+    windows of whole words), each word's tag read at its first token. A sentence with a word that alone takes more
+    than ``max_length`` tokens (which the data step quarantines) is tagged ``O`` throughout.
 
     Args:
         model_dir: the model directory.

@@ -8,8 +8,16 @@ import random
 
 import pytest
 
-from tasks.modeling.tagging import (check_sentence, convert, detect_scheme, entity_types, label_types, spans,
-                                    training_labels, violations)
+from tasks.modeling.tagging import (
+    check_sentence,
+    convert,
+    detect_scheme,
+    entity_types,
+    label_types,
+    spans,
+    training_labels,
+    violations,
+)
 
 TYPES = ("PER", "LOC")
 
