@@ -171,3 +171,20 @@ def char_spans(entities: Sequence[tuple[str, int, int]], word_offsets: Sequence[
         start, end = word_offsets[first][0], word_offsets[last][1]
         out.append({"entity": kind, "start": start, "end": end, "text": text[start:end]})
     return out
+
+
+def unfit_word(tokenizer: Any, words: Sequence[str], max_length: int) -> tuple[int, int] | None:
+    """The first word that cannot have a window of its own within ``max_length`` tokens, as ``(index, tokens)``
+    (special tokens included), or None. A window of one word is exactly that word encoded alone, so this is the
+    data step's exact test of what :func:`encode_sentences` would drop.
+
+    Args:
+        tokenizer: a ``tokenizers.Tokenizer`` (the data step's) or a fast transformers tokenizer.
+        words: the sentence's words.
+        max_length: the most tokens of a window.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    for i, encoding in enumerate(backend.encode_batch(list(words), add_special_tokens=True)):
+        if len(encoding.ids) > max_length:
+            return i, len(encoding.ids)
+    return None

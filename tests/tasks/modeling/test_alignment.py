@@ -5,13 +5,11 @@ entity spans with character offsets in raw text. For lmforge's own byte-level BP
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tasks.modeling.alignment import IGNORE, char_spans, encode_sentences, join_words, text_words, word_predictions
-from tasks.modeling.errors import ConfigError
 
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang".split()
 
@@ -94,17 +92,6 @@ def test_a_word_that_cannot_fit_drops_its_sentence_only(tokenizers: dict[str, An
     assert encoded[1][0].targets == [IGNORE] * len(encoded[1][0].ids)  # no labels: prediction only
 
 
-def test_a_slow_tokenizer_is_refused(tmp_path: Path) -> None:
-    from transformers import BertTokenizer
-
-    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n", encoding="utf-8")
-    slow = BertTokenizer(vocab_file=str(tmp_path / "vocab.txt"))
-    if getattr(slow, "is_fast", False):
-        pytest.skip("this transformers gives a fast tokenizer for BertTokenizer")
-    with pytest.raises(ConfigError, match="fast tokenizer"):
-        encode_sentences([["the"]], None, tokenizer=slow, max_length=8)
-
-
 def test_raw_text_words_and_entity_offsets() -> None:
     text = "Angela Merkel visited the U.S. on 2024-05-01, didn't she?"
     offsets = text_words(text)
@@ -115,3 +102,16 @@ def test_raw_text_words_and_entity_offsets() -> None:
         {"entity": "PER", "start": 0, "end": 13, "text": "Angela Merkel"},
         {"entity": "LOC", "start": 26, "end": 30, "text": "U.S."}]
     assert join_words(["New York", "is"]) == ("New York is", [(0, 8), (9, 11)])
+
+
+@pytest.mark.parametrize("kind", ["lmforge", "bert"])
+def test_the_data_step_finds_exactly_the_words_that_cannot_fit(tokenizers: dict[str, Any], kind: str) -> None:
+    from tasks.modeling.alignment import unfit_word
+
+    tokenizer = tokenizers[kind]
+    sentences = [["the", "cat"], ["the", "catsatonamatandthedograntothehome", "dog"], ["Treehomeflew"] * 3]
+    for max_length in (3, 5, 8, 12, 40):
+        _, dropped = encode_sentences(sentences, None, tokenizer=tokenizer, max_length=max_length)
+        found = [i for i, s in enumerate(sentences) if unfit_word(tokenizer.backend_tokenizer, s, max_length)]
+        assert found == dropped, max_length
+    assert unfit_word(tokenizer, sentences[1], 5) == (1, len(tokenizer(sentences[1][1])["input_ids"]))
