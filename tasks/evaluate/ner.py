@@ -19,8 +19,9 @@ BASELINE = "most_frequent_tag"
 
 def ner_metrics(*, references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]], bootstrap: int = 1000,
                 level: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """:func:`tasks.modeling.entity_metrics.entity_scores` with ``ci`` ({figure: [low, high]} for precision, recall,
-    F1 and token accuracy, plus ``bootstrap`` and ``level``) from ``bootstrap`` seeded resamples of the sentences.
+    """:func:`tasks.modeling.entity_metrics.entity_scores` with ``ci`` ({figure: [low, high]} for entity precision,
+    recall and F1 and token accuracy, plus ``bootstrap`` and ``level``) from ``bootstrap`` seeded resamples of the
+    sentences.
 
     Raises:
         EntityScoreError: the numbers of sentences or of words differ.

@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks.modeling.tagging import spans
 
-HEADLINE: tuple[str, ...] = ("precision", "recall", "f1", "token_accuracy")
+HEADLINE: tuple[str, ...] = ("entity_precision", "entity_recall", "entity_f1", "token_accuracy")
 """The figures that get a bootstrap interval (micro over entities, and over tokens)."""
 COUNTS: tuple[str, ...] = ("hits", "predicted", "true", "correct_tokens", "tokens")
 
@@ -50,9 +50,9 @@ def entity_scores(references: Sequence[Sequence[str]], predictions: Sequence[Seq
             accuracy, so give both in the same scheme).
 
     Returns:
-        ``precision``, ``recall``, ``f1``, ``token_accuracy``, ``sentences``, ``entities`` (true), ``predicted``, and
-        ``per_type`` ({type: {precision, recall, f1, support}}, every type of either side, sorted). A set with no
-        entity on either side scores 0 (seqeval's ``zero_division=0``).
+        ``entity_precision``, ``entity_recall``, ``entity_f1`` (micro), ``token_accuracy``, ``sentences``,
+        ``entities`` (true), ``predicted``, and ``per_type`` ({type: {precision, recall, f1, support}}, every type of
+        either side, sorted). A set with no entity on either side scores 0 (seqeval's ``zero_division=0``).
 
     Raises:
         EntityScoreError: the numbers of sentences or of words differ.
@@ -67,9 +67,10 @@ def entity_scores(references: Sequence[Sequence[str]], predictions: Sequence[Seq
     report = classification_report(refs, preds, output_dict=True, zero_division=0) if true + found else {}
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     words = sum(len(r) for r in refs)
-    return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
-            "token_accuracy": float(accuracy_score(refs, preds)) if words else 0.0, "sentences": len(refs),
-            "entities": true, "predicted": found,
+    return {"entity_precision": float(micro["precision"]), "entity_recall": float(micro["recall"]),
+            "entity_f1": float(micro["f1-score"]),
+            "token_accuracy": float(accuracy_score(refs, preds)) if words else 0.0,
+            "sentences": len(refs), "entities": true, "predicted": found,
             "per_type": {kind: {"precision": float(v["precision"]), "recall": float(v["recall"]),
                                 "f1": float(v["f1-score"]), "support": int(v["support"])}
                          for kind, v in sorted(report.items()) if not kind.endswith(" avg")}}
@@ -96,5 +97,6 @@ def micro_from_counts(sums: Mapping[str, float] | Sequence[float]) -> dict[str, 
     hits, predicted, true, correct, tokens = (sums[k] for k in COUNTS) if isinstance(sums, Mapping) else sums
     p = hits / predicted if predicted else 0.0
     r = hits / true if true else 0.0
-    return {"precision": float(p), "recall": float(r), "f1": float(2 * p * r / (p + r)) if p + r else 0.0,
+    return {"entity_precision": float(p), "entity_recall": float(r),
+            "entity_f1": float(2 * p * r / (p + r)) if p + r else 0.0,
             "token_accuracy": float(correct / tokens) if tokens else 0.0}

@@ -23,14 +23,15 @@ def test_intervals_resample_sentences_and_narrow_with_more_of_them() -> None:
     small = ner_metrics(references=refs, predictions=preds, bootstrap=300, seed=1)
     assert small["ci"] == ner_metrics(references=refs, predictions=preds, bootstrap=300, seed=1)["ci"]
     assert small["ci"] != ner_metrics(references=refs, predictions=preds, bootstrap=300, seed=2)["ci"]
-    for k in ("precision", "recall", "f1", "token_accuracy"):
+    for k in ("entity_precision", "entity_recall", "entity_f1", "token_accuracy"):
         low, high = small["ci"][k]
         assert low <= small[k] <= high and low < high
     big_refs, big_preds = noisy(1000, 0)
     big = ner_metrics(references=big_refs, predictions=big_preds, bootstrap=300, seed=1)
-    assert big["ci"]["f1"][1] - big["ci"]["f1"][0] < (small["ci"]["f1"][1] - small["ci"]["f1"][0]) / 2
+    width = {name: m["ci"]["entity_f1"][1] - m["ci"]["entity_f1"][0] for name, m in (("small", small), ("big", big))}
+    assert width["big"] < width["small"] / 2
     perfect = ner_metrics(references=refs, predictions=refs, bootstrap=100)
-    assert perfect["ci"]["f1"] == [1.0, 1.0] and perfect["ci"]["bootstrap"] == 100
+    assert perfect["ci"]["entity_f1"] == [1.0, 1.0] and perfect["ci"]["bootstrap"] == 100
     assert "ci" not in ner_metrics(references=refs, predictions=preds, bootstrap=0)
 
 
@@ -85,5 +86,5 @@ def test_scoring_taggers_beside_the_baseline(tagger: Path) -> None:
     got = score_taggers(models={"finetuned": tagger}, splits={"train": train, "test": test}, scheme="IOB2",
                         bootstrap=50)
     assert set(got) == {"finetuned", BASELINE}
-    assert got[BASELINE]["f1"] == 1.0 and got[BASELINE]["ci"]["f1"] == [1.0, 1.0]
-    assert got["finetuned"]["precision"] == pytest.approx(1 / 3) and got["finetuned"]["recall"] == 1.0
+    assert got[BASELINE]["entity_f1"] == 1.0 and got[BASELINE]["ci"]["entity_f1"] == [1.0, 1.0]
+    assert got["finetuned"]["entity_precision"] == pytest.approx(1 / 3) and got["finetuned"]["entity_recall"] == 1.0

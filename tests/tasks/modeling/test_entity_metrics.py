@@ -16,8 +16,8 @@ def test_a_hand_computed_case() -> None:
     preds = [["B-PER", "I-PER", "O", "B-PER"], ["O", "B-ORG", "O"]]
     # true: PER 0-1, LOC 3, ORG 1-2; predicted: PER 0-1, PER 3, ORG 1 (a partial span is a miss); one hit
     got = entity_scores(refs, preds)
-    assert got["precision"] == pytest.approx(1 / 3) and got["recall"] == pytest.approx(1 / 3)
-    assert got["f1"] == pytest.approx(1 / 3)
+    assert got["entity_precision"] == pytest.approx(1 / 3) and got["entity_recall"] == pytest.approx(1 / 3)
+    assert got["entity_f1"] == pytest.approx(1 / 3)
     assert got["token_accuracy"] == pytest.approx(5 / 7)
     assert (got["sentences"], got["entities"], got["predicted"]) == (2, 3, 3)
     assert got["per_type"] == {"LOC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
@@ -31,32 +31,32 @@ def test_an_i_without_b_counts_as_an_entity_as_conlleval_counts_it() -> None:
     from seqeval.scheme import IOB2
 
     refs, preds = [["O", "B-PER", "I-PER"]], [["O", "I-PER", "I-PER"]]
-    assert entity_scores(refs, preds)["f1"] == 1.0
+    assert entity_scores(refs, preds)["entity_f1"] == 1.0
     assert f1_score(refs, preds) == 1.0  # seqeval's default mode is conlleval's
     assert f1_score(refs, preds, mode="strict", scheme=IOB2) == 0.0  # strict drops the ill-formed chunk: not chosen
 
 
 def test_a_type_change_mid_entity_gives_two_entities_and_no_hit() -> None:
     got = entity_scores([["B-PER", "I-PER", "O"]], [["B-PER", "I-LOC", "O"]])
-    assert (got["precision"], got["recall"], got["f1"], got["predicted"]) == (0.0, 0.0, 0.0, 2)
+    assert (got["entity_precision"], got["entity_recall"], got["entity_f1"], got["predicted"]) == (0.0, 0.0, 0.0, 2)
     assert got["token_accuracy"] == pytest.approx(2 / 3)
 
 
 def test_iob1_references_are_read_by_their_own_rules() -> None:
     refs = [["I-PER", "I-PER", "B-PER", "O", "I-LOC"]]  # IOB1: PER 0-1, PER 2, LOC 4
-    assert entity_scores(refs, refs)["f1"] == 1.0
+    assert entity_scores(refs, refs)["entity_f1"] == 1.0
     assert entity_scores(refs, refs)["entities"] == 3
     as_iob2 = [convert(refs[0], "IOB2")]
     same = entity_scores(refs, as_iob2)
-    assert same["f1"] == 1.0 and same["token_accuracy"] == pytest.approx(3 / 5)  # tags compared as written
+    assert same["entity_f1"] == 1.0 and same["token_accuracy"] == pytest.approx(3 / 5)  # tags compared as written
     merged = entity_scores(refs, [["I-PER", "I-PER", "I-PER", "O", "I-LOC"]])  # one PER 0-2 instead of two
-    assert (merged["precision"], merged["recall"]) == (0.5, pytest.approx(1 / 3))
+    assert (merged["entity_precision"], merged["entity_recall"]) == (0.5, pytest.approx(1 / 3))
 
 
 def test_nothing_to_find_and_nothing_found_scores_zero() -> None:
     got = entity_scores([["O", "O"]], [["O", "O"]])
-    assert (got["f1"], got["token_accuracy"], got["per_type"]) == (0.0, 1.0, {})
-    assert entity_scores([], [])["f1"] == 0.0
+    assert (got["entity_f1"], got["token_accuracy"], got["per_type"]) == (0.0, 1.0, {})
+    assert entity_scores([], [])["entity_f1"] == 0.0
 
 
 def test_mismatched_inputs_are_refused() -> None:
@@ -76,9 +76,9 @@ def test_counts_sum_to_seqevals_figures_on_random_sets() -> None:
         preds = [[t if rng.random() < 0.6 else rng.choice(vocab) for t in r] for r in refs]
         got = entity_scores(refs, preds)
         summed = micro_from_counts([sum(c) for c in zip(*sentence_counts(refs, preds), strict=True)])
-        for name, value in (("precision", precision_score(refs, preds, zero_division=0)),
-                            ("recall", recall_score(refs, preds, zero_division=0)),
-                            ("f1", f1_score(refs, preds, zero_division=0)),
+        for name, value in (("entity_precision", precision_score(refs, preds, zero_division=0)),
+                            ("entity_recall", recall_score(refs, preds, zero_division=0)),
+                            ("entity_f1", f1_score(refs, preds, zero_division=0)),
                             ("token_accuracy", accuracy_score(refs, preds))):
             assert got[name] == pytest.approx(value)
             assert summed[name] == pytest.approx(value)
