@@ -80,3 +80,17 @@ def test_a_sentence_over_the_limit_is_too_long(tmp_path: Path) -> None:
     path.write_text("".join(f"w{i} O\n" for i in range(50)) + "\nshort O\n", encoding="utf-8")
     got = read(path, limit=100)
     assert got == [("bad", "1", "too_long"), ("ok", "52", "short", "O")]
+
+
+def test_finetune_reads_conll_files_by_suffix_with_file_and_line(tmp_path: Path) -> None:
+    from tasks.finetune.files import iter_files
+    from tasks.finetune.items import Bad, Raw
+
+    (tmp_path / "train.conll").write_text(CONLL2003 + "\nbroken\n", encoding="utf-8")
+    fields = {"tokens": "tokens", "tags": "tags", "split": None}
+    items = list(iter_files(paths=["*.conll"], base_dir=tmp_path, fmt="auto", fields=fields, what="task 'ner'"))
+    assert [(i.where, type(i).__name__) for i in items] == [("train.conll:3", "Raw"), ("train.conll:9", "Raw"),
+                                                            ("train.conll:14", "Raw"), ("train.conll:17", "Bad")]
+    assert isinstance(items[1], Raw) and items[1].record == {"tokens": ["Peter", "Blackburn"],
+                                                             "tags": ["B-PER", "I-PER"]}
+    assert isinstance(items[3], Bad) and items[3].reason == "malformed_line"
