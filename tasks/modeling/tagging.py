@@ -216,3 +216,22 @@ def _is_tag(tag: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def head_labels(labels: Sequence[str]) -> list[str]:
+    """A task's ``labels`` as the head's IOB2 tags: entity types (``[PER, LOC]``) become :func:`training_labels`;
+    IOB2 tags keep their order (integer tags index them, as a dataset's ``ClassLabel`` names) with any tag the head
+    needs appended (``I-LOC`` beside ``B-LOC``, ``O``).
+
+    Raises:
+        ValueError: tags of another scheme (``E-``/``S-``) or a mix of tags and bare types.
+    """
+    tags = [label for label in labels if _is_tag(label)]
+    if not tags or tags == ["O"]:
+        return training_labels(label_types(labels))
+    if len(tags) != len(labels):
+        raise ValueError(f"labels {list(labels)} mix tags and bare entity types: give one or the other")
+    if other := [t for t in tags if t[:2] in ("E-", "S-")]:
+        raise ValueError(f"labels {other} are BIOES tags: give the entity types (the head uses IOB2 tags whatever "
+                         "the data's scheme) or IOB2 tags")
+    return [*labels, *[t for t in training_labels(label_types(labels)) if t not in labels]]

@@ -11,8 +11,9 @@ from tasks.modeling.errors import ConfigError
 from tasks.modeling.tasktypes.base import Gate, Reject, TaskType
 from tasks.modeling.tasktypes.classification import Classification
 from tasks.modeling.tasktypes.sft import Sft
+from tasks.modeling.tasktypes.token_classification import TokenClassification
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (Classification(), Sft())}
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (Classification(), Sft(), TokenClassification())}
 """Every task type by name."""
 
 
