@@ -25,6 +25,7 @@ from pipelines.config.evaluate import INPUTS, REPORTED
 from pipelines.versioning import digest
 from tasks.evaluate import baselines, card, classification, contamination, decision, generation, harness, lm, summary
 from tasks.evaluate.models import made_from, task_models
+from tasks.evaluate.ner import score_taggers
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
 from tasks.modeling import source
@@ -92,6 +93,11 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                         models=models[task], splits=splits[task], labels=list(info["labels"]), seed=cfg.seed,
                         probe=untouched["finetune_checkpoint"][0] if "finetune_checkpoint" in untouched else None,
                         **cfg.classification.model_dump())
+                elif info["type"] == "token_classification":
+                    results[task] = score_taggers(
+                        models=models[task], splits=splits[task], scheme=splits[task]["test"][0]["scheme"],
+                        seed=cfg.seed, batch_size=cfg.classification.batch_size,
+                        bootstrap=cfg.classification.bootstrap, level=cfg.classification.level)
                 else:
                     results[task], gens = generation.score_sft(
                         models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(
@@ -137,7 +143,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                      latency="latency_p50_ms",
                      models=summary.report_rows(results, stats, {f"{m}/{t}": d.promoted for (m, t), d in
                                                                  decisions.items()}),
-                     bar_metrics=("macro_f1", "perplexity", "rougeL"), confusion=summary.confusion(results),
+                     bar_metrics=("macro_f1", "entity_f1", "perplexity", "rougeL"),
+                     confusion=summary.confusion(results),
                      funnel=funnel, shift=summary.shift(reported.get("metrics/finetune.json", {})),
                      learning_curves=[root / p for p in REPORTED if p.endswith(".png") and (root / p).is_file()],
                      contamination=contam, mlflow_runs={"evaluate run": run.ui_url(base_url)})

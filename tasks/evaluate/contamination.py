@@ -66,9 +66,12 @@ def training_ngrams(texts: Iterable[str], *, n: int = N, fold_every: int = 1 << 
 
 
 def example_text(row: Mapping[str, Any]) -> str:
-    """The text of an evaluation row: ``text`` (records, classification) or ``prompt`` + ``response`` (sft)."""
+    """The text of an evaluation row: ``text`` (records, classification), ``prompt`` + ``response`` (sft) or the
+    words of a tagged sentence (token_classification)."""
     if "text" in row:
         return str(row["text"])
+    if "tokens" in row:
+        return " ".join(map(str, row["tokens"]))
     return f"{row.get('prompt', '')}\n{row.get('response', '')}"
 
 

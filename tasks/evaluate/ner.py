@@ -32,6 +32,7 @@ def ner_metrics(*, references: Sequence[Sequence[str]], predictions: Sequence[Se
     from tasks.modeling.entity_metrics import entity_scores, micro_from_counts, sentence_counts
 
     out = entity_scores(references, predictions)
+    out["examples"] = out["sentences"]  # what every task's row counts its test examples by
     if bootstrap and references:
         counts = np.array(sentence_counts(references, predictions), dtype=np.int64)
         out["ci"] = bootstrap_intervals(len(counts), lambda pick: micro_from_counts(counts[pick].sum(0).tolist()),
