@@ -131,7 +131,7 @@ def test_ner_from_a_conll_file_on_lmforge_and_on_a_bert_checkpoint(finished_run:
     save_checkpoint("bert", repo / "hf" / "bert", texts=sentences, positions=128)
     _params(repo, checkpoint={"path": "hf/bert"}, max_length=128, tasks=[NER])
     data = yaml.safe_load((repo / "params.yaml").read_text())
-    data["distill"]["student"] = {}  # the default, relative to the teacher (the shared run sets a Llama shape)
+    data["distill"].update(student={}, max_length=128)  # the student's default shape, relative to the teacher
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     res = run_cli(repo, "run", timeout=1800, **env)
     _check_run(repo, res, architecture="Bert")
