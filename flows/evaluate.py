@@ -36,6 +36,7 @@ from tasks.evaluate import (
     summary,
 )
 from tasks.evaluate.models import made_from, task_models
+from tasks.evaluate.ner import score_taggers
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
 from tasks.modeling import source
@@ -108,6 +109,11 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                         models=models[task], rows=splits[task]["test"], batch_size=cfg.generation.sft_batch_size,
                         **cfg.generation.model_dump(exclude={"sft_batch_size"}), seed=cfg.seed)
                     generation.save_generations(out_dir / "generations", task=task, generations=gens)
+                elif info["type"] == "token_classification":
+                    results[task] = score_taggers(
+                        models=models[task], splits=splits[task], scheme=splits[task]["test"][0]["scheme"],
+                        seed=cfg.seed, batch_size=cfg.classification.batch_size,
+                        bootstrap=cfg.classification.bootstrap, level=cfg.classification.level)
                 else:
                     results[task], gens = generation.score_sft(
                         models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(
@@ -153,7 +159,8 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                      latency="latency_p50_ms",
                      models=summary.report_rows(results, stats, {f"{m}/{t}": d.promoted for (m, t), d in
                                                                  decisions.items()}),
-                     bar_metrics=("macro_f1", "perplexity", "rougeL"), confusion=summary.confusion(results),
+                     bar_metrics=("macro_f1", "entity_f1", "perplexity", "rougeL"),
+                     confusion=summary.confusion(results),
                      funnel=funnel, shift=summary.shift(reported.get("metrics/finetune.json", {})),
                      learning_curves=[root / p for p in REPORTED if p.endswith(".png") and (root / p).is_file()],
                      contamination=contam, mlflow_runs={"evaluate run": run.ui_url(base_url)})

@@ -86,6 +86,12 @@ def _signature(kind: str) -> Any:
         inputs = Schema([ColSpec(Array(turn), "messages")])
     if kind == "classification":
         return ModelSignature(inputs, Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
+    if kind == "token_classification":  # each text's entities as character spans
+        from mlflow.types.schema import Array, Object, Property
+
+        entity = Object([Property("entity", "string"), Property("start", "long"), Property("end", "long"),
+                         Property("text", "string"), Property("score", "double")])
+        return ModelSignature(inputs, Schema([ColSpec(Array(entity), "entities")]))
     return ModelSignature(inputs, Schema([ColSpec("string", "text")]),
                           ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
 
@@ -95,7 +101,7 @@ def _example(kind: str, text: str) -> Any:
 
     frame = pd.DataFrame({"messages": [[{"role": "user", "content": text}]]} if kind == "chat" else {"text": [text]})
     # MLflow runs the example through the model while logging: a causal LM generates 2 tokens, not the default 32
-    return frame if kind == "classification" else (frame, {"max_new_tokens": 2})
+    return frame if kind in ("classification", "token_classification") else (frame, {"max_new_tokens": 2})
 
 
 def log_and_register(model_dir: Path, *, task: str, kind: str, params: RegistryParams, metrics: Mapping[str, float],

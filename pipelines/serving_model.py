@@ -6,11 +6,18 @@ lmforge installed. It is never imported by lmforge itself: running it registers 
 effect a models-from-code file must have.
 
 A classification model (``LlamaForSequenceClassification``) answers each text with its label and that label's
-probability; a causal LM (the sft model, or a student) answers each prompt with its greedy continuation, through
-the tokenizer's chat template when it has one. A chat model also takes conversations (a ``messages`` column of
-``[{"role", "content"}]`` lists) and answers each with the next assistant turn, its prompt tokenized as training
-tokenized the text before a reply (``tasks.modeling.chat.prompt_ids``, which this file must not import: the same
-steps, checked against it by ``tests/pipelines/test_serving_chat.py``).
+probability; a token classifier (``...ForTokenClassification``, NER) answers each raw text with its entities as
+character spans (``entity``, ``start``, ``end``, ``text``, ``score``); a causal LM (the sft model, or a student)
+answers each prompt with its greedy continuation, through the tokenizer's chat template when it has one. A chat model
+also takes conversations (a ``messages`` column of ``[{"role", "content"}]`` lists) and answers each with the next
+assistant turn, its prompt tokenized as training tokenized the text before a reply (``tasks.modeling.chat.prompt_ids``,
+which this file must not import: the same steps, checked against it by ``tests/pipelines/test_serving_chat.py``).
+
+The token classifier reads text as training read its sentences (``tasks.modeling.alignment``, which this file may not
+import): the text split into words (runs of letters and digits, single punctuation marks), the words joined by single
+spaces and tokenized as running text, each word tagged at its first token, a text over the model's positions in
+windows of whole words; the tags read into entities as conlleval reads them (``tasks.modeling.tagging.spans``). A test
+holds the two implementations to the same answers.
 """
 
 from __future__ import annotations
@@ -22,21 +29,25 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+_WORD = re.compile(r"\w+(?:['’.\-]\w+)*|[^\w\s]")
+
 
 class HFTextModel(PythonModel):
-    """Text in (a ``text`` column), label and score out for a classifier, generated text out for a causal LM;
-    conversations in (a ``messages`` column) for a chat model."""
+    """Text in (a ``text`` column), label and score out for a classifier, entities out for a token classifier,
+    generated text out for a causal LM; conversations in (a ``messages`` column) for a chat model."""
 
     def load_context(self, context: Any) -> None:
         """Load the model directory logged as the ``model`` artifact."""
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+        import transformers
 
         path = context.artifacts["model"]
-        config = AutoConfig.from_pretrained(path)
-        self.classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-        auto = AutoModelForSequenceClassification if self.classifier else AutoModelForCausalLM
-        self.model = auto.from_pretrained(path).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        architectures = transformers.AutoConfig.from_pretrained(path).architectures or []
+        self.classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+        self.tagger = any(a.endswith("ForTokenClassification") for a in architectures)
+        auto = ("AutoModelForSequenceClassification" if self.classifier else "AutoModelForTokenClassification"
+                if self.tagger else "AutoModelForCausalLM")
+        self.model = getattr(transformers, auto).from_pretrained(path).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
 
     # a DataFrame hint, not a list one: MLflow then validates input against the signature given at logging instead
     # of deriving (and warning about) a schema from the hints
@@ -49,7 +60,8 @@ class HFTextModel(PythonModel):
         with torch.inference_mode():
             # one text at a time: no padding side to get wrong, and these models answer in milliseconds
             for item in items:
-                rows.append(self._classify(item) if self.classifier else self._generate(item, params or {}))
+                rows.append(self._classify(item) if self.classifier else self._tag(item) if self.tagger
+                            else self._generate(item, params or {}))
         return pd.DataFrame(rows)
 
     def _classify(self, text: str) -> dict[str, Any]:
@@ -100,6 +112,87 @@ class HFTextModel(PythonModel):
                 ids += encode(before[len(done):], not ids) + encode(after[len(before):], False)
                 done = after
         return ids + encode(render(messages, True)[len(done):], not ids)
+
+    def _tag(self, text: str) -> dict[str, Any]:
+        offsets = [m.span() for m in _WORD.finditer(text)]
+        words = [text[a:b] for a, b in offsets]
+        tags: list[str] = []
+        scores: list[float] = []
+        for first, end in _windows(self.tokenizer, words, int(self.model.config.max_position_embeddings)):
+            joined = " ".join(words[first:end])
+            enc = self.tokenizer(joined, return_offsets_mapping=True, return_special_tokens_mask=True,
+                                 return_tensors="pt")
+            if enc["input_ids"].shape[1] > self.model.config.max_position_embeddings:  # one word over it: unread
+                tags += ["O"] * (end - first)
+                scores += [0.0] * (end - first)
+                continue
+            probs = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[0]
+            probs = probs.float().softmax(-1)
+            starts = _first_tokens(joined, words[first:end], enc["offset_mapping"][0].tolist(),
+                                   enc["special_tokens_mask"][0].tolist())
+            for t in starts:
+                best = int(probs[t].argmax()) if t >= 0 else None
+                tags.append(self.model.config.id2label[best] if best is not None else "O")
+                scores.append(float(probs[t, best]) if best is not None else 1.0)
+        return {"entities": [{"entity": kind, "start": offsets[a][0], "end": offsets[b][1],
+                              "text": text[offsets[a][0]:offsets[b][1]],
+                              "score": sum(scores[a:b + 1]) / (b + 1 - a)} for kind, a, b in _spans(tags)]}
+
+
+def _first_tokens(text: str, words: list[str], offsets: list[list[int]], special: list[int]) -> list[int]:
+    """The index of each word's first token in ``text`` (the words joined by spaces), -1 where none starts in it."""
+    owner, at = [-1] * len(text), 0
+    for w, word in enumerate(words):
+        owner[at:at + len(word)] = [w] * len(word)
+        at += len(word) + 1
+    first = [-1] * len(words)
+    for t, ((start, end), is_special) in enumerate(zip(offsets, special, strict=True)):
+        owned = -1 if is_special else next((owner[c] for c in range(start, min(end, len(text))) if owner[c] >= 0), -1)
+        if owned >= 0 and first[owned] < 0:
+            first[owned] = t
+    return first
+
+
+def _windows(tokenizer: Any, words: list[str], limit: int) -> list[tuple[int, int]]:
+    """``(first, end)`` word ranges whose joined text fits ``limit`` tokens: packed by each word's tokens in the whole
+    text, then shortened a word at a time until the window's own encoding fits (as training packs them)."""
+    text = " ".join(words)
+    enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    if len(enc["input_ids"]) <= limit:
+        return [(0, len(words))] if words else []
+    per_word, specials = [0] * len(words), sum(enc["special_tokens_mask"])
+    owner, at = [-1] * len(text), 0
+    for w, word in enumerate(words):
+        owner[at:at + len(word)] = [w] * len(word)
+        at += len(word) + 1
+    for (start, end), is_special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True):
+        owned = -1 if is_special else next((owner[c] for c in range(start, min(end, len(text))) if owner[c] >= 0), -1)
+        if owned >= 0:
+            per_word[owned] += 1
+    out, start = [], 0
+    while start < len(words):
+        end, used = start, 0
+        while end < len(words) and (end == start or used + per_word[end] <= limit - specials):
+            used, end = used + per_word[end], end + 1
+        while end - start > 1 and len(tokenizer(" ".join(words[start:end]))["input_ids"]) > limit:
+            end -= 1
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """The entities ``(type, first word, last word)`` of a tag sequence in any of IOB1, IOB2, BIOES, read as conlleval
+    reads them."""
+    found, prev, prev_kind, begin = [], "O", "", 0
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, kind = tag.partition("-") if tag != "O" else ("O", "", "")
+        if prev != "O" and (prev in "ES" or (prev in "BI" and prefix in "BSO") or prev_kind != kind):
+            found.append((prev_kind, begin, i - 1))
+        if prefix in "BS" or (prefix in "IE" and (prev in "ESO" or prev_kind != kind)):
+            begin = i
+        prev, prev_kind = prefix, kind
+    return found
 
 
 mlflow.models.set_model(HFTextModel())

@@ -25,6 +25,10 @@ class Fields(Section):
     label: str = Field("label", min_length=1, description="classification: the label (string or integer).")
     prompt: str = Field("prompt", min_length=1, description="sft: the request.")
     response: str = Field("response", min_length=1, description="sft: the answer trained on.")
+    tokens: str = Field("tokens", min_length=1, description="token_classification: the sentence's words (a list of "
+                        "strings).")
+    tags: str = Field("tags", min_length=1, description="token_classification: a tag per word (a list: O, B-PER, "
+                      "I-PER... in IOB1, IOB2 or BIOES; integers index labels).")
     split: str | None = Field(None, description="A field naming each record's split (train/val/test, also "
                               "validation/dev); null: splits are made (stratified by label for classification).")
 
@@ -38,12 +42,13 @@ class DefaultData(Section):
 
 
 class FilesData(Section):
-    """Local files: jsonl / json / csv / tsv / parquet (plain or .gz/.zst for the text formats)."""
+    """Local files: jsonl / json / csv / tsv / parquet / conll (plain or .gz/.zst for the text formats)."""
 
     kind: Literal["files"] = Field(description="Data kind.")
     paths: list[str] = Field(min_length=1, description="Glob patterns (** allowed), relative to the repository.")
-    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = Field(
-        "auto", description="File format; auto: from the suffix.")
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll"] = Field(
+        "auto", description="File format; auto: from the suffix. conll (suffix .conll): one token per line with its "
+        "tag in the last column, a blank line between sentences (token_classification).")
     fields: Fields = Field(default_factory=Fields, description="Field names.")
 
 
@@ -93,7 +98,7 @@ class AugmentParams(Section):
     seed: int = Field(0, ge=0, description="Seed of the augmentation.")
 
 
-LABELLED_TYPES = ("classification",)
+LABELLED_TYPES = ("classification", "token_classification")
 """The task types with a label set (``labels``): the components' ``labelled`` (a test checks they agree)."""
 DEFAULT_DATA_TYPES = ("classification", "sft")
 """The task types data kind ``default`` derives from the default corpus."""
@@ -104,13 +109,20 @@ class TaskParams(Section):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Task name: directory under "
                       "data/finetune and models/finetuned, prefix of its metrics.")
-    type: Literal["classification", "sft", "chat"] = Field(description="classification (text -> label), sft (prompt "
-                                                           "-> response, loss on the response only) or chat "
-                                                           "(messages: multi-turn, loss on the assistant turns).")
+    type: Literal["classification", "sft", "chat", "token_classification"] = Field(
+        description="classification (text -> label), sft (prompt -> response, loss on the response only), chat "
+        "(messages: multi-turn, loss on the assistant turns) or token_classification (a sentence's words -> a tag per "
+        "word: named-entity recognition).")
     data: list[TaskData] = Field(min_length=1, description="Where the examples come from, any mix.")
     weight: float = Field(1.0, gt=0, description="Share of the training batches, relative to the other tasks.")
     labels: list[str] | None = Field(None, description="classification: the label set (records with another label "
-                                     "are quarantined); null: the labels found in the data.")
+                                     "are quarantined); token_classification: the entity types (PER, LOC...) or the "
+                                     "IOB2 tags in id order (integer tags index them), made the head's IOB2 tags; "
+                                     "null: the labels found in the data.")
+    scheme: Literal["auto", "IOB1", "IOB2", "BIOES"] = Field(
+        "auto", description="token_classification: the tag scheme of the data; sentences that break it are "
+        "quarantined (invalid_tag_sequence: an I- that follows nothing in IOB2...). auto: the scheme the task's "
+        "sentences break least (BIOES when any tag is E-/S-).")
     min_per_class: int = Field(2, ge=1, description="classification: fewest training examples per class; fewer is "
                                "an error naming the class.")
     max_chars: int = Field(20_000, ge=1, description="Examples with more characters are quarantined (too_long) "
@@ -132,7 +144,10 @@ class TaskParams(Section):
                              f"corpus, not {self.type}: give files or a hub dataset")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels repeat a label")
+        if self.scheme != "auto" and self.type != "token_classification":
+            raise ValueError("scheme applies to token_classification tasks only")
         return self
+
 
 
 class Range(Section):

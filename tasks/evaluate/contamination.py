@@ -66,12 +66,14 @@ def training_ngrams(texts: Iterable[str], *, n: int = N, fold_every: int = 1 << 
 
 
 def example_text(row: Mapping[str, Any]) -> str:
-    """The text of an evaluation row: ``text`` (records, classification), its turns (chat) or ``prompt`` +
-    ``response`` (sft)."""
+    """The text of an evaluation row: ``text`` (records, classification), its turns (chat), the words of a tagged
+    sentence (token_classification) or ``prompt`` + ``response`` (sft)."""
     if "text" in row:
         return str(row["text"])
     if "messages" in row:
         return "\n".join(str(m["content"]) for m in row["messages"])
+    if "tokens" in row:
+        return " ".join(map(str, row["tokens"]))
     return f"{row.get('prompt', '')}\n{row.get('response', '')}"
 
 

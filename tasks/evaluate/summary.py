@@ -20,14 +20,15 @@ LM_KEYS = ("perplexity", "bits_per_byte", "documents")
 """Per language model: per-token perplexity and bits per byte of data/dedup's test split, and its documents."""
 # in the report, perplexity is a task model's test perplexity (sft: response tokens); lm_perplexity and bits_per_byte
 # are per token and per byte of the lm_documents of data/dedup's test split
-COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "examples", "perplexity", "lm_perplexity", "bits_per_byte",
-           "lm_documents", "rougeL", "bleu", "chrf", "generated", *COST_KEYS, "promoted")
-TABLES = {"Tasks: test split quality": ("task", "accuracy", "macro_f1", "macro_f1_ci", "examples", "perplexity",
-                                         "rougeL", "bleu", "chrf", "generated", "promoted"),
+COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "entity_f1", "entity_f1_ci", "examples", "perplexity",
+           "lm_perplexity", "bits_per_byte", "lm_documents", "rougeL", "bleu", "chrf", "generated", *COST_KEYS,
+           "promoted")
+TABLES = {"Tasks: test split quality": ("task", "accuracy", "macro_f1", "macro_f1_ci", "entity_f1", "entity_f1_ci",
+                                         "examples", "perplexity", "rougeL", "bleu", "chrf", "generated", "promoted"),
           "Language modelling (data/dedup test split) and costs": ("task", "lm_perplexity", "bits_per_byte",
                                                                   "lm_documents", *COST_KEYS)}
 """The report's model tables: :data:`COLUMNS` in two, so that each fits a 1,400-pixel page."""
-BASELINES = ("tfidf_logreg", "lead")
+BASELINES = ("tfidf_logreg", "lead", "most_frequent_tag")
 GENERATED = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "mean_words")
 """Metrics of greedy completions: measured on the ``generated`` first test prompts, not every ``examples``."""
 LM_ROWS = ("base", "unigram", "unigram_byte")
@@ -121,9 +122,10 @@ def report_rows(tasks: Mapping[str, Mapping[str, Mapping[str, Any]]], stats: Map
     for task, per_model in tasks.items():
         for model, m in per_model.items():
             rows.append({"name": f"{model}/{task}", "task": task, "baseline": model in BASELINES,
-                         **{k: m.get(k) for k in ("accuracy", "macro_f1", "examples", "perplexity", "rougeL", "bleu",
-                                                  "chrf", "generated")},
+                         **{k: m.get(k) for k in ("accuracy", "macro_f1", "entity_f1", "examples", "perplexity",
+                                                  "rougeL", "bleu", "chrf", "generated")},
                          "macro_f1_ci": m.get("ci", {}).get("macro_f1"),
+                         "entity_f1_ci": m.get("ci", {}).get("entity_f1"),
                          **{f"lm_{k}" if k != "bits_per_byte" else k: stats.get(f"{model}.{task}.lm.{k}")
                             for k in LM_KEYS},
                          **{k: stats.get(f"{model}.{task}.{k}") for k in COST_KEYS},

@@ -1,5 +1,5 @@
-"""Local files of a task: jsonl / json / csv / tsv (plain, .gz or .zst) and parquet, found by glob patterns and read
-by ``tasks.readers``.
+"""Local files of a task: jsonl / json / csv / tsv / CoNLL (plain, .gz or .zst) and parquet, found by glob patterns
+and read by ``tasks.readers`` (a CoNLL file gives one record ``{"tokens", "tags"}`` per sentence).
 
 A line or row that cannot be parsed is quarantined (``invalid_json``, ``not_an_object``, ``undecodable``: a csv row
 with a byte that is not UTF-8 too, ``tasks.readers.items``), with its file and line; a file that cannot be read on
@@ -19,7 +19,7 @@ from tasks.readers import files
 from tasks.readers.errors import MissingColumnsError, ReadError, SettingsError
 from tasks.readers.items import At, Quarantined
 
-OFFERED: tuple[str, ...] = ("jsonl", "json", "csv", "tsv", "parquet")
+OFFERED: tuple[str, ...] = ("jsonl", "json", "csv", "tsv", "parquet", "conll")
 """The formats a task's files may have (its params' ``format``)."""
 
 
@@ -64,7 +64,7 @@ def iter_files(*, paths: list[str], base_dir: Path, fmt: str, fields: Mapping[st
     Args:
         paths: glob patterns relative to ``base_dir``.
         base_dir: the repository.
-        fmt: ``auto`` or one of jsonl, json, csv, tsv, parquet.
+        fmt: ``auto`` or one of jsonl, json, csv, tsv, parquet, conll.
         fields: field names (passed on to the checks).
         what: the params key named in errors.
 

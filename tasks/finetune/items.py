@@ -10,17 +10,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-REASONS: tuple[str, ...] = ("invalid_json", "not_an_object", "undecodable", "missing_field", "non_string_field",
-                            "empty_field", "unknown_label", "unknown_split", "too_long", "too_long_tokens",
-                            "duplicate")
-"""Every quarantine reason, in the order the checks apply them."""
+REASONS: tuple[str, ...] = ("invalid_json", "not_an_object", "undecodable", "malformed_line", "missing_field",
+                            "non_string_field", "empty_field", "length_mismatch", "invalid_tag", "unknown_label",
+                            "unknown_split", "too_long", "invalid_tag_sequence", "duplicate", "too_long_tokens")
+"""Every quarantine reason, in the order the checks apply them (``malformed_line``: a CoNLL line without a tag;
+``length_mismatch``, ``invalid_tag``, ``invalid_tag_sequence``: token_classification's tags)."""
 
 SPLIT_NAMES: dict[str, str] = {"train": "train", "validation": "val", "val": "val", "valid": "val", "dev": "val",
                                "test": "test"}
 """Split names found in data (split fields, Hugging Face split names), mapped to ours."""
 
 DEFAULT_FIELDS: dict[str, str | None] = {"text": "text", "label": "label", "prompt": "prompt",
-                                         "response": "response", "split": None}
+                                         "response": "response", "tokens": "tokens", "tags": "tags", "split": None}
 
 
 @dataclass(frozen=True, slots=True)

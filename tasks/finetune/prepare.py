@@ -13,7 +13,7 @@ from typing import Any
 
 from tasks.examples import QUARANTINE_FILE, SPLITS, split_file, write_manifest, write_rows
 from tasks.finetune.augment import augment
-from tasks.finetune.checks import check_record, drop_duplicates, drop_too_long, load_tokenizer
+from tasks.finetune.checks import check_record, drop_duplicates, drop_too_long, jsonable, load_tokenizer
 from tasks.finetune.default_corpus import (
     cap_train,
     check_dedup,
@@ -140,12 +140,27 @@ def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path,
             yield from iter_default_sft(dedup_dir)
 
 
+def _reviewed(examples: list[Example], review: Callable[..., Any],
+              task: dict[str, Any]) -> tuple[list[Example], list[Bad]]:
+    """The examples a task type's ``review`` keeps (with what it found of the task, such as the tag scheme, in their
+    values) and those it quarantines."""
+    found, verdicts = review([ex.values for ex in examples], scheme=task["scheme"])
+    kept, bad = [], []
+    for ex, verdict in zip(examples, verdicts, strict=True):
+        if verdict is None:
+            kept.append(Example(ex.id, {**ex.values, "scheme": found}, ex.where, ex.split))
+        else:
+            bad.append(Bad(ex.where, verdict.reason, verdict.detail, jsonable(ex.values)))
+    return kept, bad
+
+
 def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, dedup_dir: Path, base_dir: Path,
                    max_train: int, min_eval: int, retry: Callable[..., Any] | None = None,
                    ) -> tuple[dict[str, list[dict[str, Any]]], list[Bad], dict[str, Any]]:
     """(rows per split, quarantined records, counters and the label list) of one task."""
     name, kind, labels = task["name"], task["type"], task["labels"]
     kind_ = type_of(kind)
+    labels = kind_.label_names(labels) if labels is not None else None  # the head's labels (NER: its IOB2 tags)
     examples: list[Example] = []
     bad: list[Bad] = []
     read = 0
@@ -154,6 +169,10 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
         checked = item if isinstance(item, Bad) else check_record(item, task_type=kind, labels=labels,
                                                                    max_chars=task["max_chars"])
         (bad if isinstance(checked, Bad) else examples).append(checked)
+    review = getattr(kind_, "review", None)  # a type's check of the task as a whole (token_classification's scheme)
+    if review is not None:
+        examples, unfit = _reviewed(examples, review, task)
+        bad += unfit
     examples, duplicates = drop_duplicates(kind, examples)
     examples, too_long = drop_too_long(tokenizer, kind, examples, max_length)
     bad += duplicates + too_long

@@ -1,7 +1,8 @@
 """Local files: globs to files, a file's format from its suffix, and one file read record by record.
 
-Formats: jsonl (ndjson), json, csv, tsv, parquet, txt and md, plain or compressed (``.gz``, ``.zst``, ``.zstd``;
-parquet compresses its own pages). A stage names the formats it offers; the suffixes and the rules are the same.
+Formats: jsonl (ndjson), json, csv, tsv, parquet, txt and md, and CoNLL-style token-per-line files (``.conll``:
+``tasks.readers.conll``), plain or compressed (``.gz``, ``.zst``, ``.zstd``; parquet compresses its own pages). A stage
+names the formats it offers; the suffixes and the rules are the same.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import os
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
-from tasks.readers import formats
+from tasks.readers import conll, formats
 from tasks.readers.compression import COMPRESSIONS
 from tasks.readers.errors import PathsNotFoundError, ReadError, SettingsError
 from tasks.readers.items import Quarantined, Record
 
 SUFFIXES: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
                             ".parquet": "parquet", ".pq": "parquet", ".txt": "txt", ".text": "txt", ".md": "md",
-                            ".markdown": "md"}
+                            ".markdown": "md", ".conll": "conll"}
 """Format by suffix (under any compression suffix)."""
 FORMATS: tuple[str, ...] = ("jsonl", "json", "csv", "tsv", "parquet", "txt", "md")
+"""The formats offered when a stage names none (CoNLL files are offered by the stages that read tagged sentences)."""
 
 
 def expand_globs(patterns: Sequence[str], base_dir: Path) -> list[tuple[Path, str]]:
@@ -96,7 +98,8 @@ def read_file(path: Path, fmt: str, *, limit: int | None = None, columns: Collec
     Args:
         path: the file.
         fmt: its format (as :func:`file_format` gives it).
-        limit: the longest record in bytes as read (a line, a JSON value, a text file); None: no bound.
+        limit: the longest record in bytes as read (a line, a JSON value, a text file, a CoNLL sentence); None: no
+            bound.
         columns: parquet: the columns to read.
         text_unit: txt/md: ``file`` (one record per file) or ``line`` (one per non-blank line).
 
@@ -114,6 +117,8 @@ def read_file(path: Path, fmt: str, *, limit: int | None = None, columns: Collec
             yield from formats.iter_delimited(path, "\t" if fmt == "tsv" else ",")
         elif fmt == "parquet":
             yield from formats.iter_parquet(path, columns)
+        elif fmt == "conll":
+            yield from conll.iter_conll(path, limit)
         else:
             yield from (formats.iter_text_lines if text_unit == "line" else formats.iter_text_file)(path, limit)
     except EOFError as exc:  # what came before was yielded; the rest is lost

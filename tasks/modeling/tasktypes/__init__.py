@@ -15,8 +15,9 @@ from tasks.modeling.tasktypes.base import Reject, TaskType
 from tasks.modeling.tasktypes.chat import Chat
 from tasks.modeling.tasktypes.classification import Classification
 from tasks.modeling.tasktypes.sft import Sft
+from tasks.modeling.tasktypes.token_classification import TokenClassification
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (Classification(), Sft(), Chat())}
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (Classification(), Sft(), Chat(), TokenClassification())}
 """Every task type by name."""
 
 

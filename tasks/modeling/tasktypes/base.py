@@ -66,6 +66,11 @@ class TaskType(Protocol):
         ``names`` maps each role to its field name in the user's data, for the message."""
         ...
 
+    def label_names(self, labels: list[str]) -> list[str]:
+        """The head's label names for the ``labels`` a task's params give (a tagger's IOB2 tags for its entity
+        types); the data step checks records against them and the manifest lists them."""
+        ...
+
     def dedup_key(self, values: Mapping[str, Any]) -> str:
         """What makes two examples of a task the same (the later one is quarantined as a duplicate)."""
         ...

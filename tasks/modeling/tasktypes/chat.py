@@ -41,6 +41,9 @@ class Chat:
             return Reject(messages.reason, f"messages field {names['messages']!r}: {messages.detail}")
         return {"messages": messages}
 
+    def label_names(self, labels: list[str]) -> list[str]:
+        return list(labels)
+
     def dedup_key(self, values: Mapping[str, Any]) -> str:
         return json.dumps([[m["role"], m["content"]] for m in values["messages"]], ensure_ascii=False)
 

@@ -34,6 +34,9 @@ class Classification:
             return Reject("unknown_label", f"label {out['label']!r} is not one of {labels}")
         return out
 
+    def label_names(self, labels: list[str]) -> list[str]:
+        return list(labels)
+
     def dedup_key(self, values: Mapping[str, Any]) -> str:
         return str(values["text"])  # one text cannot have two labels
 

@@ -48,6 +48,9 @@ class Sft:
               names: Mapping[str, str]) -> dict[str, Any] | Reject:
         return text_fields(values, self.roles, names)
 
+    def label_names(self, labels: list[str]) -> list[str]:
+        return list(labels)
+
     def dedup_key(self, values: Mapping[str, Any]) -> str:
         return f"{values['prompt']}\0{values['response']}"
 
