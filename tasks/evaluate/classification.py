@@ -90,17 +90,33 @@ def classification_metrics(*, references: Sequence[str], predictions: Sequence[s
                                          for i, name in enumerate(labels)},
                            "confusion": confusion_matrix(y, yhat, labels=every).tolist()}
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        draws = {k: [] for k in HEADLINE}
-        for _ in range(bootstrap):
-            pick = rng.integers(0, len(y), len(y))
-            b = _headline(y[pick], yhat[pick], len(labels))
-            for k in HEADLINE:
-                draws[k].append(b[k])
-        lo, hi = (1 - level) / 2, (1 + level) / 2
-        out["ci"] = {k: [float(np.quantile(v, lo)), float(np.quantile(v, hi))] for k, v in draws.items()}
-        out["ci"] |= {"bootstrap": bootstrap, "level": level}
+        out["ci"] = bootstrap_intervals(len(y), lambda pick: _headline(y[pick], yhat[pick], len(labels)),
+                                        bootstrap=bootstrap, level=level, seed=seed)
     return out
+
+
+def bootstrap_intervals(size: int, statistic: Callable[[Any], Mapping[str, float]], *, bootstrap: int,
+                        level: float, seed: int) -> dict[str, Any]:
+    """Percentile bootstrap intervals of every figure ``statistic`` computes on a resample.
+
+    Args:
+        size: the items (examples, questions) resampled with replacement, ``size`` at a time.
+        statistic: the figures of one resample, given its item indices (a numpy integer array).
+        bootstrap: resamples; level: the intervals' coverage; seed: seeds the resampling.
+
+    Returns:
+        ``{figure: [low, high]}`` plus ``bootstrap`` and ``level``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(bootstrap):
+        for k, v in statistic(rng.integers(0, size, size)).items():
+            draws.setdefault(k, []).append(v)
+    lo, hi = (1 - level) / 2, (1 + level) / 2
+    ci: dict[str, Any] = {k: [float(np.quantile(v, lo)), float(np.quantile(v, hi))] for k, v in draws.items()}
+    return ci | {"bootstrap": bootstrap, "level": level}
 
 
 def predict_labels(*, model_dir: Path, texts: Sequence[str], batch_size: int = 16, max_length: int | None = None,
