@@ -15,7 +15,8 @@ answer is the whole sentence.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tasks.evaluate.classification import bootstrap_intervals
@@ -85,6 +86,83 @@ def qa_metrics(*, references: Sequence[Sequence[str]], predictions: Sequence[str
     return scores
 
 
-def baseline_predictions(rows: Sequence[dict[str, Any]]) -> list[str]:
+def baseline_predictions(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The overlap-sentence baseline's answer text for each row (``question``, ``context``)."""
     return [overlap_sentence(r["question"], r["context"])["text"] for r in rows]
+
+
+def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequence[str], doc_stride: int,
+                    max_answer_length: int, allow_null: bool, max_length: int | None = None, batch_size: int = 16,
+                    model: Any = None) -> list[dict[str, Any]]:
+    """The answers of an exported extractive QA model (``AutoModelForQuestionAnswering`` with its tokenizer), decoded
+    as training's validation decodes them (:func:`tasks.modeling.spans.best_answers`).
+
+    Args:
+        model_dir: the model directory, e.g. ``models/finetuned/squad``.
+        questions, contexts: the inputs, in the same order.
+        doc_stride, max_answer_length, allow_null: the task's settings (windows' overlap, longest answer in tokens,
+            whether "no answer" may be chosen).
+        max_length: tokens per window (None: the model's ``max_position_embeddings``).
+        batch_size: windows per forward pass.
+        model: the model already loaded (an int8 variant by its own loader); None: load ``model_dir``'s.
+
+    Returns:
+        Per question ``{"text", "start", "end", "score", "probability"}`` (``start``/``end``: character offsets in
+        the context; None with the empty text for no answer).
+    """
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from tasks.modeling.spans import best_answers, windows
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if model is None:
+        model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = model.eval()
+    limit = int(max_length or model.config.max_position_embeddings)
+    data = windows(questions, contexts, tokenizer=tokenizer, max_length=limit, stride=doc_stride)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logits: list[Any] = []
+    with torch.no_grad():
+        for i in range(0, len(data["ids"]), batch_size):
+            chunk = data["ids"][i:i + batch_size]
+            width = max(len(ids) for ids in chunk)
+            x = torch.tensor([ids + [pad] * (width - len(ids)) for ids in chunk])
+            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in chunk])
+            out = model(input_ids=x, attention_mask=mask)
+            both = torch.stack([out.start_logits, out.end_logits], -1).float().numpy()
+            logits += [both[j, :len(ids)] for j, ids in enumerate(chunk)]
+    return best_answers(logits, data, contexts, max_answer_length=max_answer_length, allow_null=allow_null)
+
+
+def score_qa_models(*, models: Mapping[str, Path], test: Sequence[Mapping[str, Any]], doc_stride: int,
+                    max_answer_length: int, allow_null: bool, max_length: int | None = None, batch_size: int = 16,
+                    bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
+                    loaders: Mapping[str, Callable[[Path], Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every extractive QA model of a task and the overlap-sentence baseline on its test split.
+
+    Args:
+        models: ``{name: model directory}`` (``finetuned``, ``student``, variants).
+        test: the test rows (``question``, ``context``, ``answers``: ``{"text": [...], "answer_start": [...]}``).
+        doc_stride, max_answer_length, allow_null, max_length, batch_size: as :func:`predict_answers`.
+        bootstrap, level, seed: the intervals (:func:`qa_metrics`).
+        loaders: ``{name: load(model_dir)}`` for models that plain ``from_pretrained`` does not load; None: the int8
+            variant by the model layer's one documented loader.
+
+    Returns:
+        ``{name: qa_metrics(...)}``, the baseline as ``overlap_sentence``.
+    """
+    from tasks.modeling.quantize import load_int8
+
+    refs = [list(r["answers"]["text"]) for r in test]
+    questions, contexts = [r["question"] for r in test], [r["context"] for r in test]
+    predictions: dict[str, list[str]] = {}
+    for name, model_dir in models.items():
+        load = (loaders if loaders is not None else {"int8": load_int8}).get(name)
+        answers = predict_answers(model_dir=model_dir, questions=questions, contexts=contexts, doc_stride=doc_stride,
+                                  max_answer_length=max_answer_length, allow_null=allow_null, max_length=max_length,
+                                  batch_size=batch_size, model=load(model_dir) if load else None)
+        predictions[name] = [a["text"] for a in answers]
+    predictions["overlap_sentence"] = baseline_predictions(list(test))
+    return {name: qa_metrics(references=refs, predictions=p, bootstrap=bootstrap, level=level, seed=seed)
+            for name, p in predictions.items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tasks.evaluate.extractive_qa import QAEvalError, baseline_predictions, overlap_sentence, qa_metrics, sentences
@@ -57,3 +59,62 @@ def test_the_baseline_is_scored_like_a_model() -> None:
     m = qa_metrics(references=[r["answers"] for r in rows], predictions=baseline_predictions(rows), bootstrap=0)
     # "dog ran to park" (4 tokens) holds park: P 1/4, R 1; "cat sat on mat" holds cat: the same
     assert m["exact_match"] == 0.0 and m["f1"] == pytest.approx(2 * 0.25 / 1.25)
+
+
+@pytest.fixture(scope="module")
+def qa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT question-answering model saved as an export is (random head, seeded)."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from tests.assets.checkpoints import save_checkpoint
+
+    out = save_checkpoint("bert", tmp_path_factory.mktemp("bert"))
+    torch.manual_seed(0)
+    AutoModelForQuestionAnswering.from_pretrained(str(out)).save_pretrained(str(out / "qa"))
+    AutoTokenizer.from_pretrained(str(out)).save_pretrained(str(out / "qa"))
+    return out / "qa"
+
+
+ROWS = [{"question": "who sat on the mat ?", "context": "the cat sat on the mat . the dog ran to the log . " * 3,
+         "answers": {"text": ["the cat"], "answer_start": [0]}},
+        {"question": "what ran ?", "context": "a bird flew . the dog ran .",
+         "answers": {"text": [], "answer_start": []}}]
+
+
+def test_the_exported_model_answers_as_training_decoded(qa_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from tasks.evaluate.extractive_qa import predict_answers
+    from tasks.modeling.tasktypes.extractive_qa import ExtractiveQA
+
+    qa = ExtractiveQA(unanswerable=True, doc_stride=6, max_answer_length=5)
+    tokenizer = AutoTokenizer.from_pretrained(str(qa_model))
+    model = AutoModelForQuestionAnswering.from_pretrained(str(qa_model)).eval()
+    data = qa.encode(ROWS, tokenizer=tokenizer, max_length=24, labels=None, eos_id=0)
+    assert len(data["ids"]) > 3  # the first context takes several windows
+    x, mask, _ = qa.collate(data["ids"], data["targets"], pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        trained = qa.predictions(qa.outputs(qa.logits(model(input_ids=x, attention_mask=mask)), mask), data)
+    exported = predict_answers(model_dir=qa_model, questions=[r["question"] for r in ROWS],
+                               contexts=[r["context"] for r in ROWS], doc_stride=6, max_answer_length=5,
+                               allow_null=True, max_length=24, batch_size=2)
+    assert [a["text"] for a in exported] == [a["text"] for a in trained]
+    for a, b in zip(exported, trained, strict=True):
+        assert (a["start"], a["end"]) == (b["start"], b["end"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_models_are_scored_beside_the_baseline(qa_model: Path) -> None:
+    from tasks.evaluate.extractive_qa import score_qa_models
+
+    out = score_qa_models(models={"finetuned": qa_model}, test=ROWS, doc_stride=6, max_answer_length=5,
+                          allow_null=True, max_length=24, bootstrap=20)
+    assert set(out) == {"finetuned", "overlap_sentence"}
+    # the baseline answers the first question with its first sentence ("cat sat on mat" holds "cat": P 1/4, R 1,
+    # F1 0.4) and answers the unanswerable second one all the same (0)
+    assert out["overlap_sentence"]["f1"] == pytest.approx(0.4 / 2)
+    assert out["overlap_sentence"]["no_answer"]["f1"] == 0.0
+    for name in out:
+        assert out[name]["examples"] == 2 and out[name]["ci"]["bootstrap"] == 20
