@@ -42,8 +42,9 @@ class FilesData(Section):
 
     kind: Literal["files"] = Field(description="Data kind.")
     paths: list[str] = Field(min_length=1, description="Glob patterns (** allowed), relative to the repository.")
-    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = Field(
-        "auto", description="File format; auto: from the suffix.")
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "squad"] = Field(
+        "auto", description="File format; auto: from the suffix; squad: SQuAD 1.1/2.0 json (articles of paragraphs "
+        "of questions), a record per question (extractive_qa).")
     fields: Fields = Field(default_factory=Fields, description="Field names.")
 
 

@@ -43,9 +43,9 @@ def iter_squad(path: Path, limit: int | None = None) -> Iterator[Item]:
     Raises:
         ReadError: the file stops being readable (as :func:`tasks.readers.files.read_file`).
     """
-    from tasks.readers.files import read_file  # here: read_file may come to offer this format itself
+    from tasks.readers.files import read_file  # here: read_file offers this format through flatten
 
-    return flatten(read_file(path, "json", limit=limit))
+    return read_file(path, "squad", limit=limit)
 
 
 def _excerpt(value: Any) -> str:

@@ -112,3 +112,20 @@ def test_a_file_that_stops_parsing_is_a_read_error(tmp_path: Path) -> None:
     path.write_text(json.dumps(squad(), indent=1)[:-40], encoding="utf-8")
     with pytest.raises(ReadError):
         read(path)
+
+
+def test_finetune_reads_the_squad_format_with_each_question_placed(tmp_path: Path) -> None:
+    from tasks.finetune.files import iter_files
+    from tasks.finetune.items import Bad, Raw
+
+    data = squad()
+    data["data"][0]["paragraphs"][0]["qas"].insert(1, 7)
+    (tmp_path / "dev.json.gz").write_bytes(gzip.compress(json.dumps(data).encode()))
+    items = list(iter_files(paths=["*.json.gz"], base_dir=tmp_path, fmt="squad",
+                            fields={"context": "context", "question": "question", "answers": "answers"},
+                            what="task 'qa' data[0].paths"))
+    assert [(type(i).__name__, i.where) for i in items] == [
+        ("Raw", "dev.json.gz#0"), ("Bad", "dev.json.gz#1"), ("Raw", "dev.json.gz#2"), ("Raw", "dev.json.gz#3"),
+        ("Raw", "dev.json.gz#4"), ("Raw", "dev.json.gz#5")]
+    assert isinstance(items[0], Raw) and items[0].record["id"] == "q1"
+    assert isinstance(items[1], Bad) and items[1].reason == "not_an_object" and items[1].record == 7
