@@ -71,29 +71,33 @@ def parse_answers(value: Any) -> tuple[list[str], list[int]] | str:
     return out_texts, out_starts
 
 
-def check_qa(values: Mapping[str, Any], *, unanswerable: bool) -> dict[str, Any] | Reject:
+def check_qa(values: Mapping[str, Any], *, unanswerable: bool,
+             names: Mapping[str, str] | None = None) -> dict[str, Any] | Reject:
     """One record's ``context``, ``question`` and ``answers`` normalised, or why it is quarantined.
 
     Args:
         values: ``{role: value}`` for :data:`ROLES` (a missing one absent or None).
         unanswerable: whether the task keeps questions without an answer (SQuAD 2.0 style).
+        names: each role's field name in the user's data, for the messages (None: the role names).
 
     Returns:
         ``{"context", "question", "answers": {"text": [...], "answer_start": [...]}}``, or a :class:`Reject`.
     """
+    names = {role: (names or {}).get(role, role) for role in ROLES}
     texts: dict[str, str] = {}
     for role in ("context", "question"):
         value = values.get(role)
         if _missing(value):
             hint = " (a SQuAD article? read the file with format squad)" if "paragraphs" in values else ""
-            return Reject("missing_field", f"no {role} field{hint}")
+            return Reject("missing_field", f"no {role} field {names[role]!r}{hint}")
         if not isinstance(value, str):
-            return Reject("non_string_field", f"{role} field is {type(value).__name__}, not a string")
+            return Reject("non_string_field", f"{role} field {names[role]!r} is {type(value).__name__}, not a string")
         if not value.strip():
-            return Reject("empty_field", f"{role} field is empty")
+            return Reject("empty_field", f"{role} field {names[role]!r} is empty")
         texts[role] = value
     if _missing(values.get("answers")):
-        return Reject("missing_field", "no answers field (an unanswerable question has an empty list)")
+        return Reject("missing_field", f"no answers field {names['answers']!r} (an unanswerable question has an empty "
+                      "list)")
     parsed = parse_answers(values["answers"])
     if isinstance(parsed, str):
         return Reject("invalid_answers", parsed)

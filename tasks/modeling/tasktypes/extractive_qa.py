@@ -52,9 +52,10 @@ class ExtractiveQA:
         self.unanswerable, self.doc_stride, self.max_answer_length = unanswerable, doc_stride, max_answer_length
 
     # --- data step ---------------------------------------------------------------------------------------------
-    def check(self, values: Mapping[str, Any], *, labels: list[str] | None) -> dict[str, Any] | Reject:
+    def check(self, values: Mapping[str, Any], *, labels: list[str] | None,
+              names: Mapping[str, str] | None = None) -> dict[str, Any] | Reject:
         """Context, question and answers normalised (:func:`tasks.modeling.qa_records.check_qa`), or why not."""
-        return check_qa(values, unanswerable=self.unanswerable)
+        return check_qa(values, unanswerable=self.unanswerable, names=names)
 
     def dedup_key(self, values: Mapping[str, Any]) -> str:
         """One question about one context is one example (its answers cannot differ)."""
@@ -153,6 +154,12 @@ class ExtractiveQA:
         start = F.cross_entropy(scores[..., 0], targets[:, 0], reduction=reduction)
         end = F.cross_entropy(scores[..., 1], targets[:, 1], reduction=reduction)
         return (start + end) / 2
+
+    def kd_rows(self, logits: Any, targets: Any, attention_mask: Any) -> Any:
+        """``(2 x windows, tokens)``: each window's start distribution's logits, then its end one's; padding at
+        -1e9 (student and teacher alike, so it carries no probability; finite, so no temperature makes it NaN)."""
+        scores = logits.float().masked_fill(~attention_mask.bool()[..., None], -1e9)
+        return scores.permute(2, 0, 1).reshape(-1, scores.shape[1])
 
     def count(self, targets: Any) -> int:
         """Windows in the batch."""

@@ -130,3 +130,25 @@ def test_a_few_steps_learn_to_answer(model_dir: Path) -> None:
     answers = qa.predictions(outputs, data)
     assert [a["text"] for a in answers] == ["the cat", "to the log", "a bird", ""]
     assert (answers[1]["start"], answers[1]["end"]) == (CONTEXT.index("to the log"), CONTEXT.index(" . a bird"))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_kd_rows_are_start_and_end_distributions_over_each_window_alone(temperature: float) -> None:
+    import torch
+
+    from tasks.training.kd import kd_loss
+
+    qa = ExtractiveQA()
+    torch.manual_seed(0)
+    lengths = [7, 4, 9]
+    student, teacher = torch.randn(3, 9, 2), torch.randn(3, 9, 2) * 3
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    rows = qa.kd_rows(student, None, mask)
+    assert rows.shape == (6, 9)
+    assert torch.equal(rows[1, :4], student[1, :4, 0]) and torch.equal(rows[4, :4], student[1, :4, 1])
+    batch = kd_loss(rows, qa.kd_rows(teacher, None, mask), temperature=temperature)
+    alone = [kd_loss(qa.kd_rows(student[i:i + 1, :n], None, mask[i:i + 1, :n]),
+                     qa.kd_rows(teacher[i:i + 1, :n], None, mask[i:i + 1, :n]), temperature=temperature)
+             for i, n in enumerate(lengths)]
+    assert torch.isfinite(batch) and float(batch) == pytest.approx(float(sum(alone)) / 3, rel=1e-5)
+    assert float(kd_loss(rows, rows.clone(), temperature=temperature)) == pytest.approx(0.0, abs=1e-6)

@@ -42,8 +42,8 @@ def test_unanswerable_questions_only_where_the_task_allows_them(empty: Any) -> N
     ({"context": None}, "missing_field", "no context field"),
     ({"question": float("nan")}, "missing_field", "no question field"),
     ({"answers": None}, "missing_field", "no answers field"),
-    ({"context": 3}, "non_string_field", "context field is int"),
-    ({"question": "  "}, "empty_field", "question field is empty"),
+    ({"context": 3}, "non_string_field", "context field 'context' is int"),
+    ({"question": "  "}, "empty_field", "question field 'question' is empty"),
     ({"answers": "on the mat"}, "invalid_answers", "answers is a str"),
     ({"answers": [{"text": "mat", "answer_start": 19}, "mat"]}, "invalid_answers", "list of {text, answer_start}"),
     ({"answers": {"text": ["mat", "cat"], "answer_start": [19]}}, "invalid_answers", "2 texts but answer_start"),
@@ -69,3 +69,9 @@ def test_bad_records_are_rejected_with_their_reason(change: dict[str, Any], reas
 def test_a_squad_article_read_as_plain_json_gets_a_hint() -> None:
     rejected = check_qa({"title": "x", "paragraphs": []}, unanswerable=False)
     assert isinstance(rejected, Reject) and "format squad" in rejected.detail
+
+
+def test_messages_name_the_user_field() -> None:
+    rejected = check_qa({"context": "", "question": "q", "answers": []}, unanswerable=True,
+                        names={"context": "passage", "question": "q", "answers": "a"})
+    assert isinstance(rejected, Reject) and rejected.detail == "context field 'passage' is empty"
