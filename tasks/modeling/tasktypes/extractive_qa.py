@@ -70,8 +70,8 @@ class ExtractiveQA:
         return []
 
     def stratum(self, values: Mapping[str, Any]) -> str | None:
-        """Splits keep the share of unanswerable questions (when the task has any)."""
-        return "answerable" if values["answers"]["text"] else "unanswerable"
+        """None: the data step stratifies (and rebalances, and caps) by class, which a question has none of."""
+        return None
 
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         """The example unchanged (long contexts become windows), unless its question leaves a window no room for
