@@ -9,7 +9,7 @@ point ``python -m tasks.training.finetune --config run.json`` (DeepSpeed, ZeRO s
 defaults otherwise) against a plain PyTorch loop over the same components: the model from ``load_backbone`` +
 ``build_multitask``, torch AdamW over ``multitask.param_groups`` (backbone ``lr``, heads ``head_lr``), the same
 learning-rate factor, the batches ``TaskBatches`` draws for each step (same tasks, same examples, same order),
-``classification_loss``/``response_loss``, global-norm clipping. Both read their settings from the same run.json.
+the task types' losses, global-norm clipping. Both read their settings from the same run.json.
 The inputs are built in a temp dir with project code: a byte-level BPE (vocab 2048) and packed tokens, a random base
 Llama the size of params.yaml's (hidden 128, 4 layers, 4 heads, MLP 344, vocab 2048, 256 positions) saved with
 ``save_pretrained``, and task data written with ``tasks.examples`` (one classification and one sft task of generated
@@ -207,13 +207,8 @@ def plain_loop(config: Path, steps_info: dict[str, Any]) -> dict[str, Any]:
     """The baseline: the recipe's model, groups, batches and losses in a plain torch AdamW loop."""
     import torch
 
-    from tasks.modeling.heads import (
-        build_multitask,
-        classification_loss,
-        load_backbone,
-        param_groups,
-        response_loss,
-    )
+    from tasks.modeling.heads import build_multitask, load_backbone, param_groups
+    from tasks.modeling.tasktypes import task_type
     from tasks.training.schedule import lr_factor, set_scaled_lr
 
     cfg, _, batches, labels = _setup(config)
@@ -234,7 +229,7 @@ def plain_loop(config: Path, steps_info: dict[str, Any]) -> dict[str, Any]:
                                      min_ratio=cfg.min_lr_ratio))
         task, (x, mask, y) = batches.batch(step, 0)
         out = model(input_ids=x, attention_mask=mask, task=task)
-        loss = classification_loss(out, y) if task in labels else response_loss(out, y)
+        loss = task_type(batches.kinds[task]).loss(out, y)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

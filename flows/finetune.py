@@ -30,6 +30,7 @@ from tasks.finetune.prepare import check_tasks, prepare_tasks
 from tasks.modeling import source
 from tasks.modeling.checkpoint import RUN_STATS_FILE
 from tasks.modeling.evaluation import EVALUATIONS_FILE, read_evaluations
+from tasks.modeling.tasktypes import task_type
 from tasks.plots import search_plot
 from tasks.training import finetune as recipe  # the entry point launched below (and a DVC dep through its imports)
 from tasks.training.finetune import SUMMARY_FILE
@@ -63,11 +64,11 @@ def base_checkpoint(params: Params, root: Path, *, digest: bool = True) -> sourc
     spec = params.finetune.checkpoint
     if spec is None:
         return None
-    kinds = {t.type for t in params.finetune.tasks}
+    kinds = [task_type(t.type) for t in params.finetune.tasks]
     directory = source.resolve(spec.path, revision=spec.revision, root=root, setting="finetune.checkpoint",
                                retry=operations.retrying(params.operations.retries, "downloading a checkpoint"))
-    config = source.check(directory, setting="finetune.checkpoint", needs_decoder="sft" in kinds,
-                          classification="classification" in kinds)
+    config = source.check(directory, setting="finetune.checkpoint", needs_decoder=any(k.generative for k in kinds),
+                          heads=tuple(sorted({k.head_class for k in kinds if k.head_class})))
     return source.describe(directory, source=spec.path, revision=spec.revision, config=config) if digest \
         else directory
 

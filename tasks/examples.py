@@ -5,7 +5,8 @@ recipes (which read it).
 ``manifest.json`` describing every task. A row is a JSON object with sorted keys, one per line:
 
 - classification: ``{"id": str, "text": str, "label": str}`` (plus ``"augmented": true`` on augmented copies);
-- sft: ``{"id": str, "prompt": str, "response": str}``.
+- sft: ``{"id": str, "prompt": str, "response": str}``;
+- other task types: their component's ``row`` (``tasks.modeling.tasktypes``).
 
 A quarantine row: ``{"where": "file:line or hub id/split#index", "reason": str, "detail": str, "record": ...}``.
 The manifest: ``{"format": "lmforge-examples/1", "tasks": {name: {"type": "classification" | "sft",
@@ -26,8 +27,6 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "lmforge-examples/1"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 QUARANTINE_FILE = "quarantine.jsonl"
-TASK_TYPES: tuple[str, ...] = ("classification", "sft")
-FIELDS: dict[str, tuple[str, ...]] = {"classification": ("id", "text", "label"), "sft": ("id", "prompt", "response")}
 
 
 PROMPT_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
@@ -103,9 +102,12 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise ExamplesError(f"{path} is unreadable ({e}): re-run the finetune stage") from None
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ExamplesError(f"{path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    from tasks.modeling.tasktypes import TASK_TYPES  # the registry imports this module's layout helpers
+
     for name, task in manifest.get("tasks", {}).items():
         if task.get("type") not in TASK_TYPES:
-            raise ExamplesError(f"{path}: task {name!r} has type {task.get('type')!r}, expected one of {TASK_TYPES}")
+            raise ExamplesError(f"{path}: task {name!r} has type {task.get('type')!r}, expected one of "
+                                f"{sorted(TASK_TYPES)}")
     return manifest
 
 

@@ -94,6 +94,10 @@ class AugmentParams(Section):
     seed: int = Field(0, ge=0, description="Seed of the augmentation.")
 
 
+DEFAULT_DATA_TYPES = ("classification", "sft")
+"""The task types data kind ``default`` derives from the default corpus."""
+
+
 class TaskParams(Section):
     """One fine-tuning task: its type, data, labels, share of the batches."""
 
@@ -114,11 +118,18 @@ class TaskParams(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskParams:
-        if self.type == "sft":
+        from tasks.modeling.tasktypes import task_type  # pure Python: the registry of task types, no torch
+
+        if self.type != "classification":
             if any(d.kind == "folders" for d in self.data):
                 raise ValueError("data kind folders gives labels: it serves classification tasks only")
-            if self.labels is not None or self.augment.enabled:
-                raise ValueError("labels and augment apply to classification tasks only")
+            if self.augment.enabled:
+                raise ValueError("augment applies to classification tasks only")
+        if self.labels is not None and not task_type(self.type).labelled:
+            raise ValueError(f"labels apply to labelled task types, not {self.type}")
+        if self.type not in DEFAULT_DATA_TYPES and any(d.kind == "default" for d in self.data):
+            raise ValueError(f"data kind default derives {' and '.join(DEFAULT_DATA_TYPES)} tasks from the default "
+                             f"corpus, not {self.type}: give files or a hub dataset")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels repeat a label")
         return self

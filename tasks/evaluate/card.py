@@ -17,11 +17,12 @@ from typing import Any
 import yaml
 
 from tasks.atomic import atomic_write_text
+from tasks.modeling.tasktypes import TASK_TYPES
 
 CARD_FILE = "README.md"
-PIPELINE_TAGS = {"classification": "text-classification", "sft": "text-generation", "student": "text-generation",
+PIPELINE_TAGS = {**{name: kind.pipeline_tag for name, kind in TASK_TYPES.items()}, "student": "text-generation",
                  "causal_lm": "text-generation"}
-"""Hub pipeline tag per lmforge task kind."""
+"""Hub pipeline tag per lmforge task kind: every task type's own, and the language models'."""
 LINEAGE_KEYS = ("sources", "funnel", "dedup", "digests")
 
 
@@ -156,7 +157,7 @@ def render_card(*, name: str, task: str, kind: str, model: Mapping[str, Any], li
         raise CardError(f"no evaluation results for {name}: a card without results would claim nothing measured")
     front = _front_matter(name=name, task=task, kind=kind, model_type=model.get("model_type"), evaluation=evaluation,
                           license_id=license_id, language=language, tags=tags)
-    auto = "AutoModelForSequenceClassification" if kind == "classification" else "AutoModelForCausalLM"
+    auto = (TASK_TYPES[kind].head_class if kind in TASK_TYPES else None) or "AutoModelForCausalLM"
     body = [f"# {title or name}", "",
             f"{_model(model)}, made by lmforge for the `{task}` task ({kind}).", "",
             "## Intended use", "", intended_use.strip(), "",

@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-COMPARED: dict[str, tuple[str, ...]] = {"classification": ("macro_f1", "accuracy"), "sft": ("perplexity", "rougeL")}
+from tasks.modeling.tasktypes import TASK_TYPES
+
+COMPARED: dict[str, tuple[str, ...]] = {name: kind.compared for name, kind in TASK_TYPES.items()}
 """The metrics a task kind's decision shows, the gate's first (the registry tags them as ``test.METRIC``)."""
 LOWER_IS_BETTER = frozenset({"perplexity", "loss", "bits_per_byte"})
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.modeling.tasktypes import TASK_TYPES
+
 COST_KEYS = ("latency_p50_ms", "tokens_per_second", "params", "size_bytes")
 """Read from metrics/distill.json per model and task (distill measured them; this stage does not time again)."""
 LM_KEYS = ("perplexity", "bits_per_byte", "documents")
@@ -81,7 +83,9 @@ def costs(stats: Mapping[str, Any], *, model: str, task: str) -> dict[str, Any]:
 
 def gate_metrics(kind: str, m: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """The version tags the registry gate reads (flat ``test.METRIC``) and their intervals."""
-    keys = ("accuracy", "macro_f1") if kind == "classification" else ("perplexity", "loss", "rougeL", "bleu")
+    # the type's compared metrics (its gate's among them); a causal LM's loss and BLEU too
+    keys = (*TASK_TYPES[kind].compared, *(("loss", "bleu") if TASK_TYPES[kind].generative else ())) \
+        if kind in TASK_TYPES else ("perplexity", "loss", "rougeL", "bleu")
     values = {f"test.{k}": float(m[k]) for k in keys if k in m}
     return values, {f"test.{k}": tuple(m["ci"][k]) for k in keys if k in m.get("ci", {})}
 

@@ -14,53 +14,53 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.examples import render_prompt
 from tasks.finetune.errors import TokenizerMissingError
 from tasks.finetune.items import Bad, Example, Raw, split_name
+from tasks.modeling.tasktypes.base import Reject
 
-INPUTS: dict[str, tuple[str, ...]] = {"classification": ("text", "label"), "sft": ("prompt", "response")}
 _RECORD_CHARS = 2000  # a quarantined string is cut to this: the row says what was wrong, it is no archive
 
 
 def check_record(item: Raw, *, task_type: str, labels: list[str] | None, max_chars: int) -> Example | Bad:
-    """Field-level checks of one record (everything but duplicates and tokens)."""
+    """Field-level checks of one record (everything but duplicates and tokens): every field the type reads present,
+    then the type's own checks (:meth:`tasks.modeling.tasktypes.base.TaskType.check`), the split, ``max_chars``."""
+    from tasks.modeling.tasktypes import task_type as type_of
+
+    kind = type_of(task_type)
     record, fields = item.record, item.fields
-    values: dict[str, str] = {}
-    for role in INPUTS[task_type]:
-        name = fields[role] or role
+    names = {role: fields.get(role) or role for role in kind.roles}
+    raw: dict[str, Any] = {}
+    for role, name in names.items():
         value = record.get(name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return Bad(item.where, "missing_field", f"no {role} field {name!r}; fields: {sorted(record)}",
                        jsonable(record))
-        if role == "label" and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)  # integer class ids are labels too; strings keep one label type throughout
-        if not isinstance(value, str):
-            return Bad(item.where, "non_string_field", f"{role} field {name!r} is {type(value).__name__}, not a "
-                       "string" + (" or integer" if role == "label" else ""), jsonable(record))
-        if not value.strip():
-            return Bad(item.where, "empty_field", f"{role} field {name!r} is empty", jsonable(record))
-        values[role] = value
-    if labels is not None and values["label"] not in labels:
-        return Bad(item.where, "unknown_label", f"label {values['label']!r} is not one of {labels}", jsonable(record))
+        raw[role] = value
+    values = kind.check(raw, labels=labels, names=names)
+    if isinstance(values, Reject):
+        return Bad(item.where, values.reason, values.detail, jsonable(record))
     split = item.split
     if fields.get("split"):
-        raw = record.get(fields["split"])
-        split = split_name(raw)
+        raw_split = record.get(fields["split"])
+        split = split_name(raw_split)
         if split is None:
-            return Bad(item.where, "unknown_split", f"split field {fields['split']!r} is {raw!r}, not one of train, "
-                       "val, validation, dev, test", jsonable(record))
-    chars = sum(len(v) for role, v in values.items() if role != "label")
+            return Bad(item.where, "unknown_split", f"split field {fields['split']!r} is {raw_split!r}, not one of "
+                       "train, val, validation, dev, test", jsonable(record))
+    chars = kind.chars(values)
     if chars > max_chars:
         return Bad(item.where, "too_long", f"{chars} characters > max_chars {max_chars}", jsonable(record))
     return Example(example_id(task_type, values), values, item.where, split)
 
 
-def dedup_key(task_type: str, values: Mapping[str, str]) -> str:
-    """What makes two examples the same: the text (one text cannot have two labels), or prompt and response."""
-    return values["text"] if task_type == "classification" else f"{values['prompt']}\0{values['response']}"
+def dedup_key(task_type: str, values: Mapping[str, Any]) -> str:
+    """What makes two examples the same, as the task type says (classification: the text, since one text cannot have
+    two labels; sft: prompt and response)."""
+    from tasks.modeling.tasktypes import task_type as type_of
+
+    return type_of(task_type).dedup_key(values)
 
 
-def example_id(task_type: str, values: Mapping[str, str]) -> str:
+def example_id(task_type: str, values: Mapping[str, Any]) -> str:
     """16 hex characters of BLAKE2b of the dedup key: the same example gets the same id wherever it was read."""
     return hashlib.blake2b(dedup_key(task_type, values).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
@@ -91,22 +91,6 @@ def load_tokenizer(tokenizer_dir: Path) -> Any:
     return tokenizer
 
 
-def count_tokens(tokenizer: Any, task_type: str, examples: list[Example], batch_size: int = 1000) -> list[int]:
-    """Tokens each example takes in training, EOS included."""
-    def lengths(texts: list[str]) -> list[int]:
-        out: list[int] = []
-        for start in range(0, len(texts), batch_size):
-            out += [len(e.ids) for e in tokenizer.encode_batch_fast(texts[start:start + batch_size],
-                                                                     add_special_tokens=False)]
-        return out
-
-    if task_type == "classification":
-        return [n + 1 for n in lengths([e.values["text"] for e in examples])]
-    prompts = lengths([render_prompt(e.values["prompt"]) for e in examples])
-    responses = lengths([e.values["response"] for e in examples])
-    return [p + r + 1 for p, r in zip(prompts, responses, strict=True)]
-
-
 def drop_duplicates(task_type: str, examples: Iterable[Example]) -> tuple[list[Example], list[Bad]]:
     """Keep the first of each dedup key; later ones are quarantined, naming the first."""
     first: dict[str, Example] = {}
@@ -125,13 +109,19 @@ def drop_duplicates(task_type: str, examples: Iterable[Example]) -> tuple[list[E
 
 def drop_too_long(tokenizer: Any, task_type: str, examples: list[Example],
                   max_length: int) -> tuple[list[Example], list[Bad]]:
-    """Examples of more than ``max_length`` tokens are quarantined (never cut: a cut response teaches cut text)."""
+    """Each example as training will see it within ``max_length`` tokens, as its type says
+    (:meth:`~tasks.modeling.tasktypes.base.TaskType.fit`): kept, cut where the type allows it, or quarantined (an sft
+    response is never cut: a cut response teaches cut text)."""
+    from tasks.modeling.tasktypes import task_type as type_of
+
+    kind = type_of(task_type)
     kept, bad = [], []
-    for ex, n in zip(examples, count_tokens(tokenizer, task_type, examples), strict=True):
-        if n > max_length:
-            bad.append(Bad(ex.where, "too_long_tokens", f"{n} tokens > max_length {max_length}", jsonable(ex.values)))
+    for ex in examples:
+        fitted = kind.fit(dict(ex.values), tokenizer=tokenizer, max_length=max_length)
+        if isinstance(fitted, Reject):
+            bad.append(Bad(ex.where, fitted.reason, fitted.detail, jsonable(ex.values)))
         else:
-            kept.append(ex)
+            kept.append(ex if fitted == ex.values else Example(ex.id, fitted, ex.where, ex.split))
     return kept, bad
 
 

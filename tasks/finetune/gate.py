@@ -18,18 +18,27 @@ def examples_frame(examples_dir: Path) -> Any:
     for task, meta in read_manifest(examples_dir)["tasks"].items():
         for split in SPLITS:
             for row in read_rows(split_file(examples_dir, task, split)):
-                body = row.get("text") if meta["type"] == "classification" else row.get("response")
                 prompt = row.get("prompt")
                 rows.append({"task": task, "split": split, "key": f"{task}/{row.get('id')}",
-                             "chars": len(body.strip()) if isinstance(body, str) else None,
+                             "chars": _chars(meta["type"], row),
                              "prompt_chars": len(prompt.strip()) if isinstance(prompt, str) else None,
                              "task_label": f"{task}:{row['label']}" if "label" in row else None,
                              "task_split": f"{task}:{split}"})
     return pd.DataFrame(rows, columns=["task", "split", "key", "chars", "prompt_chars", "task_label", "task_split"])
 
 
+def _chars(kind: str, row: dict[str, Any]) -> int | None:
+    """The characters of a row's inputs as its task type counts them (None: a row the type cannot read)."""
+    from tasks.modeling.tasktypes import task_type
+
+    try:
+        return task_type(kind).chars(row)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
 def validate_examples(examples_dir: Path, *, report_dir: Path) -> ValidationReport:
-    """The gate: unique example ids per task, non-empty text (prompt and response for sft), every label in its
+    """The gate: unique example ids per task, non-empty inputs (as the task type counts them), every label in its
     task's label set, every task with examples in train, val and test.
 
     Args:

@@ -50,15 +50,16 @@ class Bad:
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """A checked example: ``values`` holds text/label or prompt/response; ``split`` is None until made."""
+    """A checked example: ``values`` holds its task type's values (text/label, prompt/response...); ``split`` is None
+    until made."""
 
     id: str
-    values: dict[str, str]
+    values: dict[str, Any]
     where: str
     split: str | None = None
 
     def row(self) -> dict[str, Any]:
-        """The output row (``tasks.examples`` format)."""
+        """The output row (``tasks.examples`` format; a task type may lay it out otherwise: its ``row``)."""
         return {"id": self.id, **self.values}
 
 

@@ -27,6 +27,7 @@ from tasks.finetune.folders import class_sources, iter_folders
 from tasks.finetune.hub import check_hf, iter_hf
 from tasks.finetune.items import Bad, Example, Raw
 from tasks.finetune.splits import check_min_per_class, make_splits
+from tasks.modeling.tasktypes import task_type as type_of
 
 
 def check_tasks(*, tasks: list[dict[str, Any]], base_dir: Path, dedup_dir: Path | None = None) -> None:
@@ -79,7 +80,7 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
     Returns:
         Flat counters per task: ``<task>.examples_in``, ``.kept``, ``.capped``, ``.train``/``.val``/``.test``
         (rows written, augmented copies included), ``.augmented``, ``.quarantined``, ``.quarantined.<reason>``,
-        and for classification ``.labels.<label>.<split>``.
+        and for labelled types ``.labels.<label>.<split>``.
 
     Raises:
         TaskDataError: a subclass naming the task, the file or the class (see ``tasks.finetune.errors``).
@@ -99,8 +100,9 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
         reasons = Counter(b.reason for b in bad)
         labels = stats.pop("labels")
         label_counts = None
-        if kind == "classification":
-            label_counts = {s: {lab: sum(r["label"] == lab for r in rows[s]) for lab in labels} for s in SPLITS}
+        if type_of(kind).labelled:
+            label_counts = {s: {lab: sum(type_of(kind).labels_of(r).count(lab) for r in rows[s]) for lab in labels}
+                            for s in SPLITS}
             counters.update({f"{name}.labels.{lab}.{s}": n for s, c in label_counts.items() for lab, n in c.items()})
         counters.update({f"{name}.{key}": value for key, value in stats.items()})
         counters.update({f"{name}.{s}": len(rows[s]) for s in SPLITS})
@@ -138,6 +140,7 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
                    ) -> tuple[dict[str, list[dict[str, Any]]], list[Bad], dict[str, Any]]:
     """(rows per split, quarantined records, counters and the label list) of one task."""
     name, kind, labels = task["name"], task["type"], task["labels"]
+    kind_ = type_of(kind)
     examples: list[Example] = []
     bad: list[Bad] = []
     read = 0
@@ -154,34 +157,38 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
         raise NoExamplesError(f"task {name!r}: no valid example among {read} records (quarantined: {reasons}); see "
                               "its quarantine reasons, fix the data or the fields")
     split = task["splits"]
-    examples = make_splits(examples, stratify=kind == "classification", val=split["val"], test=split["test"],
+    # one class per example (classification): splits, eval rebalancing and the training cap keep the class shares
+    stratified = kind_.stratum(examples[0].values) is not None
+    examples = make_splits(examples, stratify=stratified, val=split["val"], test=split["test"],
                            seed=split["seed"])
-    if kind == "classification":
+    if stratified:
         examples = rebalance_eval(examples, min_eval=min_eval, seed=split["seed"])
     before = len(examples)
     examples = cap_train(examples, max_train=max_train, seed=split["seed"],
-                         label="label" if kind == "classification" else None)
+                         label="label" if stratified else None)
     if not any(ex.split == "train" for ex in examples):
         raise NoExamplesError(f"task {name!r}: no training example ({len(examples)} examples, all in val/test); "
                               "add examples or check the split field")
-    if kind == "classification":
-        labels = labels if labels is not None else sorted({ex.values["label"] for ex in examples})
+    if kind_.labelled:
+        found = {lab for ex in examples for lab in kind_.labels_of(ex.values)}
+        labels = labels if labels is not None else sorted(found)
+    if stratified:
         check_min_per_class(name, examples, labels, task["min_per_class"])
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     copies: dict[str, list[dict[str, Any]]] = {}
     aug = task["augment"]
-    if kind == "classification" and aug["enabled"]:
+    if aug["enabled"]:  # classification only (the params say so)
         pairs = list(augment(examples, copies=aug["copies"], p_delete=aug["p_delete"], p_swap=aug["p_swap"],
                              p_insert=aug["p_insert"], seed=aug["seed"]))
         fitting, _ = drop_too_long(tokenizer, kind, [copy for _, copy in pairs], max_length)
         fit_ids = {c.id for c in fitting}
         for original, copy in pairs:
             if copy.id in fit_ids:
-                copies.setdefault(original.id, []).append({**copy.row(), "augmented": True})
+                copies.setdefault(original.id, []).append({**kind_.row(copy.id, copy.values), "augmented": True})
     for ex in examples:
-        rows[ex.split].append(ex.row())
+        rows[ex.split].append(kind_.row(ex.id, ex.values))
         rows[ex.split] += copies.get(ex.id, [])
     augmented = sum(len(c) for c in copies.values())
     stats = {"examples_in": read, "kept": len(examples), "capped": before - len(examples), "augmented": augmented,
-             "labels": labels if kind == "classification" else None}
+             "labels": labels if kind_.labelled else None}
     return rows, bad, stats

@@ -6,9 +6,10 @@ Each optimizer step trains one task: :class:`TaskBatches` draws it from the task
 batch is a pure function of (seed, step) and a resumed run sees the batches an uninterrupted one saw. Every rank draws
 the same global batch and keeps its slice.
 
-A classification example is ``tokenizer(text)``; an sft example is ``tokenizer(render_prompt(prompt)) +
-tokenizer(response, no special tokens) + [eos]`` with the prompt's positions labelled -100 (no loss). Examples longer
-than ``max_length`` are dropped and counted (the data step quarantines them already; none are ever cut).
+How an example becomes token ids and targets is its task type's (``tasks.modeling.tasktypes``): a classification
+example is ``tokenizer(text)``, an sft example ``tokenizer(render_prompt(prompt)) + tokenizer(response) + [eos]`` with
+the prompt labelled -100... Examples longer than ``max_length`` are dropped and counted (the data step quarantines or
+cuts them already, as the type says).
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.examples import SPLITS, ExamplesError, load_split, read_manifest, render_prompt, split_file
+from tasks.examples import SPLITS, ExamplesError, load_split, read_manifest, split_file
 from tasks.modeling.errors import ConfigError
+from tasks.modeling.tasktypes import task_type
+from tasks.modeling.tasktypes.batching import IGNORE
 
 if TYPE_CHECKING:
     import torch
 
-IGNORE = -100
-"""Label of positions that carry no loss (the prompt of an sft example, padding)."""
+__all__ = ["IGNORE", "TaskBatches", "TaskSet", "batches", "check_tasks", "class_weights", "collate", "encode",
+           "special_ids"]
 
 
 def check_tasks(examples_dir: Path) -> dict[str, dict[str, Any]]:
     """The manifest's tasks, checked against their files without torch: every split present and non-empty, every
-    classification task with at least two labels and rows only of those labels, sft rows with prompt and response.
+    labelled task with at least two labels, every row what its task type's check accepts.
 
     Returns:
         ``{task: manifest entry}`` in the manifest's (sorted) order.
@@ -44,76 +47,53 @@ def check_tasks(examples_dir: Path) -> dict[str, dict[str, Any]]:
     for name, task in tasks.items():
         if not task.get("weight", 1.0) > 0:
             raise ExamplesError(f"task {name!r}: weight {task.get('weight')} must be positive")
+        kind = task_type(task["type"])
         labels = task.get("labels") or []
-        if task["type"] == "classification" and len(labels) < 2:
-            raise ExamplesError(f"task {name!r}: classification needs at least two labels, the manifest has "
-                                f"{labels}: add examples of another class or make it an sft task")
+        if kind.labelled and len(labels) < 2:
+            raise ExamplesError(f"task {name!r}: {kind.name} needs at least two labels, the manifest has {labels}: add "
+                                "examples of another label")
+        roles = {role: role for role in kind.roles}
         for split in SPLITS:
             rows = load_split(examples_dir, name, split)
             if not rows:
                 raise ExamplesError(f"{split_file(examples_dir, name, split)} is empty: every task needs train, val "
                                     "and test examples; give the task more data")
             for i, row in enumerate(rows, 1):
-                if task["type"] == "classification":
-                    if row.get("label") not in labels or not isinstance(row.get("text"), str):
-                        raise ExamplesError(f"{split_file(examples_dir, name, split)}:{i}: label "
-                                            f"{row.get('label')!r} is not one of {labels} (or text is missing): "
-                                            "re-run the finetune stage's data step")
-                elif not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
-                    raise ExamplesError(f"{split_file(examples_dir, name, split)}:{i}: an sft row needs string "
-                                        "prompt and response: re-run the finetune stage's data step")
+                missing = [role for role in kind.roles if role not in row]
+                checked = kind.check(row, labels=labels if kind.labelled else None, names=roles) if not missing \
+                    else None
+                if checked is None or not isinstance(checked, dict):
+                    why = f"a {kind.name} row needs {missing}" if missing else \
+                        f"{checked.detail} ({checked.reason})"  # type: ignore[union-attr]
+                    raise ExamplesError(f"{split_file(examples_dir, name, split)}:{i}: {why}: re-run the finetune "
+                                        "stage's data step")
     return tasks
 
 
 def encode(rows: list[dict[str, Any]], *, kind: str, tokenizer: Any, max_length: int, labels: list[str] | None = None,
            eos_id: int | None = None) -> dict[str, Any]:
-    """Tokenize one split of a task.
+    """Tokenize one split of a task: its type's :meth:`~tasks.modeling.tasktypes.base.TaskType.encode`.
 
     Args:
         rows: the split's rows (:func:`tasks.examples.load_split`).
-        kind: ``classification`` or ``sft``.
+        kind: the task type.
         tokenizer: a Hugging Face tokenizer.
-        max_length: longest example kept.
-        labels: classification: the label names (a row's target is its label's index).
-        eos_id: sft: appended after the response.
+        max_length: longest feature kept.
+        labels: the label names of a labelled type (a target is a label's index).
+        eos_id: the end-of-sequence id.
 
     Returns:
-        ``{"ids": [[int]], "targets": [int] (classification) or [[int]] (sft: -100 on the prompt), "dropped": n,
-        "rows": the kept rows}``.
+        ``{"ids": [[int]], "targets": [...], "dropped": n, "rows": the kept rows}`` and what the type adds.
     """
-    ids, targets, kept, dropped = [], [], [], 0
-    for row in rows:
-        if kind == "classification":
-            seq = list(tokenizer(row["text"])["input_ids"])
-            target: Any = labels.index(row["label"])  # type: ignore[union-attr]
-        else:
-            prompt = list(tokenizer(render_prompt(row["prompt"]))["input_ids"])
-            response = list(tokenizer(row["response"], add_special_tokens=False)["input_ids"]) + [eos_id]
-            seq, target = prompt + response, [IGNORE] * len(prompt) + response
-        if len(seq) > max_length or not seq:
-            dropped += 1
-            continue
-        ids.append(seq)
-        targets.append(target)
-        kept.append(row)
-    return {"ids": ids, "targets": targets, "dropped": dropped, "rows": kept}
+    return task_type(kind).encode(rows, tokenizer=tokenizer, max_length=max_length, labels=labels,
+                                  eos_id=-1 if eos_id is None else eos_id)
 
 
 def collate(ids: list[list[int]], targets: list[Any], *, pad_id: int,
             kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ``(input_ids, attention_mask, targets)``; sft targets are padded with -100."""
-    import torch
-
-    width = max(len(s) for s in ids)
-    x = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    y = torch.full((len(ids), width), IGNORE, dtype=torch.long) if kind == "sft" else torch.tensor(targets)
-    for i, seq in enumerate(ids):
-        x[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-        if kind == "sft":
-            y[i, :len(seq)] = torch.tensor(targets[i])
-    return x, mask, y
+    """Right-padded ``(input_ids, attention_mask, targets)`` of a task type
+    (:meth:`~tasks.modeling.tasktypes.base.TaskType.collate`)."""
+    return task_type(kind).collate(ids, targets, pad_id=pad_id)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -121,8 +101,8 @@ class TaskSet:
     """Every split of every task, encoded the same way on every rank: what a task recipe trains and evaluates on.
 
     Attributes:
-        kinds: ``{task: "classification" | "sft"}``.
-        labels: ``{classification task: label names}`` in head order.
+        kinds: ``{task: task type}``.
+        labels: ``{labelled task: label names}`` in head order.
         weights: ``{task: sampling weight}``.
         data: ``{split: {task: encode() result}}`` for train, val and test.
         eos_id, pad_id: the tokenizer's end-of-sequence and padding ids.
@@ -134,6 +114,17 @@ class TaskSet:
     data: dict[str, dict[str, dict[str, Any]]]
     eos_id: int
     pad_id: int
+
+    @property
+    def class_tasks(self) -> list[str]:
+        """Tasks with one class per example (classification): class weights and balanced sampling apply to them."""
+        return [t for t in self.names if t in self.labels and one_class_each(self.data["train"][t]["targets"])]
+
+    @property
+    def head_sizes(self) -> dict[str, int]:
+        """``{task: outputs}`` of the tasks with a head of their own (every type but the generative ones)."""
+        return {t: task_type(k).num_outputs(self.labels.get(t)) for t, k in self.kinds.items()
+                if task_type(k).head_class is not None}
 
     @property
     def names(self) -> list[str]:
@@ -150,7 +141,7 @@ class TaskSet:
         """
         eos_id, pad_id = special_ids(tokenizer)
         kinds = {t: tasks[t]["type"] for t in sorted(tasks)}
-        labels = {t: list(tasks[t]["labels"]) for t in kinds if kinds[t] == "classification"}
+        labels = {t: list(tasks[t]["labels"]) for t in kinds if task_type(kinds[t]).labelled}
         data = {split: {t: encode(load_split(examples_dir, t, split), kind=kinds[t], tokenizer=tokenizer,
                                   max_length=max_length, labels=labels.get(t), eos_id=eos_id) for t in kinds}
                 for split in ("train", "val", "test")}
@@ -178,6 +169,11 @@ def special_ids(tokenizer: Any) -> tuple[int, int]:
     return int(eos), int(tokenizer.pad_token_id)
 
 
+def one_class_each(targets: list[Any]) -> bool:
+    """Whether a task's targets are one class index per example (classification), not per token or a span."""
+    return all(isinstance(t, int) for t in targets)
+
+
 def class_weights(targets: list[int], num_labels: int) -> list[float]:
     """scikit-learn's ``balanced`` weights: ``n / (classes x count)`` per class (1.0 for an absent class)."""
     counts = [targets.count(k) for k in range(num_labels)]
@@ -196,12 +192,13 @@ class TaskBatches:
 
     Args:
         train: ``{task: encode() result}`` of the training splits.
-        kinds: ``{task: "classification" | "sft"}``.
+        kinds: ``{task: task type}``.
         weights: ``{task: weight}``: a step's task is drawn with these relative probabilities.
         batch_size: examples per micro-batch per rank.
         seed: the data seed.
         pad_id: padding id.
-        balanced: classification: draw the label uniformly first, then an example of it.
+        balanced: tasks with one class per example (classification): draw the class uniformly first, then an
+            example of it.
         rank: this process's rank.
         world_size: processes sharing each global batch.
     """
@@ -216,7 +213,7 @@ class TaskBatches:
         self.balanced, self.rank, self.world_size = balanced, rank, world_size
         self.by_class: dict[str, dict[int, list[int]]] = {n: {} for n in self.names}
         for n in self.names:
-            if kinds[n] == "classification":
+            if task_type(kinds[n]).labelled and one_class_each(train[n]["targets"]):
                 for i, t in enumerate(train[n]["targets"]):
                     self.by_class[n].setdefault(t, []).append(i)
 

@@ -1,9 +1,10 @@
 """Evaluation of task models: val metrics of the training module, the validation passes of a run (:class:`Evaluator`:
 val_score, early stopping, best weights, evaluations as JSON lines), test metrics of the exported models.
 
-Classification: loss, accuracy, macro-F1 and per-class F1 (``tasks.modeling.metrics``); sft: the loss over response
-tokens (EOS included) and its perplexity, plus greedy completions of a few test prompts by the exported model through
-its chat template. Every rank evaluates the whole (capped) split, so no gathering is needed and the numbers agree.
+The metrics are the task type's (``tasks.modeling.tasktypes``): classification loss, accuracy, macro-F1 and per-class
+F1; sft the loss over response tokens (EOS included) and its perplexity, plus greedy completions of a few test prompts
+by the exported model through its chat template. Every rank evaluates the whole (capped) split, so no gathering is
+needed and the numbers agree.
 """
 
 from __future__ import annotations
@@ -12,87 +13,88 @@ from pathlib import Path
 from typing import Any
 
 from tasks.modeling.encoding import batches
-from tasks.modeling.metrics import classification_scores, perplexity, val_score
+from tasks.modeling.metrics import val_score
 
 
 def score(forward: Any, data: dict[str, Any], *, kind: str, batch_size: int, pad_id: int,
-          device: Any = None) -> tuple[float, int, list[int]]:
-    """The loss of ``forward(input_ids, attention_mask) -> logits`` over every example of an encoded split, in order
-    and without gradients: classification cross-entropy per example, or next-token loss per target token (``kind``
-    sft; an LM's targets are all its tokens).
+          device: Any = None) -> tuple[float, int, list[Any]]:
+    """The loss of ``forward(input_ids, attention_mask) -> logits`` over every feature of an encoded split, in order
+    and without gradients, as the task type ``kind`` computes it (classification: cross-entropy per example; sft:
+    next-token loss per target token, an LM's targets being all its tokens...).
 
     Returns:
-        (the mean loss, the examples or target tokens it is the mean over, classification's predicted classes).
+        (the mean loss, the units it is the mean over, the type's per-feature outputs: a classification's class...).
     """
     import torch
 
-    from tasks.modeling.heads import classification_loss, response_loss
+    from tasks.modeling.tasktypes import task_type
 
-    loss_sum, count, predictions = 0.0, 0, []
+    kind_ = task_type(kind)
+    loss_sum, count, outputs = 0.0, 0, []
     with torch.no_grad():
         for x, mask, y in batches(data, kind=kind, batch_size=batch_size, pad_id=pad_id):
             if device is not None:
                 x, mask, y = x.to(device), mask.to(device), y.to(device)
             logits = forward(x, mask)
-            if kind == "classification":
-                loss_sum += float(classification_loss(logits, y, reduction="sum"))
-                count += len(y)
-                predictions += logits.argmax(-1).tolist()
-            else:
-                loss_sum += float(response_loss(logits, y, reduction="sum"))
-                count += int((y[:, 1:] != -100).sum())
-    return loss_sum / max(count, 1), count, predictions
+            loss_sum += float(kind_.loss(logits, y, reduction="sum"))
+            count += kind_.count(y)
+            outputs += kind_.outputs(logits, mask)
+    return loss_sum / max(count, 1), count, outputs
 
 
 def evaluate_split(module: Any, data: dict[str, Any], *, task: str, kind: str, labels: list[str] | None,
                    batch_size: int, pad_id: int) -> dict[str, Any]:
-    """Metrics of the multi-task ``module`` (a DeepSpeed engine or the module) on one task's encoded split.
+    """Metrics of the multi-task ``module`` (a DeepSpeed engine or the module) on one task's encoded split (the task
+    type's :meth:`~tasks.modeling.tasktypes.base.TaskType.metrics`, without per-label detail).
 
     Args:
         module: called as ``module(input_ids=, attention_mask=, task=)``; put back in training mode afterwards.
         data: :func:`tasks.modeling.encoding.encode`'s result (possibly capped).
         task: the task's name.
-        kind: ``classification`` or ``sft``.
-        labels: classification: the label names.
+        kind: the task type.
+        labels: a labelled type's label names.
         batch_size: examples per forward pass.
         pad_id: padding id.
     """
+    from tasks.modeling.tasktypes import task_type
+
     module.eval()
-    loss, _, predictions = score(lambda x, mask: module(input_ids=x, attention_mask=mask, task=task), data, kind=kind,
-                                 batch_size=batch_size, pad_id=pad_id, device=next(module.parameters()).device)
+    loss, _, outputs = score(lambda x, mask: module(input_ids=x, attention_mask=mask, task=task), data, kind=kind,
+                             batch_size=batch_size, pad_id=pad_id, device=next(module.parameters()).device)
     module.train()
-    if kind == "classification":
-        scores = classification_scores(list(data["targets"]), predictions, labels or [])
-        return {"loss": loss, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
-    return {"loss": loss, "perplexity": perplexity(loss)}
+    metrics = task_type(kind).metrics(loss=loss, outputs=outputs, data=data, labels=labels)
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # per-label detail: test metrics only
 
 
 def exported_test_metrics(model_dir: Path, data: dict[str, Any], *, kind: str, labels: list[str] | None,
                           batch_size: int, samples: int, max_new_tokens: int) -> dict[str, Any]:
-    """Test metrics of an exported task model, loaded from its files as a user would.
+    """Test metrics of an exported task model, loaded from its files as a user would (with its type's auto class).
 
     Args:
-        model_dir: ``out_dir/<task>`` (a LlamaForSequenceClassification or LlamaForCausalLM with its tokenizer).
+        model_dir: ``out_dir/<task>`` (a task model or a causal LM, with its tokenizer).
         data: the encoded test split.
-        kind: ``classification`` or ``sft``.
-        labels: classification: the label names (they must match the model's ``id2label``).
+        kind: the task type.
+        labels: a labelled type's label names (they must match the model's ``id2label``).
         batch_size: examples per forward pass.
-        samples: sft: test prompts completed greedily (the first ones).
-        max_new_tokens: sft: tokens generated per prompt.
+        samples: generative types: test prompts completed greedily (the first ones).
+        max_new_tokens: generative types: tokens generated per prompt.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
+    from transformers import AutoTokenizer
 
+    from tasks.modeling.tasktypes import task_type
+
+    kind_ = task_type(kind)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    auto = AutoModelForSequenceClassification if kind == "classification" else AutoModelForCausalLM
-    model = auto.from_pretrained(str(model_dir)).eval()
-    loss, _, predictions = score(lambda x, mask: model(input_ids=x, attention_mask=mask).logits, data, kind=kind,
-                                 batch_size=batch_size, pad_id=tokenizer.pad_token_id)
-    if kind == "classification":
-        if [model.config.id2label[i] for i in range(len(labels or []))] != labels:
-            raise RuntimeError(f"exported id2label {model.config.id2label} differs from the labels {labels}")
-        return {"loss": loss, **classification_scores(list(data["targets"]), predictions, labels or []),
-                "examples": len(predictions)}
+    model = getattr(transformers, kind_.head_class or "AutoModelForCausalLM").from_pretrained(str(model_dir)).eval()
+    loss, _, outputs = score(lambda x, mask: kind_.logits(model(input_ids=x, attention_mask=mask)), data, kind=kind,
+                             batch_size=batch_size, pad_id=tokenizer.pad_token_id)
+    metrics = {**kind_.metrics(loss=loss, outputs=outputs, data=data, labels=labels), "examples": len(data["ids"])}
+    if kind_.labelled and [model.config.id2label[i] for i in range(len(labels or []))] != labels:
+        raise RuntimeError(f"exported id2label {model.config.id2label} differs from the labels {labels}")
+    if not kind_.generative:
+        return metrics
     generations = []
     for row in data["rows"][:samples]:
         text = tokenizer.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=False,
@@ -103,13 +105,17 @@ def exported_test_metrics(model_dir: Path, data: dict[str, Any], *, kind: str, l
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         generations.append({"prompt": row["prompt"], "reference": row["response"],
                             "completion": tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)})
-    return {"loss": loss, "perplexity": perplexity(loss), "examples": len(data["ids"]), "samples": generations}
+    return {**metrics, "samples": generations}
 
 
 METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val_macro_f1",
                 "perplexity": "val_perplexity", "train_loss": "window_train_loss", "gap": "gap",
                 "train_accuracy": "train_accuracy", "accuracy_gap": "accuracy_gap"}
-"""MLflow names of an evaluation's per-task numbers (suffixed ``_<task>``)."""
+"""MLflow names of an evaluation's per-task numbers (suffixed ``_<task>``); a type's other metrics are
+``val_<name>``."""
+BRIEF = (("accuracy", "acc", ".3f"), ("macro_f1", "f1", ".3f"), ("f1", "f1", ".3f"), ("exact_match", "em", ".3f"),
+         ("perplexity", "ppl", ".2f"))
+"""What the console line of an evaluation shows of a task's metrics, where the type has them."""
 TRAIN_EVAL_EXAMPLES = 256
 """Training examples per classification task (the first ones) whose accuracy is compared with val's at each eval."""
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -125,8 +131,8 @@ class Evaluator:
 
     Args:
         data: ``{"val": {task: encoded}, "train": {task: encoded}}`` (:func:`tasks.modeling.encoding.encode`).
-        kinds: task -> ``classification`` or ``sft``.
-        labels: classification task -> label names.
+        kinds: task -> task type.
+        labels: labelled task -> label names.
         batch_size, pad_id: as in :func:`evaluate_split`.
         max_examples: val (and train-probe) examples per task and pass at most; None: the whole split (and
             :data:`TRAIN_EVAL_EXAMPLES` for the probe).
@@ -183,7 +189,8 @@ class Evaluator:
             if t in self.probe:
                 probe = evaluate_split(engine, self.probe[t], task=t, kind=self.kinds[t], labels=self.labels[t],
                                        batch_size=self.batch_size, pad_id=self.pad_id)
-                m["train_accuracy"], m["accuracy_gap"] = probe["accuracy"], probe["accuracy"] - m["accuracy"]
+                if "accuracy" in probe:
+                    m["train_accuracy"], m["accuracy_gap"] = probe["accuracy"], probe["accuracy"] - m["accuracy"]
             per_task[t] = m
         score = val_score(self.kinds, per_task)
         improved = self.stopper.update(score, step)
@@ -206,7 +213,7 @@ class Evaluator:
 
         flat = {k: v for k, v in entry.items() if k != "step"}
         for t, m in per_task.items():  # val_loss_T, val_accuracy_T, gap_T (val - train loss), train_accuracy_T...
-            flat.update({f"{METRIC_NAMES[k]}_{t}": v for k, v in m.items() if isinstance(v, float)})
+            flat.update({f"{METRIC_NAMES.get(k, 'val_' + k)}_{t}": v for k, v in m.items() if isinstance(v, float)})
         if self.sink is not None:
             self.sink.log(flat, entry["step"])
         if self.evaluations_path is not None:
@@ -214,8 +221,8 @@ class Evaluator:
             with Path(self.evaluations_path).open("a", encoding="utf-8") as f:
                 f.write(line + "\n")
         print(f"step {entry['step']:>6} | val_score {entry['val_score']:.4f}{' (best)' if improved else ''} | "
-              + " | ".join(f"{t}: val_loss {m['loss']:.4f}" + (f" acc {m['accuracy']:.3f} f1 {m['macro_f1']:.3f}"
-                                                               if t in self.labels else f" ppl {m['perplexity']:.2f}")
+              + " | ".join(f"{t}: val_loss {m['loss']:.4f}"
+                           + "".join(f" {short} {m[k]:{fmt}}" for k, short, fmt in BRIEF if isinstance(m.get(k), float))
                            + ("" if m["gap"] is None else f" gap {m['gap']:+.4f}") for t, m in per_task.items()),
               flush=True)
 

@@ -76,18 +76,18 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
-def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str]], sft_tasks: list[str], tokenizer: Any,
-                     dtype: str, chat_template: str) -> None:
-    """One Hugging Face model directory per task under ``out``: the task's ``AutoModelForSequenceClassification``
-    (the shared backbone and the task's head, ``id2label``/``label2id`` from ``labels``) per classification task, the
-    causal LM with a chat template in its tokenizer per sft task; each with the tokenizer.
+def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | None], sft_tasks: list[str],
+                     tokenizer: Any, dtype: str, chat_template: str) -> None:
+    """One Hugging Face model directory per task under ``out``: the task's model (``AutoModelForSequenceClassification``
+    and the other head types: the shared backbone and the task's head, ``id2label``/``label2id`` from ``labels``) per
+    task with a head, the causal LM with a chat template in its tokenizer per generative task; each with the tokenizer.
 
     Args:
         out: the directory to write into (the inside of an ``atomic_dir``).
         module: the trained multi-task module (:func:`tasks.modeling.heads.build_multitask`; LoRA already merged),
             on the CPU.
-        labels: ``{task: label names}`` in head order.
-        sft_tasks: the sft tasks' names.
+        labels: ``{task with a head: label names in head order, or None for an unlabelled head}``.
+        sft_tasks: the generative tasks' names.
         tokenizer: the tokenizer training used (its pad token set), saved into every directory.
         dtype: ``bfloat16`` or ``float32``, the saved weights' type.
         chat_template: the sft tokenizer's ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``).
@@ -109,9 +109,10 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str]], sf
         if hasattr(config, "attention_dropout"):
             config.attention_dropout = 0.0
         config.architectures = [type(classifier).__name__]
-        config.num_labels = len(labels[task])
-        config.id2label = dict(enumerate(labels[task]))
-        config.label2id = {label: i for i, label in enumerate(labels[task])}
+        if labels[task] is not None:  # a labelled type (a span head's two outputs have no names)
+            config.num_labels = len(labels[task])
+            config.id2label = dict(enumerate(labels[task]))
+            config.label2id = {label: i for i, label in enumerate(labels[task])}
         config.pad_token_id = tokenizer.pad_token_id
         config.dtype = torch_dtype
         classifier.save_pretrained(str(out / task))

@@ -1,6 +1,7 @@
 """The multi-task model: one pretrained backbone of any architecture transformers knows (lmforge's own Llama, a
-GPT-2, Qwen2 or Llama checkpoint, a BERT-family encoder), a classification head per classification task, the LM head
-for sft tasks; and their losses.
+GPT-2, Qwen2 or Llama checkpoint, a BERT-family encoder), a head per task whose type has one (the task type's
+``head_class``: sequence classification, token classification, question answering), the LM head for generative
+tasks. The losses are the task types' (``tasks.modeling.tasktypes``).
 
 A classification task's model IS transformers' ``AutoModelForSequenceClassification`` for the backbone's architecture
 (``LlamaForSequenceClassification``: ``score`` over the last non-pad token; ``BertForSequenceClassification``: the
@@ -8,8 +9,8 @@ pooler, dropout and ``classifier``...), built from the backbone's config with th
 own. So the exported classifier (``save_pretrained`` of that very model) loads with
 ``AutoModelForSequenceClassification`` and gives the logits training computed. Only the head's own modules are
 registered under ``heads.<task>`` (the backbone once, under ``backbone``), so every parameter appears once in the
-state dict. Where the architecture's head has no dropout of its own (the decoders' ``score``), dropout on the pooled
-features (active in training only) regularises it.
+state dict. The other head types are built the same way from their auto class. Where the architecture's head has no
+dropout of its own (the decoders' ``score``), dropout on the pooled features (active in training only) regularises it.
 """
 
 from __future__ import annotations
@@ -62,19 +63,22 @@ def body_of(model: Any) -> Any:
     return inner.base_model
 
 
-def classifier_for(body: Any, *, num_labels: int, pad_token_id: int | None) -> Any:
-    """``AutoModelForSequenceClassification`` of the body's architecture with ``num_labels`` classes and ``body``
-    itself as its transformer (seed torch's RNG first: the head starts random, initialised as the architecture does).
+def classifier_for(body: Any, *, num_labels: int, pad_token_id: int | None,
+                   auto_class: str = "AutoModelForSequenceClassification") -> Any:
+    """The task model ``auto_class`` (``AutoModelForSequenceClassification``, ``...ForTokenClassification``,
+    ``...ForQuestionAnswering``) of the body's architecture with ``num_labels`` outputs and ``body`` itself as its
+    transformer (seed torch's RNG first: the head starts random, initialised as the architecture does).
     """
     import copy
 
-    from transformers import AutoModelForSequenceClassification
+    import transformers
 
+    auto = getattr(transformers, auto_class)
     config = copy.deepcopy(body.config)
     config.num_labels, config.pad_token_id, config.architectures = num_labels, pad_token_id, None
     config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
     config.label2id = {v: k for k, v in config.id2label.items()}
-    model = AutoModelForSequenceClassification.from_config(config, dtype=next(body.parameters()).dtype)
+    model = auto.from_config(config, dtype=next(body.parameters()).dtype)
     setattr(model, model.base_model_prefix, body)  # the shared backbone replaces the model's own (freed here)
     return model
 
@@ -84,14 +88,19 @@ def head_modules(classifier: Any) -> dict[str, Any]:
     return {name: child for name, child in classifier.named_children() if name != classifier.base_model_prefix}
 
 
-def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad_token_id: int | None) -> Any:
+def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad_token_id: int | None,
+                    types: dict[str, str] | None = None) -> Any:
     """A :class:`torch.nn.Module` around ``backbone`` (a causal LM or bare encoder, or a peft model around one) with
-    a sequence classifier of ``heads[task]`` classes per classification task (seed torch's RNG first).
-    ``forward(input_ids, attention_mask, task)`` returns classification logits (batch, classes) for a task with a
-    head, LM logits (batch, time, vocab) otherwise; :meth:`classifier` gives a task's full
-    ``AutoModelForSequenceClassification`` (what is exported)."""
+    a task model of ``heads[task]`` outputs per task with a head of its own (seed torch's RNG first): the auto class
+    of the task's type (``types[task]``; classification when not given). ``forward(input_ids, attention_mask, task)``
+    returns the head's logits as the type reads them (classification (batch, classes)) for a task with a head, LM
+    logits (batch, time, vocab) otherwise; :meth:`classifier` gives a task's full task model (what is exported)."""
     import torch.nn.functional as F
     from torch import nn
+
+    from tasks.modeling.tasktypes import task_type
+
+    kinds = {name: task_type((types or {}).get(name, "classification")) for name in heads}
 
     # torch is not analysed by mypy (pyproject's [tool.mypy]): nn.Module is Any there
     class MultiTask(nn.Module):  # type: ignore[misc]
@@ -99,7 +108,8 @@ def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad
             super().__init__()
             self.backbone = backbone
             body = body_of(backbone)
-            classifiers = {name: classifier_for(body, num_labels=n, pad_token_id=pad_token_id)
+            classifiers = {name: classifier_for(body, num_labels=n, pad_token_id=pad_token_id,
+                                                auto_class=str(kinds[name].head_class))
                            for name, n in sorted(heads.items())}
             self.heads = nn.ModuleDict({name: nn.ModuleDict(head_modules(c)) for name, c in classifiers.items()})
             # not registered as submodules (the body would appear once per task); they share the registered modules
@@ -119,32 +129,15 @@ def build_multitask(backbone: Any, *, heads: dict[str, int], dropout: float, pad
         llama = lm  # the name recipes and tests used when the backbone was always lmforge's Llama
 
         def classifier(self, task: str) -> Any:
-            """The task's ``AutoModelForSequenceClassification`` (shared backbone, the task's head)."""
+            """The task's model (``AutoModelForSequenceClassification``...: shared backbone, the task's head)."""
             return self._classifiers[task]
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str) -> torch.Tensor:
             if task in self.heads:
-                return self._classifiers[task](input_ids=input_ids, attention_mask=attention_mask).logits
+                return kinds[task].logits(self._classifiers[task](input_ids=input_ids, attention_mask=attention_mask))
             return self.lm()(input_ids=input_ids, attention_mask=attention_mask).logits
 
     return MultiTask()
-
-
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, *, weight: torch.Tensor | None = None,
-                        reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of (batch, classes) logits in fp32, optionally class-weighted."""
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction)
-
-
-def response_loss(logits: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross-entropy over the positions whose target is not -100 (an sft example's response and EOS):
-    position t predicts ``targets[t + 1]``."""
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets[:, 1:].flatten(), ignore_index=-100,
-                           reduction=reduction)
 
 
 def param_groups(model: Any, *, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.modeling.metrics import classification_scores, perplexity
+from tasks.modeling.tasktypes import TASK_TYPES, task_type
 
-KINDS = ("classification", "sft", "lm")
+
+def kinds() -> tuple[str, ...]:
+    """What can be measured: every task type, and ``lm`` (a language model scored on every token)."""
+    return (*TASK_TYPES, "lm")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
@@ -56,19 +59,17 @@ def _targets(data: dict[str, Any], kind: str) -> list[Any]:
 
 def quality(model: Any, data: dict[str, Any], *, kind: str, labels: list[str] | None, pad_id: int,
             batch_size: int) -> dict[str, Any]:
-    """Loss plus accuracy and macro-F1 (classification) or perplexity (sft, lm) of an HF-style model, called as
-    ``model(input_ids=, attention_mask=).logits``, over every example of ``data`` in order."""
+    """Loss and the task type's metrics (classification accuracy, macro-F1; sft and lm perplexity...) of an HF-style
+    model, called as ``model(input_ids=, attention_mask=)``, over every example of ``data`` in order."""
     from tasks.modeling.evaluation import score
+    from tasks.modeling.tasktypes import task_type
 
+    kind_ = task_type("sft" if kind == "lm" else kind)
     data = {**data, "targets": _targets(data, kind)}
-    loss, count, predictions = score(lambda x, mask: model(input_ids=x, attention_mask=mask).logits, data,
-                                     kind="classification" if kind == "classification" else "sft",
-                                     batch_size=batch_size, pad_id=pad_id)
-    if kind == "classification":
-        scores = classification_scores(list(data["targets"]), predictions, labels or [])
-        return {"loss": loss, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
-                "per_class_f1": scores["per_class_f1"]}
-    return {"loss": loss, "perplexity": perplexity(loss), "scored_tokens": count}
+    loss, count, outputs = score(lambda x, mask: kind_.logits(model(input_ids=x, attention_mask=mask)), data,
+                                 kind=kind_.name, batch_size=batch_size, pad_id=pad_id)
+    metrics = kind_.metrics(loss=loss, outputs=outputs, data=data, labels=labels)
+    return {**metrics, "scored_tokens": count} if kind_.generative else metrics
 
 
 def latency(model: Any, ids: list[list[int]], *, warmup: int) -> dict[str, Any]:
@@ -100,9 +101,9 @@ def measure_model(model: Any, *, model_dir: Path | None, kind: str, data: dict[s
         model: a transformers model of any architecture (a ``...ForSequenceClassification`` for classification, a
             causal LM for sft/lm), float or int8 (:func:`tasks.modeling.quantize.quantize_int8`); put in eval mode.
         model_dir: its saved directory (``size_bytes`` and ``weights_bytes`` are None without one).
-        kind: ``classification``, ``sft`` or ``lm`` (every token scored).
+        kind: a task type (``classification``, ``sft``...) or ``lm`` (every token scored).
         data: :func:`tasks.modeling.encoding.encode`'s result for the test split.
-        labels: classification: the label names, in target order.
+        labels: a labelled type's label names, in target order.
         pad_id: padding id (the model's ``pad_token_id``: the classifier pools the last non-pad token).
         batch_size: examples per forward pass for quality.
         latency_examples: the first examples of ``data`` timed one at a time.
@@ -113,12 +114,12 @@ def measure_model(model: Any, *, model_dir: Path | None, kind: str, data: dict[s
         ``tokens_per_second``, ``latency_examples``, ``threads``, ``examples`` and the quality numbers (``loss``;
         ``accuracy``, ``macro_f1``, ``per_class_f1`` or ``perplexity``, ``scored_tokens``).
     """
-    if kind not in KINDS:
-        raise MeasureError(f"kind {kind!r} is not one of {KINDS}")
+    if kind not in kinds():
+        raise MeasureError(f"kind {kind!r} is not one of {kinds()}")
     if not data["ids"]:
         raise MeasureError("the test split has no example to measure: check the task's test.jsonl")
-    if kind == "classification" and not labels:
-        raise MeasureError("classification needs the label names (the manifest's labels, in target order)")
+    if kind != "lm" and task_type(kind).labelled and not labels:
+        raise MeasureError(f"{kind} needs the label names (the manifest's labels, in target order)")
     if latency_examples < 1 or warmup < 0:
         raise MeasureError(f"latency_examples {latency_examples} must be >= 1 and warmup {warmup} >= 0")
     model.eval()
@@ -131,16 +132,15 @@ def measure_model(model: Any, *, model_dir: Path | None, kind: str, data: dict[s
 
 
 def retention(variant: dict[str, Any], teacher: dict[str, Any], *, kind: str) -> dict[str, float | None]:
-    """Quality kept by a variant, as ratios to the teacher's :func:`measure_model` numbers (1.0 = as good):
-    accuracy and macro-F1 ratios for classification, ``teacher_ppl / variant_ppl`` for sft and lm. A ratio whose
-    teacher value is 0 is None."""
-    if kind not in KINDS:
-        raise MeasureError(f"kind {kind!r} is not one of {KINDS}")
+    """Quality kept by a variant, as ratios to the teacher's :func:`measure_model` numbers (1.0 = as good): the ratio
+    of each metric the task type compares (classification accuracy and macro-F1...), ``teacher_ppl / variant_ppl`` for
+    generative types and lm. A ratio whose teacher value is 0 is None."""
+    if kind not in kinds():
+        raise MeasureError(f"kind {kind!r} is not one of {kinds()}")
 
     def ratio(num: float, den: float) -> float | None:
         return float(num) / float(den) if den else None
 
-    if kind == "classification":
-        return {"accuracy": ratio(variant["accuracy"], teacher["accuracy"]),
-                "macro_f1": ratio(variant["macro_f1"], teacher["macro_f1"])}
-    return {"perplexity": ratio(teacher["perplexity"], variant["perplexity"])}
+    if kind == "lm" or task_type(kind).generative:
+        return {"perplexity": ratio(teacher["perplexity"], variant["perplexity"])}
+    return {m: ratio(variant[m], teacher[m]) for m in task_type(kind).compared if m in variant and m in teacher}

@@ -1,7 +1,8 @@
 """Fine-tuning metrics: classification scores, the one validation score, early stopping, learning curves.
 
-``val_score`` is the mean over tasks of a higher-is-better number: a classification task's macro-F1 on val, an sft
-task's negative val loss (nats per response token). Early stopping and reduce-on-plateau both follow it.
+``val_score`` is the mean over tasks of a higher-is-better number, the task type's: a classification task's macro-F1
+on val, an sft task's negative val loss (nats per response token)... Early stopping and reduce-on-plateau both follow
+it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ def perplexity(loss: float) -> float:
 
 
 def task_score(kind: str, metrics: dict[str, Any]) -> float:
-    """A task's higher-is-better validation number: macro-F1 (classification) or -val loss (sft)."""
-    return float(metrics["macro_f1"]) if kind == "classification" else -float(metrics["loss"])
+    """A task's higher-is-better validation number, as its type says (macro-F1 for classification, -val loss for
+    sft...)."""
+    from tasks.modeling.tasktypes import task_type
+
+    return task_type(kind).score(metrics)
 
 
 def val_score(kinds: dict[str, str], per_task: dict[str, dict[str, Any]]) -> float:

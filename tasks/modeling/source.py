@@ -191,8 +191,17 @@ def is_decoder(config: dict[str, Any]) -> bool:
     return bool(config.get("is_decoder")) or model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def check(directory: Path, *, setting: str, needs_decoder: bool = False, classification: bool = False) -> dict[str,
-                                                                                                             Any]:
+HEAD_MAPPINGS: dict[str | None, str] = {
+    "AutoModelForSequenceClassification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "AutoModelForTokenClassification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "AutoModelForQuestionAnswering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+    None: "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
+"""transformers' architecture table (``transformers.models.auto.modeling_auto``) of each task type's auto class
+(None: the causal LM)."""
+
+
+def check(directory: Path, *, setting: str, needs_decoder: bool = False, classification: bool = False,
+          heads: tuple[str, ...] = ()) -> dict[str, Any]:
     """Check that ``directory`` is a usable checkpoint before any work; returns its ``config.json``.
 
     Args:
@@ -201,12 +210,14 @@ def check(directory: Path, *, setting: str, needs_decoder: bool = False, classif
         needs_decoder: a task generates (sft, continued pretraining, an LM student): the model must be a causal LM.
         classification: a classification head is put on it: transformers must know its sequence-classification
             model.
+        heads: the auto classes of the task heads put on it (``AutoModelForTokenClassification``...): transformers
+            must know the architecture's model of each.
 
     Raises:
         CheckpointError: no ``config.json``, an unknown architecture, no weights, no tokenizer, or a model that cannot
             do what is asked.
     """
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto import modeling_auto
 
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -233,9 +244,13 @@ def check(directory: Path, *, setting: str, needs_decoder: bool = False, classif
         raise CheckpointError(f"{setting}: {directory} is a {model_type} encoder, which cannot generate: sft tasks, "
                               "continued pretraining and LM students need a causal LM checkpoint (Llama, GPT-2, Qwen2, "
                               "...); fine-tune encoders on classification tasks")
-    if classification and model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+    if classification and model_type not in modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         raise CheckpointError(f"{setting}: transformers has no sequence-classification model for {model_type}: "
                               "classification tasks cannot use this checkpoint")
+    for auto_class in sorted(set(heads)):
+        if model_type not in getattr(modeling_auto, HEAD_MAPPINGS[auto_class]):
+            raise CheckpointError(f"{setting}: transformers has no {auto_class.removeprefix('AutoModelFor')} model "
+                                  f"for {model_type}: tasks of that type cannot use this checkpoint")
     return dict(config)
 
 

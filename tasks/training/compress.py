@@ -61,13 +61,15 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     import shutil
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
+    from transformers import AutoTokenizer
 
     from tasks.atomic import atomic_dir, atomic_write_text
     from tasks.examples import CHAT_TEMPLATE
     from tasks.modeling import checkpoint, export, measure, quantize
     from tasks.modeling.encoding import TaskBatches
     from tasks.modeling.heads import build_multitask, load_exported, param_groups
+    from tasks.modeling.tasktypes import task_type
     from tasks.training import engine as ds
     from tasks.training import prune
     from tasks.training.loop import train_step
@@ -80,7 +82,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir))
     ts = task_set(cfg, info, tokenizer=tokenizer)
     names, labels, student_dir = ts.names, ts.labels, required(cfg.student_dir, "student_dir")
-    teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
+    teachers = Teachers(teacher_dirs(cfg, names), kinds=ts.kinds, labels=labels, alpha=cfg.alpha,
+                        temperature=cfg.temperature)
     batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
                           seed=cfg.seed, pad_id=ts.pad_id, rank=rank, world_size=world_size)
     torch.manual_seed(cfg.seed)
@@ -88,8 +91,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     def student(backbone: Any = None) -> Any:
         """The student as the multi-task module (around ``backbone`` when given: a pruned one, heads loaded only)."""
         module = build_multitask(backbone if backbone is not None else new_student(cfg, info, pad_id=ts.pad_id),
-                                 heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
-                                 pad_token_id=ts.pad_id)
+                                 heads=ts.head_sizes, types=ts.kinds, dropout=cfg.dropout, pad_token_id=ts.pad_id)
         return load_exported(module, {t: student_dir / t for t in names}, heads_only=backbone is not None)
 
     def recover(module: Any, steps: int, masks: Any = None) -> tuple[Any, float]:
@@ -150,7 +152,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
         def load(model_dir: Path, task: str) -> Any:
             """A task model as a user loads it, in float32: every model is timed in the same precision (a bf16
             teacher on a CPU without bf16 kernels would look slow for the wrong reason)."""
-            auto = AutoModelForSequenceClassification if task in labels else AutoModelForCausalLM
+            auto = getattr(transformers, task_type(ts.kinds[task]).head_class or "AutoModelForCausalLM")
             return auto.from_pretrained(str(model_dir), dtype=torch.float32).eval()
 
         with atomic_dir(Path(cfg.out_dir)) as tmp:
@@ -159,8 +161,9 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
             dirs: dict[str, dict[str, Path]] = {"teacher": teachers.dirs, "student": {t: tmp / t for t in names}}
             for variant, module in pruned.items():
                 module = module.cpu().float()
-                export.save_task_models(tmp / "variants" / variant, module=module, labels=labels, dtype=dtype,
-                                        sft_tasks=[t for t in names if t not in labels], tokenizer=tokenizer,
+                export.save_task_models(tmp / "variants" / variant, module=module, dtype=dtype,
+                                        labels={t: labels.get(t) for t in ts.head_sizes}, tokenizer=tokenizer,
+                                        sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
                                         chat_template=CHAT_TEMPLATE)
                 dirs[variant] = {t: tmp / "variants" / variant / t for t in names}
             if cfg.variants.int8.enabled:

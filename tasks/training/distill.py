@@ -54,6 +54,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.modeling.heads import build_multitask, param_groups
     from tasks.modeling.llama import count_params
     from tasks.modeling.metrics import learning_curves
+    from tasks.modeling.tasktypes import task_type
     from tasks.training import engine as ds
     from tasks.training.loop import fit, new_evaluator, resume
     from tasks.training.student import copy_heads, init_from_teacher, layer_map
@@ -68,7 +69,8 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
     names, labels = ts.names, ts.labels
 
     # the teachers and the student started from them
-    teachers = Teachers(teacher_dirs(cfg, names), labels=labels, alpha=cfg.alpha, temperature=cfg.temperature)
+    teachers = Teachers(teacher_dirs(cfg, names), kinds=ts.kinds, labels=labels, alpha=cfg.alpha,
+                        temperature=cfg.temperature)
     source = source_task(info)
     torch.manual_seed(cfg.seed)
     backbone = new_student(cfg, info, pad_id=ts.pad_id)
@@ -79,10 +81,10 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
         copied = init_from_teacher(backbone, teachers.models[source], layers=mapping)
         init_report.update(layers=mapping, copied=len(copied["copied"]), neuron_subsets=len(copied["neurons"]),
                            kept=copied["kept"])
-    model = build_multitask(backbone, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
+    model = build_multitask(backbone, heads=ts.head_sizes, types=ts.kinds, dropout=cfg.dropout,
                             pad_token_id=ts.pad_id)
     if cfg.student.init == "teacher_layers":
-        init_report["heads_from_teacher"] = copy_heads(model.heads, {t: teachers.models[t] for t in labels})
+        init_report["heads_from_teacher"] = copy_heads(model.heads, {t: teachers.models[t] for t in ts.head_sizes})
     n_params = count_params(model)
     groups = param_groups(model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     engine, optimizer = ds.build_engine(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
@@ -126,12 +128,13 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                "cache": {k: v for k, v in cache_info.items() if k not in CACHE_TIMINGS}}
     run_stats = {**progress.stats, "cache": {k: v for k, v in cache_info.items() if k in CACHE_TIMINGS}}
     if is_main:
-        best = build_multitask(new_student(cfg, info, pad_id=ts.pad_id), heads={t: len(labels[t]) for t in labels},
-                               dropout=cfg.dropout, pad_token_id=ts.pad_id)
+        best = build_multitask(new_student(cfg, info, pad_id=ts.pad_id), heads=ts.head_sizes,
+                               types=ts.kinds, dropout=cfg.dropout, pad_token_id=ts.pad_id)
         best.load_state_dict(evaluator.best_state, strict=True)
         best = best.cpu().float()
         with atomic_dir(Path(cfg.out_dir)) as tmp:
-            export.save_task_models(tmp, module=best, labels=labels, sft_tasks=[t for t in names if t not in labels],
+            export.save_task_models(tmp, module=best, labels={t: labels.get(t) for t in ts.head_sizes},
+                                    sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
                                     tokenizer=tokenizer, dtype="bfloat16" if cfg.precision == "bf16" else "float32",
                                     chat_template=CHAT_TEMPLATE)
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")

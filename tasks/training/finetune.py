@@ -9,9 +9,9 @@ meets it:
 1. read and check the config, the task manifest and rows, the base model's config (no torch yet: a bad config or bad
    data exits 2 in a second, before any training);
 2. load the base model and tokenizer, tokenize every task, write the shift report (rank 0, before any training);
-3. build the multi-task module (a ``score`` head per classification task, the LM head for sft), choose what trains
-   (full, frozen embeddings/layers, gradual unfreezing, LoRA), hand it with a two-rate AdamW (backbone ``lr``, heads
-   ``head_lr``) to ``deepspeed.initialize``;
+3. build the multi-task module (a head per task whose type has one, the LM head for generative tasks), choose what
+   trains (full, frozen embeddings/layers, gradual unfreezing, LoRA), hand it with a two-rate AdamW (backbone ``lr``,
+   heads ``head_lr``) to ``deepspeed.initialize``;
 4. resume from ``checkpoint_dir/latest`` if present (weights, optimizer, step, history, best weights, early-stopping
    and plateau states, RNG);
 5. the loop (:func:`tasks.training.loop.fit`) with fine-tuning's loss (class-weighted cross-entropy on a head, or the
@@ -36,6 +36,7 @@ from pydantic import Field
 from tasks.modeling import checkpoint, source
 from tasks.modeling.encoding import check_tasks
 from tasks.modeling.errors import ConfigError
+from tasks.modeling.tasktypes import task_type
 from tasks.tokens import TokenFileError, read_manifest
 from tasks.training.blocks import TaskPaths
 from tasks.training.config import FinetuneSettings
@@ -45,7 +46,7 @@ SUMMARY_FILE = "finetune_summary.json"
 CURVES_FILE = "learning_curves.png"
 SAMPLE_PROMPTS = 3
 """SFT: test prompts completed greedily by the exported model, into the summary."""
-VAL_SCORE = "mean over tasks of: classification val macro-F1; sft -(val loss per response token)"
+VAL_SCORE = "mean over tasks of the type's val score (classification macro-F1; sft -(val loss per response token)...)"
 """What early stopping, the best checkpoint and reduce-on-plateau follow (higher is better)."""
 # what the weights, optimizer state, data order and stopping depend on; logging, checkpoint cadence and paths may
 # change freely between a run and its resumption
@@ -82,9 +83,10 @@ def preflight(cfg: FinetuneConfig) -> dict[str, Any]:
         ConfigError, ExamplesError, TokenFileError.
     """
     tasks = check_tasks(cfg.examples_dir)
-    sft = sorted(t for t, entry in tasks.items() if entry["type"] == "sft")
-    base = source.check(Path(cfg.base_model_dir), setting="base_model_dir", needs_decoder=bool(sft),
-                        classification=any(entry["type"] == "classification" for entry in tasks.values()))
+    kinds = [task_type(entry["type"]) for entry in tasks.values()]
+    base = source.check(Path(cfg.base_model_dir), setting="base_model_dir",
+                        needs_decoder=any(k.generative for k in kinds),
+                        heads=tuple(sorted({k.head_class for k in kinds if k.head_class})))
     from transformers import AutoConfig
 
     shape = AutoConfig.from_pretrained(str(cfg.base_model_dir))  # maps GPT-2's n_positions, n_layer...
@@ -117,13 +119,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     from tasks.modeling import export
     from tasks.modeling.encoding import TaskBatches, TaskSet, class_weights
     from tasks.modeling.evaluation import exported_test_metrics
-    from tasks.modeling.heads import (
-        build_multitask,
-        classification_loss,
-        load_backbone,
-        param_groups,
-        response_loss,
-    )
+    from tasks.modeling.heads import build_multitask, load_backbone, param_groups
     from tasks.modeling.llama import count_params
     from tasks.modeling.metrics import learning_curves
     from tasks.tokens import load_tokens
@@ -147,7 +143,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     # the data: every split of every task tokenized the same way on every rank
     tokenizer = AutoTokenizer.from_pretrained(str(cfg.tokenizer_dir))
     ts = TaskSet.from_examples(cfg.examples_dir, info["tasks"], tokenizer=tokenizer, max_length=cfg.max_length)
-    names, labels = ts.names, ts.labels
+    names, labels, classes = ts.names, ts.labels, ts.class_tasks
 
     # the base model, and how far each task's text is from what it was pretrained on (before any training)
     torch.manual_seed(cfg.seed)
@@ -166,7 +162,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
         train_data = ts.data["train"]
         streams = {t: [i for seq in train_data[t]["ids"] for i in seq + [ts.eos_id]] for t in names}
         counts = {t: {label: train_data[t]["targets"].count(k) for k, label in enumerate(labels[t])}
-                  if t in labels else None for t in names}
+                  if t in classes else None for t in names}
         shift = shift_report(model=backbone, tokenizer=tokenizer, task_tokens=streams, label_counts=counts,
                              train_tokens=load_tokens(cfg.tokens_dir, "train"),
                              val_tokens=load_tokens(cfg.tokens_dir, "val"),
@@ -178,8 +174,7 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     if cfg.strategy == "lora":
         backbone = add_lora(backbone, rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                             target_modules=cfg.lora.target_modules)
-    model = build_multitask(backbone, heads={t: len(labels[t]) for t in labels}, dropout=cfg.dropout,
-                            pad_token_id=ts.pad_id)
+    model = build_multitask(backbone, heads=ts.head_sizes, types=ts.kinds, dropout=cfg.dropout, pad_token_id=ts.pad_id)
 
     def parts_at(step: int) -> set[str]:
         return trainable_parts(step, num_layers=num_layers, strategy=cfg.strategy,
@@ -192,15 +187,14 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     engine, optimizer = ds.build_engine(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                                         ds_config=ds_config, groups=groups)
     weights = {t: torch.tensor(class_weights(ts.data["train"][t]["targets"], len(labels[t])), device=engine.device)
-               for t in labels} if cfg.class_weights == "balanced" else {}
+               for t in classes} if cfg.class_weights == "balanced" else {}
     say(f"{NAME}: {n_params / 1e6:.2f}M params, tasks {ts.kinds}, strategy {cfg.strategy}, world_size {world_size}, "
         f"ZeRO-{cfg.zero_stage}, {cfg.precision}, up to {cfg.steps} steps x {cfg.batch_size * cfg.grad_accum} "
         "examples per rank")
 
     def loss_fn(module: Any, task: str, x: Any, mask: Any, y: Any) -> tuple[Any, tuple[float, ...]]:
         out = module(input_ids=x, attention_mask=mask, task=task)
-        return (classification_loss(out, y, weight=weights.get(task)) if task in labels
-                else response_loss(out, y)), ()
+        return task_type(ts.kinds[task]).loss(out, y, weight=weights.get(task)), ()
 
     # DeepSpeed fills a missing gradient of a trainable parameter with zeros, so AdamW would keep moving an idle
     # head along its old moments; with the plain torch optimizer (ZeRO 0, fp32) the idle heads are switched off
@@ -250,11 +244,11 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
                 merged = load_backbone(cfg.base_model_dir, causal=causal)
                 merged.load_state_dict(backbone_state(best_state), strict=True)
             merged.config.pad_token_id = ts.pad_id
-            final = build_multitask(merged, heads={t: len(labels[t]) for t in labels}, dropout=0.0,
-                                    pad_token_id=ts.pad_id)
+            final = build_multitask(merged, heads=ts.head_sizes, types=ts.kinds, dropout=0.0, pad_token_id=ts.pad_id)
             final.heads.load_state_dict({k[len("heads."):]: v for k, v in best_state.items()
                                          if k.startswith("heads.")}, strict=True)
-            export.save_task_models(tmp, module=final, labels=labels, sft_tasks=[t for t in names if t not in labels],
+            export.save_task_models(tmp, module=final, labels={t: labels.get(t) for t in ts.head_sizes},
+                                    sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
                                     tokenizer=tokenizer, dtype=dtype, chat_template=CHAT_TEMPLATE)
             for t in names:
                 test = exported_test_metrics(tmp / t, ts.data["test"][t], kind=ts.kinds[t], labels=labels.get(t),

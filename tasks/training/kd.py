@@ -65,18 +65,20 @@ def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: to
 
 def target_positions(student_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sft/LM: the rows the KD term runs over: (positions, vocab) logits of every position ``t`` whose next target
-    ``targets[t + 1]`` is not -100 (as ``multitask.response_loss`` counts them), row-major; and that mask."""
+    ``targets[t + 1]`` is not -100 (as the sft type's loss counts them), row-major; and that mask."""
     mask = targets[:, 1:] != IGNORE
     return student_logits[:, :-1][mask], mask
 
 
-def teacher_forward(teacher: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def teacher_forward(teacher: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    logits: Any = None) -> torch.Tensor:
     """The teacher's logits in eval mode without gradients: (batch, classes) for a sequence classifier, (batch,
-    time, vocab) for a causal LM."""
+    time, vocab) for a causal LM; ``logits``: how to read them from the output (a task type's ``logits``)."""
     import torch
 
     with torch.no_grad():
-        return teacher(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        out = teacher(input_ids=input_ids, attention_mask=attention_mask)
+        return (out.logits if logits is None else logits(out)).float()
 
 
 def file_digest(model_dir: Path) -> str:
@@ -86,6 +88,10 @@ def file_digest(model_dir: Path) -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+CACHED = ("classification", "sft", "lm")
+"""Task types whose teacher logits are cached (the others run the teacher live)."""
 
 
 class TeacherCache:

@@ -18,6 +18,8 @@ from pydantic import Field
 from tasks.modeling import checkpoint
 from tasks.modeling.encoding import check_tasks
 from tasks.modeling.errors import ConfigError
+from tasks.modeling.source import HEAD_MAPPINGS
+from tasks.modeling.tasktypes import task_type
 from tasks.tokens import TokenFileError, read_manifest
 from tasks.training.blocks import TaskPaths
 from tasks.training.config import DistillSettings
@@ -64,13 +66,13 @@ def _finetuned_teachers(cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, A
     for name, task in tasks.items():
         conf = read_model_config(Path(cfg.teacher_dir) / name, what=f"run the finetune stage (task {name!r})")
         arch, model_type = (conf.get("architectures") or ["?"])[0], str(conf.get("model_type"))
-        mapping = auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task["type"] == "classification" \
-            else auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        kind = task_type(task["type"])
+        mapping = getattr(auto, HEAD_MAPPINGS[kind.head_class])
         want = mapping.get(model_type, f"a {task['type']} model")
         if arch != want:
             raise ConfigError(f"teacher {Path(cfg.teacher_dir) / name} is a {arch}, task {name!r} ({task['type']}) "
                               f"needs a {want}: re-run the finetune stage on the same task data")
-        if task["type"] == "classification":
+        if kind.labelled:
             id2label = [conf.get("id2label", {}).get(str(i)) for i in range(len(task["labels"]))]
             if id2label != list(task["labels"]):
                 raise ConfigError(f"teacher {name!r} has labels {id2label}, the task data {task['labels']}: "
@@ -146,7 +148,7 @@ def preflight(cfg: DistillConfig, *, resume: bool = True) -> dict[str, Any]:
 
 def lm_windows(tokens_dir: Path, split: str, *, width: int) -> dict[str, Any]:
     """``teacher: base``: a split of the packed tokens as consecutive ``width``-token examples in the task-data
-    format, every position a target (``heads.response_loss`` then is the next-token loss)."""
+    format, every position a target (the sft type's loss then is the next-token loss)."""
     from tasks.tokens import load_tokens
 
     tokens = load_tokens(tokens_dir, split)
@@ -205,7 +207,7 @@ def shape_of(cfg: DistillConfig) -> dict[str, Any]:
 def source_task(info: dict[str, Any]) -> str:
     """The task whose teacher gives the student its backbone: a causal LM's when there is one."""
     tasks: dict[str, dict[str, Any]] = info["tasks"]
-    return next((t for t in sorted(tasks) if tasks[t]["type"] != "classification"), sorted(tasks)[0])
+    return next((t for t in sorted(tasks) if task_type(tasks[t]["type"]).generative), sorted(tasks)[0])
 
 
 class Teachers:
@@ -215,17 +217,19 @@ class Teachers:
 
     Args:
         dirs: task -> teacher directory.
-        labels: classification task -> label names (the other tasks are causal LMs).
+        kinds: task -> task type (its auto class loads the teacher; generative types: the causal LM).
+        labels: labelled task -> label names.
         alpha, temperature: the KD loss's weight and temperature.
     """
 
-    def __init__(self, dirs: dict[str, Path], *, labels: dict[str, list[str]], alpha: float,
+    def __init__(self, dirs: dict[str, Path], *, kinds: dict[str, str], labels: dict[str, list[str]], alpha: float,
                  temperature: float) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        import transformers
 
         self.dirs, self.labels, self.alpha, self.temperature = dirs, labels, alpha, temperature
-        self.models = {t: (AutoModelForSequenceClassification if t in labels else AutoModelForCausalLM)
+        self.kinds = {t: task_type(kinds[t]) for t in dirs}
+        self.models = {t: getattr(transformers, self.kinds[t].head_class or "AutoModelForCausalLM")
                        .from_pretrained(str(d), dtype=torch.float32).eval().requires_grad_(False)
                        for t, d in sorted(dirs.items())}
         self.caches: dict[str, Any] = {}
@@ -244,9 +248,12 @@ class Teachers:
         the cache. Returns what the summary and run stats say of it."""
         from tasks.training import kd
 
-        t0, reused = time.perf_counter(), []
+        t0, reused, live = time.perf_counter(), [], []
         for t, model in self.models.items():
-            kind = "classification" if t in self.labels else "sft"
+            kind = "sft" if self.kinds[t].generative else self.kinds[t].name
+            if kind not in kd.CACHED:  # per-token and span heads: the teacher runs live
+                live.append(t)
+                continue
             path, digest = Path(cache_dir) / f"{t}.pt", kd.file_digest(self.dirs[t])
             cache = kd.TeacherCache.load(path, kind=kind, top_k=top_k, digest=digest)
             if cache is None:
@@ -258,17 +265,19 @@ class Teachers:
                 reused.append(t)
             self.caches[t] = cache
         build_seconds = time.perf_counter() - t0
-        info = {"enabled": True, "top_k": top_k, "reused": reused, "build_seconds": round(build_seconds, 3),
-                "bytes": {t: c.nbytes() for t, c in self.caches.items()}, "probe_steps": probe_steps}
+        info = {"enabled": True, "top_k": top_k, "reused": reused, "live": live,
+                "build_seconds": round(build_seconds, 3), "bytes": {t: c.nbytes() for t, c in self.caches.items()},
+                "probe_steps": probe_steps}
         if not probe_steps:
             return info
         live = cached = 0.0
         for s in range(probe_steps):  # the saving: the same steps' teacher work live and from the cache
             task, (x, mask, _) = batches.batch(s, 0)
             t0 = time.perf_counter()
-            kd.teacher_forward(self.models[task], x.to(self.device), mask.to(self.device))
+            kd.teacher_forward(self.models[task], x.to(self.device), mask.to(self.device), self.kinds[task].logits)
             t1 = time.perf_counter()
-            self.caches[task].lookup(x, mask)
+            if task in self.caches:
+                self.caches[task].lookup(x, mask)
             live, cached = live + t1 - t0, cached + time.perf_counter() - t1
         return {**info, "live_teacher_seconds": round(live, 4), "cached_teacher_seconds": round(cached, 4),
                 "saving_seconds_per_step": round((live - cached) / probe_steps, 5),
@@ -278,18 +287,15 @@ class Teachers:
     def loss(self, module: Any, task: str, x: Any, mask: Any, y: Any) -> tuple[Any, tuple[float, float]]:
         """The KD loss of one micro-batch of the student ``module``; returns (loss, (hard part, soft part)); the
         soft part is 0.0 with alpha 0 (no teacher work at all)."""
-        from tasks.modeling.heads import classification_loss, response_loss
         from tasks.training import kd
 
+        kind = self.kinds[task]
         out = module(input_ids=x, attention_mask=mask, task=task)
-        hard = classification_loss(out, y) if task in self.labels else response_loss(out, y)
+        hard = kind.loss(out, y)
         if self.alpha == 0:
             return hard, (float(hard.detach()), 0.0)
         cache, teacher = self.caches.get(task), self.models[task]
-        if task in self.labels:
-            target = cache.lookup(x, mask).to(x.device) if cache else kd.teacher_forward(teacher, x, mask)
-            soft = kd.kd_loss(out, target, temperature=self.temperature)
-        else:
+        if kind.generative:
             rows, positions = kd.target_positions(out, y)
             if cache:
                 values, indices = cache.lookup(x, mask)
@@ -297,4 +303,8 @@ class Teachers:
             else:
                 teacher_rows = kd.teacher_forward(teacher, x, mask)[:, :-1][positions]
                 soft = kd.kd_loss(rows, teacher_rows, temperature=self.temperature)
+        else:  # a head: the rows its type matches (a classifier's logits; a tagger's labelled tokens...)
+            target = cache.lookup(x, mask).to(x.device) if cache else \
+                kind.kd_rows(kd.teacher_forward(teacher, x, mask, kind.logits), y, mask)
+            soft = kd.kd_loss(kind.kd_rows(out, y, mask), target, temperature=self.temperature)
         return self.alpha * soft + (1 - self.alpha) * hard, (float(hard.detach()), float(soft.detach()))

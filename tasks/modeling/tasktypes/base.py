@@ -66,9 +66,11 @@ class TaskType(Protocol):
     compared: ClassVar[tuple[str, ...]]
     """Test metrics the report's decision section compares (headline first)."""
 
-    def check(self, values: Mapping[str, Any], *, labels: list[str] | None) -> dict[str, Any] | Reject:
-        """One record's fields (``{role: value}``, a missing one absent) normalised into the type's values, or why it
-        is quarantined (missing or mistyped fields, an unknown label...)."""
+    def check(self, values: Mapping[str, Any], *, labels: list[str] | None,
+              names: Mapping[str, str]) -> dict[str, Any] | Reject:
+        """One record's fields (``{role: value}`` for every role; the data step quarantines a record missing one)
+        normalised into the type's values, or why it is quarantined (mistyped or empty fields, an unknown label...);
+        ``names`` maps each role to its field name in the user's data, for the message."""
         ...
 
     def dedup_key(self, values: Mapping[str, Any]) -> str:
@@ -123,6 +125,12 @@ class TaskType(Protocol):
 
     def loss(self, logits: Any, targets: Any, *, weight: Any = None, reduction: str = "mean") -> Any:
         """The training loss of a batch's head outputs (fp32); ``reduction="sum"`` sums over :meth:`count` units."""
+        ...
+
+    def kd_rows(self, logits: Any, targets: Any, attention_mask: Any) -> Any:
+        """The rows (n, classes) of the distributions knowledge distillation matches, student against teacher: a
+        classifier's logits; the next-token rows of the target positions; a tagger's rows of the labelled tokens; a
+        span head's start and end distributions over the window."""
         ...
 
     def count(self, targets: Any) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.finetune.checks import check_record, count_tokens, jsonable, load_tokenizer
+from tasks.finetune.checks import check_record, jsonable, load_tokenizer
 from tasks.finetune.errors import NoExamplesError
 from tasks.finetune.items import DEFAULT_FIELDS, REASONS, Bad, Example, Raw
 from tests.tasks.finetune.conftest import labelled, rows, run, task, write_jsonl
@@ -83,14 +83,18 @@ def test_sft_fields_and_missing_nan(tmp_path: Path) -> None:
 
 def test_token_counts_follow_the_training_layout(tokenizer_dir: Path) -> None:
     from tasks.examples import render_prompt
+    from tasks.finetune.checks import drop_too_long
 
     tok = load_tokenizer(tokenizer_dir)
     ex = Example("i", {"prompt": "the cat", "response": "sat on a mat"}, "w")
     expected = (len(tok.encode(render_prompt("the cat"), add_special_tokens=False).ids)
                 + len(tok.encode("sat on a mat", add_special_tokens=False).ids) + 1)
-    assert count_tokens(tok, "sft", [ex]) == [expected]
+    assert drop_too_long(tok, "sft", [ex], expected) == ([ex], [])  # exactly max_length tokens fit, one more not
+    kept, bad = drop_too_long(tok, "sft", [ex], expected - 1)
+    assert kept == [] and [(b.reason, b.detail) for b in bad] == [("too_long_tokens",
+                                                                  f"{expected} tokens > max_length {expected - 1}")]
     cls = Example("j", {"text": "<|eos|>", "label": "a"}, "w")
-    assert count_tokens(tok, "classification", [cls])[0] > 2  # a special token spelled in data stays plain text
+    assert drop_too_long(tok, "classification", [cls], 2)[0] == []  # a special token spelled in data stays plain text
 
 
 def test_jsonable_keeps_records_writable() -> None:

@@ -27,7 +27,7 @@ def test_prompt_tokens_carry_no_loss(inputs: dict[str, Path]) -> None:
 
     from tasks.examples import render_prompt
     from tasks.modeling.encoding import IGNORE, collate, encode
-    from tasks.modeling.heads import response_loss
+    from tasks.modeling.tasktypes import task_type
 
     tok = AutoTokenizer.from_pretrained(str(inputs["tokenizer"]))
     enc = encode([{"id": "a", "prompt": "the cat", "response": "sat on the mat."}], kind="sft", tokenizer=tok,
@@ -38,7 +38,7 @@ def test_prompt_tokens_carry_no_loss(inputs: dict[str, Path]) -> None:
     assert ids[-1] == tok.eos_token_id and ids[:n_prompt] == tok(render_prompt("the cat"))["input_ids"]
     x, _, y = collate(enc["ids"] * 2, enc["targets"] * 2, pad_id=tok.pad_token_id, kind="sft")
     logits = torch.randn(2, x.shape[1], len(tok), requires_grad=True)
-    response_loss(logits, y).backward()
+    task_type("sft").loss(logits, y).backward()
     # positions t predict t + 1: the logits before the first response token are the last ones with any gradient
     grad_rows = logits.grad.abs().sum(-1)[0]
     assert grad_rows[:n_prompt - 1].abs().max() == 0 and (grad_rows[n_prompt - 1:-1] > 0).all()
