@@ -136,7 +136,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
             export.save_task_models(tmp, module=best, labels={t: labels.get(t) for t in ts.head_sizes},
                                     sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
                                     tokenizer=tokenizer, dtype="bfloat16" if cfg.precision == "bf16" else "float32",
-                                    chat_template=CHAT_TEMPLATE)
+                                    chat_template=CHAT_TEMPLATE, extras=ts.config_extras())
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         with atomic_path(Path(cfg.plots_dir) / CURVES_FILE) as png:
             learning_curves(evaluator.history, kinds=ts.kinds, path=png)

@@ -98,8 +98,9 @@ class ExtractiveQA:
     def encode(self, rows: list[dict[str, Any]], *, tokenizer: Any, max_length: int, labels: list[str] | None,
                eos_id: int) -> dict[str, Any]:
         """Windows of every row (:func:`tasks.modeling.spans.windows`): ``ids``, ``targets`` ([start, end] per
-        window), ``rows`` (kept), ``dropped`` (questions too long), ``unreachable`` (answers no window holds whole),
-        and ``example``/``offsets``/``null`` for :meth:`metrics`."""
+        window), ``rows`` (kept), ``dropped`` (questions too long), and for :meth:`metrics`: ``example``,
+        ``offsets``, ``null`` (per window), ``windows`` (per row: how many), ``unreachable`` (rows whose answer no
+        window holds whole) and ``answering`` (the decoding settings)."""
         from tasks.modeling.spans import answer_chars, windows
 
         data = windows([r["question"] for r in rows], [r["context"] for r in rows], tokenizer=tokenizer,
@@ -112,9 +113,11 @@ class ExtractiveQA:
         kept = [rows[i] for i in data["kept"]]
         # an answer longer than a window's share of context lies in no window whole: such a question teaches "no
         # answer" (as in transformers' run_qa); counted, so that a too small max_length or doc_stride shows
-        unreachable = sum(1 for i, r in enumerate(kept) if r["answers"]["text"] and i not in found)
+        unreachable = [i for i, r in enumerate(kept) if r["answers"]["text"] and i not in found]
         return {"ids": data["ids"], "targets": data["targets"], "rows": kept, "dropped": len(data["dropped"]),
-                "unreachable": unreachable, "example": example, "offsets": data["offsets"], "null": data["null"]}
+                "unreachable": unreachable, "example": example, "offsets": data["offsets"], "null": data["null"],
+                "windows": [example.count(i) for i in range(len(kept))],
+                "answering": {"max_answer_length": self.max_answer_length, "allow_null": self.unanswerable}}
 
     def collate(self, ids: list[list[int]], targets: list[Any], *, pad_id: int) -> tuple[Any, Any, Any]:
         """Right-padded ids and mask; targets ``(batch, 3)``: start, end and the window's length (the loss masks
@@ -166,20 +169,38 @@ class ExtractiveQA:
         return int(targets.shape[0])
 
     def predictions(self, outputs: list[Any], data: dict[str, Any]) -> list[dict[str, Any]]:
-        """The best answer of each of ``data``'s rows from its windows' outputs (text, offsets, score)."""
+        """The best answer of each of ``data``'s rows from its windows' outputs (text, offsets, score), decoded with
+        the settings ``data`` was encoded with."""
         from tasks.modeling.spans import best_answers
 
-        return best_answers(outputs, data, [r["context"] for r in data["rows"]],
-                            max_answer_length=self.max_answer_length, allow_null=self.unanswerable)
+        answering = data.get("answering") or {"max_answer_length": self.max_answer_length,
+                                              "allow_null": self.unanswerable}
+        return best_answers(outputs, data, [r["context"] for r in data["rows"]], **answering)
 
     def metrics(self, *, loss: float, outputs: list[Any], data: dict[str, Any],
                 labels: list[str] | None) -> dict[str, Any]:
-        """``loss`` (per window), ``exact_match`` and ``f1`` of the questions (SQuAD rules)."""
+        """``loss`` (per window), ``exact_match`` and ``f1`` of the questions (SQuAD rules) whose windows are all in
+        ``data`` (a split cut to its first windows leaves its last question's windows short: that one is left out),
+        and ``questions`` (how many)."""
         from tasks.modeling.squad_metrics import squad_scores
 
-        predicted = [p["text"] for p in self.predictions(outputs, data)]
-        scores = squad_scores([r["answers"]["text"] for r in data["rows"]], predicted)
-        return {"loss": loss, "exact_match": scores["exact_match"], "f1": scores["f1"]}
+        present = [0] * len(data["rows"])
+        for e in data["example"]:
+            present[e] += 1
+        whole = [i for i, n in enumerate(present) if n and n == data["windows"][i]]
+        if not whole:  # a split cut shorter than its first question's windows
+            return {"loss": loss, "exact_match": 0.0, "f1": 0.0, "questions": 0}
+        predicted = self.predictions(outputs, data)
+        scores = squad_scores([data["rows"][i]["answers"]["text"] for i in whole],
+                              [predicted[i]["text"] for i in whole])
+        return {"loss": loss, "exact_match": scores["exact_match"], "f1": scores["f1"], "questions": len(whole)}
+
+    def export_config(self, *, max_length: int) -> dict[str, Any]:
+        """What the exported model's config carries so that it answers as training decoded (the evaluate stage and
+        the registry's pyfunc read it), under the Hugging Face question-answering pipeline's parameter names."""
+        return {"task_specific_params": {"question-answering": {
+            "doc_stride": self.doc_stride, "max_answer_length": self.max_answer_length, "max_seq_len": max_length,
+            "handle_impossible_answer": self.unanswerable}}}
 
     def score(self, metrics: Mapping[str, Any]) -> float:
         """SQuAD F1 on val."""

@@ -78,7 +78,8 @@ def test_the_loss_is_transformers_qa_loss_and_ignores_padding(model_dir: Path) -
     qa = ExtractiveQA(unanswerable=True, doc_stride=4)
     data = qa.encode(ROWS, tokenizer=tokenizer, max_length=24, labels=None, eos_id=0)
     assert len(data["ids"]) > len(ROWS) and data["rows"] == ROWS and data["dropped"] == 0
-    assert data["unreachable"] == (1 if "gpt2" in str(model_dir) else 0)  # 'to the log': 7 tiny-BPE tokens
+    assert data["unreachable"] == ([1] if "gpt2" in str(model_dir) else [])  # "to the log": 7 tiny-BPE tokens
+    assert data["windows"] == [data["example"].count(i) for i in range(4)] and sum(data["windows"]) == len(data["ids"])
     singles = []
     with torch.no_grad():
         for ids, target in zip(data["ids"], data["targets"], strict=True):
@@ -103,7 +104,7 @@ def test_a_few_steps_learn_to_answer(model_dir: Path) -> None:
     tokenizer, model = load(model_dir)
     qa = ExtractiveQA(unanswerable=True, doc_stride=8)
     data = qa.encode(ROWS, tokenizer=tokenizer, max_length=40, labels=None, eos_id=0)
-    assert data["unreachable"] == 0
+    assert data["unreachable"] == []
     x, mask, y = qa.collate(data["ids"], data["targets"], pad_id=tokenizer.pad_token_id)
 
     def evaluate() -> dict[str, Any]:
@@ -152,3 +153,28 @@ def test_kd_rows_are_start_and_end_distributions_over_each_window_alone(temperat
              for i, n in enumerate(lengths)]
     assert torch.isfinite(batch) and float(batch) == pytest.approx(float(sum(alone)) / 3, rel=1e-5)
     assert float(kd_loss(rows, rows.clone(), temperature=temperature)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_split_cut_to_its_first_windows_scores_whole_questions_only(tmp_path: Path) -> None:
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from tasks.modeling.tasktypes import task_settings, task_type
+
+    qa = task_type("extractive_qa", {"unanswerable": True, "doc_stride": 4, "max_answer_length": 3})
+    assert isinstance(qa, ExtractiveQA) and (qa.unanswerable, qa.doc_stride, qa.max_answer_length) == (True, 4, 3)
+    assert task_type("extractive_qa") is task_type("extractive_qa", {})  # the defaults: the registered one
+    assert task_settings({"type": "extractive_qa", "extractive_qa": {"doc_stride": 4}}) == {"doc_stride": 4}
+    assert task_settings({"type": "extractive_qa", "settings": {"doc_stride": 5}}) == {"doc_stride": 5}
+    tokenizer = AutoTokenizer.from_pretrained(str(save_checkpoint("bert", tmp_path / "bert")))
+    data = qa.encode(ROWS, tokenizer=tokenizer, max_length=24, labels=None, eos_id=0)
+    assert data["answering"] == {"max_answer_length": 3, "allow_null": True}
+    cut = data["windows"][0] + 1  # the first question whole, the second's first window only
+    capped = {k: v[:cut] if isinstance(v, list) else v for k, v in data.items()}  # as the Evaluator caps val
+    outputs = [np.zeros((len(ids), 2), dtype=np.float32) for ids in capped["ids"]]
+    assert qa.metrics(loss=1.0, outputs=outputs, data=capped, labels=None)["questions"] == 1
+    whole = qa.metrics(loss=1.0, outputs=[np.zeros((len(i), 2)) for i in data["ids"]], data=data, labels=None)
+    assert whole["questions"] == 4 and 0.0 <= whole["f1"] <= 1.0
+    assert ExtractiveQA(doc_stride=4).export_config(max_length=24) == {"task_specific_params": {
+        "question-answering": {"doc_stride": 4, "max_answer_length": 30, "max_seq_len": 24,
+                               "handle_impossible_answer": False}}}
