@@ -23,7 +23,18 @@ from pipelines import artifacts, catalog, operations, registry, tracking
 from pipelines.config import Params
 from pipelines.config.evaluate import INPUTS, REPORTED
 from pipelines.versioning import digest
-from tasks.evaluate import baselines, card, classification, contamination, decision, generation, harness, lm, summary
+from tasks.evaluate import (
+    baselines,
+    card,
+    classification,
+    contamination,
+    decision,
+    extractive_qa,
+    generation,
+    harness,
+    lm,
+    summary,
+)
 from tasks.evaluate.models import made_from, task_models
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
@@ -92,6 +103,10 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                         models=models[task], splits=splits[task], labels=list(info["labels"]), seed=cfg.seed,
                         probe=untouched["finetune_checkpoint"][0] if "finetune_checkpoint" in untouched else None,
                         **cfg.classification.model_dump())
+                elif info["type"] == "extractive_qa":  # each model decodes with the settings its export carries
+                    results[task] = extractive_qa.score_qa_models(
+                        models=models[task], test=splits[task]["test"], seed=cfg.seed,
+                        **cfg.classification.model_dump(include={"bootstrap", "level", "batch_size"}))
                 else:
                     results[task], gens = generation.score_sft(
                         models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(
@@ -137,7 +152,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                      latency="latency_p50_ms",
                      models=summary.report_rows(results, stats, {f"{m}/{t}": d.promoted for (m, t), d in
                                                                  decisions.items()}),
-                     bar_metrics=("macro_f1", "perplexity", "rougeL"), confusion=summary.confusion(results),
+                     bar_metrics=("macro_f1", "f1", "perplexity", "rougeL"), confusion=summary.confusion(results),
                      funnel=funnel, shift=summary.shift(reported.get("metrics/finetune.json", {})),
                      learning_curves=[root / p for p in REPORTED if p.endswith(".png") and (root / p).is_file()],
                      contamination=contam, mlflow_runs={"evaluate run": run.ui_url(base_url)})

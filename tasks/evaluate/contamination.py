@@ -66,9 +66,12 @@ def training_ngrams(texts: Iterable[str], *, n: int = N, fold_every: int = 1 << 
 
 
 def example_text(row: Mapping[str, Any]) -> str:
-    """The text of an evaluation row: ``text`` (records, classification) or ``prompt`` + ``response`` (sft)."""
+    """The text of an evaluation row: ``text`` (records, classification), ``question`` (extractive QA: its context
+    is shared by the other questions about it, in whatever split they fell) or ``prompt`` + ``response`` (sft)."""
     if "text" in row:
         return str(row["text"])
+    if "question" in row and "context" in row:
+        return str(row["question"])
     return f"{row.get('prompt', '')}\n{row.get('response', '')}"
 
 

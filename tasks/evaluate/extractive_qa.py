@@ -91,18 +91,19 @@ def baseline_predictions(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [overlap_sentence(r["question"], r["context"])["text"] for r in rows]
 
 
-def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequence[str], doc_stride: int,
-                    max_answer_length: int, allow_null: bool, max_length: int | None = None, batch_size: int = 16,
-                    model: Any = None) -> list[dict[str, Any]]:
+def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequence[str],
+                    doc_stride: int | None = None, max_answer_length: int | None = None, allow_null: bool | None = None,
+                    max_length: int | None = None, batch_size: int = 16, model: Any = None) -> list[dict[str, Any]]:
     """The answers of an exported extractive QA model (``AutoModelForQuestionAnswering`` with its tokenizer), decoded
     as training's validation decodes them (:func:`tasks.modeling.spans.best_answers`).
 
     Args:
         model_dir: the model directory, e.g. ``models/finetuned/squad``.
         questions, contexts: the inputs, in the same order.
-        doc_stride, max_answer_length, allow_null: the task's settings (windows' overlap, longest answer in tokens,
-            whether "no answer" may be chosen).
-        max_length: tokens per window (None: the model's ``max_position_embeddings``).
+        doc_stride, max_answer_length, allow_null, max_length: the windows' overlap, the longest answer in tokens,
+            whether "no answer" may be chosen, tokens per window; None: as the model's config says (its
+            ``task_specific_params["question-answering"]``, written by the export), else the task type's defaults
+            (``max_length``: the model's ``max_position_embeddings``).
         batch_size: windows per forward pass.
         model: the model already loaded (an int8 variant by its own loader); None: load ``model_dir``'s.
 
@@ -114,13 +115,19 @@ def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequ
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from tasks.modeling.spans import best_answers, windows
+    from tasks.modeling.tasktypes.extractive_qa import DOC_STRIDE, MAX_ANSWER_LENGTH
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if model is None:
         model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir), dtype=torch.float32)
     model = model.eval()
-    limit = int(max_length or model.config.max_position_embeddings)
-    data = windows(questions, contexts, tokenizer=tokenizer, max_length=limit, stride=doc_stride)
+    saved = (model.config.task_specific_params or {}).get("question-answering", {})
+    stride = int(doc_stride if doc_stride is not None else saved.get("doc_stride", DOC_STRIDE))
+    longest = int(max_answer_length if max_answer_length is not None else saved.get("max_answer_length",
+                                                                                     MAX_ANSWER_LENGTH))
+    null = bool(allow_null if allow_null is not None else saved.get("handle_impossible_answer", False))
+    limit = int(max_length or saved.get("max_seq_len") or model.config.max_position_embeddings)
+    data = windows(questions, contexts, tokenizer=tokenizer, max_length=limit, stride=stride)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logits: list[Any] = []
     with torch.no_grad():
@@ -132,22 +139,23 @@ def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequ
             out = model(input_ids=x, attention_mask=mask)
             both = torch.stack([out.start_logits, out.end_logits], -1).float().numpy()
             logits += [both[j, :len(ids)] for j, ids in enumerate(chunk)]
-    return best_answers(logits, data, contexts, max_answer_length=max_answer_length, allow_null=allow_null)
+    return best_answers(logits, data, contexts, max_answer_length=longest, allow_null=null)
 
 
-def score_qa_models(*, models: Mapping[str, Path], test: Sequence[Mapping[str, Any]], doc_stride: int,
-                    max_answer_length: int, allow_null: bool, max_length: int | None = None, batch_size: int = 16,
+def score_qa_models(*, models: Mapping[str, Path], test: Sequence[Mapping[str, Any]], batch_size: int = 16,
                     bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
-                    loaders: Mapping[str, Callable[[Path], Any]] | None = None) -> dict[str, dict[str, Any]]:
+                    loaders: Mapping[str, Callable[[Path], Any]] | None = None,
+                    **settings: Any) -> dict[str, dict[str, Any]]:
     """Every extractive QA model of a task and the overlap-sentence baseline on its test split.
 
     Args:
         models: ``{name: model directory}`` (``finetuned``, ``student``, variants).
         test: the test rows (``question``, ``context``, ``answers``: ``{"text": [...], "answer_start": [...]}``).
-        doc_stride, max_answer_length, allow_null, max_length, batch_size: as :func:`predict_answers`.
+        batch_size: windows per forward pass.
         bootstrap, level, seed: the intervals (:func:`qa_metrics`).
         loaders: ``{name: load(model_dir)}`` for models that plain ``from_pretrained`` does not load; None: the int8
             variant by the model layer's one documented loader.
+        settings: :func:`predict_answers`' decoding settings; none given: each model's own (its config).
 
     Returns:
         ``{name: qa_metrics(...)}``, the baseline as ``overlap_sentence``.
@@ -159,9 +167,8 @@ def score_qa_models(*, models: Mapping[str, Path], test: Sequence[Mapping[str, A
     predictions: dict[str, list[str]] = {}
     for name, model_dir in models.items():
         load = (loaders if loaders is not None else {"int8": load_int8}).get(name)
-        answers = predict_answers(model_dir=model_dir, questions=questions, contexts=contexts, doc_stride=doc_stride,
-                                  max_answer_length=max_answer_length, allow_null=allow_null, max_length=max_length,
-                                  batch_size=batch_size, model=load(model_dir) if load else None)
+        answers = predict_answers(model_dir=model_dir, questions=questions, contexts=contexts, batch_size=batch_size,
+                                  model=load(model_dir) if load else None, **settings)
         predictions[name] = [a["text"] for a in answers]
     predictions["overlap_sentence"] = baseline_predictions(list(test))
     return {name: qa_metrics(references=refs, predictions=p, bootstrap=bootstrap, level=level, seed=seed)
