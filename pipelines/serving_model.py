@@ -9,8 +9,8 @@ A classification model (``LlamaForSequenceClassification``) answers each text wi
 probability; a causal LM (the sft model, or a student) answers each prompt with its greedy continuation, through
 the tokenizer's chat template when it has one; an extractive QA model (``...ForQuestionAnswering``) answers each
 question about its context with the answer's text, character offsets and score (start + end logit), decoded as
-training's validation decodes it (``tasks.modeling.spans``, restated here: this file imports no lmforge code), with
-the task's settings from the model's ``config.task_specific_params["question-answering"]``.
+training's validation decodes it (``tasks.modeling.tasktypes.spans``, restated here: this file imports no lmforge
+code), with the task's settings from the model's ``config.task_specific_params["question-answering"]``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class HFTextModel(PythonModel):
         allows unanswerable questions and it scores higher); white space trimmed off the span."""
         import torch
 
-        qa = (self.model.config.task_specific_params or {}).get("question-answering", {})
+        qa = (getattr(self.model.config, "task_specific_params", None) or {}).get("question-answering", {})
         enc = self.tokenizer(question, context, truncation="only_second",
                              max_length=int(qa.get("max_seq_len", self.model.config.max_position_embeddings)),
                              stride=int(qa.get("doc_stride", 64)), return_overflowing_tokens=True,

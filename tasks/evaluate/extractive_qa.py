@@ -1,8 +1,8 @@
 """Extractive question-answering quality: SQuAD exact match and F1 with bootstrap intervals over questions, and the
 lexical baseline the models must beat.
 
-Metrics follow the official SQuAD 2.0 script's rules (:mod:`tasks.modeling.squad_metrics`); the intervals are the
-percentile bootstrap of :func:`tasks.evaluate.classification.bootstrap_intervals`, resampling questions.
+Metrics follow the official SQuAD 2.0 script's rules (:mod:`tasks.modeling.tasktypes.squad_metrics`); the intervals
+are the percentile bootstrap of :func:`tasks.evaluate.classification.bootstrap_intervals`, resampling questions.
 
 The baseline (a classic lexical one): split the context into sentences (a sentence ends at ``.``, ``!`` or ``?``
 followed by white space, or at a line break; white space around it trimmed) and answer with the sentence sharing the
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.evaluate.classification import bootstrap_intervals
-from tasks.modeling.squad_metrics import METRICS, normalize_answer, squad_scores
+from tasks.modeling.tasktypes.squad_metrics import METRICS, normalize_answer, squad_scores
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -95,7 +95,7 @@ def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequ
                     doc_stride: int | None = None, max_answer_length: int | None = None, allow_null: bool | None = None,
                     max_length: int | None = None, batch_size: int = 16, model: Any = None) -> list[dict[str, Any]]:
     """The answers of an exported extractive QA model (``AutoModelForQuestionAnswering`` with its tokenizer), decoded
-    as training's validation decodes them (:func:`tasks.modeling.spans.best_answers`).
+    as training's validation decodes them (:func:`tasks.modeling.tasktypes.spans.best_answers`).
 
     Args:
         model_dir: the model directory, e.g. ``models/finetuned/squad``.
@@ -114,14 +114,14 @@ def predict_answers(*, model_dir: Path, questions: Sequence[str], contexts: Sequ
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from tasks.modeling.spans import best_answers, windows
     from tasks.modeling.tasktypes.extractive_qa import DOC_STRIDE, MAX_ANSWER_LENGTH
+    from tasks.modeling.tasktypes.spans import best_answers, windows
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if model is None:
         model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir), dtype=torch.float32)
     model = model.eval()
-    saved = (model.config.task_specific_params or {}).get("question-answering", {})
+    saved = (getattr(model.config, "task_specific_params", None) or {}).get("question-answering", {})
     stride = int(doc_stride if doc_stride is not None else saved.get("doc_stride", DOC_STRIDE))
     longest = int(max_answer_length if max_answer_length is not None else saved.get("max_answer_length",
                                                                                      MAX_ANSWER_LENGTH))

@@ -20,8 +20,9 @@ LM_KEYS = ("perplexity", "bits_per_byte", "documents")
 """Per language model: per-token perplexity and bits per byte of data/dedup's test split, and its documents."""
 # in the report, perplexity is a task model's test perplexity (sft: response tokens); lm_perplexity and bits_per_byte
 # are per token and per byte of the lm_documents of data/dedup's test split
-COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "examples", "perplexity", "lm_perplexity", "bits_per_byte",
-           "lm_documents", "rougeL", "bleu", "chrf", "generated", *COST_KEYS, "promoted")
+COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "f1", "f1_ci", "exact_match", "examples", "perplexity",
+           "lm_perplexity", "bits_per_byte", "lm_documents", "rougeL", "bleu", "chrf", "generated", *COST_KEYS,
+           "promoted")
 TABLES = {"Tasks: test split quality": ("task", "accuracy", "macro_f1", "macro_f1_ci", "f1", "f1_ci", "exact_match",
                                          "examples", "perplexity", "rougeL", "bleu", "chrf", "generated", "promoted"),
           "Language modelling (data/dedup test split) and costs": ("task", "lm_perplexity", "bits_per_byte",

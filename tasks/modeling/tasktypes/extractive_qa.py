@@ -1,18 +1,20 @@
 """Extractive question answering (SQuAD): a question and a context in, the answer's start and end tokens out.
 
 - **Data**: records with ``context``, ``question`` and ``answers`` in any of the layouts
-  :mod:`tasks.modeling.qa_records` accepts (SQuAD json files are flattened by :mod:`tasks.readers.squad`); an answer
-  not at its ``answer_start`` is quarantined, an unanswerable question (no answer) too unless the task allows them.
+  :mod:`tasks.modeling.tasktypes.qa_records` accepts (SQuAD json files are flattened by :mod:`tasks.readers.squad`);
+  an answer not at its ``answer_start`` is quarantined, an unanswerable question (no answer) too unless the task
+  allows them.
   Long contexts are never cut: they become windows at training time; only a question too long to leave a window
   room for context is quarantined (``too_long_tokens``).
 - **Head**: ``AutoModelForQuestionAnswering`` of the backbone's architecture (``qa_outputs``: a linear layer giving
   each token a start and an end logit; ``BertForQuestionAnswering``, ``LlamaForQuestionAnswering``...).
 - **Features**: each (question, context) in windows of ``max_length`` tokens sharing ``doc_stride`` tokens
-  (:func:`tasks.modeling.spans.windows`); a window's target is the first gold answer's first and last token, or the
-  null position (CLS, else position 0) when the window lacks it.
+  (:func:`tasks.modeling.tasktypes.spans.windows`); a window's target is the first gold answer's first and last
+  token, or the null position (CLS, else position 0) when the window lacks it.
 - **Loss**: the mean of the start and end cross-entropies over each window's own tokens (padding masked out).
-- **Metrics**: SQuAD exact match and F1 (:mod:`tasks.modeling.squad_metrics`) of the best span per question over its
-  windows (:func:`tasks.modeling.spans.best_answers`); F1 is the validation score and the registry's gate.
+- **Metrics**: SQuAD exact match and F1 (:mod:`tasks.modeling.tasktypes.squad_metrics`) of the best span per question
+  over its windows (:func:`tasks.modeling.tasktypes.spans.best_answers`); F1 is the validation score and the
+  registry's gate.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from tasks.modeling.qa_records import ROLES, check_qa
 from tasks.modeling.tasktypes.base import Gate, Reject
+from tasks.modeling.tasktypes.qa_records import ROLES, check_qa
 
 DOC_STRIDE = 64
 """Default tokens shared by consecutive windows of a context."""
@@ -54,7 +56,8 @@ class ExtractiveQA:
     # --- data step ---------------------------------------------------------------------------------------------
     def check(self, values: Mapping[str, Any], *, labels: list[str] | None,
               names: Mapping[str, str] | None = None) -> dict[str, Any] | Reject:
-        """Context, question and answers normalised (:func:`tasks.modeling.qa_records.check_qa`), or why not."""
+        """Context, question and answers normalised (:func:`~tasks.modeling.tasktypes.qa_records.check_qa`), or why
+        not."""
         return check_qa(values, unanswerable=self.unanswerable, names=names)
 
     def dedup_key(self, values: Mapping[str, Any]) -> str:
@@ -97,11 +100,11 @@ class ExtractiveQA:
 
     def encode(self, rows: list[dict[str, Any]], *, tokenizer: Any, max_length: int, labels: list[str] | None,
                eos_id: int) -> dict[str, Any]:
-        """Windows of every row (:func:`tasks.modeling.spans.windows`): ``ids``, ``targets`` ([start, end] per
+        """Windows of every row (:func:`tasks.modeling.tasktypes.spans.windows`): ``ids``, ``targets`` ([start, end] per
         window), ``rows`` (kept), ``dropped`` (questions too long), and for :meth:`metrics`: ``example``,
         ``offsets``, ``null`` (per window), ``windows`` (per row: how many), ``unreachable`` (rows whose answer no
         window holds whole) and ``answering`` (the decoding settings)."""
-        from tasks.modeling.spans import answer_chars, windows
+        from tasks.modeling.tasktypes.spans import answer_chars, windows
 
         data = windows([r["question"] for r in rows], [r["context"] for r in rows], tokenizer=tokenizer,
                        max_length=max_length, stride=self.doc_stride,
@@ -171,7 +174,7 @@ class ExtractiveQA:
     def predictions(self, outputs: list[Any], data: dict[str, Any]) -> list[dict[str, Any]]:
         """The best answer of each of ``data``'s rows from its windows' outputs (text, offsets, score), decoded with
         the settings ``data`` was encoded with."""
-        from tasks.modeling.spans import best_answers
+        from tasks.modeling.tasktypes.spans import best_answers
 
         answering = data.get("answering") or {"max_answer_length": self.max_answer_length,
                                               "allow_null": self.unanswerable}
@@ -182,7 +185,7 @@ class ExtractiveQA:
         """``loss`` (per window), ``exact_match`` and ``f1`` of the questions (SQuAD rules) whose windows are all in
         ``data`` (a split cut to its first windows leaves its last question's windows short: that one is left out),
         and ``questions`` (how many)."""
-        from tasks.modeling.squad_metrics import squad_scores
+        from tasks.modeling.tasktypes.squad_metrics import squad_scores
 
         present = [0] * len(data["rows"])
         for e in data["example"]:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tasks.modeling.qa_records import check_qa
 from tasks.modeling.tasktypes.base import Reject
+from tasks.modeling.tasktypes.qa_records import check_qa
 
 CONTEXT = "The cat sat on the mat."
 NORMAL = {"context": CONTEXT, "question": "Where?", "answers": {"text": ["on the mat", "the mat"],

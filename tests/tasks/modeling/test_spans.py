@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.modeling.spans import answer_chars, best_answers, max_question_tokens, windows
+from tasks.modeling.tasktypes.spans import answer_chars, best_answers, max_question_tokens, windows
 from tests.assets.checkpoints import WORDS, save_checkpoint
 
 CONTEXT = ("the cat sat on the mat . the dog ran to the log . a bird flew over the tree . it was at home with "

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tasks.modeling.squad_metrics import exact, normalize_answer, question_scores, squad_scores, token_f1
+from tasks.modeling.tasktypes.squad_metrics import exact, normalize_answer, question_scores, squad_scores, token_f1
 
 
 @pytest.mark.parametrize(("text", "normal"), [
