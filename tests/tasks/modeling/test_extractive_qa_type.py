@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,35 @@ def test_a_split_cut_to_its_first_windows_scores_whole_questions_only(tmp_path: 
     assert ExtractiveQA(doc_stride=4).export_config(max_length=24) == {"task_specific_params": {
         "question-answering": {"doc_stride": 4, "max_answer_length": 30, "max_seq_len": 24,
                                "handle_impossible_answer": False}}}
+
+
+@pytest.mark.parametrize("tasks", [("qa",), ("qa", "topic")])
+def test_exported_qa_models_load_back_into_the_multitask_module(tmp_path: Path, tasks: tuple[str, ...]) -> None:
+    """LlamaForQuestionAnswering names its body ``transformer``, the causal LM and the classifier ``model``: the
+    task models of one run still load back, a QA task alone too (as distill's variants load the exported student)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from tasks.modeling.export import save_task_models
+    from tasks.modeling.heads import build_multitask, load_backbone, load_exported
+
+    base = save_checkpoint("llama", tmp_path / "llama")
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+
+    def module() -> Any:
+        return build_multitask(load_backbone(base), heads={"qa": 2, "topic": 3} if "topic" in tasks else {"qa": 2},
+                               dropout=0.0, pad_token_id=0, types={"qa": "extractive_qa", "topic": "classification"})
+
+    torch.manual_seed(0)
+    trained = module()
+    labels = {"qa": None, "topic": ["a", "b", "c"]}
+    save_task_models(tmp_path / "out", module=trained, labels={t: labels[t] for t in tasks}, sft_tasks=[],
+                     tokenizer=tokenizer, dtype="float32", chat_template="", extras={"qa": {"doc_stride": 3}})
+    from safetensors.torch import load_file
+
+    assert "transformer.embed_tokens.weight" in load_file(str(tmp_path / "out/qa/model.safetensors"))
+    assert json.loads((tmp_path / "out/qa/config.json").read_text())["doc_stride"] == 3
+    torch.manual_seed(1)
+    again = load_exported(module(), {t: tmp_path / "out" / t for t in tasks})
+    for (name, a), b in zip(trained.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
