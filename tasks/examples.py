@@ -22,28 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import atomic_write_text
+from tasks.modeling.tasktypes.sft import CHAT_TEMPLATE, PROMPT_TEMPLATE, render_prompt  # the sft layout, re-exported
+
+__all__ = ["CHAT_TEMPLATE", "MANIFEST_FILE", "MANIFEST_FORMAT", "PROMPT_TEMPLATE", "QUARANTINE_FILE", "SPLITS",
+           "ExamplesError", "dumps", "load_split", "read_manifest", "read_rows", "render_prompt", "split_file",
+           "write_manifest", "write_rows"]
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "lmforge-examples/1"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 QUARANTINE_FILE = "quarantine.jsonl"
-
-
-PROMPT_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
-"""How an sft example is laid out: the rendered prompt, then the response and EOS (the loss covers only those)."""
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}### Prompt:\n{{ message['content'] }}\n### Response:\n"
-    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
-    "{% endfor %}"
-)
-"""The same layout as a Jinja chat template, stored in the exported tokenizer: ``apply_chat_template([{"role":
-"user", "content": p}], add_generation_prompt=True)`` renders exactly :func:`render_prompt` (p)."""
-
-
-def render_prompt(prompt: str) -> str:
-    """The text the model sees before the response of an sft example."""
-    return PROMPT_TEMPLATE.format(prompt=prompt)
 
 
 class ExamplesError(Exception):
@@ -102,7 +90,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise ExamplesError(f"{path} is unreadable ({e}): re-run the finetune stage") from None
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ExamplesError(f"{path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    from tasks.modeling.tasktypes import TASK_TYPES  # the registry imports this module's layout helpers
+    from tasks.modeling.tasktypes import TASK_TYPES
 
     for name, task in manifest.get("tasks", {}).items():
         if task.get("type") not in TASK_TYPES:

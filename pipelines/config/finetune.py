@@ -108,6 +108,8 @@ class ExtractiveQAParams(Section):
     max_answer_length: int = Field(30, ge=1, description="The longest answer predicted, in tokens.")
 
 
+LABELLED_TYPES = ("classification",)
+"""The task types with a label set (``labels``): the components' ``labelled`` (a test checks they agree)."""
 DEFAULT_DATA_TYPES = ("classification", "sft")
 """The task types data kind ``default`` derives from the default corpus."""
 
@@ -135,14 +137,12 @@ class TaskParams(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskParams:
-        from tasks.modeling.tasktypes import task_type  # pure Python: the registry of task types, no torch
-
         if self.type != "classification":
             if any(d.kind == "folders" for d in self.data):
                 raise ValueError("data kind folders gives labels: it serves classification tasks only")
             if self.augment.enabled:
                 raise ValueError("augment applies to classification tasks only")
-        if self.labels is not None and not task_type(self.type).labelled:
+        if self.labels is not None and self.type not in LABELLED_TYPES:
             raise ValueError(f"labels apply to labelled task types, not {self.type}")
         if self.type not in DEFAULT_DATA_TYPES and any(d.kind == "default" for d in self.data):
             raise ValueError(f"data kind default derives {' and '.join(DEFAULT_DATA_TYPES)} tasks from the default "

@@ -24,6 +24,14 @@ class GateRule(Section):
                              "lower is better). A candidate without an interval is then refused.")
 
 
+DEFAULT_GATES: dict[str, GateRule] = {
+    "classification": GateRule(metric="test.macro_f1", direction="higher", margin=0.01),
+    "sft": GateRule(metric="test.perplexity", direction="lower", margin=0.5),
+    "extractive_qa": GateRule(metric="test.f1", direction="higher", margin=0.01),
+}
+"""The gate of each task type that params.yaml does not name (one per registered task type: a test checks)."""
+
+
 class RegistryParams(Section):
     """The MLflow model registry: one registered model per fine-tuning task, a ``champion`` alias moved by a gate."""
 
@@ -34,17 +42,12 @@ class RegistryParams(Section):
         default_factory=dict,
         description="Gate per task kind (``classification``, ``sft``, ``student``...): the metric, its direction, "
         "the margin and whether the confidence interval must support the gain. A task type not given here gets its "
-        "type's own rule (classification: test.macro_f1 higher by 0.01; sft: test.perplexity lower by 0.5...).")
+        "default rule (classification: test.macro_f1 higher by 0.01; sft: test.perplexity lower by 0.5...).")
     alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$",
                        description="The alias the gate moves (what serving and rollback refer to).")
 
     @model_validator(mode="after")
     def _every_type_gated(self) -> RegistryParams:
-        from tasks.modeling.tasktypes import TASK_TYPES  # pure Python: the task types' own rules, no torch
-
-        for name, kind in TASK_TYPES.items():
-            if name not in self.gates:
-                rule = kind.gate
-                self.gates[name] = GateRule(metric=rule.metric, direction=rule.direction,  # type: ignore[arg-type]
-                                            margin=rule.margin)
+        for name, rule in DEFAULT_GATES.items():
+            self.gates.setdefault(name, rule.model_copy())
         return self

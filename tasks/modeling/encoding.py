@@ -94,7 +94,7 @@ def collate(ids: list[list[int]], targets: list[Any], *, pad_id: int,
             kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ``(input_ids, attention_mask, targets)`` of a task type
     (:meth:`~tasks.modeling.tasktypes.base.TaskType.collate`)."""
-    return task_type(kind).collate(ids, targets, pad_id=pad_id)  # type: ignore[no-any-return]
+    return task_type(kind).collate(ids, targets, pad_id=pad_id)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.modeling.encoding import batches
-from tasks.modeling.metrics import val_score
+from tasks.modeling.tasktypes import task_type
 
 
 def score(forward: Any, data: dict[str, Any], *, kind: str, batch_size: int, pad_id: int,
@@ -27,7 +27,6 @@ def score(forward: Any, data: dict[str, Any], *, kind: str, batch_size: int, pad
     """
     import torch
 
-    from tasks.modeling.tasktypes import task_type
 
     kind_ = task_type(kind)
     loss_sum, count, outputs = 0.0, 0, []
@@ -56,7 +55,6 @@ def evaluate_split(module: Any, data: dict[str, Any], *, task: str, kind: str, l
         batch_size: examples per forward pass.
         pad_id: padding id.
     """
-    from tasks.modeling.tasktypes import task_type
 
     module.eval()
     loss, _, outputs = score(lambda x, mask: module(input_ids=x, attention_mask=mask, task=task), data, kind=kind,
@@ -83,7 +81,6 @@ def exported_test_metrics(model_dir: Path, data: dict[str, Any], *, kind: str, l
     import transformers
     from transformers import AutoTokenizer
 
-    from tasks.modeling.tasktypes import task_type
 
     kind_ = task_type(kind)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -106,6 +103,17 @@ def exported_test_metrics(model_dir: Path, data: dict[str, Any], *, kind: str, l
         generations.append({"prompt": row["prompt"], "reference": row["response"],
                             "completion": tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)})
     return {**metrics, "samples": generations}
+
+
+def task_score(kind: str, metrics: dict[str, Any]) -> float:
+    """A task's higher-is-better validation number, as its type says (macro-F1 for classification, -val loss for
+    sft...)."""
+    return task_type(kind).score(metrics)
+
+
+def val_score(kinds: dict[str, str], per_task: dict[str, dict[str, Any]]) -> float:
+    """The validation score: the mean of :func:`task_score` over tasks."""
+    return sum(task_score(kinds[t], per_task[t]) for t in sorted(per_task)) / len(per_task)
 
 
 METRIC_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val_macro_f1",

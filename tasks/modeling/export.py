@@ -111,10 +111,11 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
         if hasattr(config, "attention_dropout"):
             config.attention_dropout = 0.0
         config.architectures = [type(classifier).__name__]
-        if labels[task] is not None:  # a labelled type (a span head's two outputs have no names)
-            config.num_labels = len(labels[task])
-            config.id2label = dict(enumerate(labels[task]))
-            config.label2id = {label: i for i, label in enumerate(labels[task])}
+        names = labels[task]
+        if names is not None:  # a labelled type (a span head's two outputs have no names)
+            config.num_labels = len(names)
+            config.id2label = dict(enumerate(names))
+            config.label2id = {label: i for i, label in enumerate(names)}
         config.pad_token_id = tokenizer.pad_token_id
         config.dtype = torch_dtype
         for key, value in (extras or {}).get(task, {}).items():

@@ -1,8 +1,6 @@
-"""Fine-tuning metrics: classification scores, the one validation score, early stopping, learning curves.
+"""Fine-tuning metrics: classification scores, perplexity, early stopping, learning curves.
 
-``val_score`` is the mean over tasks of a higher-is-better number, the task type's: a classification task's macro-F1
-on val, an sft task's negative val loss (nats per response token)... Early stopping and reduce-on-plateau both follow
-it.
+Early stopping and reduce-on-plateau follow the validation score (``tasks.modeling.evaluation.val_score``).
 """
 
 from __future__ import annotations
@@ -26,19 +24,6 @@ def classification_scores(targets: list[int], predictions: list[int], labels: li
 def perplexity(loss: float) -> float:
     """``exp(loss)``, capped so that a diverged run still gives a finite number."""
     return math.exp(min(loss, 50.0))
-
-
-def task_score(kind: str, metrics: dict[str, Any]) -> float:
-    """A task's higher-is-better validation number, as its type says (macro-F1 for classification, -val loss for
-    sft...)."""
-    from tasks.modeling.tasktypes import task_type
-
-    return task_type(kind).score(metrics)
-
-
-def val_score(kinds: dict[str, str], per_task: dict[str, dict[str, Any]]) -> float:
-    """The validation score: the mean of :func:`task_score` over tasks."""
-    return sum(task_score(kinds[t], per_task[t]) for t in sorted(per_task)) / len(per_task)
 
 
 class EarlyStopper:

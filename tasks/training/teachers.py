@@ -248,11 +248,11 @@ class Teachers:
         the cache. Returns what the summary and run stats say of it."""
         from tasks.training import kd
 
-        t0, reused, live = time.perf_counter(), [], []
+        t0, reused, uncached = time.perf_counter(), [], []
         for t, model in self.models.items():
             kind = "sft" if self.kinds[t].generative else self.kinds[t].name
             if kind not in kd.CACHED:  # per-token and span heads: the teacher runs live
-                live.append(t)
+                uncached.append(t)
                 continue
             path, digest = Path(cache_dir) / f"{t}.pt", kd.file_digest(self.dirs[t])
             cache = kd.TeacherCache.load(path, kind=kind, top_k=top_k, digest=digest)
@@ -265,7 +265,7 @@ class Teachers:
                 reused.append(t)
             self.caches[t] = cache
         build_seconds = time.perf_counter() - t0
-        info = {"enabled": True, "top_k": top_k, "reused": reused, "live": live,
+        info = {"enabled": True, "top_k": top_k, "reused": reused, "live": uncached,
                 "build_seconds": round(build_seconds, 3), "bytes": {t: c.nbytes() for t, c in self.caches.items()},
                 "probe_steps": probe_steps}
         if not probe_steps:

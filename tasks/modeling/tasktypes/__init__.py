@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.modeling.errors import ConfigError
-from tasks.modeling.tasktypes.base import Gate, Reject, TaskType
+from tasks.modeling.tasktypes.base import Reject, TaskType
 from tasks.modeling.tasktypes.classification import Classification
 from tasks.modeling.tasktypes.extractive_qa import ExtractiveQA
 from tasks.modeling.tasktypes.sft import Sft
@@ -43,4 +43,4 @@ def task_settings(task: Mapping[str, Any]) -> dict[str, Any]:
     return dict(task.get("settings") or task.get(task["type"]) or {})
 
 
-__all__ = ["TASK_TYPES", "ConfigError", "Gate", "Reject", "TaskType", "task_settings", "task_type"]
+__all__ = ["TASK_TYPES", "ConfigError", "Reject", "TaskType", "task_settings", "task_type"]

@@ -14,8 +14,9 @@ order the pipeline meets them:
   :meth:`~TaskType.encode` (rows -> token ids and targets, windows for long inputs), :meth:`~TaskType.collate`,
   :meth:`~TaskType.loss`, :meth:`~TaskType.metrics` (val metrics from a split's outputs) and :meth:`~TaskType.score`
   (the higher-is-better number early stopping follows).
-- **evaluate and registry**: :attr:`~TaskType.gate` (the registry's default gate rule), :attr:`~TaskType.compared`
-  (the report's decision metrics), :attr:`~TaskType.pipeline_tag` (model card).
+- **evaluate and registry**: :attr:`~TaskType.compared` (the report's decision metrics, the registry's version tags),
+  :attr:`~TaskType.pipeline_tag` (model card). The registry's gate per type is a param
+  (``pipelines.config.registry.DEFAULT_GATES``).
 
 Heavy imports (torch, transformers) happen inside the methods.
 """
@@ -35,16 +36,6 @@ class Reject:
     detail: str
 
 
-@dataclass(frozen=True)
-class Gate:
-    """The registry's default gate rule of a task type: a test metric, whether higher or lower is better, and the
-    margin a challenger must win by (``pipelines.config.registry.GateRule`` takes these values)."""
-
-    metric: str
-    direction: str
-    margin: float
-
-
 class TaskType(Protocol):
     """One fine-tuning task type (see the module docstring for who asks which member)."""
 
@@ -61,8 +52,6 @@ class TaskType(Protocol):
     causal LM (``AutoModelForCausalLM``)."""
     pipeline_tag: ClassVar[str]
     """The Hugging Face pipeline tag of the exported model (model cards)."""
-    gate: ClassVar[Gate]
-    """The registry's default gate rule."""
     compared: ClassVar[tuple[str, ...]]
     """Test metrics the report's decision section compares (headline first)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from tasks.modeling.tasktypes.base import Gate, Reject
+from tasks.modeling.tasktypes.base import Reject
 from tasks.modeling.tasktypes.fields import text_fields, token_count
 
 
@@ -23,7 +23,6 @@ class Classification:
     generative: ClassVar[bool] = False
     head_class: ClassVar[str | None] = "AutoModelForSequenceClassification"
     pipeline_tag: ClassVar[str] = "text-classification"
-    gate: ClassVar[Gate] = Gate(metric="test.macro_f1", direction="higher", margin=0.01)
     compared: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
 
     def check(self, values: Mapping[str, Any], *, labels: list[str] | None,
@@ -80,7 +79,7 @@ class Classification:
         return output.logits
 
     def outputs(self, logits: Any, attention_mask: Any) -> list[Any]:
-        return logits.argmax(-1).tolist()
+        return list(logits.argmax(-1).tolist())
 
     def loss(self, logits: Any, targets: Any, *, weight: Any = None, reduction: str = "mean") -> Any:
         import torch.nn.functional as F

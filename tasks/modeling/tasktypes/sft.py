@@ -10,9 +10,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from tasks.modeling.tasktypes.base import Gate, Reject
+from tasks.modeling.tasktypes.base import Reject
 from tasks.modeling.tasktypes.batching import IGNORE
 from tasks.modeling.tasktypes.fields import text_fields, token_count
+
+PROMPT_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
+"""How an sft example is laid out: the rendered prompt, then the response and EOS (the loss covers only those)."""
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}### Prompt:\n{{ message['content'] }}\n### Response:\n"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+"""The same layout as a Jinja chat template, stored in the exported tokenizer: ``apply_chat_template([{"role":
+"user", "content": p}], add_generation_prompt=True)`` renders exactly :func:`render_prompt` (p)."""
+
+
+def render_prompt(prompt: str) -> str:
+    """The text the model sees before the response of an sft example."""
+    return PROMPT_TEMPLATE.format(prompt=prompt)
 
 
 class Sft:
@@ -24,7 +40,6 @@ class Sft:
     generative: ClassVar[bool] = True
     head_class: ClassVar[str | None] = None
     pipeline_tag: ClassVar[str] = "text-generation"
-    gate: ClassVar[Gate] = Gate(metric="test.perplexity", direction="lower", margin=0.5)
     compared: ClassVar[tuple[str, ...]] = ("perplexity", "rougeL")
 
     def check(self, values: Mapping[str, Any], *, labels: list[str] | None,
@@ -44,8 +59,6 @@ class Sft:
         return None
 
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
-        from tasks.examples import render_prompt
-
         # never cut: a cut response teaches cut text
         n = token_count(tokenizer, render_prompt(values["prompt"])) + token_count(tokenizer, values["response"]) + 1
         return values if n <= max_length else Reject("too_long_tokens", f"{n} tokens > max_length {max_length}")
@@ -58,8 +71,6 @@ class Sft:
 
     def encode(self, rows: list[dict[str, Any]], *, tokenizer: Any, max_length: int, labels: list[str] | None,
                eos_id: int) -> dict[str, Any]:
-        from tasks.examples import render_prompt
-
         ids, targets, kept, dropped = [], [], [], 0
         for row in rows:
             prompt = list(tokenizer(render_prompt(row["prompt"]))["input_ids"])

@@ -90,8 +90,7 @@ def evaluator(path: Path, *, min_delta: float = 0.0) -> Any:
 
 
 def test_each_pass_scores_every_task_and_reaches_the_flow_as_data(engine: Any, tmp_path: Path) -> None:
-    from tasks.modeling.evaluation import evaluate_split, read_evaluations
-    from tasks.modeling.metrics import val_score
+    from tasks.modeling.evaluation import evaluate_split, read_evaluations, val_score
 
     path = tmp_path / "evaluations.jsonl"
     ev = evaluator(path, min_delta=10.0)  # nothing after the first pass counts as a gain: stop at the second

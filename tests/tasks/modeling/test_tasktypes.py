@@ -28,15 +28,18 @@ def test_every_registered_type_implements_every_member_of_the_protocol() -> None
 
 
 def test_params_and_registry_know_every_type() -> None:
-    from pipelines.config.finetune import TaskParams
-    from pipelines.config.registry import RegistryParams
+    from pipelines.config.finetune import LABELLED_TYPES, TaskParams
+    from pipelines.config.registry import DEFAULT_GATES, RegistryParams
 
     literal = typing.get_args(TaskParams.model_fields["type"].annotation)
-    assert set(literal) == set(TASK_TYPES)
+    assert set(literal) == set(TASK_TYPES) == set(DEFAULT_GATES)
+    assert set(LABELLED_TYPES) == {name for name, kind in TASK_TYPES.items() if kind.labelled}
     gates = RegistryParams(gates={"sft": {"metric": "test.loss", "direction": "lower"}}).gates
-    assert gates["sft"].metric == "test.loss"  # given: kept
-    assert {name: (g.metric, g.direction, g.margin) for name, g in gates.items() if name != "sft"} == {
-        name: (k.gate.metric, k.gate.direction, k.gate.margin) for name, k in TASK_TYPES.items() if name != "sft"}
+    assert gates["sft"].metric == "test.loss"  # given: kept; every other type gets its default
+    assert {name: g for name, g in gates.items() if name != "sft"} == {
+        name: g for name, g in DEFAULT_GATES.items() if name != "sft"}
+    for name, gate in DEFAULT_GATES.items():  # a type's gate reads a metric the type's test metrics report
+        assert gate.metric.removeprefix("test.") in TASK_TYPES[name].compared
 
 
 def test_classification_and_sft_checks_and_rows() -> None:

@@ -169,7 +169,8 @@ def test_task_batches_are_a_function_of_seed_and_step_and_balanced_sampling_even
 
 
 def test_schedules_and_early_stopping() -> None:
-    from tasks.modeling.metrics import EarlyStopper, val_score
+    from tasks.modeling.evaluation import val_score
+    from tasks.modeling.metrics import EarlyStopper
     from tasks.training.schedule import Plateau, lr_factor
 
     assert lr_factor(0, warmup_steps=3, steps=10, decay="cosine", min_ratio=0.1) == pytest.approx(0.25)
