@@ -30,6 +30,7 @@ from tasks.evaluate import (
     classification,
     contamination,
     decision,
+    extractive_qa,
     generation,
     harness,
     lm,
@@ -114,6 +115,10 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                         models=models[task], splits=splits[task], scheme=splits[task]["test"][0]["scheme"],
                         seed=cfg.seed, batch_size=cfg.classification.batch_size,
                         bootstrap=cfg.classification.bootstrap, level=cfg.classification.level)
+                elif info["type"] == "extractive_qa":  # each model decodes with the settings its export carries
+                    results[task] = extractive_qa.score_qa_models(
+                        models=models[task], test=splits[task]["test"], seed=cfg.seed,
+                        **cfg.classification.model_dump(include={"bootstrap", "level", "batch_size"}))
                 else:
                     results[task], gens = generation.score_sft(
                         models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(
@@ -159,7 +164,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                      latency="latency_p50_ms",
                      models=summary.report_rows(results, stats, {f"{m}/{t}": d.promoted for (m, t), d in
                                                                  decisions.items()}),
-                     bar_metrics=("macro_f1", "entity_f1", "perplexity", "rougeL"),
+                     bar_metrics=("macro_f1", "entity_f1", "f1", "perplexity", "rougeL"),
                      confusion=summary.confusion(results),
                      funnel=funnel, shift=summary.shift(reported.get("metrics/finetune.json", {})),
                      learning_curves=[root / p for p in REPORTED if p.endswith(".png") and (root / p).is_file()],

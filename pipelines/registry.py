@@ -78,6 +78,11 @@ def _signature(kind: str) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+    if kind == "extractive_qa":  # the answer's character offsets and score are null for "no answer"
+        return ModelSignature(Schema([ColSpec("string", "question"), ColSpec("string", "context")]),
+                              Schema([ColSpec("string", "answer"), ColSpec("long", "start", required=False),
+                                      ColSpec("long", "end", required=False),
+                                      ColSpec("double", "score", required=False)]))
     inputs = Schema([ColSpec("string", "text")])
     if kind == "chat":  # a conversation in: [{"role", "content"}] turns, the next assistant turn out
         from mlflow.types.schema import Array, Object, Property
@@ -99,6 +104,8 @@ def _signature(kind: str) -> Any:
 def _example(kind: str, text: str) -> Any:
     import pandas as pd
 
+    if kind == "extractive_qa":  # the example text is the context a question is asked about
+        return pd.DataFrame({"question": ["what is it about?"], "context": [text]})
     frame = pd.DataFrame({"messages": [[{"role": "user", "content": text}]]} if kind == "chat" else {"text": [text]})
     # MLflow runs the example through the model while logging: a causal LM generates 2 tokens, not the default 32
     return frame if kind in ("classification", "token_classification") else (frame, {"max_new_tokens": 2})

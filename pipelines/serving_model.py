@@ -18,10 +18,15 @@ import): the text split into words (runs of letters and digits, single punctuati
 spaces and tokenized as running text, each word tagged at its first token, a text over the model's positions in
 windows of whole words; the tags read into entities as conlleval reads them (``tasks.modeling.tagging.spans``). A test
 holds the two implementations to the same answers.
+An extractive QA model (``...ForQuestionAnswering``) answers each question about its context with the answer's text,
+character offsets and score (start + end logit), decoded as training's validation decodes it
+(``tasks.modeling.tasktypes.spans``, restated here: this file imports no lmforge code), with the task's settings from
+the model's ``config.task_specific_params["question-answering"]``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -44,22 +49,26 @@ class HFTextModel(PythonModel):
         architectures = transformers.AutoConfig.from_pretrained(path).architectures or []
         self.classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         self.tagger = any(a.endswith("ForTokenClassification") for a in architectures)
+        self.reader = any(a.endswith("ForQuestionAnswering") for a in architectures)
         auto = ("AutoModelForSequenceClassification" if self.classifier else "AutoModelForTokenClassification"
-                if self.tagger else "AutoModelForCausalLM")
+                if self.tagger else "AutoModelForQuestionAnswering" if self.reader else "AutoModelForCausalLM")
         self.model = getattr(transformers, auto).from_pretrained(path).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
 
     # a DataFrame hint, not a list one: MLflow then validates input against the signature given at logging instead
     # of deriving (and warning about) a schema from the hints
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """One answer per row of ``model_input`` (a DataFrame with a ``text`` or a ``messages`` column)."""
+        """One answer per row of ``model_input`` (a DataFrame with a ``text`` or a ``messages`` column; ``question``
+        and ``context`` for an extractive QA model)."""
         import torch
 
-        items = list(model_input["messages" if "messages" in model_input.columns else "text"])
         rows = []
         with torch.inference_mode():
-            # one text at a time: no padding side to get wrong, and these models answer in milliseconds
-            for item in items:
+            # one input at a time: no padding side to get wrong, and these models answer in milliseconds
+            if self.reader:
+                return pd.DataFrame([self._answer(q, c) for q, c in zip(model_input["question"],
+                                                                        model_input["context"], strict=True)])
+            for item in model_input["messages" if "messages" in model_input.columns else "text"]:
                 rows.append(self._classify(item) if self.classifier else self._tag(item) if self.tagger
                             else self._generate(item, params or {}))
         return pd.DataFrame(rows)
@@ -137,6 +146,41 @@ class HFTextModel(PythonModel):
         return {"entities": [{"entity": kind, "start": offsets[a][0], "end": offsets[b][1],
                               "text": text[offsets[a][0]:offsets[b][1]],
                               "score": sum(scores[a:b + 1]) / (b + 1 - a)} for kind, a, b in _spans(tags)]}
+
+    def _answer(self, question: str, context: str) -> dict[str, Any]:
+        """The best span over the context's windows (lowest null score over windows; the null answer where the task
+        allows unanswerable questions and it scores higher); white space trimmed off the span."""
+        import torch
+
+        qa = (getattr(self.model.config, "task_specific_params", None) or {}).get("question-answering", {})
+        enc = self.tokenizer(question, context, truncation="only_second",
+                             max_length=int(qa.get("max_seq_len", self.model.config.max_position_embeddings)),
+                             stride=int(qa.get("doc_stride", 64)), return_overflowing_tokens=True,
+                             return_offsets_mapping=True)
+        cls_id, longest = self.tokenizer.cls_token_id, int(qa.get("max_answer_length", 30))
+        best: tuple[float, int, int] | None = None
+        null_score: float | None = None
+        for w, ids in enumerate(enc["input_ids"]):
+            out = self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+            start, end = out.start_logits[0].float(), out.end_logits[0].float()
+            null = ids.index(cls_id) if cls_id is not None and cls_id in ids else 0
+            null_score = min(null_score if null_score is not None else math.inf, float(start[null] + end[null]))
+            offsets = enc["offset_mapping"][w]
+            usable = torch.tensor([s == 1 and bool(context[o[0]:o[1]].strip())
+                                   for o, s in zip(offsets, enc.sequence_ids(w), strict=True)])
+            gap = torch.arange(len(ids))[None, :] - torch.arange(len(ids))[:, None]
+            allowed = usable[:, None] & usable[None, :] & (gap >= 0) & (gap < longest)
+            if allowed.any():
+                scores = (start[:, None] + end[None, :]).masked_fill(~allowed, -math.inf)
+                i, j = divmod(int(scores.argmax()), len(ids))
+                if best is None or float(scores[i, j]) > best[0]:
+                    best = (float(scores[i, j]), offsets[i][0], offsets[j][1])
+        if best is None or (qa.get("handle_impossible_answer") and null_score is not None and null_score > best[0]):
+            return {"answer": "", "start": None, "end": None, "score": null_score}
+        score, a, b = best
+        text = context[a:b]
+        a, b = a + len(text) - len(text.lstrip()), b - (len(text) - len(text.rstrip()))
+        return {"answer": context[a:b], "start": a, "end": b, "score": score}
 
 
 def _first_tokens(text: str, words: list[str], offsets: list[list[int]], special: list[int]) -> list[int]:

@@ -29,6 +29,10 @@ class Fields(Section):
                         "strings).")
     tags: str = Field("tags", min_length=1, description="token_classification: a tag per word (a list: O, B-PER, "
                       "I-PER... in IOB1, IOB2 or BIOES; integers index labels).")
+    context: str = Field("context", min_length=1, description="extractive_qa: the passage answers are spans of.")
+    question: str = Field("question", min_length=1, description="extractive_qa: the question.")
+    answers: str = Field("answers", min_length=1, description="extractive_qa: the answers, a list of {text, "
+                         "answer_start} or {text: [...], answer_start: [...]}; empty: unanswerable.")
     split: str | None = Field(None, description="A field naming each record's split (train/val/test, also "
                               "validation/dev); null: splits are made (stratified by label for classification).")
 
@@ -46,9 +50,10 @@ class FilesData(Section):
 
     kind: Literal["files"] = Field(description="Data kind.")
     paths: list[str] = Field(min_length=1, description="Glob patterns (** allowed), relative to the repository.")
-    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll"] = Field(
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "squad"] = Field(
         "auto", description="File format; auto: from the suffix. conll (suffix .conll): one token per line with its "
-        "tag in the last column, a blank line between sentences (token_classification).")
+        "tag in the last column, a blank line between sentences (token_classification); squad: SQuAD 1.1/2.0 json "
+        "(articles of paragraphs of questions), a record per question (extractive_qa).")
     fields: Fields = Field(default_factory=Fields, description="Field names.")
 
 
@@ -98,6 +103,16 @@ class AugmentParams(Section):
     seed: int = Field(0, ge=0, description="Seed of the augmentation.")
 
 
+class ExtractiveQAParams(Section):
+    """Options of an extractive_qa task (``tasks.modeling.tasktypes.extractive_qa``)."""
+
+    unanswerable: bool = Field(False, description="Keep questions without an answer (SQuAD 2.0); the model may then "
+                               "answer nothing. false: such questions are quarantined (unanswerable).")
+    doc_stride: int = Field(64, ge=0, description="Tokens shared by consecutive windows of a context longer than "
+                            "max_length; below max_length minus the question and special tokens.")
+    max_answer_length: int = Field(30, ge=1, description="The longest answer predicted, in tokens.")
+
+
 LABELLED_TYPES = ("classification", "token_classification")
 """The task types with a label set (``labels``): the components' ``labelled`` (a test checks they agree)."""
 DEFAULT_DATA_TYPES = ("classification", "sft")
@@ -109,10 +124,10 @@ class TaskParams(Section):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Task name: directory under "
                       "data/finetune and models/finetuned, prefix of its metrics.")
-    type: Literal["classification", "sft", "chat", "token_classification"] = Field(
+    type: Literal["classification", "sft", "chat", "token_classification", "extractive_qa"] = Field(
         description="classification (text -> label), sft (prompt -> response, loss on the response only), chat "
-        "(messages: multi-turn, loss on the assistant turns) or token_classification (a sentence's words -> a tag per "
-        "word: named-entity recognition).")
+        "(messages: multi-turn, loss on the assistant turns), token_classification (a sentence's words -> a tag per "
+        "word: named-entity recognition) or extractive_qa (question and context -> the answer's span, SQuAD).")
     data: list[TaskData] = Field(min_length=1, description="Where the examples come from, any mix.")
     weight: float = Field(1.0, gt=0, description="Share of the training batches, relative to the other tasks.")
     labels: list[str] | None = Field(None, description="classification: the label set (records with another label "
@@ -129,6 +144,8 @@ class TaskParams(Section):
                            "before tokenizing.")
     splits: SplitParams = Field(default_factory=SplitParams, description="Split making.")
     augment: AugmentParams = Field(default_factory=AugmentParams, description="Augmentation (classification).")
+    extractive_qa: ExtractiveQAParams | None = Field(None, description="extractive_qa: its options (null: the "
+                                                     "defaults).")
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskParams:
@@ -146,6 +163,8 @@ class TaskParams(Section):
             raise ValueError("labels repeat a label")
         if self.scheme != "auto" and self.type != "token_classification":
             raise ValueError("scheme applies to token_classification tasks only")
+        if self.extractive_qa is not None and self.type != "extractive_qa":
+            raise ValueError(f"extractive_qa options apply to extractive_qa tasks, not {self.type}")
         return self
 
 
@@ -214,6 +233,11 @@ class FinetuneParams(FinetuneSettings, Section):
             raise ValueError(f"task names repeat: {names}")
         if self.search.lora_rank and self.strategy != "lora":
             raise ValueError("search.lora_rank needs strategy lora")
+        for t in self.tasks:  # a window must hold more than doc_stride context tokens beside the question
+            stride = (t.extractive_qa or ExtractiveQAParams()).doc_stride
+            if t.type == "extractive_qa" and stride >= self.max_length // 2:
+                raise ValueError(f"task {t.name!r}: extractive_qa.doc_stride {stride} must be below half of "
+                                 f"max_length {self.max_length}")
         return self
 
 

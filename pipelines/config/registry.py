@@ -29,6 +29,7 @@ DEFAULT_GATES: dict[str, GateRule] = {
     "sft": GateRule(metric="test.perplexity", direction="lower", margin=0.5),
     "chat": GateRule(metric="test.perplexity", direction="lower", margin=0.5),
     "token_classification": GateRule(metric="test.entity_f1", direction="higher", margin=0.01),
+    "extractive_qa": GateRule(metric="test.f1", direction="higher", margin=0.01),
 }
 """The gate of each task type that params.yaml does not name (one per registered task type: a test checks)."""
 

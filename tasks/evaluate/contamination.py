@@ -67,13 +67,16 @@ def training_ngrams(texts: Iterable[str], *, n: int = N, fold_every: int = 1 << 
 
 def example_text(row: Mapping[str, Any]) -> str:
     """The text of an evaluation row: ``text`` (records, classification), its turns (chat), the words of a tagged
-    sentence (token_classification) or ``prompt`` + ``response`` (sft)."""
+    sentence (token_classification), ``question`` (extractive QA: its context is shared by the other questions about
+    it, in whatever split they fell) or ``prompt`` + ``response`` (sft)."""
     if "text" in row:
         return str(row["text"])
     if "messages" in row:
         return "\n".join(str(m["content"]) for m in row["messages"])
     if "tokens" in row:
         return " ".join(map(str, row["tokens"]))
+    if "question" in row and "context" in row:
+        return str(row["question"])
     return f"{row.get('prompt', '')}\n{row.get('response', '')}"
 
 

@@ -20,15 +20,16 @@ LM_KEYS = ("perplexity", "bits_per_byte", "documents")
 """Per language model: per-token perplexity and bits per byte of data/dedup's test split, and its documents."""
 # in the report, perplexity is a task model's test perplexity (sft: response tokens); lm_perplexity and bits_per_byte
 # are per token and per byte of the lm_documents of data/dedup's test split
-COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "entity_f1", "entity_f1_ci", "examples", "perplexity",
-           "lm_perplexity", "bits_per_byte", "lm_documents", "rougeL", "bleu", "chrf", "generated", *COST_KEYS,
-           "promoted")
+COLUMNS = ("task", "accuracy", "macro_f1", "macro_f1_ci", "entity_f1", "entity_f1_ci", "f1", "f1_ci", "exact_match",
+           "examples", "perplexity", "lm_perplexity", "bits_per_byte", "lm_documents", "rougeL", "bleu", "chrf",
+           "generated", *COST_KEYS, "promoted")
 TABLES = {"Tasks: test split quality": ("task", "accuracy", "macro_f1", "macro_f1_ci", "entity_f1", "entity_f1_ci",
+                                        "f1", "f1_ci", "exact_match",
                                          "examples", "perplexity", "rougeL", "bleu", "chrf", "generated", "promoted"),
           "Language modelling (data/dedup test split) and costs": ("task", "lm_perplexity", "bits_per_byte",
                                                                   "lm_documents", *COST_KEYS)}
 """The report's model tables: :data:`COLUMNS` in two, so that each fits a 1,400-pixel page."""
-BASELINES = ("tfidf_logreg", "lead", "most_frequent_tag")
+BASELINES = ("tfidf_logreg", "lead", "most_frequent_tag", "overlap_sentence")
 GENERATED = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "mean_words")
 """Metrics of greedy completions: measured on the ``generated`` first test prompts, not every ``examples``."""
 LM_ROWS = ("base", "unigram", "unigram_byte")
@@ -98,7 +99,8 @@ def card_evaluation(kind: str, m: Mapping[str, Any], lm: Mapping[str, Any] | Non
     gate's metrics on the task's ``test`` split and, for a language model scored on the corpus, ``dedup/test``."""
     values, intervals = gate_metrics(kind, m)
     test = {k.removeprefix("test."): v for k, v in values.items()}
-    counts = {"test": {k: m["generated"] if k in GENERATED else m["examples"] for k in test}}
+    # exact_match is a generated figure of sft, a question's of extractive QA (no "generated" there)
+    counts = {"test": {k: m["generated"] if k in GENERATED and "generated" in m else m["examples"] for k in test}}
     evaluation = {"test": test}
     if lm:
         evaluation["dedup/test"] = {k: float(lm[k]) for k in ("perplexity", "bits_per_byte")}
@@ -122,10 +124,10 @@ def report_rows(tasks: Mapping[str, Mapping[str, Mapping[str, Any]]], stats: Map
     for task, per_model in tasks.items():
         for model, m in per_model.items():
             rows.append({"name": f"{model}/{task}", "task": task, "baseline": model in BASELINES,
-                         **{k: m.get(k) for k in ("accuracy", "macro_f1", "entity_f1", "examples", "perplexity",
-                                                  "rougeL", "bleu", "chrf", "generated")},
+                         **{k: m.get(k) for k in ("accuracy", "macro_f1", "entity_f1", "f1", "exact_match",
+                                                  "examples", "perplexity", "rougeL", "bleu", "chrf", "generated")},
                          "macro_f1_ci": m.get("ci", {}).get("macro_f1"),
-                         "entity_f1_ci": m.get("ci", {}).get("entity_f1"),
+                         "entity_f1_ci": m.get("ci", {}).get("entity_f1"), "f1_ci": m.get("ci", {}).get("f1"),
                          **{f"lm_{k}" if k != "bits_per_byte" else k: stats.get(f"{model}.{task}.lm.{k}")
                             for k in LM_KEYS},
                          **{k: stats.get(f"{model}.{task}.{k}") for k in COST_KEYS},

@@ -21,12 +21,14 @@ from tasks.modeling.tasktypes.base import Reject
 _RECORD_CHARS = 2000  # a quarantined string is cut to this: the row says what was wrong, it is no archive
 
 
-def check_record(item: Raw, *, task_type: str, labels: list[str] | None, max_chars: int) -> Example | Bad:
+def check_record(item: Raw, *, task_type: str, labels: list[str] | None, max_chars: int,
+                 settings: Mapping[str, Any] | None = None) -> Example | Bad:
     """Field-level checks of one record (everything but duplicates and tokens): every field the type reads present,
-    then the type's own checks (:meth:`tasks.modeling.tasktypes.base.TaskType.check`), the split, ``max_chars``."""
+    then the type's own checks (:meth:`tasks.modeling.tasktypes.base.TaskType.check`, with the task's ``settings``),
+    the split, ``max_chars``."""
     from tasks.modeling.tasktypes import task_type as type_of
 
-    kind = type_of(task_type)
+    kind = type_of(task_type, settings)
     record, fields = item.record, item.fields
     names = {role: fields.get(role) or role for role in kind.roles}
     raw: dict[str, Any] = {}
@@ -107,14 +109,14 @@ def drop_duplicates(task_type: str, examples: Iterable[Example]) -> tuple[list[E
     return kept, bad
 
 
-def drop_too_long(tokenizer: Any, task_type: str, examples: list[Example],
-                  max_length: int) -> tuple[list[Example], list[Bad]]:
-    """Each example as training will see it within ``max_length`` tokens, as its type says
-    (:meth:`~tasks.modeling.tasktypes.base.TaskType.fit`): kept, cut where the type allows it, or quarantined (an sft
-    response is never cut: a cut response teaches cut text)."""
+def drop_too_long(tokenizer: Any, task_type: str, examples: list[Example], max_length: int,
+                  settings: Mapping[str, Any] | None = None) -> tuple[list[Example], list[Bad]]:
+    """Each example as training will see it within ``max_length`` tokens, as its type (with the task's ``settings``)
+    says (:meth:`~tasks.modeling.tasktypes.base.TaskType.fit`): kept, cut where the type allows it, or quarantined
+    (an sft response is never cut: a cut response teaches cut text)."""
     from tasks.modeling.tasktypes import task_type as type_of
 
-    kind = type_of(task_type)
+    kind = type_of(task_type, settings)
     kept, bad = [], []
     for ex in examples:
         fitted = kind.fit(dict(ex.values), tokenizer=tokenizer, max_length=max_length)

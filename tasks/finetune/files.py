@@ -19,8 +19,9 @@ from tasks.readers import files
 from tasks.readers.errors import MissingColumnsError, ReadError, SettingsError
 from tasks.readers.items import At, Quarantined
 
-OFFERED: tuple[str, ...] = ("jsonl", "json", "csv", "tsv", "parquet", "conll")
-"""The formats a task's files may have (its params' ``format``)."""
+OFFERED: tuple[str, ...] = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "squad")
+"""The formats a task's files may have (its params' ``format``; ``squad``: SQuAD json articles, a record per question,
+never told by the suffix)."""
 
 
 def expand_globs(patterns: list[str], base_dir: Path, what: str) -> list[tuple[Path, str]]:

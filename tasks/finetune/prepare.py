@@ -27,6 +27,7 @@ from tasks.finetune.folders import class_sources, iter_folders
 from tasks.finetune.hub import check_hf, iter_hf
 from tasks.finetune.items import Bad, Example, Raw
 from tasks.finetune.splits import check_min_per_class, make_splits
+from tasks.modeling.tasktypes import task_settings
 from tasks.modeling.tasktypes import task_type as type_of
 
 
@@ -113,7 +114,7 @@ def prepare_tasks(*, tasks: list[dict[str, Any]], dedup_dir: Path, tokenizer_dir
         counters.update({f"{name}.{s}": len(rows[s]) for s in SPLITS})
         counters[f"{name}.quarantined"] = len(bad)
         counters.update({f"{name}.quarantined.{reason}": n for reason, n in sorted(reasons.items())})
-        manifest[name] = {"type": kind, "weight": task["weight"], "labels": labels,
+        manifest[name] = {"type": kind, "weight": task["weight"], "labels": labels, "settings": task_settings(task),
                           "splits": {s: len(rows[s]) for s in SPLITS}, "label_counts": label_counts,
                           "quarantined": dict(sorted(reasons.items())), "augmented": stats["augmented"]}
     write_manifest(Path(out_dir), manifest)
@@ -158,8 +159,8 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
                    max_train: int, min_eval: int, retry: Callable[..., Any] | None = None,
                    ) -> tuple[dict[str, list[dict[str, Any]]], list[Bad], dict[str, Any]]:
     """(rows per split, quarantined records, counters and the label list) of one task."""
-    name, kind, labels = task["name"], task["type"], task["labels"]
-    kind_ = type_of(kind)
+    name, kind, labels, settings = task["name"], task["type"], task["labels"], task_settings(task)
+    kind_ = type_of(kind, settings)
     labels = kind_.label_names(labels) if labels is not None else None  # the head's labels (NER: its IOB2 tags)
     examples: list[Example] = []
     bad: list[Bad] = []
@@ -167,14 +168,14 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
     for item in _read(task, dedup_dir, base_dir, retry):
         read += 1
         checked = item if isinstance(item, Bad) else check_record(item, task_type=kind, labels=labels,
-                                                                   max_chars=task["max_chars"])
+                                                                   max_chars=task["max_chars"], settings=settings)
         (bad if isinstance(checked, Bad) else examples).append(checked)
     review = getattr(kind_, "review", None)  # a type's check of the task as a whole (token_classification's scheme)
     if review is not None:
         examples, unfit = _reviewed(examples, review, task)
         bad += unfit
     examples, duplicates = drop_duplicates(kind, examples)
-    examples, too_long = drop_too_long(tokenizer, kind, examples, max_length)
+    examples, too_long = drop_too_long(tokenizer, kind, examples, max_length, settings)
     bad += duplicates + too_long
     if not examples:
         reasons = dict(Counter(b.reason for b in bad))

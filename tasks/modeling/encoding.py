@@ -14,13 +14,13 @@ cuts them already, as the type says).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.examples import SPLITS, ExamplesError, load_split, read_manifest, split_file
 from tasks.modeling.errors import ConfigError
-from tasks.modeling.tasktypes import task_type
+from tasks.modeling.tasktypes import task_settings, task_type
 from tasks.modeling.tasktypes.batching import IGNORE
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def check_tasks(examples_dir: Path) -> dict[str, dict[str, Any]]:
     for name, task in tasks.items():
         if not task.get("weight", 1.0) > 0:
             raise ExamplesError(f"task {name!r}: weight {task.get('weight')} must be positive")
-        kind = task_type(task["type"])
+        kind = task_type(task["type"], task_settings(task))
         labels = task.get("labels") or []
         if kind.labelled and len(labels) < 2:
             raise ExamplesError(f"task {name!r}: {kind.name} needs at least two labels, the manifest has {labels}: add "
@@ -71,7 +71,7 @@ def check_tasks(examples_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def encode(rows: list[dict[str, Any]], *, kind: str, tokenizer: Any, max_length: int, labels: list[str] | None = None,
-           eos_id: int | None = None) -> dict[str, Any]:
+           eos_id: int | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tokenize one split of a task: its type's :meth:`~tasks.modeling.tasktypes.base.TaskType.encode`.
 
     Args:
@@ -81,11 +81,12 @@ def encode(rows: list[dict[str, Any]], *, kind: str, tokenizer: Any, max_length:
         max_length: longest feature kept.
         labels: the label names of a labelled type (a target is a label's index).
         eos_id: the end-of-sequence id.
+        settings: the task's options (the manifest's ``settings``; extractive_qa: ``doc_stride``...).
 
     Returns:
         ``{"ids": [[int]], "targets": [...], "dropped": n, "rows": the kept rows}`` and what the type adds.
     """
-    return task_type(kind).encode(rows, tokenizer=tokenizer, max_length=max_length, labels=labels,
+    return task_type(kind, settings).encode(rows, tokenizer=tokenizer, max_length=max_length, labels=labels,
                                   eos_id=-1 if eos_id is None else eos_id)
 
 
@@ -106,6 +107,8 @@ class TaskSet:
         weights: ``{task: sampling weight}``.
         data: ``{split: {task: encode() result}}`` for train, val and test.
         eos_id, pad_id: the tokenizer's end-of-sequence and padding ids.
+        settings: ``{task: its type's options}`` (the manifest's ``settings``; {} for a type without any).
+        max_length: the tokens of a feature at most (what the data was encoded with).
     """
 
     kinds: dict[str, str]
@@ -114,6 +117,8 @@ class TaskSet:
     data: dict[str, dict[str, dict[str, Any]]]
     eos_id: int
     pad_id: int
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_length: int = 0
 
     @property
     def class_tasks(self) -> list[str]:
@@ -125,6 +130,16 @@ class TaskSet:
         """``{task: outputs}`` of the tasks with a head of their own (every type but the generative ones)."""
         return {t: task_type(k).num_outputs(self.labels.get(t)) for t, k in self.kinds.items()
                 if task_type(k).head_class is not None}
+
+    def config_extras(self) -> dict[str, dict[str, Any]]:
+        """``{task: config attributes its exported model carries}`` for the types that have some (extractive QA:
+        its decoding settings, in ``task_specific_params``)."""
+        out = {}
+        for t, k in self.kinds.items():
+            extra = getattr(task_type(k, self.settings.get(t)), "export_config", None)
+            if extra is not None:
+                out[t] = dict(extra(max_length=self.max_length))
+        return out
 
     @property
     def names(self) -> list[str]:
@@ -142,11 +157,13 @@ class TaskSet:
         eos_id, pad_id = special_ids(tokenizer)
         kinds = {t: tasks[t]["type"] for t in sorted(tasks)}
         labels = {t: list(tasks[t]["labels"]) for t in kinds if task_type(kinds[t]).labelled}
+        settings = {t: task_settings(tasks[t]) for t in kinds}
         data = {split: {t: encode(load_split(examples_dir, t, split), kind=kinds[t], tokenizer=tokenizer,
-                                  max_length=max_length, labels=labels.get(t), eos_id=eos_id) for t in kinds}
+                                  max_length=max_length, labels=labels.get(t), eos_id=eos_id, settings=settings[t])
+                        for t in kinds}
                 for split in ("train", "val", "test")}
         out = cls(kinds=kinds, labels=labels, weights={t: float(tasks[t].get("weight", 1.0)) for t in kinds},
-                  data=data, eos_id=eos_id, pad_id=pad_id)
+                  data=data, eos_id=eos_id, pad_id=pad_id, settings=settings, max_length=max_length)
         out.check_fits(max_length)
         return out
 

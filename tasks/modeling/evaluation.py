@@ -168,7 +168,9 @@ class Evaluator:
         self.stopper, self.plateau, self.use_plateau = stopper, plateau, use_plateau
         self.sink, self.evaluations_path = sink, evaluations_path
         cut = max_examples
-        self.val = {t: {k: v[:cut] for k, v in data["val"][t].items() if k != "dropped"} for t in self.names}
+        # lists are per feature or per row (a type's metrics know how to read a cut split); counts and settings stay
+        self.val = {t: {k: v[:cut] if isinstance(v, list) else v for k, v in data["val"][t].items()
+                        if k != "dropped"} for t in self.names}
         self.probe = {t: {k: v[:cut or TRAIN_EVAL_EXAMPLES] for k, v in data["train"][t].items() if k != "dropped"}
                       for t in labels}
         self.history: list[dict[str, Any]] = []

@@ -78,7 +78,8 @@ def export_model(state: dict[str, Any], *, out_dir: Path, tokenizer_dir: Path, m
 
 
 def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | None], sft_tasks: list[str],
-                     tokenizer: Any, dtype: str, chat_template: str | Mapping[str, str]) -> None:
+                     tokenizer: Any, dtype: str, chat_template: str | Mapping[str, str],
+                     extras: dict[str, dict[str, Any]] | None = None) -> None:
     """One Hugging Face model directory per task under ``out``: the task's model (``AutoModelForSequenceClassification``
     and the other head types: the shared backbone and the task's head, ``id2label``/``label2id`` from ``labels``) per
     task with a head, the causal LM with a chat template in its tokenizer per generative task; each with the tokenizer.
@@ -93,6 +94,7 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
         dtype: ``bfloat16`` or ``float32``, the saved weights' type.
         chat_template: the generative tasks' tokenizers' ``chat_template`` (``tasks.examples.CHAT_TEMPLATE``), or one
             per task (:func:`tasks.modeling.tasktypes.chat_templates`).
+        extras: ``{task: config attributes}`` a task's model carries besides (``TaskSet.config_extras``).
     """
     import copy
 
@@ -118,6 +120,8 @@ def save_task_models(out: Path, *, module: Any, labels: dict[str, list[str] | No
             config.label2id = {label: i for i, label in enumerate(names)}
         config.pad_token_id = tokenizer.pad_token_id
         config.dtype = torch_dtype
+        for key, value in (extras or {}).get(task, {}).items():
+            setattr(config, key, value)
         classifier.save_pretrained(str(out / task))
         tokenizer.save_pretrained(str(out / task))
     lm.config.architectures = [type(lm).__name__]

@@ -184,19 +184,33 @@ def load_exported(module: Any, task_dirs: dict[str, Path], *, heads_only: bool =
     state = module.state_dict()
     loaded: dict[str, Any] = {}
     lm = module.lm()
-    # the body's names in a classifier's files carry its base_model_prefix when the backbone is a bare encoder
+    # the body's names in a classifier's files carry its base_model_prefix when the backbone is a bare encoder; a
+    # task model may name the body otherwise than the causal LM does (LlamaForQuestionAnswering: transformer.*, where
+    # LlamaForCausalLM and LlamaForSequenceClassification have model.*)
     prefix = "" if lm.base_model is not lm else f"{lm.base_model_prefix}."
+    body = f"{lm.base_model_prefix}."
+    renamed = {t: f"{module.classifier(t).base_model_prefix}." for t in module.heads}
+
+    def lookup(name: str) -> Any:
+        for task, f in files.items():
+            names = [name, prefix + name]
+            if task in renamed and name.startswith(body) and renamed[task] != body:
+                names.append(renamed[task] + name[len(body):])
+            found = next((f[n] for n in names if n in f), None)
+            if found is not None:
+                return found
+        return None
+
     for key in state:
         if key.startswith(HEAD_PREFIX):
             loaded[key] = heads[key[len(HEAD_PREFIX):]]
             continue
         inner = key.split(".", 1)[1]  # backbone.model.layers.0... -> model.layers.0...
-        found = next((f[name] for f in files.values() for name in (inner, prefix + inner) if name in f), None)
+        found = lookup(inner)
         if found is None and inner == _module_name(lm, lm.get_output_embeddings()) + ".weight":
             # tied: the embeddings; untied with classification tasks only: no task uses the LM head, keep it
             embed = _module_name(lm, lm.get_input_embeddings()) + ".weight"
-            found = next((f[name] for f in files.values() for name in (embed, prefix + embed) if name in f), None) \
-                if lm.config.tie_word_embeddings else state[key]
+            found = lookup(embed) if lm.config.tie_word_embeddings else state[key]
         if found is None:
             raise ValueError(f"{inner} is in none of {sorted(str(d) for d in task_dirs.values())}: export the task "
                              "models of one run together (save_task_models)")

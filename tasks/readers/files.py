@@ -12,7 +12,7 @@ import os
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
-from tasks.readers import conll, formats
+from tasks.readers import conll, formats, squad
 from tasks.readers.compression import COMPRESSIONS
 from tasks.readers.errors import PathsNotFoundError, ReadError, SettingsError
 from tasks.readers.items import Quarantined, Record
@@ -97,7 +97,7 @@ def read_file(path: Path, fmt: str, *, limit: int | None = None, columns: Collec
 
     Args:
         path: the file.
-        fmt: its format (as :func:`file_format` gives it).
+        fmt: its format (as :func:`file_format` gives it; ``squad``: SQuAD json, see ``tasks.readers.squad``).
         limit: the longest record in bytes as read (a line, a JSON value, a text file, a CoNLL sentence); None: no
             bound.
         columns: parquet: the columns to read.
@@ -113,6 +113,8 @@ def read_file(path: Path, fmt: str, *, limit: int | None = None, columns: Collec
             yield from formats.iter_jsonl(path, limit)
         elif fmt == "json":
             yield from formats.iter_json(path, limit)
+        elif fmt == "squad":  # a json file of SQuAD articles, one record per question (offered by finetune only)
+            yield from squad.flatten(formats.iter_json(path, limit))
         elif fmt in ("csv", "tsv"):
             yield from formats.iter_delimited(path, "\t" if fmt == "tsv" else ",")
         elif fmt == "parquet":

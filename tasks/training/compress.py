@@ -164,7 +164,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                 export.save_task_models(tmp / "variants" / variant, module=module, dtype=dtype,
                                         labels={t: labels.get(t) for t in ts.head_sizes}, tokenizer=tokenizer,
                                         sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
-                                        chat_template=CHAT_TEMPLATE)
+                                        chat_template=CHAT_TEMPLATE, extras=ts.config_extras())
                 dirs[variant] = {t: tmp / "variants" / variant / t for t in names}
             if cfg.variants.int8.enabled:
                 dirs["int8"] = {t: tmp / "variants" / "int8" / t for t in names}

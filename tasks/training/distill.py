@@ -137,7 +137,7 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
                                     sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
                                     tokenizer=tokenizer, dtype="bfloat16" if cfg.precision == "bf16" else "float32",
                                     chat_template=chat_templates(ts.kinds, tokenizer=tokenizer,
-                                                                        default=CHAT_TEMPLATE))
+                                                                 default=CHAT_TEMPLATE), extras=ts.config_extras())
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         with atomic_path(Path(cfg.plots_dir) / CURVES_FILE) as png:
             learning_curves(evaluator.history, kinds=ts.kinds, path=png)

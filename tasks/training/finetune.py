@@ -253,9 +253,9 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
                                          if k.startswith("heads.")}, strict=True)
             export.save_task_models(tmp, module=final, labels={t: labels.get(t) for t in ts.head_sizes},
                                     sft_tasks=[t for t in names if task_type(ts.kinds[t]).generative],
-                                    tokenizer=tokenizer, dtype=dtype,
+                                    tokenizer=tokenizer, dtype=dtype, extras=ts.config_extras(),
                                     chat_template=chat_templates(ts.kinds, tokenizer=tokenizer,
-                                                                        default=CHAT_TEMPLATE))
+                                                                 default=CHAT_TEMPLATE))
             for t in names:
                 test = exported_test_metrics(tmp / t, ts.data["test"][t], kind=ts.kinds[t], labels=labels.get(t),
                                              batch_size=cfg.batch_size, samples=SAMPLE_PROMPTS,
