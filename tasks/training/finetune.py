@@ -186,6 +186,8 @@ def train(cfg: FinetuneConfig, info: dict[str, Any]) -> dict[str, Any]:
     apply_trainable(model, parts_at(0))
     n_params = count_params(model)
     groups = param_groups(model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    if cfg.strategy == "lora":  # the trainable set never changes; ZeRO-1/2 refuse a group with nothing to train
+        groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
     engine, optimizer = ds.build_engine(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                                         ds_config=ds_config, groups=groups)
     weights = {t: torch.tensor(class_weights(ts.data["train"][t]["targets"], len(labels[t])), device=engine.device)
