@@ -56,13 +56,13 @@ def write_ner(repo: Path, n: int = 300) -> list[str]:
 
 
 def conversations(n: int, seed: int, *, long: int = 0) -> list[dict[str, object]]:
-    """1-3 exchanges each, ``long`` more of 12 exchanges (which no max_length of the tests holds: cut at a turn
+    """1-3 exchanges each, ``long`` more of 30 exchanges (over 300 tokens, beyond the tests' max_length: cut at a turn
     boundary), plus three bad records."""
     rng = random.Random(seed)
     rows: list[dict[str, object]] = []
     for i in range(n + long):
         turns = [{"role": "system", "content": "answer short"}] if i % 4 == 0 else []
-        for _ in range(rng.randint(1, 3) if i < n else 12):
+        for _ in range(rng.randint(1, 3) if i < n else 30):
             animal = rng.choice(ANIMALS)
             turns += [{"role": "user", "content": f"the {animal} {i}"},
                       {"role": "assistant", "content": f"the {animal} {ANIMAL_PLACES[animal]}"}]
