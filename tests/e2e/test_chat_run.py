@@ -16,7 +16,8 @@ import yaml
 from tests.assets.checkpoints import save_checkpoint
 from tests.conftest import run_cli
 from tests.e2e.conftest import FinishedRun
-from tests.flows.test_chat import conversations
+from tests.e2e.task_checks import check_chat
+from tests.e2e.task_types import CHAT, check_ran, conversations, write_chat
 
 pytestmark = pytest.mark.slow
 
@@ -30,35 +31,12 @@ def test_a_chat_task_on_a_llama_checkpoint_runs_through_every_stage(finished_run
     chats = conversations(60, 0)
     texts += [m["content"] for r in chats if isinstance(r["messages"], list) for m in r["messages"]]
     save_checkpoint("llama", repo / "hf" / "llama", texts=texts, positions=256)
-    (repo / "taskdata").mkdir()
-    (repo / "taskdata/chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chats))
+    write_chat(repo, chats)
     data = yaml.safe_load((repo / "params.yaml").read_text())
     data["finetune"].update(checkpoint={"path": "hf/llama"}, steps=30, eval_every=15, checkpoint_every=15,
-                            lr=0.003, max_length=128, tasks=[{"name": "chat", "type": "chat", "data": [
-                                {"kind": "files", "paths": ["taskdata/chat.jsonl"]}]}])
+                            lr=0.003, max_length=128, tasks=[CHAT])
     data["distill"]["student"] = {}  # the default, relative to the teacher (the shared run sets a Llama shape)
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     res = run_cli(repo, "run", timeout=1800, **env)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    for stage in ("finetune", "distill", "evaluate"):
-        assert f"{stage}: ran" in res.stdout, res.stdout
-
-    manifest = json.loads((repo / "data/finetune/manifest.json").read_text())["tasks"]["chat"]
-    assert manifest["type"] == "chat" and sum(manifest["quarantined"].values()) == 3
-    assert json.loads((repo / "models/finetuned/chat/config.json").read_text())["architectures"] == [
-        "LlamaForCausalLM"]
-    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    for model in ("finetuned", "student"):
-        assert metrics[f"{model}.chat.test.perplexity"] > 1, sorted(metrics)
-    assert any(k.startswith("lead.chat.") for k in metrics)
-
-    import mlflow
-    import pandas as pd
-
-    store = f"sqlite:///{repo / 'mlruns.db'}"
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
-    model = mlflow.pyfunc.load_model("models:/lmforge-chat@champion")
-    conversation = [{"role": "system", "content": "answer short"}, {"role": "user", "content": "the dog 3"}]
-    out = model.predict(pd.DataFrame({"messages": [conversation]}), params={"max_new_tokens": 4})
-    assert len(out) == 1 and isinstance(out["text"][0], str)
+    check_ran(res)
+    check_chat(repo, rows=60, architecture="Llama")
