@@ -154,14 +154,16 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
 
 def write_run_config(inputs: dict[str, Path], run: Path, steps: int) -> Path:
-    """The recipe's run.json: FinetuneSettings defaults, except fp32, 2 threads, and nothing periodic in the run."""
+    """The recipe's run.json: FinetuneSettings defaults, except fp32, 2 threads, nothing periodic in the run, and padded
+    batches (the plain loop draws TaskBatches' padded ones: both sides train on the same batches; packing has its own
+    benchmark, benchmarks/packing.py)."""
     cfg = {"examples_dir": str(inputs["examples"]), "base_model_dir": str(inputs["base"]),
            "tokenizer_dir": str(inputs["tokenizer"]), "tokens_dir": str(inputs["tokens"]),
            "out_dir": str(run / "model"), "checkpoint_dir": str(run / "ckpt"), "plots_dir": str(run / "plots"),
            "steps": steps, "warmup_steps": min(20, steps // 2), "max_length": MAX_LENGTH, "zero_stage": 0,
            "precision": "fp32", "threads": THREADS, "log_every": WARMUP, "eval_every": 1_000_000,
            "eval_max_examples": 8, "checkpoint_every": 1_000_000, "keep_checkpoints": 1,
-           "early_stopping": {"enabled": False}, "sample_max_new_tokens": 8}
+           "early_stopping": {"enabled": False}, "sample_max_new_tokens": 8, "packing": False}
     run.mkdir(parents=True, exist_ok=True)
     (run / "run.json").write_text(json.dumps(cfg, indent=2))
     return run / "run.json"
