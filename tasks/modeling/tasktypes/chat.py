@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
-from tasks.modeling.tasktypes.batching import IGNORE
+from tasks.modeling.tasktypes.sft import Sft
 
 
 class Chat:
@@ -100,33 +100,15 @@ class Chat:
         x, mask = pad(ids, pad_id=pad_id)  # evaluation's batches; training's are packed (tasks.modeling.packing)
         return x, mask, pad_targets(targets, width=x.shape[1])
 
-    def logits(self, output: Any) -> Any:
-        return output.logits
-
-    def outputs(self, logits: Any, attention_mask: Any) -> list[Any]:
-        return [None] * len(logits)  # the metrics come from the loss alone
-
-    def loss(self, logits: Any, targets: Any, *, weight: Any = None, reduction: str = "mean") -> Any:
-        import torch.nn.functional as F
-
-        # position t predicts targets[t + 1]; only assistant tokens carry a target
-        return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets[:, 1:].flatten(), ignore_index=IGNORE,
-                               reduction=reduction)
-
-    def kd_rows(self, logits: Any, targets: Any, attention_mask: Any) -> Any:
-        return logits[:, :-1][targets[:, 1:] != IGNORE].float()  # row-major, as the loss counts them
-
-    def count(self, targets: Any) -> int:
-        return int((targets[:, 1:] != IGNORE).sum())
-
-    def metrics(self, *, loss: float, outputs: list[Any], data: dict[str, Any],
-                labels: list[str] | None) -> dict[str, Any]:
-        from tasks.modeling.metrics import perplexity
-
-        return {"loss": loss, "perplexity": perplexity(loss)}
-
-    def score(self, metrics: Mapping[str, Any]) -> float:
-        return -float(metrics["loss"])
+    # the causal LM's training half is sft's: next-token loss over the positions with a target (here the assistant
+    # turns), its KD rows, its counts and metrics
+    logits = Sft.logits
+    outputs = Sft.outputs
+    loss = Sft.loss
+    kd_rows = Sft.kd_rows
+    count = Sft.count
+    metrics = Sft.metrics
+    score = Sft.score
 
     def chat_template(self, tokenizer: Any) -> str:
         """The chat template the exported tokenizer carries: the one training rendered with."""
