@@ -162,6 +162,8 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
     model_tables = []
     for heading, cols in groups.items():
         shown = [m for m in models if not tables or any(m.get(c) is not None for c in cols[1:])]
+        if tables:  # a column no shown row fills (another task type's metric) is left out: the page stays narrow
+            cols = [*cols[:1], *[c for c in cols[1:] if any(m.get(c) is not None for m in shown)]]
         rows = [{k: v for k, v in m.items() if k != "baseline"} for m in shown]
         marks = {i: "baseline" for i, m in enumerate(shown) if m.get("baseline")}
         model_tables.append((f"<h3>{html.escape(heading)}</h3>" if heading else "")
