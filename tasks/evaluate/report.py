@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,8 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
         mlflow_runs: ``{label: URL}`` of the MLflow runs: the only absolute links in the page.
         title: the page title.
         tables: instead of one table of ``columns``, one table per title with its columns (a row appears in a table
-            when it has a value in one of its columns but the first): narrow enough for a 1,400-pixel page.
+            when it has a value in a column only that table shows; a column no shown row fills is left out): narrow
+            enough for a 1,400-pixel page.
         decisions: the decision per task (``tasks.evaluate.decision``), shown first.
     """
     out = Path(out_dir)
@@ -160,8 +162,11 @@ def write_report(*, out_dir: Path, models: Sequence[Mapping[str, Any]], columns:
     plots = _plots(out, models, quality=quality, latency=latency, bar_metrics=bar_metrics, confusion=confusion)
     groups = dict(tables) if tables else {"": list(columns or [])}
     model_tables = []
+    # a row appears in a table when it has a value in a column of that table's own (not one every table shares)
+    seen = Counter(c for cols in groups.values() for c in cols[1:])
     for heading, cols in groups.items():
-        shown = [m for m in models if not tables or any(m.get(c) is not None for c in cols[1:])]
+        own = [c for c in cols[1:] if seen[c] == 1] or cols[1:]
+        shown = [m for m in models if not tables or any(m.get(c) is not None for c in own)]
         if tables:  # a column no shown row fills (another task type's metric) is left out: the page stays narrow
             cols = [*cols[:1], *[c for c in cols[1:] if any(m.get(c) is not None for m in shown)]]
         rows = [{k: v for k, v in m.items() if k != "baseline"} for m in shown]
