@@ -21,6 +21,13 @@ def pad(ids: list[list[int]], *, pad_id: int) -> tuple[Any, Any]:
     return x, mask
 
 
+def collate_per_token(ids: list[list[int]], targets: list[list[int]], *, pad_id: int) -> tuple[Any, Any, Any]:
+    """A right-padded batch of per-token targets: ``(input_ids, attention_mask, targets)`` (the collate of every
+    type whose targets are a list per token: sft, chat, token_classification)."""
+    x, mask = pad(ids, pad_id=pad_id)
+    return x, mask, pad_targets(targets, width=x.shape[1])
+
+
 def pad_targets(targets: list[list[int]], *, width: int) -> Any:
     """Per-token targets right-padded with :data:`IGNORE` to ``width``."""
     import torch

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
+from tasks.modeling.tasktypes.batching import collate_per_token
 from tasks.modeling.tasktypes.sft import Sft
 
 
@@ -95,10 +96,8 @@ class Chat:
         return {"ids": ids, "targets": targets, "dropped": dropped, "rows": kept}
 
     def collate(self, ids: list[list[int]], targets: list[Any], *, pad_id: int) -> tuple[Any, Any, Any]:
-        from tasks.modeling.tasktypes.batching import pad, pad_targets
-
-        x, mask = pad(ids, pad_id=pad_id)  # evaluation's batches; training's are packed (tasks.modeling.packing)
-        return x, mask, pad_targets(targets, width=x.shape[1])
+        # evaluation's batches; training's are packed (tasks.modeling.packing)
+        return collate_per_token(ids, targets, pad_id=pad_id)
 
     # the causal LM's training half is sft's: next-token loss over the positions with a target (here the assistant
     # turns), its KD rows, its counts and metrics

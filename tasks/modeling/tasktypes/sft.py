@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
-from tasks.modeling.tasktypes.batching import IGNORE
+from tasks.modeling.tasktypes.batching import IGNORE, collate_per_token
 from tasks.modeling.tasktypes.fields import text_fields, token_count
 
 PROMPT_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
@@ -90,10 +90,7 @@ class Sft:
         return {"ids": ids, "targets": targets, "dropped": dropped, "rows": kept}
 
     def collate(self, ids: list[list[int]], targets: list[Any], *, pad_id: int) -> tuple[Any, Any, Any]:
-        from tasks.modeling.tasktypes.batching import pad, pad_targets
-
-        x, mask = pad(ids, pad_id=pad_id)
-        return x, mask, pad_targets(targets, width=x.shape[1])
+        return collate_per_token(ids, targets, pad_id=pad_id)
 
     def logits(self, output: Any) -> Any:
         return output.logits

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
+from tasks.modeling.tasktypes.batching import collate_per_token
 
 
 class TokenClassification:
@@ -128,10 +129,7 @@ class TokenClassification:
         return out
 
     def collate(self, ids: list[list[int]], targets: list[Any], *, pad_id: int) -> tuple[Any, Any, Any]:
-        from tasks.modeling.tasktypes.batching import pad, pad_targets
-
-        x, mask = pad(ids, pad_id=pad_id)
-        return x, mask, pad_targets(targets, width=x.shape[1])
+        return collate_per_token(ids, targets, pad_id=pad_id)
 
     def logits(self, output: Any) -> Any:
         return output.logits
