@@ -200,11 +200,6 @@ def launch_training(module: str, config_path: Path, launch: LaunchParams, root: 
         LaunchConfigError: the hostfile is missing or malformed.
         TrainingConfigError, TrainingError: the processes exited with code 2, or another non-zero code.
     """
-    cmd = training_command(module, config_path, launch, root)
-    log.info("launching: %s", shlex.join(cmd))
-    if on_command is not None:
-        on_command(cmd)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCH_TIME_ENV: repr(time.time())}
     stopped = False
 
     def watch(line: str) -> bool:
@@ -212,7 +207,30 @@ def launch_training(module: str, config_path: Path, launch: LaunchParams, root: 
         stopped = stopped or bool(on_line(line))  # type: ignore[misc]
         return stopped
 
-    code, tail = run_streaming(cmd, root, env, log, watch if on_line is not None else None)
+    # a port lmforge chose (here, or in a single process: tasks.training.engine) can be taken between its choice and
+    # the rendezvous server's bind, by any process on the machine: that launch fails before training starts, and is
+    # retried on another port. A port the user set is theirs to free.
+    attempts = 1 if launch.master_port else PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        cmd = training_command(module, config_path, launch, root)
+        log.info("launching: %s", shlex.join(cmd))
+        if on_command is not None:
+            on_command(cmd)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCH_TIME_ENV: repr(time.time())}
+        code, tail = run_streaming(cmd, root, env, log, watch if on_line is not None else None)
+        if code != 0 and not stopped and attempt < attempts and port_taken(tail):
+            log.warning("the rendezvous port was taken before it could be bound; launching again on another port")
+            continue
+        break
     if not stopped:
         check_exit(code, tail)
     return code
+
+
+PORT_ATTEMPTS = 3
+_PORT_TAKEN = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
+
+
+def port_taken(tail: list[str]) -> bool:
+    """Whether a launch's last lines say its rendezvous port was in use (it failed before any training step)."""
+    return any(_PORT_TAKEN.search(line) for line in tail)

@@ -105,6 +105,8 @@ def test_incremental_run_equals_a_run_from_scratch(repo_copy: Path, prefect_api:
     first = _run_all(repo_copy)
     assert first["collect"]["quarantined"] == 1 and first["dedup"]["dropped_exact"] >= 2
     splits_a = _splits(repo_copy)
+    from_c3 = {r["id"] for p in (repo_copy / "data/raw").glob("part-*.parquet")
+               for r in pq.read_table(p, columns=["id", "path"]).to_pylist() if "c3.jsonl" in (r["path"] or "")}
 
     _corpus_b(repo_copy, rng, old)
     params = load_params(repo_copy)
@@ -127,7 +129,11 @@ def test_incremental_run_equals_a_run_from_scratch(repo_copy: Path, prefect_api:
     assert first["dedup"]["split.moved"] == again["dedup"]["split.moved"] == 0  # the hash alone places them
     splits_b = _splits(repo_copy)
     assert all(splits_b[i] == s for i, s in splits_a.items() if i in splits_b)
-    assert len(set(splits_a) & set(splits_b)) >= 100
+    # every document kept before survives unless its file went (c3) or one of B's two copies of old documents
+    # (old[8], an edit of old[65]) won its duplicate cluster instead (the survivor rule reads ids, which hash the
+    # file's path, so which copy wins depends on where the checkout is)
+    survivors = set(splits_a) - from_c3
+    assert len(survivors) >= 80 and len(survivors & set(splits_b)) >= len(survivors) - 2
 
     scratch = _from_scratch(repo_copy)
     assert sorted(scratch) == sorted(incremental)

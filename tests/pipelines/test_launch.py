@@ -142,3 +142,30 @@ def test_check_exit_names_the_last_output_line() -> None:
         check_exit(2, ["step 1", "pretrain: error: bad", "", "  "])
     with pytest.raises(TrainingError, match="code -9: $"):
         check_exit(-9, [])
+
+
+def test_a_rendezvous_port_taken_before_the_bind_is_retried_unless_the_user_chose_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import pipelines.launch as launch_module
+    from pipelines.net import free_port
+
+    (tmp_path / "fake_entry.py").write_text("import os\nprint('rank', os.environ['RANK'], 'ran')\n")
+    config = write_run_config(tmp_path / "run.json", {})
+    log = logging.getLogger("test.launch")
+    with socket.socket() as taken:  # what another process did between lmforge's choice and torchrun's bind
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, free_port()])
+        monkeypatch.setattr(launch_module, "free_port", lambda: next(ports))
+        calls: list[list[str]] = []
+        launch = LaunchParams(launcher="torchrun", nproc=1)
+        assert launch_training("fake_entry", config, launch, tmp_path, log=log, on_command=calls.append) == 0
+        used = [c[c.index("--master_port") + 1] for c in calls]
+        assert len(used) == 2 and used[0] == str(busy) != used[1]
+        with pytest.raises(TrainingError, match="(?i)EADDRINUSE|address already in use"):
+            launch_training("fake_entry", config, LaunchParams(launcher="torchrun", nproc=1, master_port=busy),
+                            tmp_path, log=log)
