@@ -136,12 +136,46 @@ def iter_rows(dataset: Any, columns: Collection[str]) -> Iterator[Record]:
         if not wanted:
             raise MissingColumnsError(list(names), len(dataset) if hasattr(dataset, "__len__") else None)
         dataset = dataset.select_columns(wanted)
+    names_of = class_label_decoders(dataset, columns)
     row = 0
     try:
         for batch in dataset.iter(batch_size=_BATCH):
             present = [c for c in batch if c in columns]
             for i in range(len(next(iter(batch.values()), []))):
-                yield Record(At("row", row), {c: batch[c][i] for c in present})
+                value = {c: batch[c][i] for c in present}
+                for c in names_of.keys() & value.keys():
+                    value[c] = names_of[c](value[c])
+                yield Record(At("row", row), value)
                 row += 1
     except Exception as exc:  # datasets' builders raise many types; none lets us go on past it
         raise ReadError("unreadable", f"{type(exc).__name__}: {str(exc)[:300]}", at=At("row", row)) from None
+
+
+def class_label_decoders(dataset: Any, columns: Collection[str]) -> dict[str, Callable[[Any], Any]]:
+    """For each of ``columns`` the dataset stores as ``ClassLabel`` ids (a label, or a list of them: CoNLL-2003's
+    ``ner_tags``), what turns its ids into the names the dataset declares; -1 (datasets' "no label", as in GLUE's
+    test splits) becomes None, a missing label. Columns of plain ints stay ints."""
+    import datasets
+
+    features = getattr(dataset, "features", None) or {}
+    decoders: dict[str, Callable[[Any], Any]] = {}
+    for column in columns:
+        feature = features.get(column)
+        inner = getattr(feature, "feature", None)  # List / Sequence / LargeList of ClassLabel
+        if isinstance(feature, datasets.ClassLabel):
+            decoders[column] = _class_name(feature)
+        elif isinstance(inner, datasets.ClassLabel):
+            name = _class_name(inner)
+            decoders[column] = lambda v, name=name: None if v is None else [name(x) for x in v]
+    return decoders
+
+
+def _class_name(feature: Any) -> Callable[[Any], Any]:
+    names = list(feature.names)
+
+    def name(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return names[value] if 0 <= value < len(names) else None
+        return value
+
+    return name

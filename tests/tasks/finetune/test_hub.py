@@ -83,3 +83,24 @@ def test_end_to_end_hf_splits_and_field_names(tmp_path: Path, tokenizer_dir: Pat
     assert counters["h.quarantined.unknown_label"] == 2  # the integer labels 0, 1 of validation became "0", "1"
     assert [q["where"] for q in rows(tmp_path, "h", "quarantine")] == ["saved/validation#0", "saved/validation#1"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["tasks"]["h"]["labels"] == ["a", "b"]
+
+
+def test_class_label_ids_are_read_as_the_names_the_dataset_declares(tmp_path: Path) -> None:
+    """A dataset built with ClassLabel features (GLUE, IMDB, CoNLL-2003 on the hub) stores ids; rows carry the
+    names, so labels, id2label and the NER scheme are the dataset's own; -1 ("no label") is a missing label."""
+    import datasets
+
+    features = datasets.Features({
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        "text": datasets.Value("string"),
+        "label": datasets.ClassLabel(names=["negative", "positive"]),
+    })
+    datasets.Dataset.from_dict({"tokens": [["Ann", "Lee", "ran"], ["x"]], "ner_tags": [[1, 2, 0], [0]],
+                                "text": ["good", "unlabelled"], "label": [1, -1]},
+                               features=features).save_to_disk(str(tmp_path / "cl"))
+    items = _read(tmp_path, "cl", ["train"], fields={"text": "text", "label": "label", "tokens": "tokens",
+                                                     "tags": "ner_tags"})
+    assert [i.record for i in items] == [
+        {"tokens": ["Ann", "Lee", "ran"], "ner_tags": ["B-PER", "I-PER", "O"], "text": "good", "label": "positive"},
+        {"tokens": ["x"], "ner_tags": ["O"], "text": "unlabelled", "label": None}]

@@ -70,3 +70,24 @@ def test_a_declared_scheme_holds_the_data_to_it(tmp_path: Path, tokenizer_dir: P
     data = [{"kind": "files", "paths": ["*.conll"]}]
     with pytest.raises(Exception, match="no valid example"):  # every sentence opens an entity with I-
         run(tmp_path, [task("ner", type="token_classification", data=data, scheme="IOB2")], tokenizer_dir)
+
+
+def test_a_hub_style_dataset_with_class_label_tags_becomes_rows_of_tag_names(tmp_path: Path,
+                                                                             tokenizer_dir: Path) -> None:
+    """CoNLL-2003 as the hub serves it: ``ner_tags`` are ClassLabel ids; the rows carry the dataset's tag names and
+    the scheme is found from them, with no `labels` to write."""
+    import datasets
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    words = [[WORDS[(i + k) % len(WORDS)] for k in range(4)] + [f"w{i}"] for i in range(30)]
+    datasets.Dataset.from_dict({"tokens": words, "ner_tags": [[0, 1, 2, 0, 3]] * 30},
+                               features=features).save_to_disk(str(tmp_path / "conll2003"))
+    data = [{"kind": "hf", "path": "conll2003", "splits": ["train"], "fields": {"tags": "ner_tags"}}]
+    stats = run(tmp_path, [task("ner", type="token_classification", data=data)], tokenizer_dir)
+    assert stats["ner.kept"] == 30 and stats["ner.quarantined"] == 0
+    row = rows(tmp_path, "ner", "train")[0]
+    assert row["tags"] == ["O", "B-PER", "I-PER", "O", "B-LOC"] and row["scheme"] == "IOB2"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))["tasks"]["ner"]
+    assert manifest["labels"] == ["B-LOC", "B-PER", "I-PER", "O"]
