@@ -55,6 +55,10 @@ class FilesData(Section):
         "tag in the last column, a blank line between sentences (token_classification); squad: SQuAD 1.1/2.0 json "
         "(articles of paragraphs of questions), a record per question (extractive_qa).")
     fields: Fields = Field(default_factory=Fields, description="Field names.")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="The split of every record of these files, for data released as one file per split "
+        "(SQuAD's train-v2.0.json and dev-v2.0.json, CoNLL-2003's eng.train / eng.testa / eng.testb); a record's "
+        "split field still wins. null: the split field, or splits made.")
 
 
 class FoldersData(Section):

@@ -59,7 +59,7 @@ def where(name: str, at: At | None) -> str:
 
 
 def iter_files(*, paths: list[str], base_dir: Path, fmt: str, fields: Mapping[str, str | None],
-               what: str) -> Iterator[Raw | Bad]:
+               what: str, split: str | None = None) -> Iterator[Raw | Bad]:
     """Records of every matching file, file by file in name order, record by record in file order.
 
     Args:
@@ -68,16 +68,18 @@ def iter_files(*, paths: list[str], base_dir: Path, fmt: str, fields: Mapping[st
         fmt: ``auto`` or one of jsonl, json, csv, tsv, parquet, conll.
         fields: field names (passed on to the checks).
         what: the params key named in errors.
+        split: the split of every record (unless its split field names another), or None.
 
     Raises:
         TaskPathError, TaskFormatError: before the first record (globs and formats are resolved first).
         UnreadableFileError: while reading, for a file that cannot be read at all.
     """
     plan = [(path, name, file_format(path, fmt)) for path, name in expand_globs(paths, base_dir, what)]
-    return _iter_plan(plan, fields)
+    return _iter_plan(plan, fields, split)
 
 
-def _iter_plan(plan: list[tuple[Path, str, str]], fields: Mapping[str, str | None]) -> Iterator[Raw | Bad]:
+def _iter_plan(plan: list[tuple[Path, str, str]], fields: Mapping[str, str | None],
+               split: str | None = None) -> Iterator[Raw | Bad]:
     wanted = {v for v in fields.values() if v}
     for path, name, fmt in plan:
         try:
@@ -86,7 +88,7 @@ def _iter_plan(plan: list[tuple[Path, str, str]], fields: Mapping[str, str | Non
                     record = item.value if item.reason == "not_an_object" else item.raw
                     yield Bad(where(name, item.at), item.reason, item.detail, record)
                 else:
-                    yield Raw(where(name, item.at), item.value, fields)
+                    yield Raw(where(name, item.at), item.value, fields, split)
         except MissingColumnsError as exc:  # every row misses its fields: the checks quarantine each one
             yield from (Raw(f"{name}#{row}", {}, fields) for row in range(exc.rows or 0))
         except ReadError as exc:

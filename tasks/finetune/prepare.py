@@ -128,7 +128,7 @@ def _read(task: dict[str, Any], dedup_dir: Path, base_dir: Path,
         what = f"task {task['name']!r} data[{index}]"
         if data["kind"] == "files":
             yield from iter_files(paths=data["paths"], base_dir=base_dir, fmt=data["format"], fields=data["fields"],
-                                  what=f"{what}.paths")
+                                  what=f"{what}.paths", split=data.get("split"))
         elif data["kind"] == "folders":
             yield from iter_folders(path=data["path"], unit=data["unit"], base_dir=base_dir, what=f"{what}.path")
         elif data["kind"] == "hf":
@@ -185,7 +185,7 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
     # one class per example (classification): splits, eval rebalancing and the training cap keep the class shares
     stratified = kind_.stratum(examples[0].values) is not None
     examples = make_splits(examples, stratify=stratified, val=split["val"], test=split["test"],
-                           seed=split["seed"])
+                           seed=split["seed"], group=kind_.group)
     if stratified:
         examples = rebalance_eval(examples, min_eval=min_eval, seed=split["seed"])
     before = len(examples)

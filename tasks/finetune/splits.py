@@ -4,6 +4,11 @@ Each stratum (a class, or the whole task for sft) is ordered by BLAKE2b of (seed
 example depends on the seed and its own content, not on reading order; the first ``round(n * test)`` go to test,
 the next ``round(n * val)`` to val, the rest to train. A stratum of 3 or more examples gets at least one val and one
 test example and keeps at least one for training; smaller ones go to train whole.
+
+A task type may group examples that must share a split (an extractive_qa question's context: a model tested on a
+passage it was trained on, through another question about it, is scored on what it memorised). Then whole groups
+are ordered by BLAKE2b of (seed, group key) and the shares count groups, as scikit-learn's ``GroupShuffleSplit``
+counts them.
 """
 
 from __future__ import annotations
@@ -11,17 +16,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from tasks.finetune.errors import TooFewExamplesError
 from tasks.finetune.items import Example
 
 
 def split_sizes(n: int, val: float, test: float) -> tuple[int, int]:
-    """(val, test) sizes of a stratum of ``n`` examples."""
+    """(val, test) sizes of a stratum of ``n`` examples (a share of 0 makes none)."""
     n_val, n_test = round(n * val), round(n * test)
     if n >= 3:
-        n_val, n_test = max(1, n_val), max(1, n_test)
+        n_val, n_test = max(val > 0, n_val), max(test > 0, n_test)
         while n_val + n_test > n - 1:  # keep one for training: take from the larger share first
             if n_val >= n_test:
                 n_val -= 1
@@ -34,14 +40,14 @@ def split_sizes(n: int, val: float, test: float) -> tuple[int, int]:
 
 def seeded_order(examples: Sequence[Example], seed: int, salt: str = "split") -> list[Example]:
     """``examples`` in the order of BLAKE2b(salt, seed, id): a shuffle that depends on nothing else."""
-    def key(ex: Example) -> bytes:
-        return hashlib.blake2b(f"{salt}\0{seed}\0{ex.id}".encode(), digest_size=8).digest()
-
-    return sorted(examples, key=key)
+    return sorted(examples, key=lambda ex: _order_key(ex.id, seed, salt))
 
 
-def make_splits(examples: list[Example], *, stratify: bool, val: float, test: float, seed: int) -> list[Example]:
-    """Give every example without a split one; examples that have a split keep it. Input order is kept.
+def make_splits(examples: list[Example], *, stratify: bool, val: float, test: float, seed: int,
+                group: Callable[[Mapping[str, Any]], str | None] | None = None) -> list[Example]:
+    """Give every example without a split one; examples that have a split keep it. Input order is kept. A val or
+    test split the data give is not added to: the examples without a split then go to the other splits only (a
+    dataset's official test set stays what it is, and none of its training examples is tested on).
 
     Args:
         examples: checked examples, some with a split from the data, some without (None).
@@ -49,17 +55,31 @@ def make_splits(examples: list[Example], *, stratify: bool, val: float, test: fl
         val: share of val.
         test: share of test.
         seed: seed of the order.
+        group: an example's group (examples of one group share a split), or None for one of its own.
     """
-    strata: dict[str, list[Example]] = defaultdict(list)
+    given = {ex.split for ex in examples if ex.split is not None}
+    val, test = (0.0 if "val" in given else val), (0.0 if "test" in given else test)
+    strata: dict[str, dict[str, list[Example]]] = defaultdict(dict)
     for ex in examples:
         if ex.split is None:
-            strata[ex.values["label"] if stratify else ""].append(ex)
+            key = group(ex.values) if group is not None else None
+            unit = ex.id if key is None else _group_unit(key)
+            strata[ex.values["label"] if stratify else ""].setdefault(unit, []).append(ex)
     chosen: dict[str, str] = {}
-    for stratum in strata.values():
-        n_val, n_test = split_sizes(len(stratum), val, test)
-        for rank, ex in enumerate(seeded_order(stratum, seed)):
-            chosen[ex.id] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    for units in strata.values():
+        n_val, n_test = split_sizes(len(units), val, test)
+        for rank, unit in enumerate(sorted(units, key=lambda u: _order_key(u, seed, "split"))):
+            for ex in units[unit]:
+                chosen[ex.id] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
     return [ex if ex.split is not None else dataclasses.replace(ex, split=chosen[ex.id]) for ex in examples]
+
+
+def _group_unit(key: str) -> str:
+    return "group:" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _order_key(unit: str, seed: int, salt: str) -> bytes:
+    return hashlib.blake2b(f"{salt}\0{seed}\0{unit}".encode(), digest_size=8).digest()
 
 
 def check_min_per_class(task: str, examples: list[Example], labels: Sequence[str], min_per_class: int) -> None:

@@ -87,6 +87,11 @@ class TaskType(Protocol):
         """The key splits are stratified by (a classification example's label), or None."""
         ...
 
+    def group(self, values: Mapping[str, Any]) -> str | None:
+        """Examples with the same key get the same split when the data step makes splits (an extractive_qa
+        question's context: a passage is never in train and test both), or None: each example on its own."""
+        ...
+
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         """The example as training will see it within ``max_length`` tokens (``tokenizer``: a ``tokenizers.Tokenizer``):
         unchanged, cut where the type allows it (a conversation at a turn boundary, counted in the values), or

@@ -57,6 +57,9 @@ class Chat:
     def stratum(self, values: Mapping[str, Any]) -> str | None:
         return None
 
+    def group(self, values: Mapping[str, Any]) -> str | None:
+        return None
+
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         """``tokenizer``: a transformers tokenizer (the chat template needs one; a ``tokenizers.Tokenizer`` is
         refused with a message)."""

@@ -49,6 +49,9 @@ class Classification:
     def stratum(self, values: Mapping[str, Any]) -> str | None:
         return str(values["label"])
 
+    def group(self, values: Mapping[str, Any]) -> str | None:
+        return None
+
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         n = token_count(tokenizer, values["text"]) + 1  # the EOS training appends
         return values if n <= max_length else Reject("too_long_tokens", f"{n} tokens > max_length {max_length}")

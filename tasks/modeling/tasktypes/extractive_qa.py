@@ -80,6 +80,11 @@ class ExtractiveQA:
         """None: the data step stratifies (and rebalances, and caps) by class, which a question has none of."""
         return None
 
+    def group(self, values: Mapping[str, Any]) -> str | None:
+        """The context: SQuAD's questions come several to a passage, and one asked in training would let test
+        questions on the same passage be answered from memory."""
+        return str(values["context"])
+
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         """The example unchanged (long contexts become windows), unless its question leaves a window no room for
         context beyond ``doc_stride`` tokens (``tokenizer``: a ``tokenizers.Tokenizer``)."""

@@ -63,6 +63,9 @@ class Sft:
     def stratum(self, values: Mapping[str, Any]) -> str | None:
         return None
 
+    def group(self, values: Mapping[str, Any]) -> str | None:
+        return None
+
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         # never cut: a cut response teaches cut text
         n = token_count(tokenizer, render_prompt(values["prompt"])) + token_count(tokenizer, values["response"]) + 1

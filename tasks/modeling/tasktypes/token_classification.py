@@ -80,6 +80,9 @@ class TokenClassification:
     def stratum(self, values: Mapping[str, Any]) -> str | None:
         return None
 
+    def group(self, values: Mapping[str, Any]) -> str | None:
+        return None
+
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         from tasks.modeling.alignment import unfit_word
 

@@ -45,8 +45,24 @@ def test_given_splits_are_kept_and_the_rest_made() -> None:
     examples = _examples({"a": 10})
     examples[0] = Example("given", {"text": "g", "label": "a"}, "f", "test")
     out = make_splits(examples, stratify=False, val=0.1, test=0.1, seed=0)
-    assert out[0].split == "test" and Counter(ex.split for ex in out[1:]) == {"train": 7, "val": 1, "test": 1}
+    # a test split the data give is the test split: the others are made into train and val only
+    assert out[0].split == "test" and Counter(ex.split for ex in out[1:]) == {"train": 8, "val": 1}
     assert [ex.id for ex in out] == [ex.id for ex in examples]
+    examples[1] = Example("given val", {"text": "v", "label": "a"}, "f", "val")
+    out = make_splits(examples, stratify=False, val=0.1, test=0.1, seed=0)
+    assert [ex.split for ex in out[:2]] == ["test", "val"] and {ex.split for ex in out[2:]} == {"train"}
+
+
+def test_grouped_examples_share_a_split_and_the_shares_count_groups() -> None:
+    examples = [Example(f"q{i}", {"context": f"passage {i % 20}"}, "f") for i in range(60)]
+    out = make_splits(examples, stratify=False, val=0.1, test=0.1, seed=3, group=lambda v: v["context"])
+    by_group: dict[str, set[str | None]] = {}
+    for ex in out:
+        by_group.setdefault(ex.values["context"], set()).add(ex.split)
+    assert all(len(s) == 1 for s in by_group.values())
+    assert Counter(next(iter(s)) for s in by_group.values()) == {"train": 16, "val": 2, "test": 2}
+    ungrouped = make_splits(examples, stratify=False, val=0.1, test=0.1, seed=3, group=lambda v: None)
+    assert ungrouped == make_splits(examples, stratify=False, val=0.1, test=0.1, seed=3)  # as before groups came
 
 
 def test_split_field_honoured_end_to_end(tmp_path: Path, tokenizer_dir: Path) -> None:
