@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,15 @@ from pipelines.versioning import digest
 from tasks.evaluate import (
     baselines,
     card,
-    chat,
-    classification,
     contamination,
     decision,
-    extractive_qa,
     generation,
     harness,
     lm,
+    scoring,
     summary,
 )
 from tasks.evaluate.models import made_from, task_models
-from tasks.evaluate.ner import score_taggers
 from tasks.evaluate.report import write_report
 from tasks.examples import load_split, read_manifest
 from tasks.modeling import source
@@ -98,34 +94,13 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
                 models=lms, texts=texts, train_texts=train[:cfg.lm.max_train_docs],
                 tokenizer_dir=root / artifacts.TOKENIZER_DIR, batch_size=cfg.lm.batch_size)
         results: dict[str, dict[str, Any]] = {}
+        settings = cfg.model_dump()
+        probe = untouched["finetune_checkpoint"][0] if "finetune_checkpoint" in untouched else None
         for task, info in tasks.items():
             with timed(f"{task} ({info['type']})"):
-                if info["type"] == "classification":
-                    results[task] = classification.score_classifiers(
-                        models=models[task], splits=splits[task], labels=list(info["labels"]), seed=cfg.seed,
-                        probe=untouched["finetune_checkpoint"][0] if "finetune_checkpoint" in untouched else None,
-                        **cfg.classification.model_dump())
-                elif info["type"] == "chat":
-                    results[task], gens = chat.score_chat(
-                        models=models[task], rows=splits[task]["test"], batch_size=cfg.generation.sft_batch_size,
-                        **cfg.generation.model_dump(exclude={"sft_batch_size"}), seed=cfg.seed)
-                    generation.save_generations(out_dir / "generations", task=task, generations=gens)
-                elif info["type"] == "token_classification":
-                    results[task] = score_taggers(
-                        models=models[task], splits=splits[task], scheme=splits[task]["test"][0]["scheme"],
-                        seed=cfg.seed, batch_size=cfg.classification.batch_size,
-                        bootstrap=cfg.classification.bootstrap, level=cfg.classification.level)
-                elif info["type"] == "extractive_qa":  # each model decodes with the settings its export carries
-                    results[task] = extractive_qa.score_qa_models(
-                        models=models[task], test=splits[task]["test"], seed=cfg.seed,
-                        **cfg.classification.model_dump(include={"bootstrap", "level", "batch_size"}))
-                else:
-                    results[task], gens = generation.score_sft(
-                        models=models[task], rows=splits[task]["test"], **cfg.generation.model_dump(
-                            exclude={"sft_batch_size"}), test_metrics=partial(
-                            generation.sft_test_metrics, rows=splits[task]["test"],
-                            batch_size=cfg.generation.sft_batch_size))
-                    generation.save_generations(out_dir / "generations", task=task, generations=gens)
+                results[task] = scoring.score_task(info["type"], scoring.TaskJob(
+                    task=task, labels=info["labels"], models=models[task], splits=splits[task], settings=settings,
+                    out_dir=out_dir, probe=probe if info["type"] == "classification" else None))
         with timed("lm-evaluation-harness"):
             harness_out = harness.rolling_scores(model_dir=root / artifacts.BASE_MODEL_DIR, texts=texts[
                 :cfg.harness.limit], batch_size=cfg.harness.batch_size) if cfg.harness.enabled else None

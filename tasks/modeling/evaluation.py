@@ -87,7 +87,8 @@ def exported_test_metrics(model_dir: Path, data: dict[str, Any], *, kind: str, l
     model = getattr(transformers, kind_.head_class or "AutoModelForCausalLM").from_pretrained(str(model_dir)).eval()
     loss, _, outputs = score(lambda x, mask: kind_.logits(model(input_ids=x, attention_mask=mask)), data, kind=kind,
                              batch_size=batch_size, pad_id=tokenizer.pad_token_id)
-    metrics = {**kind_.metrics(loss=loss, outputs=outputs, data=data, labels=labels), "examples": len(data["ids"])}
+    # examples, not the windows a long one became (NER sentences, QA contexts)
+    metrics = {**kind_.metrics(loss=loss, outputs=outputs, data=data, labels=labels), "examples": len(data["rows"])}
     if kind_.labelled and [model.config.id2label[i] for i in range(len(labels or []))] != labels:
         raise RuntimeError(f"exported id2label {model.config.id2label} differs from the labels {labels}")
     if not kind_.generative:

@@ -127,7 +127,7 @@ def measure_model(model: Any, *, model_dir: Path | None, kind: str, data: dict[s
     size, weights = files_size(model_dir) if model_dir is not None else (None, None)
     return {"params": params, "nonzero_params": nonzero, "size_bytes": size, "weights_bytes": weights,
             **latency(model, data["ids"][:latency_examples], warmup=warmup),
-            "examples": len(data["ids"]),
+            "examples": len(data["rows"]) if "rows" in data else len(data["ids"]),  # not a long one's windows
             **quality(model, data, kind=kind, labels=labels, pad_id=pad_id, batch_size=batch_size)}
 
 

@@ -36,6 +36,8 @@ def check_ner(repo: Path, *, architecture: str) -> None:
         logits = model(**tokenizer("Anna Berg visited Paris .", return_tensors="pt")).logits
     assert logits.shape[-1] == len(NER_LABELS)
 
+    summary = json.loads((repo / "models/finetuned/finetune_summary.json").read_text())["tasks"]["ner"]
+    assert summary["test"]["examples"] == len((repo / "data/finetune/ner/test.jsonl").read_text().splitlines())
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     for name in ("finetuned", "student", "most_frequent_tag"):
         assert 0.0 <= metrics[f"{name}.ner.test.entity_f1"] <= 1.0
@@ -68,6 +70,9 @@ def check_qa(repo: Path, *, architecture: str) -> dict[str, str]:
         config = json.loads((repo / f"models/{model}/squad/config.json").read_text())
         assert config["architectures"] == [f"{architecture}ForQuestionAnswering"], config
         assert config["task_specific_params"]["question-answering"]["doc_stride"] == 32
+    # the exported reader's test figures count questions, not the windows a long context became
+    summary = json.loads((repo / "models/finetuned/finetune_summary.json").read_text())["tasks"]["squad"]
+    assert summary["test"]["examples"] == len((repo / "data/finetune/squad/test.jsonl").read_text().splitlines())
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     for model in ("finetuned", "student", "overlap_sentence"):
         low, f1, high = (metrics[f"{model}.squad.test.f1{k}"] for k in ("_ci_low", "", "_ci_high"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,14 @@ def test_params_and_registry_know_every_type() -> None:
         name: g for name, g in DEFAULT_GATES.items() if name != "sft"}
     for name, gate in DEFAULT_GATES.items():  # a type's gate reads a metric the type's test metrics report
         assert gate.metric.removeprefix("test.") in TASK_TYPES[name].compared
+
+
+def test_the_evaluate_stage_has_a_scorer_for_every_type() -> None:
+    from tasks.evaluate.scoring import SCORERS, TaskJob, score_task
+
+    assert set(SCORERS) == set(TASK_TYPES)
+    with pytest.raises(KeyError, match="task 't': no evaluate scorer for task type 'regression'"):
+        score_task("regression", TaskJob(task="t", labels=None, models={}, splits={}, settings={}, out_dir=Path(".")))
 
 
 def test_classification_and_sft_checks_and_rows() -> None:
