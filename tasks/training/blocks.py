@@ -166,6 +166,11 @@ class TaskTrainingSettings(TrainingSettings, ScheduleBlock, EvaluationBlock):
                            "than lr when they start from random).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on attention weights and on the pooled features "
                            "before each classification head.")
+    packing: bool = Field(True, description="Pack the training batches of the task types that pack (sft, chat): "
+                          "several examples per row, each attending only to itself (position ids restart per "
+                          "example); the same per-token losses in fewer padded positions. distill: the teacher runs "
+                          "on the same packed rows (with cache_teacher nothing is packed: the cache is keyed by "
+                          "whole examples).")
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

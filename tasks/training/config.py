@@ -102,9 +102,6 @@ class FinetuneSettings(TaskTrainingSettings):
                                                        "n / (classes x count) of the training split.")
     sampling: Literal["natural", "balanced"] = Field("natural", description="balanced: draw training examples so "
                                                      "every class is equally frequent.")
-    packing: bool = Field(True, description="Pack the training batches of the task types that pack (sft, chat): "
-                          "several examples per row, each attending only to itself (position ids restart per "
-                          "example); the same per-token losses in fewer padded positions.")
     steps: int = default(RunBlock, "steps", 150)
     batch_size: int = default(RunBlock, "batch_size", 16)
     lr: float = default(OptimizerBlock, "lr", 3e-4)

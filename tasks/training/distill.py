@@ -94,13 +94,17 @@ def train(cfg: DistillConfig, info: dict[str, Any]) -> dict[str, Any]:
         f"tasks {ts.kinds}, teacher {cfg.teacher}, init {init_report}, T {cfg.temperature}, alpha {cfg.alpha}, "
         f"world_size {world_size}, ZeRO-{cfg.zero_stage}, {cfg.precision}, up to {cfg.steps} steps x "
         f"{cfg.batch_size * cfg.grad_accum} examples per rank")
+    # packed rows (sft, chat) go to the teacher as they are; a cached teacher's rows are keyed by whole examples
+    cached = cfg.cache_teacher and cfg.alpha > 0
     batches = TaskBatches(ts.data["train"], kinds=ts.kinds, weights=ts.weights, batch_size=cfg.batch_size,
-                          seed=cfg.seed, pad_id=ts.pad_id, rank=rank, world_size=world_size)
+                          seed=cfg.seed, pad_id=ts.pad_id, rank=rank, world_size=world_size,
+                          packing=cfg.packing and not cached)
+    teachers.packed = batches.packed
     ckpt_dir = Path(cfg.checkpoint_dir)
 
     # the teacher cache: each teacher once over its training split, kept beside the checkpoints
     cache_info: dict[str, Any] = {"enabled": False}
-    if cfg.cache_teacher and cfg.alpha > 0:
+    if cached:
         cache_info = teachers.build_cache(ts.data["train"], batches=batches, top_k=cfg.cache_top_k,
                                           batch_size=cfg.batch_size, pad_id=ts.pad_id, cache_dir=ckpt_dir / CACHE_DIR,
                                           probe_steps=cfg.cache_probe_steps, is_main=is_main)

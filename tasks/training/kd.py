@@ -70,14 +70,19 @@ def target_positions(student_logits: torch.Tensor, targets: torch.Tensor) -> tup
     return student_logits[:, :-1][mask], mask
 
 
-def teacher_forward(teacher: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    logits: Any = None) -> torch.Tensor:
+def teacher_forward(teacher: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    logits: Any = None, *, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The teacher's logits in eval mode without gradients: (batch, classes) for a sequence classifier, (batch,
-    time, vocab) for a causal LM; ``logits``: how to read them from the output (a task type's ``logits``)."""
+    time, vocab) for a causal LM; ``logits``: how to read them from the output (a task type's ``logits``).
+    ``position_ids`` instead of a mask: a packed batch (``tasks.modeling.packing``), each example attending to
+    itself only, as the student sees it."""
     import torch
 
     with torch.no_grad():
-        out = teacher(input_ids=input_ids, attention_mask=attention_mask)
+        if position_ids is not None:
+            out = teacher(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        else:
+            out = teacher(input_ids=input_ids, attention_mask=attention_mask)
         return (out.logits if logits is None else logits(out)).float()
 
 

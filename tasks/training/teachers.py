@@ -243,6 +243,7 @@ class Teachers:
             fp32 = {**ds_config, "bf16": {"enabled": False}}  # the teachers stay float32 whatever the student's
             self.engines = [deepspeed.initialize(model=m, config=fp32)[0] for _, m in sorted(self.models.items())]
         self.caches: dict[str, Any] = {}
+        self.packed: set[str] = set()  # tasks whose batches come packed: (input_ids, position_ids, targets)
 
     def to(self, device: Any) -> Teachers:
         """Move every teacher to ``device``."""
@@ -300,7 +301,9 @@ class Teachers:
         from tasks.training import kd
 
         kind = self.kinds[task]
-        out = module(input_ids=x, attention_mask=mask, task=task)
+        packed = task in self.packed  # then `mask` holds the position ids, student and teacher run on the same rows
+        out = module(input_ids=x, attention_mask=None, task=task, position_ids=mask) if packed else \
+            module(input_ids=x, attention_mask=mask, task=task)
         hard = kind.loss(out, y)
         if self.alpha == 0:
             return hard, (float(hard.detach()), 0.0)
@@ -311,7 +314,8 @@ class Teachers:
                 values, indices = cache.lookup(x, mask)
                 soft = kd.topk_kd_loss(rows, values.to(x.device), indices.to(x.device), temperature=self.temperature)
             else:
-                teacher_rows = kd.teacher_forward(teacher, x, mask)[:, :-1][positions]
+                teacher_rows = kd.teacher_forward(teacher, x, None, position_ids=mask)[:, :-1][positions] if packed \
+                    else kd.teacher_forward(teacher, x, mask)[:, :-1][positions]
                 soft = kd.kd_loss(rows, teacher_rows, temperature=self.temperature)
         else:  # a head: the rows its type matches (a classifier's logits; a tagger's labelled tokens...)
             target = cache.lookup(x, mask).to(x.device) if cache else \

@@ -264,3 +264,38 @@ def test_layer_subset_init_of_bert_and_gpt2_students(arch: str, tmp_path: Path) 
         student_config(teacher.config, num_layers=1, hidden_size=64)
     same = student_config(teacher.config, num_layers=1, hidden_size=32, num_heads=4)  # the teacher's: allowed
     assert same.hidden_size == 32
+
+
+def test_kd_on_a_packed_batch_equals_kd_on_the_padded_batch(tmp_path: Path) -> None:
+    """distill packs sft/chat batches: the student and the teacher both see the packed rows (each example attending
+    to itself only), so the hard and the KD loss equal those of the same examples padded, to 1e-5 in fp32; a
+    teacher given the packed rows without their position ids (examples seeing each other) does not."""
+    import random
+
+    import torch
+
+    from tasks.modeling.encoding import collate
+    from tasks.modeling.heads import build_multitask
+    from tasks.modeling.packing import IGNORE, collate_packed
+    from tasks.training.teachers import Teachers
+
+    torch.manual_seed(0)
+    llama().save_pretrained(tmp_path / "teacher")
+    teachers = Teachers({"t": tmp_path / "teacher"}, kinds={"t": "sft"}, labels={}, alpha=0.5, temperature=2.0)
+    teachers.to(torch.device("cpu"))
+    student = build_multitask(student_of(teachers.models["t"]), heads={}, dropout=0.0, pad_token_id=0,
+                              types={"t": "sft"}).eval()
+    rng = random.Random(0)
+    ids = [[rng.randrange(3, 64) for _ in range(n)] for n in (5, 11, 3, 17, 8, 2)]
+    targets = [[IGNORE] * (len(s) // 2) + s[len(s) // 2:] for s in ids]
+    x, mask, y = collate(ids, targets, pad_id=0, kind="sft")
+    px, pos, py = collate_packed(ids, targets, pad_id=0)
+    assert px.shape[0] < x.shape[0]  # several examples share a row
+    with torch.no_grad():
+        padded, (hard, soft) = teachers.loss(student, "t", x, mask, y)
+        teachers.packed = {"t"}
+        packed, (p_hard, p_soft) = teachers.loss(student, "t", px, pos, py)
+        teachers.packed = set()
+        leaky, (_, l_soft) = teachers.loss(student, "t", px, torch.ones_like(px), py)
+    assert abs(p_hard - hard) < 1e-5 and abs(p_soft - soft) < 1e-5 and abs(float(packed - padded)) < 1e-5
+    assert abs(l_soft - soft) > 1e-4  # the control: the test notices examples that see each other
