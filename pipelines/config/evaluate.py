@@ -32,11 +32,15 @@ class LMEvalParams(Section):
 
 
 class ClassificationEvalParams(Section):
-    """Classification quality of every classifier (finetuned, student, variants) on its task's test split."""
+    """Quality of every task model (finetuned, student, variants) on its task's test split: the intervals of every
+    task type, the batch size of the types with a head (classification, token_classification, extractive_qa) and the
+    classification baseline."""
 
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples of the confidence intervals (0: none).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples of the confidence intervals of every task "
+                           "type (0: none).")
     level: float = Field(0.95, gt=0, lt=1, description="Coverage of the confidence intervals.")
-    batch_size: int = Field(32, ge=1, description="Texts per forward pass.")
+    batch_size: int = Field(32, ge=1, description="Examples per forward pass (classification, token_classification, "
+                            "extractive_qa).")
     tfidf_c: list[float] = Field([1.0, 10.0], min_length=1, description="C values tried by the TF-IDF + logistic "
                                  "regression baseline (chosen on val macro-F1). Each costs 3-6 s on the default data; "
                                  "0.1 underfits there (val macro-F1 0.46 against 0.69 at C=1) and 100 never won.")
@@ -75,7 +79,8 @@ class EvaluateParams(Section):
 
     lm: LMEvalParams = Field(default_factory=LMEvalParams, description="Language-model quality.")
     classification: ClassificationEvalParams = Field(default_factory=ClassificationEvalParams,
-                                                     description="Classification quality.")
+                                                     description="Task-model quality: intervals of every type, "
+                                                     "batches of the types with a head, the TF-IDF baseline.")
     generation: GenerationEvalParams = Field(default_factory=GenerationEvalParams,
                                              description="Generation quality of sft models.")
     contamination: ContaminationParams = Field(default_factory=ContaminationParams,
