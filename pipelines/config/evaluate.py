@@ -42,8 +42,8 @@ class ClassificationEvalParams(Section):
     batch_size: int = Field(32, ge=1, description="Examples per forward pass (classification, token_classification, "
                             "extractive_qa).")
     tfidf_c: list[float] = Field([1.0, 10.0], min_length=1, description="C values tried by the TF-IDF + logistic "
-                                 "regression baseline (chosen on val macro-F1). Each costs 3-6 s on the default data; "
-                                 "0.1 underfits there (val macro-F1 0.46 against 0.69 at C=1) and 100 never won.")
+                                 "regression baseline (the one with the best val macro-F1 is kept; why these: "
+                                 "docs/measurements.md).")
 
 
 class GenerationEvalParams(Section):
