@@ -175,8 +175,8 @@ def grad_norm(model: Any) -> float:
 
 def run_entry(name: str, train: Callable[[], Any], *, user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """The common tail of every recipe's ``main``: one rank's rendezvous when no launcher set it, ``train()``, the
-    process group torn down whatever happens; returns the exit code (0 done, 2 one of ``user_errors`` found during
-    training, printed as one line, 1 anything else, with its traceback)."""
+    process group torn down (:func:`_leave_process_group`); returns the exit code (0 done, 2 one of ``user_errors``
+    found during training, printed as one line, 1 anything else, with its traceback)."""
     import sys
     import traceback
 
@@ -188,8 +188,10 @@ def run_entry(name: str, train: Callable[[], Any], *, user_errors: tuple[type[Ba
         # have GPU or other accelerator, we were unable to detect it" in every process: on a CPU machine, say so
         if not torch.cuda.is_available():
             os.environ["DS_ACCELERATOR"] = "cpu"
+    ok = False
     try:
         train()
+        ok = True
     except user_errors as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
@@ -197,11 +199,22 @@ def run_entry(name: str, train: Callable[[], Any], *, user_errors: tuple[type[Ba
         traceback.print_exc()
         return 1
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        _leave_process_group(ok)
     return 0
+
+
+def _leave_process_group(ok: bool) -> None:
+    """Tear the process group down before the interpreter does. After a finished run every rank first waits for the
+    others (rank 0 may still be exporting): a rank that tore its gloo connections down and exited while a peer was
+    still at work died of SIGABRT at exit ("terminate called without an active exception") once in CI. After an
+    error nobody waits (the others may never get there)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if ok and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def setup(cfg: Any) -> tuple[dict[str, Any], int, int]:
