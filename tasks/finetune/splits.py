@@ -47,7 +47,10 @@ def make_splits(examples: list[Example], *, stratify: bool, val: float, test: fl
                 group: Callable[[Mapping[str, Any]], str | None] | None = None) -> list[Example]:
     """Give every example without a split one; examples that have a split keep it. Input order is kept. A val or
     test split the data give is not added to: the examples without a split then go to the other splits only (a
-    dataset's official test set stays what it is, and none of its training examples is tested on).
+    dataset's official test set stays what it is, and none of its training examples is tested on). A split the data
+    do not give is made from the examples without one and, while val or test is missing, from those the data put in
+    train (a Hugging Face dataset with a train split alone, or train and test: its val comes out of its train, as
+    transformers' examples' ``validation_split_percentage`` takes it); with val and test given, train stays whole.
 
     Args:
         examples: checked examples, some with a split from the data, some without (None).
@@ -59,9 +62,10 @@ def make_splits(examples: list[Example], *, stratify: bool, val: float, test: fl
     """
     given = {ex.split for ex in examples if ex.split is not None}
     val, test = (0.0 if "val" in given else val), (0.0 if "test" in given else test)
+    open_splits = {None} if {"val", "test"} <= given else {None, "train"}
     strata: dict[str, dict[str, list[Example]]] = defaultdict(dict)
     for ex in examples:
-        if ex.split is None:
+        if ex.split in open_splits:
             key = group(ex.values) if group is not None else None
             unit = ex.id if key is None else _group_unit(key)
             strata[ex.values["label"] if stratify else ""].setdefault(unit, []).append(ex)
@@ -71,7 +75,7 @@ def make_splits(examples: list[Example], *, stratify: bool, val: float, test: fl
         for rank, unit in enumerate(sorted(units, key=lambda u: _order_key(u, seed, "split"))):
             for ex in units[unit]:
                 chosen[ex.id] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return [ex if ex.split is not None else dataclasses.replace(ex, split=chosen[ex.id]) for ex in examples]
+    return [dataclasses.replace(ex, split=chosen[ex.id]) if ex.id in chosen else ex for ex in examples]
 
 
 def _group_unit(key: str) -> str:

@@ -79,7 +79,9 @@ def test_end_to_end_hf_splits_and_field_names(tmp_path: Path, tokenizer_dir: Pat
     _saved(tmp_path)
     data = [{"kind": "hf", "path": "saved", "splits": ["train", "validation", "test"]}]
     counters = run(tmp_path, [task("h", data=data, labels=["a", "b"])], tokenizer_dir)
-    assert (counters["h.train"], counters["h.val"], counters["h.test"]) == (8, 0, 2)
+    # the test split is the dataset's; its validation split was all quarantined, so val is made from train (one
+    # example of each class's four)
+    assert (counters["h.train"], counters["h.val"], counters["h.test"]) == (6, 2, 2)
     assert counters["h.quarantined.unknown_label"] == 2  # the integer labels 0, 1 of validation became "0", "1"
     assert [q["where"] for q in rows(tmp_path, "h", "quarantine")] == ["saved/validation#0", "saved/validation#1"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["tasks"]["h"]["labels"] == ["a", "b"]
@@ -104,3 +106,12 @@ def test_class_label_ids_are_read_as_the_names_the_dataset_declares(tmp_path: Pa
     assert [i.record for i in items] == [
         {"tokens": ["Ann", "Lee", "ran"], "ner_tags": ["B-PER", "I-PER", "O"], "text": "good", "label": "positive"},
         {"tokens": ["x"], "ner_tags": ["O"], "text": "unlabelled", "label": None}]
+
+
+def test_a_dataset_with_a_train_split_alone_gets_val_and_test_made_from_it(tmp_path: Path,
+                                                                           tokenizer_dir: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(labelled({"a": 20, "b": 20})).save_to_disk(str(tmp_path / "only_train"))
+    counters = run(tmp_path, [task("h", data=[{"kind": "hf", "path": "only_train"}])], tokenizer_dir)
+    assert (counters["h.train"], counters["h.val"], counters["h.test"]) == (32, 4, 4)  # 10% each, by class

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def test_given_splits_are_kept_and_the_rest_made() -> None:
     examples[1] = Example("given val", {"text": "v", "label": "a"}, "f", "val")
     out = make_splits(examples, stratify=False, val=0.1, test=0.1, seed=0)
     assert [ex.split for ex in out[:2]] == ["test", "val"] and {ex.split for ex in out[2:]} == {"train"}
+    # a train split given without val and test: they are made from it; with both given, train stays whole
+    trained = [dataclasses.replace(ex, split="train") for ex in _examples({"a": 10})]
+    assert Counter(ex.split for ex in make_splits(trained, stratify=False, val=0.1, test=0.1, seed=0)) == {
+        "train": 8, "val": 1, "test": 1}
+    assert [ex.split for ex in make_splits(trained + out[:2], stratify=False, val=0.1, test=0.1, seed=0)] == [
+        "train"] * 10 + ["test", "val"]
 
 
 def test_grouped_examples_share_a_split_and_the_shares_count_groups() -> None:
