@@ -100,7 +100,7 @@ def evaluate(params: Params, root: Path) -> dict[str, Any]:
             with timed(f"{task} ({info['type']})"):
                 results[task] = scoring.score_task(info["type"], scoring.TaskJob(
                     task=task, labels=info["labels"], models=models[task], splits=splits[task], settings=settings,
-                    out_dir=out_dir, probe=probe if info["type"] == "classification" else None))
+                    out_dir=out_dir, probe=probe))
         with timed("lm-evaluation-harness"):
             harness_out = harness.rolling_scores(model_dir=root / artifacts.BASE_MODEL_DIR, texts=texts[
                 :cfg.harness.limit], batch_size=cfg.harness.batch_size) if cfg.harness.enabled else None

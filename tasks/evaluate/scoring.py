@@ -28,7 +28,7 @@ class TaskJob:
         splits: the task's ``train``, ``val`` and ``test`` rows.
         settings: the evaluate section of params.yaml as a dict (``classification``, ``generation``, ``seed``...).
         out_dir: the report's directory (generations are written under it).
-        probe: an untouched encoder checkpoint for a classification linear probe, or None.
+        probe: the untouched checkpoint finetune started from, or None (classification scores its linear probe).
     """
 
     task: str
