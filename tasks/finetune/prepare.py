@@ -27,7 +27,7 @@ from tasks.finetune.folders import class_sources, iter_folders
 from tasks.finetune.hub import check_hf, iter_hf
 from tasks.finetune.items import Bad, Example, Raw
 from tasks.finetune.splits import check_min_per_class, make_splits
-from tasks.modeling.tasktypes import task_settings
+from tasks.modeling.tasktypes import Reject, task_settings
 from tasks.modeling.tasktypes import task_type as type_of
 
 
@@ -145,13 +145,13 @@ def _reviewed(examples: list[Example], review: Callable[..., Any],
               task: dict[str, Any]) -> tuple[list[Example], list[Bad]]:
     """The examples a task type's ``review`` keeps (with what it found of the task, such as the tag scheme, in their
     values) and those it quarantines."""
-    found, verdicts = review([ex.values for ex in examples], scheme=task["scheme"])
+    verdicts = review([ex.values for ex in examples], options=task)
     kept, bad = [], []
     for ex, verdict in zip(examples, verdicts, strict=True):
-        if verdict is None:
-            kept.append(Example(ex.id, {**ex.values, "scheme": found}, ex.where, ex.split))
-        else:
+        if isinstance(verdict, Reject):
             bad.append(Bad(ex.where, verdict.reason, verdict.detail, jsonable(ex.values)))
+        else:
+            kept.append(Example(ex.id, verdict, ex.where, ex.split))
     return kept, bad
 
 
@@ -170,10 +170,8 @@ def _task_examples(task: dict[str, Any], tokenizer: Any, *, max_length: int, ded
         checked = item if isinstance(item, Bad) else check_record(item, task_type=kind, labels=labels,
                                                                    max_chars=task["max_chars"], settings=settings)
         (bad if isinstance(checked, Bad) else examples).append(checked)
-    review = getattr(kind_, "review", None)  # a type's check of the task as a whole (token_classification's scheme)
-    if review is not None:
-        examples, unfit = _reviewed(examples, review, task)
-        bad += unfit
+    examples, unfit = _reviewed(examples, kind_.review, task)  # the task as a whole (token_classification's scheme)
+    bad += unfit
     examples, duplicates = drop_duplicates(kind, examples)
     examples, too_long = drop_too_long(tokenizer, kind, examples, max_length, settings)
     bad += duplicates + too_long

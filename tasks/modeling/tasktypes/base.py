@@ -23,7 +23,7 @@ Heavy imports (torch, transformers) happen inside the methods.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -64,6 +64,13 @@ class TaskType(Protocol):
         """One record's fields (``{role: value}`` for every role; the data step quarantines a record missing one)
         normalised into the type's values, or why it is quarantined (mistyped or empty fields, an unknown label...);
         ``names`` maps each role to its field name in the user's data, for the message."""
+        ...
+
+    def review(self, examples: Sequence[dict[str, Any]], *,
+               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
+        """Every checked example of a task at once, before dedup and the splits, for what one record cannot tell
+        (token_classification's tag scheme belongs to the whole task): per example, its values as kept (with what
+        was found of the task) or why it is quarantined. ``options``: the task's params (``scheme``...)."""
         ...
 
     def label_names(self, labels: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ carries the one training used. The validation number is minus the loss per assis
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
@@ -41,6 +41,10 @@ class Chat:
         if isinstance(messages, Reject):
             return Reject(messages.reason, f"messages field {names['messages']!r}: {messages.detail}")
         return {"messages": messages}
+
+    def review(self, examples: Sequence[dict[str, Any]], *,
+               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
+        return list(examples)  # each record is judged on its own (check)
 
     def label_names(self, labels: list[str]) -> list[str]:
         return list(labels)

@@ -7,7 +7,7 @@ A row is ``{"id", "text", "label"}``; training sees ``tokenizer(text)`` and pred
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
@@ -33,6 +33,10 @@ class Classification:
         if isinstance(out, dict) and labels is not None and out["label"] not in labels:
             return Reject("unknown_label", f"label {out['label']!r} is not one of {labels}")
         return out
+
+    def review(self, examples: Sequence[dict[str, Any]], *,
+               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
+        return list(examples)  # each record is judged on its own (check)
 
     def label_names(self, labels: list[str]) -> list[str]:
         return list(labels)

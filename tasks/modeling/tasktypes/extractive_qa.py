@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
@@ -60,6 +60,10 @@ class ExtractiveQA:
         """Context, question and answers normalised (:func:`~tasks.modeling.tasktypes.qa_records.check_qa`), or why
         not."""
         return check_qa(values, unanswerable=self.unanswerable, names=names)
+
+    def review(self, examples: Sequence[dict[str, Any]], *,
+               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
+        return list(examples)  # each record is judged on its own (check)
 
     def label_names(self, labels: list[str]) -> list[str]:
         return list(labels)

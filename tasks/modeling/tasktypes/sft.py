@@ -7,7 +7,7 @@ response token.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
@@ -47,6 +47,10 @@ class Sft:
     def check(self, values: Mapping[str, Any], *, labels: list[str] | None,
               names: Mapping[str, str]) -> dict[str, Any] | Reject:
         return text_fields(values, self.roles, names)
+
+    def review(self, examples: Sequence[dict[str, Any]], *,
+               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
+        return list(examples)  # each record is judged on its own (check)
 
     def label_names(self, labels: list[str]) -> list[str]:
         return list(labels)

@@ -42,14 +42,16 @@ class TokenClassification:
             return Reject(str(reason), f"{names['tokens']!r} / {names['tags']!r}: {detail}")
         return {"tokens": got[0], "tags": got[1]}
 
-    def review(self, examples: Sequence[Mapping[str, Any]], *, scheme: str) -> tuple[str, list[Reject | None]]:
-        """The task's tag scheme (``scheme``, or the one its sentences break least when ``auto``) and, per example,
-        why it is quarantined (``invalid_tag_sequence``: it breaks that scheme, e.g. an ``I-`` that follows nothing
-        in IOB2) or None. Called once with every checked example of a task, before the splits."""
+    def review(self, examples: Sequence[dict[str, Any]], *,
+               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
+        """The task's tag scheme (``options["scheme"]``, or the one its sentences break least when ``auto``), kept in
+        every example's values (``scheme``); an example that breaks it is quarantined (``invalid_tag_sequence``,
+        e.g. an ``I-`` that follows nothing in IOB2)."""
         from tasks.modeling.tagging import detect_scheme, violations
 
-        chosen = detect_scheme([v["tags"] for v in examples]).scheme if scheme == "auto" else scheme
-        out: list[Reject | None] = []
+        declared = options.get("scheme", "auto")
+        chosen = detect_scheme([v["tags"] for v in examples]).scheme if declared == "auto" else declared
+        out: list[dict[str, Any] | Reject] = []
         for values in examples:
             broken = violations(values["tags"], chosen)
             if broken:
@@ -58,8 +60,8 @@ class TokenClassification:
                 out.append(Reject("invalid_tag_sequence", f"tag {i} ({values['tokens'][i]!r}): {why}{more}; the "
                                   f"task's scheme is {chosen}: fix the tags, or set the task's scheme"))
             else:
-                out.append(None)
-        return chosen, out
+                out.append({**values, "scheme": chosen})
+        return out
 
     def label_names(self, labels: list[str]) -> list[str]:
         from tasks.modeling.tagging import head_labels

@@ -27,15 +27,23 @@ def test_record_checks_name_the_fields() -> None:
 
 def test_the_review_finds_the_scheme_and_quarantines_what_breaks_it() -> None:
     iob1 = [{"tokens": ["a", "b"], "tags": ["I-PER", "O"]}, {"tokens": ["c", "d"], "tags": ["I-LOC", "B-LOC"]}]
-    assert KIND.review(iob1, scheme="auto") == ("IOB1", [None, None])
+    assert KIND.review(iob1, options={"scheme": "auto"}) == [{**v, "scheme": "IOB1"} for v in iob1]
     iob2 = [{"tokens": ["a", "b"], "tags": ["B-PER", "I-PER"]}, {"tokens": ["x", "y"], "tags": ["B-LOC", "O"]},
             {"tokens": ["c", "d"], "tags": ["O", "I-PER"]}]
-    scheme, verdicts = KIND.review(iob2, scheme="auto")
-    assert scheme == "IOB2" and verdicts[:2] == [None, None]
+    verdicts = KIND.review(iob2, options={"scheme": "auto"})
+    assert verdicts[:2] == [{**v, "scheme": "IOB2"} for v in iob2[:2]]
     assert isinstance(verdicts[2], Reject) and verdicts[2].reason == "invalid_tag_sequence"
     assert "tag 1 ('d'): I-PER follows O" in verdicts[2].detail and "scheme is IOB2" in verdicts[2].detail
-    declared, verdicts = KIND.review(iob1, scheme="IOB2")  # declared: the data is held to it
-    assert declared == "IOB2" and all(isinstance(v, Reject) for v in verdicts)
+    verdicts = KIND.review(iob1, options={"scheme": "IOB2"})  # declared: the data is held to it
+    assert all(isinstance(v, Reject) for v in verdicts)
+
+
+def test_the_other_types_review_nothing_of_the_task_as_a_whole() -> None:
+    from tasks.modeling.tasktypes import TASK_TYPES, task_type
+
+    examples = [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]
+    for name in set(TASK_TYPES) - {"token_classification"}:
+        assert task_type(name).review(examples, options={"scheme": "auto"}) == examples
 
 
 def test_rows_keep_the_data_scheme_and_labels_are_iob2() -> None:
