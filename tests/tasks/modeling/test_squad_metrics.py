@@ -1,5 +1,7 @@
-"""SQuAD exact match and F1 against values worked out by hand by the official SQuAD 2.0 script's rules, and against
-that script itself (the ``evaluate`` package's ``squad_v2``) where it can be loaded."""
+"""SQuAD exact match and F1 against values worked out by hand by the official SQuAD 2.0 script's rules, against
+torchmetrics' SQuAD metric (the official v1.1 script's normalisation, token F1 and maximum over the gold answers,
+installed with the dev tools, so it runs offline) on answerable questions, and against the v2.0 script itself (the
+``evaluate`` package's ``squad_v2``) where it can be loaded."""
 
 from __future__ import annotations
 
@@ -76,3 +78,25 @@ def test_agrees_with_the_official_script_on_random_cases() -> None:
         references=[{"id": str(i), "answers": {"text": r, "answer_start": [0] * len(r)}} for i, r in enumerate(refs)])
     assert ours["exact_match"] * 100 == pytest.approx(theirs["exact"])
     assert ours["f1"] * 100 == pytest.approx(theirs["f1"])
+
+
+def test_agrees_with_torchmetrics_squad_on_random_answerable_questions() -> None:
+    """Question by question: torchmetrics implements the official v1.1 script (answerable questions only; v2.0 adds
+    the no-answer rules checked by hand above)."""
+    from torchmetrics.functional.text import squad
+
+    rng = random.Random(1)
+    words = ["the", "a", "cat", "Cat,", "sat", "mat.", "on", "an", "dog!", "x", "Éclair", "(y)"]
+    checked = 0
+    for i in range(300):
+        refs = [" ".join(rng.choices(words, k=rng.randint(1, 5))) for _ in range(rng.randint(1, 3))]
+        if not all(normalize_answer(r) for r in refs):
+            continue  # v2.0 drops a gold answer that normalises to nothing, v1.1 keeps it: outside this comparison
+        pred = " ".join(rng.choices(words, k=rng.randint(0, 5)))
+        theirs = squad(preds=[{"id": str(i), "prediction_text": pred}],
+                       target=[{"id": str(i), "answers": {"text": refs, "answer_start": [0] * len(refs)}}])
+        em, f1 = question_scores(refs, pred)
+        assert (em * 100, f1 * 100) == pytest.approx((float(theirs["exact_match"]), float(theirs["f1"])), abs=1e-4), \
+            (refs, pred)
+        checked += 1
+    assert checked > 150
