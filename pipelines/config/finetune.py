@@ -29,6 +29,9 @@ class Fields(Section):
                         "strings).")
     tags: str = Field("tags", min_length=1, description="token_classification: a tag per word (a list: O, B-PER, "
                       "I-PER... in IOB1, IOB2 or BIOES; integers index labels).")
+    messages: str = Field("messages", min_length=1, description="chat: the conversation, a list of turns: "
+                          "{role: system|user|assistant, content} or ShareGPT's {from: system|human|gpt, value} "
+                          "(e.g. conversations).")
     context: str = Field("context", min_length=1, description="extractive_qa: the passage answers are spans of.")
     question: str = Field("question", min_length=1, description="extractive_qa: the question.")
     answers: str = Field("answers", min_length=1, description="extractive_qa: the answers, a list of {text, "

@@ -21,7 +21,8 @@ SPLIT_NAMES: dict[str, str] = {"train": "train", "validation": "val", "val": "va
 """Split names found in data (split fields, Hugging Face split names), mapped to ours."""
 
 DEFAULT_FIELDS: dict[str, str | None] = {"text": "text", "label": "label", "prompt": "prompt",
-                                         "response": "response", "tokens": "tokens", "tags": "tags", "split": None}
+                                         "response": "response", "tokens": "tokens", "tags": "tags",
+                                         "messages": "messages", "split": None}
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,9 @@ from tasks.modeling.tasktypes.base import Reject
 IGNORE = -100
 """Target of positions that carry no loss (everything but the assistant turns)."""
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+"""ShareGPT's turns (``{"from": "human" | "gpt" | "system", "value": ...}``, the other common jsonl shape, as axolotl
+and FastChat read it): their speakers as roles."""
 LMFORGE_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}### System:\n{{ message['content'] }}\n"
@@ -62,7 +65,8 @@ def conversation_of(row: dict[str, Any]) -> list[dict[str, str]]:
 
 def check_messages(value: Any) -> list[dict[str, str]] | Reject:
     """A record's ``messages`` normalised to ``[{"role", "content"}]`` (other keys dropped, trailing turns after the
-    last assistant turn dropped: they carry no loss), or why the record is quarantined.
+    last assistant turn dropped: they carry no loss; ShareGPT's ``{"from", "value"}`` turns read as their roles), or
+    why the record is quarantined.
 
     Reasons: ``messages_not_a_list``, ``message_not_an_object``, ``unknown_role``, ``content_not_text``,
     ``empty_content``, ``misplaced_system`` (a system turn after the first message), ``no_user_turn`` (an assistant
@@ -75,8 +79,11 @@ def check_messages(value: Any) -> list[dict[str, str]] | Reject:
         if not isinstance(message, dict):
             return Reject("message_not_an_object", f"turn {i} is {_short(message)}, not a {{role, content}} object")
         role, content = message.get("role"), message.get("content")
+        if "role" not in message and "from" in message:  # a ShareGPT turn
+            role, content = SHAREGPT_ROLES.get(message["from"], message["from"]), message.get("value")
         if role not in ROLES:
-            return Reject("unknown_role", f"turn {i} has role {role!r}; use one of {ROLES}")
+            return Reject("unknown_role", f"turn {i} has role {role!r}; use one of {ROLES} (ShareGPT turns: from "
+                          f"{sorted(SHAREGPT_ROLES)})")
         if not isinstance(content, str):
             return Reject("content_not_text", f"turn {i} ({role}) has content {_short(content)}, not a string")
         if not content.strip():

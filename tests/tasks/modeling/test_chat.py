@@ -150,6 +150,17 @@ def test_check_keeps_role_and_content_and_drops_turns_after_the_last_reply() -> 
     assert check_messages(messages) == [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
 
 
+def test_sharegpt_turns_are_read_as_their_roles() -> None:
+    """ShareGPT's shape (axolotl's and FastChat's `conversations`): from human/gpt/system, value."""
+    turns = [{"from": "system", "value": "be brief"}, {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hey"}]
+    assert check_messages(turns) == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": "hey"}]
+    bad = check_messages([{"from": "bing", "value": "x"}, {"from": "gpt", "value": "y"}])
+    assert isinstance(bad, Reject) and bad.reason == "unknown_role" and "'human'" in bad.detail
+    empty = check_messages([{"from": "human", "value": "x"}, {"from": "gpt"}])
+    assert isinstance(empty, Reject) and empty.reason == "content_not_text"
+
+
 def test_roles_must_alternate_where_the_template_says_so(tokenizers: dict[str, Path]) -> None:
     twice = [{"role": "user", "content": "the cat"}, {"role": "user", "content": "the dog"},
              {"role": "assistant", "content": "sat."}]
