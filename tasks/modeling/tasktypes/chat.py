@@ -10,7 +10,7 @@ carries the one training used. The validation number is minus the loss per assis
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tasks.modeling.tasktypes.base import Reject
@@ -42,27 +42,18 @@ class Chat:
             return Reject(messages.reason, f"messages field {names['messages']!r}: {messages.detail}")
         return {"messages": messages}
 
-    def review(self, examples: Sequence[dict[str, Any]], *,
-               options: Mapping[str, Any]) -> list[dict[str, Any] | Reject]:
-        return list(examples)  # each record is judged on its own (check)
-
-    def label_names(self, labels: list[str]) -> list[str]:
-        return list(labels)
-
     def dedup_key(self, values: Mapping[str, Any]) -> str:
         return json.dumps([[m["role"], m["content"]] for m in values["messages"]], ensure_ascii=False)
 
     def chars(self, values: Mapping[str, Any]) -> int:
         return sum(len(m["content"]) for m in values["messages"])
 
-    def labels_of(self, values: Mapping[str, Any]) -> list[str]:
-        return []
-
-    def stratum(self, values: Mapping[str, Any]) -> str | None:
-        return None
-
-    def group(self, values: Mapping[str, Any]) -> str | None:
-        return None
+    # unlabelled, each record judged on its own, no strata or groups: as sft
+    review = Sft.review
+    label_names = Sft.label_names
+    labels_of = Sft.labels_of
+    stratum = Sft.stratum
+    group = Sft.group
 
     def fit(self, values: dict[str, Any], *, tokenizer: Any, max_length: int) -> dict[str, Any] | Reject:
         """``tokenizer``: a transformers tokenizer (the chat template needs one; a ``tokenizers.Tokenizer`` is
